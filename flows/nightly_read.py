@@ -1,0 +1,156 @@
+"""Nightly read flow: list new photos -> read each shard (preprocess + VLM + validate) -> write Parquet -> summary.
+
+Run locally:  python -m flows.nightly_read SOURCE OUTPUT
+Deployments:  see prefect.yaml (`nightly-read` on a cron schedule, `read-now` manual).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import datetime, timezone
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from meterread import pipeline
+from meterread.config import ReadConfig
+from meterread.history import MeterHistory
+
+STORAGE_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 5, 15], "cache_policy": NO_CACHE}
+FLAGGED_SAMPLE = 20
+
+
+@task(**STORAGE_RETRIES)
+def plan_run(config: ReadConfig, fingerprint: str, run_id: str) -> pipeline.RunPlan:
+    return pipeline.plan_run(config, fingerprint, run_id)
+
+
+@task(**STORAGE_RETRIES)
+def load_context(config: ReadConfig) -> tuple[MeterHistory, dict]:
+    return pipeline.load_history(config), pipeline.load_meter_profiles(config.meters_table)
+
+
+@task(cache_policy=NO_CACHE)
+def read_shard(
+    config: ReadConfig, shard: pipeline.Shard, run_id: str, history: MeterHistory, profiles: dict
+) -> list[dict]:
+    """No retries: storage reads inside are retried per photo, and model errors should surface."""
+    reader = pipeline.cached_reader(config.model)
+    return pipeline.process_shard(config, reader, shard, run_id, history, profiles)
+
+
+@task(**STORAGE_RETRIES)
+def write_shard(config: ReadConfig, rows: list[dict], run_id: str, shard_id: str) -> list[str]:
+    return pipeline.write_rows(config, rows, run_id, shard_id)
+
+
+@task(**STORAGE_RETRIES)
+def finish_run(config, plan, counts, files, started_at) -> dict:
+    return pipeline.finish_run(config, plan, pipeline.cached_reader(config.model), counts, files, started_at)
+
+
+@task(cache_policy=NO_CACHE)
+def publish_summary(manifest: dict, flagged: list[dict]) -> None:
+    counts = manifest["counts"]
+    create_table_artifact(
+        key="read-summary",
+        table=[{"status": status, "photos": count} for status, count in counts.items()]
+        + [{"status": "already done (skipped)", "photos": manifest["already_done"]}],
+        description=f"Run {manifest['run_id']}: {manifest['processed']} photos read; {manifest['manifest_uri']}",
+    )
+    if flagged:
+        create_table_artifact(
+            key="flagged-sample",
+            table=[
+                {
+                    "image_uri": row["image_uri"],
+                    "reading_text": row.get("reading_text"),
+                    "confidence": row.get("confidence"),
+                    "status": row["status"],
+                    "reasons": "; ".join(row["reasons"]),
+                }
+                for row in flagged
+            ],
+            description=f"Up to {FLAGGED_SAMPLE} flagged or error rows for review",
+        )
+    create_markdown_artifact(
+        key="read-manifest", markdown=f"```json\n{json.dumps(manifest, indent=2, default=str)}\n```"
+    )
+
+
+def use_credentials_block(name: str | None) -> None:
+    """Load S3 credentials from a Prefect Secret block (JSON with aws_access_key_id, aws_secret_access_key,
+    optional endpoint_url) into this worker's environment. Values are never logged."""
+    if not name:
+        return
+    from prefect.blocks.system import Secret
+
+    secret = Secret.load(name).get()
+    values = json.loads(secret) if isinstance(secret, str) else dict(secret)
+    mapping = {
+        "aws_access_key_id": "AWS_ACCESS_KEY_ID",
+        "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
+        "aws_session_token": "AWS_SESSION_TOKEN",
+        "endpoint_url": "AWS_ENDPOINT_URL_S3",
+        "region": "AWS_DEFAULT_REGION",
+    }
+    for key, env in mapping.items():
+        if values.get(key):
+            os.environ[env] = str(values[key])
+
+
+@flow(name="nightly-read", log_prints=False)
+def nightly_read(
+    source: str,
+    output: str,
+    model: dict | None = None,
+    batch_size: int = 16,
+    shard_size: int = 256,
+    limit: int | None = None,
+    reprocess: bool = False,
+    run_id: str | None = None,
+    key_pattern: str | None = None,
+    meters_table: str | None = None,
+    min_confidence: float = 0.5,
+    credentials_block: str | None = None,
+) -> dict:
+    """Read every new photo under `source` into the Parquet dataset at `output`; returns the run manifest.
+
+    `model` is a model spec: {"family": "paligemma"|"florence2", "base": hub id or dir, "adapter": dir or s3 URL}.
+    `run_id` defaults to this flow run's id, so a retried flow run rewrites its own files.
+    """
+    logger = get_run_logger()
+    use_credentials_block(credentials_block)
+    settings = {k: v for k, v in locals().items() if k not in ("logger", "credentials_block")}
+    config = ReadConfig.from_mapping({k: v for k, v in settings.items() if v is not None}).validate()
+    run_id = config.run_id or f"flow-{flow_run.get_id() or pipeline.new_run_id()}"
+    started_at = datetime.now(timezone.utc)
+    reader = pipeline.cached_reader(config.model)
+    logger.info("model %s (fingerprint %s) on %s", reader.model_id, reader.fingerprint, getattr(reader, "device", "?"))
+    plan = plan_run(config, reader.fingerprint, run_id)
+    logger.info(
+        "listed %d photos, %d already done, %d shards to read", plan.listed, plan.already_done, len(plan.shards)
+    )
+    history, profiles = load_context(config)
+    counts = {"accepted": 0, "flagged": 0, "error": 0}
+    files: list[str] = []
+    flagged: list[dict] = []
+    for index, shard in enumerate(plan.shards, 1):
+        rows = read_shard(config, shard, run_id, history, profiles)
+        files += write_shard(config, rows, run_id, shard.shard_id)
+        for status, count in pipeline.status_counts(rows).items():
+            counts[status] += count
+        flagged += [row for row in rows if row["status"] != "accepted"][: FLAGGED_SAMPLE - len(flagged)]
+        logger.info("shard %d/%d: %d photos, totals %s", index, len(plan.shards), len(rows), counts)
+    manifest = finish_run(config, plan, counts, files, started_at)
+    publish_summary(manifest, flagged)
+    logger.info("run %s done: %s", run_id, counts)
+    return manifest
+
+
+if __name__ == "__main__":
+    nightly_read(source=sys.argv[1], output=sys.argv[2])

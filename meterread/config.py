@@ -1,0 +1,102 @@
+"""Typed settings for a nightly read, checked up front. One config, shared by the CLI and the Prefect flow."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from meterread.keys import DEFAULT_KEY_PATTERN, compile_key_pattern
+from meterread.models.base import ModelSpec
+from meterread.preprocess import DEFAULT_MAX_PIXELS
+from meterread.sink import check_safe_name
+
+DEMO_MODEL_DIR = Path(__file__).parent / "assets" / "demo-model"
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message says which and how to fix it."""
+
+
+def default_model() -> ModelSpec:
+    return ModelSpec(family="paligemma", base=str(DEMO_MODEL_DIR))
+
+
+@dataclass(frozen=True)
+class ReadConfig:
+    """Everything a read run needs. `source`/`output`/`meters_table` are fsspec URLs or local paths."""
+
+    source: str
+    output: str
+    model: ModelSpec = field(default_factory=default_model)
+    batch_size: int = 16
+    shard_size: int = 256
+    limit: int | None = None
+    reprocess: bool = False
+    run_id: str | None = None
+    key_pattern: str = DEFAULT_KEY_PATTERN
+    meters_table: str | None = None
+    min_confidence: float = 0.5
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    storage_attempts: int = 4
+    preprocess_workers: int = 2
+
+    @classmethod
+    def from_mapping(cls, values: Mapping) -> ReadConfig:
+        """Build from plain values (CLI options, flow parameters, YAML); unknown keys are rejected."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown read setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        values = dict(values)
+        model = values.get("model")
+        if isinstance(model, Mapping):
+            model_known = {f.name for f in dataclasses.fields(ModelSpec)}
+            bad = sorted(set(model) - model_known)
+            if bad:
+                raise ConfigError(
+                    f"unknown model setting(s): {', '.join(bad)}; known: {', '.join(sorted(model_known))}"
+                )
+            values["model"] = ModelSpec(**model)
+        return cls(**{k: v for k, v in values.items() if v is not None or k in ("limit", "run_id", "meters_table")})
+
+    def validate(self) -> ReadConfig:
+        """Raise ConfigError naming the setting when something cannot work."""
+        problems = []
+        if not self.source:
+            problems.append("source is empty: give a folder or s3://bucket/prefix with the photos")
+        if not self.output:
+            problems.append("output is empty: give a folder or s3://bucket/prefix for the Parquet dataset")
+        if self.source and self.output and self.source.rstrip("/") == self.output.rstrip("/"):
+            problems.append("output must differ from source")
+        for name in ("batch_size", "shard_size", "storage_attempts", "preprocess_workers"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1 (got {getattr(self, name)})")
+        if self.limit is not None and self.limit < 0:
+            problems.append(f"limit must be >= 0 (got {self.limit})")
+        if not 0.0 <= self.min_confidence <= 1.0:
+            problems.append(f"min_confidence must be within [0, 1] (got {self.min_confidence})")
+        if self.max_pixels < 1:
+            problems.append("max_pixels must be positive")
+        try:
+            compile_key_pattern(self.key_pattern)
+        except (re.error, ValueError) as error:
+            problems.append(f"key_pattern: {error}")
+        if self.run_id is not None:
+            try:
+                check_safe_name(self.run_id, "run_id")
+            except ValueError as error:
+                problems.append(str(error))
+        try:
+            self.model.validate()
+        except ValueError as error:
+            problems.append(f"model: {error}")
+        if problems:
+            raise ConfigError("invalid read config:\n  - " + "\n  - ".join(problems))
+        return self
+
+    def describe(self) -> dict:
+        """Settings safe to log and store in manifests (no credentials live in this config)."""
+        return dataclasses.asdict(self)

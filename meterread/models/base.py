@@ -1,0 +1,172 @@
+"""The `Reader` protocol every model family implements, the model spec, and what they share.
+
+A family module exposes `load(spec) -> Reader`. Readers take model-ready RGB uint8 images (square,
+`reader.image_size` px, from `meterread.preprocess`) and prompts, and return one `Prediction` per image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from meterread.models.decoding import ReadingPattern
+
+log = logging.getLogger(__name__)
+FAMILIES = ("paligemma", "florence2")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Model output for one image: raw text, per-token log-probabilities (EOS included) and seconds spent
+    (the batch's wall time divided by its size)."""
+
+    text: str
+    token_logprobs: tuple[float, ...] = ()
+    elapsed_s: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+@runtime_checkable
+class Reader(Protocol):
+    family: str
+    image_size: int
+    model_id: str
+    adapter_id: str | None
+    fingerprint: str
+    default_prompt: str
+
+    def read(self, images: Sequence[np.ndarray], prompts: Sequence[str]) -> list[Prediction]: ...
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model reads: `family`, `base` (hub id or local dir), optional LoRA `adapter` (local dir or s3:// URL)."""
+
+    family: str = "paligemma"
+    base: str = ""
+    adapter: str | None = None
+    dtype: str = "auto"
+    device: str = "auto"
+    constrained: bool = True
+    pattern: str | None = None
+    prompt: str | None = None
+    max_new_tokens: int | None = None
+
+    def validate(self) -> ModelSpec:
+        """Raise ValueError with an actionable message when the spec cannot work."""
+        if self.family not in FAMILIES:
+            raise ValueError(f"model family {self.family!r} is not one of {', '.join(FAMILIES)}")
+        if not self.base:
+            raise ValueError("model base is empty: give a hub id (google/paligemma2-3b-pt-224) or a local directory")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
+        if self.device not in ("auto", "cpu") and not self.device.startswith(("cuda", "mps")):
+            raise ValueError(f"device {self.device!r} must be auto, cpu, cuda[:N] or mps")
+        ReadingPattern.parse(self.pattern)
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be at least 1")
+        return self
+
+    def reading_pattern(self) -> ReadingPattern:
+        return ReadingPattern.parse(self.pattern)
+
+
+def resolve_device(name: str):
+    """`auto` -> cuda when available, else cpu."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device) -> object:
+    """`auto` -> bfloat16 on CUDA, float32 elsewhere."""
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, name)
+
+
+def local_files_only() -> bool:
+    """Respect `HF_HUB_OFFLINE` (and the legacy `TRANSFORMERS_OFFLINE`)."""
+    return any(
+        os.environ.get(name, "").lower() in ("1", "true", "yes") for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def _weights_digest(directory: Path) -> str:
+    """Cheap content digest of a model directory: config + size, head and tail of each weights file."""
+    digest = hashlib.sha256()
+    for path in sorted(directory.glob("*.json")) + sorted(directory.glob("*.safetensors")):
+        digest.update(path.name.encode())
+        if path.suffix == ".json":
+            digest.update(path.read_bytes())
+            continue
+        size = path.stat().st_size
+        digest.update(str(size).encode())
+        with open(path, "rb") as handle:
+            digest.update(handle.read(1 << 20))
+            handle.seek(max(size - (1 << 20), 0))
+            digest.update(handle.read())
+    return digest.hexdigest()[:16]
+
+
+def source_digest(source: str | None) -> str:
+    """Digest identifying a base or adapter: local dir contents, else the hub id / URL itself."""
+    if not source:
+        return "none"
+    path = Path(source)
+    if path.is_dir():
+        return _weights_digest(path)
+    return hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+def fingerprint(spec: ModelSpec, base_dir: str, adapter_dir: str | None, prompt: str, preprocess_version: str) -> str:
+    """Identity of "this model reading this way": weights, adapter, prompt, decoding, preprocessing."""
+    parts = [
+        spec.family,
+        source_digest(base_dir),
+        source_digest(adapter_dir),
+        prompt,
+        str(spec.constrained),
+        str(spec.pattern),
+        preprocess_version,
+    ]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
+
+
+def load_reader(spec: ModelSpec) -> Reader:
+    """Load the reader for `spec.family` (imports only that family's module)."""
+    spec.validate()
+    if spec.family == "paligemma":
+        from meterread.models import paligemma as family
+    else:
+        from meterread.models import florence2 as family
+    return family.load(spec)
+
+
+def read_with_backoff(reader: Reader, images: Sequence[np.ndarray], prompts: Sequence[str]) -> list[Prediction]:
+    """`reader.read`, halving the batch on CUDA out-of-memory until a single image still fails."""
+    import torch
+
+    try:
+        return reader.read(images, prompts)
+    except torch.cuda.OutOfMemoryError:
+        if len(images) == 1:
+            raise
+        torch.cuda.empty_cache()
+        half = len(images) // 2
+        log.warning("CUDA out of memory at batch %d; retrying as two batches of %d", len(images), half)
+        return read_with_backoff(reader, images[:half], prompts[:half]) + read_with_backoff(
+            reader, images[half:], prompts[half:]
+        )

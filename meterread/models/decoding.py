@@ -1,0 +1,131 @@
+"""Constrained decoding to meter readings, and confidence from token log-probabilities.
+
+The constraint is a `LogitsProcessor`: at each step only tokens that keep the generated text a valid prefix of
+a reading (digits, at most one decimal separator, optional exact digit counts) and, once the text is a complete
+reading, EOS, keep their logits; everything else gets -inf. Tokens are classified once from the vocabulary, so
+it works for one-digit-per-token vocabularies (Gemma) and multi-digit BPE tokens (BART / Florence-2) alike.
+
+Confidence = exp(sum of the chosen tokens' log-probabilities, EOS included) under the constrained,
+renormalised distribution: the model's probability that the whole reading is exactly this string.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+from transformers import LogitsProcessor
+
+SEPARATORS = (".", ",")
+
+
+@dataclass(frozen=True)
+class ReadingPattern:
+    """Shape of an allowed reading. `None` = any count up to the max."""
+
+    integer_digits: int | None = None
+    decimals: int | None = None
+    max_integer_digits: int = 9
+    max_decimals: int = 3
+
+    @classmethod
+    def parse(cls, text: str | None) -> ReadingPattern:
+        """`"6.1"` -> exactly 6 integer digits and 1 decimal; `"6"` -> 6 digits, no decimals; None -> free."""
+        if not text:
+            return cls()
+        match = re.fullmatch(r"(\d+)(?:\.(\d+))?", text.strip())
+        if not match:
+            raise ValueError(f"reading pattern {text!r} must look like '6' or '6.1' (integer digits.decimals)")
+        integer, decimals = int(match.group(1)), int(match.group(2) or 0)
+        return cls(integer, decimals, max(integer, 1), decimals)
+
+    def max_length(self) -> int:
+        """Most characters a reading can have (digits and separator)."""
+        integer = self.integer_digits or self.max_integer_digits
+        decimals = self.decimals if self.decimals is not None else self.max_decimals
+        return integer + (1 + decimals if decimals else 0)
+
+    def is_prefix(self, text: str) -> bool:
+        """Can `text` still grow into a valid reading?"""
+        integer, _, fraction = text.replace(",", ".").partition(".")
+        if (
+            not re.fullmatch(r"\d*", integer)
+            or not re.fullmatch(r"\d*", fraction)
+            or text.count(".") + text.count(",") > 1
+        ):
+            return False
+        has_sep = len(integer) != len(text)
+        max_int = self.integer_digits or self.max_integer_digits
+        max_dec = self.decimals if self.decimals is not None else self.max_decimals
+        if len(integer) > max_int or len(fraction) > max_dec:
+            return False
+        if has_sep and (not integer or max_dec == 0):
+            return False
+        if has_sep and self.integer_digits is not None and len(integer) != self.integer_digits:
+            return False
+        return True
+
+    def is_complete(self, text: str) -> bool:
+        """Is `text` a whole valid reading (EOS allowed here)?"""
+        if not text or not self.is_prefix(text):
+            return False
+        integer, sep, fraction = text.replace(",", ".").partition(".")
+        if sep and not fraction:
+            return False
+        if self.integer_digits is not None and len(integer) != self.integer_digits:
+            return False
+        return self.decimals is None or len(fraction) == self.decimals
+
+
+def numeric_tokens(tokenizer) -> dict[int, str]:
+    """Vocabulary ids whose text is only digits or a single separator (word-start markers stripped)."""
+    found = {}
+    for token, token_id in tokenizer.get_vocab().items():
+        text = tokenizer.convert_tokens_to_string([token]).strip()
+        if text and len(text) == len(token.lstrip("▁Ġ ")) and (text.isdigit() and text.isascii() or text in SEPARATORS):
+            found[token_id] = text
+    if not any(text.isdigit() for text in found.values()):
+        raise ValueError("tokenizer has no digit tokens: constrained decoding is impossible")
+    return found
+
+
+class ReadingConstraint(LogitsProcessor):
+    """Allow only tokens that extend the generated text towards a valid reading, and EOS when it is complete.
+
+    `prompt_length` is the number of ids before the first generated one in `input_ids` passed to the processor
+    (the padded prompt for decoder-only models, 1 for encoder-decoders that start from `decoder_start_token_id`).
+    """
+
+    def __init__(self, tokenizer, pattern: ReadingPattern, eos_token_id: int, prompt_length: int):
+        self.pattern = pattern
+        self.eos_token_id = eos_token_id
+        self.prompt_length = prompt_length
+        self.tokens = numeric_tokens(tokenizer)
+        self._allowed = lru_cache(maxsize=4096)(self._allowed_ids)
+
+    def _allowed_ids(self, text: str) -> tuple[int, ...]:
+        allowed = [i for i, piece in self.tokens.items() if self.pattern.is_prefix(text + piece)]
+        if self.pattern.is_complete(text):
+            allowed.append(self.eos_token_id)
+        return tuple(allowed) or (self.eos_token_id,)
+
+    def text_of(self, generated: list[int]) -> str:
+        return "".join(self.tokens.get(i, "") for i in generated if i != self.eos_token_id)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        mask = torch.full_like(scores, -math.inf)
+        generated = input_ids[:, self.prompt_length :].tolist()
+        for row, ids in enumerate(generated):
+            allowed = torch.tensor(self._allowed(self.text_of(ids)), device=scores.device)
+            mask[row, allowed] = 0.0
+        return scores + mask
+
+
+def confidence_from_logprobs(logprobs: list[float]) -> float | None:
+    """exp(sum of log-probabilities); None for an empty sequence."""
+    if not logprobs:
+        return None
+    return float(math.exp(sum(logprobs)))

@@ -1,0 +1,141 @@
+"""PaliGemma / PaliGemma 2 reader on the native `PaliGemmaForConditionalGeneration`.
+
+Prompt layout (what the processor builds, and what fine-tuning used): `<image>`*N + `<bos>` + prompt + `\\n`,
+then the answer and `<eos>`. Prompts are left-padded so every row's answer starts at the same position.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import PaliGemmaForConditionalGeneration, PaliGemmaProcessor
+
+from meterread.models.base import ModelSpec, Prediction, fingerprint, local_files_only, resolve_device, resolve_dtype
+from meterread.models.decoding import ReadingConstraint
+from meterread.models.generation import generate_predictions
+from meterread.models.loading import fetch_adapter, load_adapter_strict
+from meterread.preprocess import PREPROCESS_VERSION
+
+FAMILY = "paligemma"
+DEFAULT_PROMPT = "extract meter value from this image"
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class _TorchvisionNotice(logging.Filter):
+    """transformers 5 notes that SigLIP's processor falls back to PIL without torchvision: expected here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "requires torchvision" not in record.getMessage()
+
+
+logging.getLogger("transformers").addFilter(_TorchvisionNotice())
+
+
+def load_processor(source: str) -> PaliGemmaProcessor:
+    processor = PaliGemmaProcessor.from_pretrained(source, local_files_only=local_files_only())
+    processor.tokenizer.padding_side = "left"
+    return processor
+
+
+def pixel_values(images: Sequence[np.ndarray], mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Stack RGB uint8 HxWx3 images into a normalised float NCHW tensor (no PIL round trip)."""
+    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return batch.sub_(mean_t).div_(std_t)
+
+
+@dataclass
+class PaliGemmaReader:
+    model: PaliGemmaForConditionalGeneration
+    processor: PaliGemmaProcessor
+    spec: ModelSpec
+    model_id: str
+    adapter_id: str | None
+    fingerprint: str
+    family: str = FAMILY
+
+    @property
+    def image_size(self) -> int:
+        return int(self.processor.image_processor.size["height"])
+
+    @property
+    def default_prompt(self) -> str:
+        return self.spec.prompt or DEFAULT_PROMPT
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def prompt_texts(self, prompts: Sequence[str]) -> list[str]:
+        tokenizer = self.processor.tokenizer
+        image_tokens = self.processor.image_token * self.processor.image_seq_length
+        return [f"{image_tokens}{tokenizer.bos_token}{prompt}\n" for prompt in prompts]
+
+    def prepare(self, images: Sequence[np.ndarray], prompts: Sequence[str]) -> dict:
+        """Model inputs for a batch: left-padded ids, attention mask, prefix token types, pixel values."""
+        processor = self.processor
+        encoded = processor.tokenizer(
+            self.prompt_texts(prompts), add_special_tokens=False, padding="longest", return_tensors="pt"
+        )
+        pixels = pixel_values(images, processor.image_processor.image_mean, processor.image_processor.image_std)
+        return {
+            "input_ids": encoded["input_ids"].to(self.device),
+            "attention_mask": encoded["attention_mask"].to(self.device),
+            "token_type_ids": torch.zeros_like(encoded["input_ids"]).to(self.device),
+            "pixel_values": pixels.to(self.device, self.model.dtype),
+        }
+
+    def read(self, images: Sequence[np.ndarray], prompts: Sequence[str]) -> list[Prediction]:
+        if len(images) != len(prompts):
+            raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
+        if not images:
+            return []
+        inputs = self.prepare(images, prompts)
+        pattern = self.spec.reading_pattern()
+        tokenizer = self.processor.tokenizer
+        prompt_length = inputs["input_ids"].shape[1]
+        constraint = (
+            ReadingConstraint(tokenizer, pattern, tokenizer.eos_token_id, prompt_length)
+            if self.spec.constrained
+            else None
+        )
+        max_new_tokens = self.spec.max_new_tokens or pattern.max_length() + 1
+        return generate_predictions(self.model, inputs, tokenizer, max_new_tokens, constraint, prompt_length)
+
+
+def load(spec: ModelSpec) -> PaliGemmaReader:
+    """Load base (hub id or local dir, safetensors only), merge the adapter if any, move to device/dtype."""
+    device = resolve_device(spec.device)
+    dtype = resolve_dtype(spec.dtype, device)
+    model = PaliGemmaForConditionalGeneration.from_pretrained(
+        spec.base,
+        dtype=dtype,
+        attn_implementation="sdpa",
+        use_safetensors=True,
+        local_files_only=local_files_only(),
+    )
+    adapter_dir = fetch_adapter(spec.adapter) if spec.adapter else None
+    if adapter_dir:
+        model = load_adapter_strict(model, adapter_dir)
+    processor = load_processor(adapter_dir if adapter_dir and _has_processor(adapter_dir) else spec.base)
+    model = model.to(device).eval()
+    prompt = spec.prompt or DEFAULT_PROMPT
+    return PaliGemmaReader(
+        model=model,
+        processor=processor,
+        spec=spec,
+        model_id=spec.base,
+        adapter_id=spec.adapter,
+        fingerprint=fingerprint(spec, spec.base, adapter_dir, prompt, PREPROCESS_VERSION),
+    )
+
+
+def _has_processor(directory: str) -> bool:
+    from pathlib import Path
+
+    return (Path(directory) / "processor_config.json").is_file() or (Path(directory) / "tokenizer.json").is_file()

@@ -1,0 +1,338 @@
+"""The steps of a read run as library functions. The CLI (`run_read`) and the Prefect flow call the same steps.
+
+plan_run      list photos, parse keys, skip what the ledger already holds, cut deterministic shards
+process_shard fetch + preprocess (thread pool) -> batched inference -> parse -> validate -> rows
+write_shard   (sink) one Parquet file per shard and capture date, deterministic name
+finish_run    manifest JSON + status counts
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from decimal import Decimal
+from functools import lru_cache
+
+from meterread import sink
+from meterread.config import ReadConfig
+from meterread.history import HISTORY_COLUMNS, LEDGER_COLUMNS, MeterHistory, ledger_keys
+from meterread.keys import compile_key_pattern, parse_key
+from meterread.models.base import ModelSpec, Prediction, Reader, load_reader, read_with_backoff
+from meterread.models.decoding import confidence_from_logprobs
+from meterread.parse import parse_reading
+from meterread.preprocess import PREPROCESS_VERSION, DecodeError, Preprocessed, preprocess_photo
+from meterread.storage import ObjectInfo, list_photos, read_bytes, resolve
+from meterread.validate import ACCEPTED, ERROR, MeterProfile, Rules, validate_reading
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Photo:
+    """A listed photo and what its key says. Small and picklable: this, not bytes, travels between tasks."""
+
+    uri: str
+    path: str
+    key: str
+    size: int
+    etag: str
+    meter_id: str | None
+    captured_at: datetime | None
+    captured_at_source: str | None
+    key_problem: str | None
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A bounded unit of work. `shard_id` is a digest of its photos, so the same work writes the same file."""
+
+    shard_id: str
+    photos: tuple[Photo, ...]
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    run_id: str
+    listed: int
+    already_done: int
+    shards: tuple[Shard, ...]
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    now = now or datetime.now(timezone.utc)
+    return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+
+
+@lru_cache(maxsize=2)
+def cached_reader(spec: ModelSpec) -> Reader:
+    """Load a model once per process (per worker), whatever number of tasks use it."""
+    return load_reader(spec)
+
+
+def describe_photo(info: ObjectInfo, key_pattern: str) -> Photo:
+    """Key convention -> meter id and capture time, falling back to the object's modification time."""
+    facts = parse_key(info.key, compile_key_pattern(key_pattern))
+    captured_at, source = facts.captured_at, "key"
+    if captured_at is None:
+        captured_at, source = info.modified_at, "object_mtime" if info.modified_at else None
+    return Photo(info.uri, info.path, info.key, info.size, info.etag, facts.meter_id, captured_at, source, facts.reason)
+
+
+def shard_photos(photos: Sequence[Photo], shard_size: int) -> tuple[Shard, ...]:
+    """Cut photos (in key order) into shards named by a digest of their URIs and etags."""
+    shards = []
+    for start in range(0, len(photos), shard_size):
+        chunk = tuple(photos[start : start + shard_size])
+        digest = hashlib.sha256("\n".join(f"{p.uri}\t{p.etag}" for p in chunk).encode()).hexdigest()[:16]
+        shards.append(Shard(digest, chunk))
+    return tuple(shards)
+
+
+def plan_run(config: ReadConfig, fingerprint: str, run_id: str | None = None) -> RunPlan:
+    """List SOURCE, drop photos whose (uri, etag, model fingerprint) the output already has, shard the rest."""
+    source_fs, source_root = resolve(config.source)
+    listed = [describe_photo(info, config.key_pattern) for info in list_photos(source_fs, source_root)]
+    done: set = set()
+    if not config.reprocess:
+        out_fs, out_root = resolve(config.output)
+        done = ledger_keys(sink.read_output(out_fs, out_root, columns=LEDGER_COLUMNS))
+    todo = [photo for photo in listed if (photo.uri, photo.etag, fingerprint) not in done]
+    if config.limit is not None:
+        todo = todo[: config.limit]
+    return RunPlan(
+        run_id or config.run_id or new_run_id(),
+        len(listed),
+        len(listed) - len(todo),
+        shard_photos(todo, config.shard_size),
+    )
+
+
+def load_meter_profiles(url: str | None) -> dict[str, MeterProfile]:
+    """Optional meters table (CSV or Parquet): meter_id, digits, decimals, max_rate_per_day, meter_type."""
+    if not url:
+        return {}
+    import pandas as pd
+
+    fs, path = resolve(url)
+    with fs.open(path, "rb") as handle:
+        frame = pd.read_parquet(handle) if path.endswith(".parquet") else pd.read_csv(handle, dtype={"meter_id": str})
+    if "meter_id" not in frame.columns:
+        raise ValueError(f"meters table {url} has no meter_id column")
+
+    def value(row, name, cast):
+        item = row.get(name)
+        return None if item is None or pd.isna(item) else cast(item)
+
+    return {
+        str(row["meter_id"]): MeterProfile(
+            digits=value(row, "digits", int),
+            decimals=value(row, "decimals", int),
+            max_rate_per_day=value(row, "max_rate_per_day", lambda x: Decimal(str(x))),
+            meter_type=value(row, "meter_type", str),
+        )
+        for row in frame.to_dict("records")
+    }
+
+
+def load_history(config: ReadConfig) -> MeterHistory:
+    out_fs, out_root = resolve(config.output)
+    return MeterHistory.from_table(sink.read_output(out_fs, out_root, columns=HISTORY_COLUMNS))
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A photo after fetch + preprocess: either `image` or `error`."""
+
+    photo: Photo
+    content_sha256: str | None
+    image: Preprocessed | None
+    error: str | None
+
+
+def fetch_and_preprocess(photo: Photo, image_size: int, config: ReadConfig) -> Fetched:
+    """Read bytes (retried) and preprocess; every failure becomes a reason, never an exception."""
+    try:
+        fs, _ = resolve(photo.uri)
+        data = read_bytes(fs, photo.path, attempts=config.storage_attempts)
+    except Exception as error:  # noqa: BLE001 - any storage failure becomes the row's reason
+        return Fetched(photo, None, None, f"could not read object after retries: {type(error).__name__}: {error}")
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        return Fetched(photo, digest, preprocess_photo(data, image_size, config.max_pixels), None)
+    except DecodeError as error:
+        return Fetched(photo, digest, None, str(error))
+    except Exception as error:  # noqa: BLE001 - OpenCV can raise cv2.error on hostile input
+        return Fetched(photo, digest, None, f"could not decode image: {type(error).__name__}: {error}")
+
+
+def batched(items: Iterator, size: int) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def base_row(fetched: Fetched, run_id: str, reader: Reader, prompt: str, processed_at: datetime) -> dict:
+    photo = fetched.photo
+    captured = photo.captured_at or processed_at
+    image = fetched.image
+    return {
+        "run_id": run_id,
+        "image_uri": photo.uri,
+        "image_etag": photo.etag,
+        "image_bytes": photo.size,
+        "content_sha256": fetched.content_sha256,
+        "meter_id": photo.meter_id,
+        "captured_at": photo.captured_at,
+        "captured_at_source": photo.captured_at_source,
+        "capture_date": captured.astimezone(timezone.utc).date(),
+        "model_id": reader.model_id,
+        "adapter_id": reader.adapter_id,
+        "model_fingerprint": reader.fingerprint,
+        "prompt": prompt,
+        "preprocess_version": PREPROCESS_VERSION,
+        "width": image.width if image else None,
+        "height": image.height if image else None,
+        "blur": image.blur if image else None,
+        "brightness": image.brightness if image else None,
+        "processed_at": processed_at,
+        "reasons": [],
+    }
+
+
+def judge(
+    row: dict,
+    prediction: Prediction,
+    photo: Photo,
+    history: MeterHistory,
+    profiles: dict[str, MeterProfile],
+    rules: Rules,
+) -> dict:
+    """Parse + validate one prediction into the row's reading, confidence, status and reasons."""
+    parsed = parse_reading(prediction.text)
+    confidence = confidence_from_logprobs(list(prediction.token_logprobs))
+    profile = profiles.get(photo.meter_id) if photo.meter_id else None
+    previous = history.previous(photo.meter_id, photo.captured_at)
+    verdict = validate_reading(parsed, confidence, photo.captured_at, previous, profile, rules)
+    reasons = list(verdict.reasons) + ([photo.key_problem] if photo.key_problem else [])
+    status = verdict.status if not (photo.key_problem and verdict.status == ACCEPTED) else "flagged"
+    if status == ACCEPTED and photo.meter_id and photo.captured_at:
+        history.add(photo.meter_id, photo.captured_at, parsed.value)
+    return {
+        **row,
+        "reading_text": prediction.text,
+        "reading": parsed.value,
+        "confidence": confidence,
+        "status": status,
+        "reasons": reasons,
+        "meter_type": profile.meter_type if profile else None,
+    }
+
+
+def process_shard(
+    config: ReadConfig,
+    reader: Reader,
+    shard: Shard,
+    run_id: str,
+    history: MeterHistory,
+    profiles: dict[str, MeterProfile] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[dict]:
+    """Every photo of the shard -> exactly one row (accepted, flagged or error), in shard order.
+
+    Fetch and preprocessing run in a thread pool (OpenCV and I/O release the GIL) while the model reads.
+    """
+    profiles = profiles or {}
+    rules = Rules(min_confidence=config.min_confidence)
+    prompt = reader.default_prompt
+    rows: list[dict] = []
+    with ThreadPoolExecutor(max_workers=config.preprocess_workers) as pool:
+        fetched_stream = pool.map(lambda photo: fetch_and_preprocess(photo, reader.image_size, config), shard.photos)
+        for batch in batched(fetched_stream, config.batch_size):
+            processed_at = datetime.now(timezone.utc)
+            ready = [item for item in batch if item.image is not None]
+            predictions = iter(
+                read_with_backoff(reader, [item.image.image for item in ready], [prompt] * len(ready)) if ready else []
+            )
+            for item in batch:
+                row = base_row(item, run_id, reader, prompt, processed_at)
+                if item.image is None:
+                    reasons = [item.error] + ([item.photo.key_problem] if item.photo.key_problem else [])
+                    rows.append({**row, "status": ERROR, "reasons": reasons})
+                else:
+                    rows.append(judge(row, next(predictions), item.photo, history, profiles, rules))
+            if on_batch:
+                on_batch(len(batch))
+    return rows
+
+
+def write_rows(config: ReadConfig, rows: list[dict], run_id: str, shard_id: str) -> list[str]:
+    fs, root = resolve(config.output)
+    return [fs.unstrip_protocol(path) for path in sink.write_shard(fs, root, rows, run_id, shard_id)]
+
+
+def status_counts(rows: Sequence[dict]) -> dict[str, int]:
+    counts = Counter(row["status"] for row in rows)
+    return {status: counts.get(status, 0) for status in ("accepted", "flagged", "error")}
+
+
+def finish_run(
+    config: ReadConfig, plan: RunPlan, reader: Reader, counts: dict[str, int], files: list[str], started_at: datetime
+) -> dict:
+    """Write and return the run manifest."""
+    manifest = {
+        "run_id": plan.run_id,
+        "started_at": started_at.isoformat(),
+        "finished_at": datetime.now(timezone.utc).isoformat(),
+        "source": config.source,
+        "output": config.output,
+        "listed": plan.listed,
+        "already_done": plan.already_done,
+        "processed": sum(counts.values()),
+        "shards": len(plan.shards),
+        "counts": counts,
+        "files": sorted(files),
+        "model_id": reader.model_id,
+        "adapter_id": reader.adapter_id,
+        "model_fingerprint": reader.fingerprint,
+        "config": config.describe(),
+    }
+    fs, root = resolve(config.output)
+    manifest["manifest_uri"] = fs.unstrip_protocol(sink.write_manifest(fs, root, manifest))
+    return manifest
+
+
+def run_read(config: ReadConfig, progress: bool = True) -> dict:
+    """The whole read run without Prefect (the CLI path); returns the manifest."""
+    from tqdm.auto import tqdm
+
+    config.validate()
+    started_at = datetime.now(timezone.utc)
+    reader = cached_reader(config.model)
+    plan = plan_run(config, reader.fingerprint)
+    history, profiles = load_history(config), load_meter_profiles(config.meters_table)
+    counts: Counter = Counter()
+    files: list[str] = []
+    total = sum(len(shard.photos) for shard in plan.shards)
+    with tqdm(total=total, desc="reading photos", unit="photo", disable=not progress) as bar:
+        for shard in plan.shards:
+            rows = process_shard(config, reader, shard, plan.run_id, history, profiles, on_batch=bar.update)
+            files += write_rows(config, rows, plan.run_id, shard.shard_id)
+            counts.update(status_counts(rows))
+    return finish_run(
+        config, plan, reader, {k: counts.get(k, 0) for k in ("accepted", "flagged", "error")}, files, started_at
+    )
+
+
+def with_run_id(config: ReadConfig, run_id: str) -> ReadConfig:
+    return replace(config, run_id=run_id)

@@ -1,0 +1,161 @@
+"""Photo bytes -> model-ready RGB image + quality metrics, with OpenCV. Pure (no I/O).
+
+Large JPEGs are decoded at reduced scale (libjpeg DCT scaling through `cv2.IMREAD_REDUCED_*`) when the model
+input is much smaller than the photo; EXIF orientation is applied by OpenCV's decoder.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+PREPROCESS_VERSION = "mr-pre-1"
+DEFAULT_MAX_PIXELS = 64_000_000  # decompression-bomb guard: 8000 x 8000
+MIN_SIDE = 16
+_REDUCED_FLAGS = {
+    1: cv2.IMREAD_COLOR,
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+}
+
+
+class DecodeError(ValueError):
+    """A photo that cannot become a model input; the message is the row's reason."""
+
+
+@dataclass(frozen=True)
+class Preprocessed:
+    """Model input (`image`, RGB uint8, `size` x `size`) and facts about the original photo."""
+
+    image: np.ndarray
+    width: int
+    height: int
+    blur: float
+    brightness: float
+
+
+def sniff_format(data: bytes) -> str | None:
+    """'jpeg', 'png' or None, from magic bytes."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    return None
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the first SOF marker, without decoding pixels."""
+    offset = 2
+    while offset + 9 < len(data):
+        if data[offset] != 0xFF:
+            return None
+        marker = data[offset + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            offset += 2
+            continue
+        (length,) = struct.unpack(">H", data[offset + 2 : offset + 4])
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            height, width = struct.unpack(">HH", data[offset + 5 : offset + 9])
+            return width, height
+        offset += 2 + length
+    return None
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) read from the header of a JPEG or PNG; None when the header is unreadable."""
+    kind = sniff_format(data)
+    if kind == "png" and len(data) >= 24:
+        width, height = struct.unpack(">II", data[16:24])
+        return width, height
+    if kind == "jpeg":
+        return _jpeg_size(data)
+    return None
+
+
+def reduction_factor(width: int, height: int, target: int) -> int:
+    """Largest JPEG DCT scale (1, 2, 4, 8) that keeps the short side at least 2x the model input.
+
+    The 2x margin leaves room for the final area resize to anti-alias.
+    """
+    short = min(width, height)
+    factor = 1
+    for candidate in (2, 4, 8):
+        if short // candidate >= 2 * target:
+            factor = candidate
+    return factor
+
+
+def describe_bytes(data: bytes) -> str:
+    """Short printable description of what a non-image file starts with."""
+    head = data[:16]
+    if head.lstrip().lower().startswith((b"<!doctype", b"<html")):
+        return "an HTML page"
+    if all(32 <= byte < 127 or byte in (9, 10, 13) for byte in head):
+        return f"text starting {head.decode('ascii')!r}"
+    return f"unknown bytes {head[:8].hex()}"
+
+
+def _check_complete(data: bytes, kind: str) -> None:
+    trimmed = data.rstrip(b"\x00")
+    if kind == "jpeg" and not trimmed.endswith(b"\xff\xd9"):
+        raise DecodeError("truncated JPEG: no end-of-image marker")
+    if kind == "png" and b"IEND" not in data[-32:]:
+        raise DecodeError("truncated PNG: no IEND chunk")
+
+
+def decode_image(data: bytes, target: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Bytes -> upright RGB uint8 array (reduced scale when `target` allows). Raises DecodeError with a reason."""
+    if not data:
+        raise DecodeError("empty file (0 bytes)")
+    kind = sniff_format(data)
+    if kind is None:
+        raise DecodeError(f"not a JPEG or PNG image: {describe_bytes(data)}")
+    size = image_size(data)
+    if size is None:
+        raise DecodeError(f"corrupt {kind.upper()} header")
+    width, height = size
+    if width * height > max_pixels:
+        raise DecodeError(f"image too large: {width}x{height} exceeds the {max_pixels} pixel limit")
+    _check_complete(data, kind)
+    factor = reduction_factor(width, height, target) if (target and kind == "jpeg") else 1
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), _REDUCED_FLAGS[factor])
+    if bgr is None:
+        raise DecodeError(f"corrupt {kind.upper()}: OpenCV could not decode it")
+    if min(bgr.shape[:2]) * factor < MIN_SIDE:
+        raise DecodeError(f"image too small: {width}x{height} (minimum side {MIN_SIDE} px)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def quality_metrics(rgb: np.ndarray) -> tuple[float, float]:
+    """(blur, brightness): variance of the Laplacian at 512 px (higher = sharper), mean gray level in [0, 1]."""
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    scale = 512 / max(gray.shape)
+    if scale < 1:
+        gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    blur = float(cv2.Laplacian(gray, cv2.CV_64F).var())
+    return blur, float(gray.mean() / 255.0)
+
+
+def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Resize to `size` x `size` like the Hugging Face processors do (no letterbox), area filter when shrinking."""
+    shrinking = rgb.shape[0] > size or rgb.shape[1] > size
+    return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+
+
+def upright_size(header: tuple[int, int], decoded_shape: tuple[int, ...]) -> tuple[int, int]:
+    """Full-resolution (width, height) after orientation: the header size, swapped if decoding rotated it."""
+    width, height = header
+    decoded_portrait = decoded_shape[0] > decoded_shape[1]
+    return (min(header), max(header)) if decoded_portrait and width > height else (width, height)
+
+
+def preprocess_photo(data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> Preprocessed:
+    """Bytes -> Preprocessed for a model with a `size` px square input. Raises DecodeError."""
+    rgb = decode_image(data, target=size, max_pixels=max_pixels)
+    width, height = upright_size(image_size(data) or (rgb.shape[1], rgb.shape[0]), rgb.shape)
+    blur, brightness = quality_metrics(rgb)
+    return Preprocessed(resize_square(rgb, size), width=width, height=height, blur=blur, brightness=brightness)

@@ -1,0 +1,144 @@
+"""Output rows -> Arrow table with a fixed schema -> hive-partitioned Parquet; reading the dataset back.
+
+Layout under OUTPUT:
+    capture_date=YYYY-MM-DD/part-{run_id}-{shard_id}.parquet   one file per (shard, date); deterministic names
+    _manifests/{run_id}.json                                    run manifest (ignored by dataset readers)
+
+Columns are only ever added (nullable), never renamed; `capture_date` lives in the directory name.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from datetime import date
+from decimal import Decimal
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from fsspec import AbstractFileSystem
+
+from meterread.storage import write_bytes
+
+READING_TYPE = pa.decimal128(24, 6)
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+SCHEMA = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("image_uri", pa.string(), nullable=False),
+        pa.field("image_etag", pa.string()),
+        pa.field("image_bytes", pa.int64()),
+        pa.field("content_sha256", pa.string()),
+        pa.field("meter_id", pa.string()),
+        pa.field("captured_at", TIMESTAMP),
+        pa.field("captured_at_source", pa.string()),
+        pa.field("capture_date", pa.date32(), nullable=False),
+        pa.field("reading_text", pa.string()),
+        pa.field("reading", READING_TYPE),
+        pa.field("confidence", pa.float64()),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("reasons", pa.list_(pa.string()), nullable=False),
+        pa.field("meter_type", pa.string()),
+        pa.field("model_id", pa.string()),
+        pa.field("adapter_id", pa.string()),
+        pa.field("model_fingerprint", pa.string()),
+        pa.field("prompt", pa.string()),
+        pa.field("preprocess_version", pa.string()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("blur", pa.float64()),
+        pa.field("brightness", pa.float64()),
+        pa.field("processed_at", TIMESTAMP, nullable=False),
+    ]
+)
+PARTITION_COLUMN = "capture_date"
+FILE_SCHEMA = pa.schema([f for f in SCHEMA if f.name != PARTITION_COLUMN])
+PARTITIONING = ds.partitioning(pa.schema([SCHEMA.field(PARTITION_COLUMN)]), flavor="hive")
+MANIFEST_DIR = "_manifests"
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_safe_name(name: str, what: str) -> str:
+    """Names used in output paths must be plain (no `/`, `..`, spaces): object keys never escape OUTPUT."""
+    if not _SAFE_NAME.match(name) or ".." in name:
+        raise ValueError(f"{what} {name!r} must match {_SAFE_NAME.pattern} (no slashes or '..')")
+    return name
+
+
+def quantize(value: Decimal | None) -> Decimal | None:
+    """Fit a reading into the column's scale (6 decimals)."""
+    return None if value is None else value.quantize(Decimal("0.000001"))
+
+
+def rows_to_table(rows: Iterable[Mapping]) -> pa.Table:
+    """Rows (dicts keyed by SCHEMA names) -> table with exactly SCHEMA. Missing nullable keys become null."""
+    rows = list(rows)
+    columns = {}
+    for field in SCHEMA:
+        values = [row.get(field.name) for row in rows]
+        if field.name == "reading":
+            values = [quantize(value) for value in values]
+        columns[field.name] = pa.array(values, type=field.type)
+    return pa.table(columns, schema=SCHEMA)
+
+
+def part_name(run_id: str, shard_id: str) -> str:
+    return f"part-{check_safe_name(run_id, 'run_id')}-{check_safe_name(shard_id, 'shard_id')}.parquet"
+
+
+def table_to_parquet_bytes(table: pa.Table) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    return buffer.getvalue()
+
+
+def write_shard(fs: AbstractFileSystem, root: str, rows: list[Mapping], run_id: str, shard_id: str) -> list[str]:
+    """Write one shard's rows, one file per capture date; returns the paths written.
+
+    Names depend only on (date, run_id, shard_id): writing the same shard again replaces its files.
+    """
+    by_date: dict[date, list[Mapping]] = defaultdict(list)
+    for row in rows:
+        by_date[row["capture_date"]].append(row)
+    written = []
+    for day in sorted(by_date):
+        table = rows_to_table(by_date[day]).drop_columns([PARTITION_COLUMN])
+        path = f"{root}/{PARTITION_COLUMN}={day.isoformat()}/{part_name(run_id, shard_id)}"
+        write_bytes(fs, path, table_to_parquet_bytes(table))
+        written.append(path)
+    return written
+
+
+def _dataset(fs: AbstractFileSystem, root: str) -> ds.Dataset | None:
+    fs.invalidate_cache(root)
+    if not fs.exists(root):
+        return None
+    return ds.dataset(
+        root,
+        filesystem=fs,
+        format="parquet",
+        schema=SCHEMA,
+        partitioning=PARTITIONING,
+        exclude_invalid_files=False,
+    )
+
+
+def read_output(fs: AbstractFileSystem, root: str, columns: list[str] | None = None) -> pa.Table:
+    """The whole output dataset (or `columns` of it) with SCHEMA; empty table when nothing was written."""
+    dataset = _dataset(fs, root)
+    if dataset is None:
+        empty = SCHEMA.empty_table()
+        return empty.select(columns) if columns else empty
+    return dataset.to_table(columns=columns)
+
+
+def write_manifest(fs: AbstractFileSystem, root: str, manifest: Mapping) -> str:
+    """Write `_manifests/{run_id}.json`; returns its path."""
+    path = f"{root}/{MANIFEST_DIR}/{check_safe_name(manifest['run_id'], 'run_id')}.json"
+    write_bytes(fs, path, json.dumps(manifest, indent=2, sort_keys=True, default=str).encode())
+    return path

@@ -1,0 +1,148 @@
+"""Object storage through fsspec: list photos, read bytes with retries, write files atomically.
+
+S3 endpoints and credentials come from the usual environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+`AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`, profiles) or explicit `storage_options`; they are never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TypeVar
+
+import fsspec
+from fsspec import AbstractFileSystem
+
+from meterread.keys import is_photo_key
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Errors worth retrying: network and server trouble. Missing objects and bad permissions are final.
+_FINAL_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One listed object. `key` is relative to the listed root; `uri` is absolute with its protocol."""
+
+    uri: str
+    path: str
+    key: str
+    size: int
+    etag: str
+    modified_at: datetime | None
+
+
+def env_storage_options(url: str) -> dict:
+    """Storage options implied by the environment for `url` (S3 endpoint override for MinIO, moto …)."""
+    if not url.startswith(("s3://", "s3a://")):
+        return {}
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    return {"endpoint_url": endpoint} if endpoint else {}
+
+
+def resolve(url: str, storage_options: dict | None = None) -> tuple[AbstractFileSystem, str]:
+    """fsspec URL (or local path) -> (filesystem, root path without protocol, no trailing slash)."""
+    options = {**env_storage_options(url), **(storage_options or {})}
+    fs, root = fsspec.core.url_to_fs(url, **options)
+    return fs, root.rstrip("/")
+
+
+def to_uri(fs: AbstractFileSystem, path: str) -> str:
+    """Absolute URI of `path` on `fs` (`s3://bucket/key`, `file:///abs/path`)."""
+    return fs.unstrip_protocol(path)
+
+
+def is_local(fs: AbstractFileSystem) -> bool:
+    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+
+
+def _etag(info: dict) -> str:
+    tag = info.get("ETag") or info.get("etag")
+    if tag:
+        return str(tag).strip('"')
+    return f"{info.get('size', 0)}-{info.get('mtime') or info.get('LastModified') or info.get('created') or 0}"
+
+
+def _modified_at(info: dict) -> datetime | None:
+    value = info.get("LastModified") or info.get("mtime")
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value, tz=timezone.utc)
+    return None
+
+
+def list_photos(fs: AbstractFileSystem, root: str) -> list[ObjectInfo]:
+    """All photo objects under `root`, sorted by key. Folders and non-photo suffixes are ignored."""
+    fs.invalidate_cache(root)  # listings must be fresh: a nightly run decides what is new from them
+    found = fs.find(root, detail=True) if fs.exists(root) else {}
+    photos = []
+    for path, info in found.items():
+        key = path[len(root) :].lstrip("/") if path.startswith(root) else path
+        if info.get("type") == "directory" or not is_photo_key(key):
+            continue
+        photos.append(
+            ObjectInfo(
+                uri=to_uri(fs, path),
+                path=path,
+                key=key,
+                size=int(info.get("size") or 0),
+                etag=_etag(info),
+                modified_at=_modified_at(info),
+            )
+        )
+    return sorted(photos, key=lambda item: item.key)
+
+
+def with_retries(
+    action: Callable[[], T],
+    attempts: int = 4,
+    base_delay_s: float = 0.2,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Run `action`, retrying transient storage errors with jittered exponential backoff.
+
+    Raises the last error once `attempts` are used; final errors (missing object, permission) are not retried.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except _FINAL_ERRORS:
+            raise
+        except Exception as error:  # s3fs/aiobotocore raise many types for network trouble
+            if attempt == attempts:
+                raise
+            delay = base_delay_s * 2 ** (attempt - 1) * (1 + random.random() / 2)
+            log.warning(
+                "storage error (attempt %d/%d), retrying in %.2fs: %s", attempt, attempts, delay, type(error).__name__
+            )
+            sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def read_bytes(fs: AbstractFileSystem, path: str, attempts: int = 4) -> bytes:
+    """Whole object as bytes, retried on transient errors."""
+    return with_retries(lambda: fs.cat_file(path), attempts=attempts)
+
+
+def write_bytes(fs: AbstractFileSystem, path: str, data: bytes) -> None:
+    """Write a whole file so readers never see a partial one (temp + rename locally; one PUT on S3)."""
+    parent = path.rsplit("/", 1)[0]
+    if is_local(fs):
+        fs.makedirs(parent, exist_ok=True)
+        temp = f"{parent}/.{uuid.uuid4().hex}.tmp"
+        with open(temp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+        return
+    with_retries(lambda: fs.pipe_file(path, data))

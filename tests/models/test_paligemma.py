@@ -1,0 +1,95 @@
+import re
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from meterread.models.base import ModelSpec, Reader, load_reader
+from meterread.models.decoding import ReadingPattern
+from meterread.preprocess import preprocess_photo
+from tests.factories import meter_jpeg
+
+
+@pytest.fixture(scope="module")
+def reader(tiny_paligemma):
+    return load_reader(ModelSpec(family="paligemma", base=tiny_paligemma, device="cpu"))
+
+
+def test_loads_through_the_spec_path_and_reads_a_batch(reader):
+    assert isinstance(reader, Reader) and reader.image_size == 64
+    photos = [
+        meter_jpeg(f"0123{i}.5", seed=i, size=size)
+        for i, size in enumerate([(320, 240), (640, 480), (200, 300), (1024, 768)])
+    ]
+    images = [preprocess_photo(photo, reader.image_size).image for photo in photos]
+    predictions = reader.read(images, [reader.default_prompt] * 4)
+    assert len(predictions) == 4
+    for prediction in predictions:
+        assert re.fullmatch(r"\d+([.,]\d+)?", prediction.text), prediction.text
+        assert len(prediction.token_logprobs) >= 2 and all(lp <= 0 for lp in prediction.token_logprobs)
+        assert prediction.elapsed_s > 0
+
+
+def test_left_padding_gives_the_same_text_alone_and_in_a_batch(reader):
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(3)]
+    prompts = ["extract meter value from this image", "x", "read the register please"]
+    batch = reader.read(images, prompts)
+    for image, prompt, batched in zip(images, prompts, batch):
+        alone = reader.read([image], [prompt])[0]
+        assert alone.text == batched.text
+        assert np.allclose(alone.token_logprobs, batched.token_logprobs, atol=1e-4)
+
+
+def test_rejects_mismatched_prompts(reader):
+    with pytest.raises(ValueError, match="prompts"):
+        reader.read([np.zeros((64, 64, 3), np.uint8)], [])
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 2**16), integer_digits=st.integers(1, 7), decimals=st.integers(0, 3))
+def test_constrained_decoding_always_matches_the_pattern(tiny_paligemma, seed, integer_digits, decimals):
+    """Random weights and random images: the output still has exactly the requested shape."""
+    pattern = f"{integer_digits}.{decimals}" if decimals else str(integer_digits)
+    reader = _reader_with_pattern(tiny_paligemma, pattern)
+    image = np.random.default_rng(seed).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    text = reader.read([image], [reader.default_prompt])[0].text
+    expected = rf"\d{{{integer_digits}}}" + (rf"[.,]\d{{{decimals}}}" if decimals else "")
+    assert re.fullmatch(expected, text), (pattern, text)
+
+
+_READERS: dict = {}
+
+
+def _reader_with_pattern(base, pattern):
+    if pattern not in _READERS:
+        _READERS[pattern] = load_reader(ModelSpec(base=base, pattern=pattern, device="cpu"))
+    return _READERS[pattern]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "prefix", "is_prefix", "complete"),
+    [
+        (ReadingPattern(), "", True, False),
+        (ReadingPattern(), "12", True, True),
+        (ReadingPattern(), "12.", True, False),
+        (ReadingPattern(), "12.3.", False, False),
+        (ReadingPattern(), ".", False, False),
+        (ReadingPattern.parse("5.1"), "01234", True, False),
+        (ReadingPattern.parse("5.1"), "01234.5", True, True),
+        (ReadingPattern.parse("5.1"), "0123.", False, False),
+        (ReadingPattern.parse("5.1"), "012345", False, False),
+        (ReadingPattern.parse("4"), "0123", True, True),
+        (ReadingPattern.parse("4"), "0123.", False, False),
+    ],
+)
+def test_reading_pattern_table(pattern, prefix, is_prefix, complete):
+    assert (pattern.is_prefix(prefix), pattern.is_complete(prefix)) == (is_prefix, complete)
+
+
+def test_spec_validation_is_actionable():
+    with pytest.raises(ValueError, match="family"):
+        ModelSpec(family="llava", base="x").validate()
+    with pytest.raises(ValueError, match="pattern"):
+        ModelSpec(base="x", pattern="six").validate()

@@ -1,0 +1,109 @@
+"""The read run without Prefect, on a local folder bucket: one row per photo, reruns add nothing."""
+
+from datetime import date
+
+import pytest
+
+from meterread import sink
+from meterread.config import ConfigError, ReadConfig
+from meterread.models.base import ModelSpec
+from meterread.pipeline import run_read
+from meterread.storage import resolve
+from meterread.synth import write_bucket
+from tests.factories import BAD_FILES
+
+
+def config_for(tmp_path, model, **overrides):
+    return ReadConfig(
+        source=str(tmp_path / "bucket"),
+        output=str(tmp_path / "out"),
+        model=ModelSpec(base=model, device="cpu"),
+        batch_size=4,
+        shard_size=5,
+        **overrides,
+    ).validate()
+
+
+def output_rows(config):
+    fs, root = resolve(config.output)
+    return sink.read_output(fs, root)
+
+
+def test_every_photo_gets_one_row_and_reruns_add_none(tmp_path, tiny_paligemma):
+    samples = write_bucket(tmp_path / "bucket", 12, seed=3)
+    config = config_for(tmp_path, tiny_paligemma)
+    first = run_read(config, progress=False)
+    assert first["processed"] == 12 and first["shards"] == 3
+    table = output_rows(config)
+    assert table.num_rows == 12 and table.schema == sink.SCHEMA
+    assert sorted(table.column("image_uri").to_pylist()) == sorted(
+        (tmp_path / "bucket" / s.key).as_uri() for s in samples
+    )
+    assert set(table.column("meter_id").to_pylist()) == {s.meter_id for s in samples}
+    assert {d for d in table.column("capture_date").to_pylist()} == {s.captured_at.date() for s in samples}
+
+    again = run_read(config, progress=False)
+    assert (again["processed"], again["already_done"]) == (0, 12)
+    assert output_rows(config).num_rows == 12
+
+
+def test_bad_files_become_error_rows_and_the_run_succeeds(tmp_path, tiny_paligemma):
+    write_bucket(tmp_path / "bucket", 3, seed=4)
+    for name, (data, _) in BAD_FILES.items():
+        path = tmp_path / "bucket" / "MTR-BAD" / f"2026010{len(name) % 9 + 1}T00000{len(name) % 10}.jpg"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(data)
+        (tmp_path / "bucket" / f"{name}.jpg").write_bytes(data)  # also a key off the layout
+    manifest = run_read(config_for(tmp_path, tiny_paligemma), progress=False)
+    table = output_rows(config_for(tmp_path, tiny_paligemma)).to_pylist()
+    assert len(table) == manifest["processed"] == 3 + 2 * len(BAD_FILES) - 0  # every listed photo, once
+    errors = {row["image_uri"].rsplit("/", 1)[1]: row for row in table if row["status"] == "error"}
+    for name, (_, reason) in BAD_FILES.items():
+        row = errors[f"{name}.jpg"]
+        assert any(reason in r for r in row["reasons"]), row["reasons"]
+        assert row["meter_id"] is None and any("does not match the photo layout" in r for r in row["reasons"])
+
+
+def test_new_photo_adds_exactly_one_row(tmp_path, tiny_paligemma):
+    write_bucket(tmp_path / "bucket", 6, seed=5)
+    config = config_for(tmp_path, tiny_paligemma)
+    run_read(config, progress=False)
+    write_bucket(tmp_path / "extra", 1, seed=6)
+    extra = next((tmp_path / "extra").rglob("*.jpg"))
+    target = tmp_path / "bucket" / "MTR-NEW" / extra.name
+    target.parent.mkdir()
+    target.write_bytes(extra.read_bytes())
+    manifest = run_read(config, progress=False)
+    assert (manifest["processed"], manifest["already_done"]) == (1, 6)
+    assert output_rows(config).num_rows == 7
+
+
+def test_limit_and_manifest(tmp_path, tiny_paligemma):
+    write_bucket(tmp_path / "bucket", 6, seed=7)
+    config = config_for(tmp_path, tiny_paligemma, limit=2, run_id="night-1")
+    manifest = run_read(config, progress=False)
+    assert manifest["processed"] == 2 and manifest["run_id"] == "night-1"
+    assert (tmp_path / "out" / "_manifests" / "night-1.json").is_file()
+    assert sum(manifest["counts"].values()) == 2
+    assert all(date.fromisoformat(f.split("capture_date=")[1][:10]) for f in manifest["files"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"min_confidence": 2.0}, "min_confidence"),
+        ({"key_pattern": "("}, "key_pattern"),
+        ({"run_id": "../x"}, "run_id"),
+        ({"output": "/same"}, "differ"),
+    ],
+)
+def test_config_errors_are_actionable(overrides, message):
+    values = {"source": "/same", "output": "/out", "model": {"base": "x"}, **overrides}
+    with pytest.raises(ConfigError, match=message):
+        ReadConfig.from_mapping(values).validate()
+
+
+def test_unknown_settings_are_rejected():
+    with pytest.raises(ConfigError, match="unknown read setting"):
+        ReadConfig.from_mapping({"source": "a", "output": "b", "batchsize": 3})
