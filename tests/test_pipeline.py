@@ -107,3 +107,20 @@ def test_config_errors_are_actionable(overrides, message):
 def test_unknown_settings_are_rejected():
     with pytest.raises(ConfigError, match="unknown read setting"):
         ReadConfig.from_mapping({"source": "a", "output": "b", "batchsize": 3})
+
+
+def test_florence2_family_runs_through_the_same_pipeline(tmp_path, tiny_florence2):
+    write_bucket(tmp_path / "bucket", 3, seed=8)
+    config = ReadConfig(
+        source=str(tmp_path / "bucket"),
+        output=str(tmp_path / "out"),
+        model=ModelSpec(family="florence2", base=tiny_florence2, device="cpu"),
+    ).validate()
+    manifest = run_read(config, progress=False)
+    table = output_rows(config)
+    assert manifest["processed"] == table.num_rows == 3
+    assert set(table.column("prompt").to_pylist()) == {"<DocVQA>What is the meter values?"}
+    assert all(
+        text and text.replace(",", ".").replace(".", "", 1).isdigit()
+        for text in table.column("reading_text").to_pylist()
+    )

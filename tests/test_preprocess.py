@@ -64,3 +64,26 @@ def test_quality_metrics_see_blur_and_darkness():
     blurred = cv2.GaussianBlur(sharp, (15, 15), 0)
     assert quality_metrics(blurred)[0] < quality_metrics(sharp)[0]
     assert quality_metrics(sharp // 4)[1] < quality_metrics(sharp)[1]
+
+
+def exif_rotated_jpeg(orientation: int = 6) -> bytes:
+    """A 300x100 landscape JPEG (white band on the left) whose EXIF says: rotate 90 degrees clockwise."""
+    import io
+
+    from PIL import Image
+
+    pixels = np.zeros((100, 300, 3), np.uint8)
+    pixels[:, :50] = 255
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+def test_exif_orientation_is_applied():
+    upright = decode_image(exif_rotated_jpeg())
+    assert upright.shape[:2] == (300, 100)  # portrait after rotation
+    assert upright[:20].mean() > 200 and upright[-20:].mean() < 50  # the band is now on top
+    result = preprocess_photo(exif_rotated_jpeg(), 32)
+    assert (result.width, result.height) == (100, 300)

@@ -99,10 +99,18 @@ class ReadingConstraint(LogitsProcessor):
     (the padded prompt for decoder-only models, 1 for encoder-decoders that start from `decoder_start_token_id`).
     """
 
-    def __init__(self, tokenizer, pattern: ReadingPattern, eos_token_id: int, prompt_length: int):
+    def __init__(
+        self,
+        tokenizer,
+        pattern: ReadingPattern,
+        eos_token_id: int,
+        prompt_length: int,
+        forced_first_id: int | None = None,
+    ):
         self.pattern = pattern
         self.eos_token_id = eos_token_id
         self.prompt_length = prompt_length
+        self.forced_first_id = forced_first_id  # e.g. BART's forced <s> before the answer
         self.tokens = numeric_tokens(tokenizer)
         self._allowed = lru_cache(maxsize=4096)(self._allowed_ids)
 
@@ -113,12 +121,15 @@ class ReadingConstraint(LogitsProcessor):
         return tuple(allowed) or (self.eos_token_id,)
 
     def text_of(self, generated: list[int]) -> str:
-        return "".join(self.tokens.get(i, "") for i in generated if i != self.eos_token_id)
+        return "".join(self.tokens.get(i, "") for i in generated)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         mask = torch.full_like(scores, -math.inf)
         generated = input_ids[:, self.prompt_length :].tolist()
         for row, ids in enumerate(generated):
+            if self.forced_first_id is not None and not ids:
+                mask[row, self.forced_first_id] = 0.0
+                continue
             allowed = torch.tensor(self._allowed(self.text_of(ids)), device=scores.device)
             mask[row, allowed] = 0.0
         return scores + mask

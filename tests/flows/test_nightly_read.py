@@ -1,5 +1,7 @@
 """End to end over the real S3 protocol (moto server + s3fs) under one Prefect test harness."""
 
+import json
+
 import pyarrow.dataset as ds
 import pytest
 
@@ -53,6 +55,17 @@ def test_nightly_read_against_s3(prefect_harness, s3_bucket, tiny_paligemma):
     plain = ds.dataset(f"{bucket}/readings", filesystem=fs, format="parquet", partitioning="hive").to_table()
     assert plain.num_rows == 8
     assert fs.exists(f"{bucket}/readings/_manifests/{manifest['run_id']}.json")
+
+    # artifacts: counts by status and a sample of the flagged/error rows
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["read-summary"])))
+        sample = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["flagged-sample"])))
+    summary = {row["status"]: row["photos"] for row in json.loads(artifacts[0].data)}
+    assert sum(summary[s] for s in ("accepted", "flagged", "error")) == 8 and summary["error"] == 1
+    assert any("MTR-BAD" in row["image_uri"] for row in json.loads(sample[0].data))
 
     # rerun: nothing new, nothing added
     rerun = nightly_read(source=source, output=output, model=model, batch_size=4, shard_size=3)

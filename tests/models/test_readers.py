@@ -11,13 +11,14 @@ from meterread.preprocess import preprocess_photo
 from tests.factories import meter_jpeg
 
 
-@pytest.fixture(scope="module")
-def reader(tiny_paligemma):
-    return load_reader(ModelSpec(family="paligemma", base=tiny_paligemma, device="cpu"))
+@pytest.fixture(scope="module", params=["paligemma", "florence2"])
+def reader(request):
+    base = request.getfixturevalue(f"tiny_{request.param}")
+    return load_reader(ModelSpec(family=request.param, base=base, device="cpu"))
 
 
 def test_loads_through_the_spec_path_and_reads_a_batch(reader):
-    assert isinstance(reader, Reader) and reader.image_size == 64
+    assert isinstance(reader, Reader) and reader.image_size == 64 and reader.fingerprint
     photos = [
         meter_jpeg(f"0123{i}.5", seed=i, size=size)
         for i, size in enumerate([(320, 240), (640, 480), (200, 300), (1024, 768)])
@@ -47,12 +48,13 @@ def test_rejects_mismatched_prompts(reader):
         reader.read([np.zeros((64, 64, 3), np.uint8)], [])
 
 
-@settings(max_examples=12, deadline=None)
+@pytest.mark.parametrize("family", ["paligemma", "florence2"])
+@settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 2**16), integer_digits=st.integers(1, 7), decimals=st.integers(0, 3))
-def test_constrained_decoding_always_matches_the_pattern(tiny_paligemma, seed, integer_digits, decimals):
+def test_constrained_decoding_always_matches_the_pattern(request, family, seed, integer_digits, decimals):
     """Random weights and random images: the output still has exactly the requested shape."""
     pattern = f"{integer_digits}.{decimals}" if decimals else str(integer_digits)
-    reader = _reader_with_pattern(tiny_paligemma, pattern)
+    reader = _reader_with_pattern(family, request.getfixturevalue(f"tiny_{family}"), pattern)
     image = np.random.default_rng(seed).integers(0, 255, (64, 64, 3), dtype=np.uint8)
     text = reader.read([image], [reader.default_prompt])[0].text
     expected = rf"\d{{{integer_digits}}}" + (rf"[.,]\d{{{decimals}}}" if decimals else "")
@@ -62,10 +64,10 @@ def test_constrained_decoding_always_matches_the_pattern(tiny_paligemma, seed, i
 _READERS: dict = {}
 
 
-def _reader_with_pattern(base, pattern):
-    if pattern not in _READERS:
-        _READERS[pattern] = load_reader(ModelSpec(base=base, pattern=pattern, device="cpu"))
-    return _READERS[pattern]
+def _reader_with_pattern(family, base, pattern):
+    if (family, pattern) not in _READERS:
+        _READERS[family, pattern] = load_reader(ModelSpec(family=family, base=base, pattern=pattern, device="cpu"))
+    return _READERS[family, pattern]
 
 
 @pytest.mark.parametrize(

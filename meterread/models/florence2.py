@@ -1,0 +1,180 @@
+"""Florence-2 reader on the native `Florence2ForConditionalGeneration` (converted checkpoints such as
+`florence-community/Florence-2-base-ft`; never `trust_remote_code`).
+
+Encoder input: `<image>`*N + `<s>` + prompt + `</s>`; the decoder starts from `decoder_start_token_id` and, for
+hub checkpoints, a forced `<s>`. The convolutional DaViT encoder sees the square image at the processor's size.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import Florence2ForConditionalGeneration, Florence2Processor
+
+from meterread.models.base import ModelSpec, Prediction, fingerprint, local_files_only, resolve_device, resolve_dtype
+from meterread.models.decoding import ReadingConstraint
+from meterread.models.generation import generate_predictions
+from meterread.models.loading import fetch_adapter, load_adapter_strict
+from meterread.models.paligemma import pixel_values
+from meterread.preprocess import PREPROCESS_VERSION
+
+FAMILY = "florence2"
+DEFAULT_PROMPT = "<DocVQA>What is the meter values?"
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+
+
+def load_processor(source: str) -> Florence2Processor:
+    return Florence2Processor.from_pretrained(source, local_files_only=local_files_only())
+
+
+@dataclass
+class Florence2Reader:
+    model: Florence2ForConditionalGeneration
+    processor: Florence2Processor
+    spec: ModelSpec
+    model_id: str
+    adapter_id: str | None
+    fingerprint: str
+    family: str = FAMILY
+
+    @property
+    def image_size(self) -> int:
+        return int(self.processor.image_processor.size["height"])
+
+    @property
+    def default_prompt(self) -> str:
+        return self.spec.prompt or DEFAULT_PROMPT
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def prompt_texts(self, prompts: Sequence[str]) -> list[str]:
+        tokenizer = self.processor.tokenizer
+        image_tokens = self.processor.image_token * self.processor.num_image_tokens
+        expanded = self.processor._construct_prompts(list(prompts))  # task tokens -> their questions
+        return [f"{image_tokens}{tokenizer.bos_token}{prompt}{tokenizer.eos_token}" for prompt in expanded]
+
+    def prepare(self, images: Sequence[np.ndarray], prompts: Sequence[str]) -> dict:
+        processor = self.processor
+        encoded = processor.tokenizer(
+            self.prompt_texts(prompts), add_special_tokens=False, padding="longest", return_tensors="pt"
+        )
+        pixels = pixel_values(images, processor.image_processor.image_mean, processor.image_processor.image_std)
+        return {
+            "input_ids": encoded["input_ids"].to(self.device),
+            "attention_mask": encoded["attention_mask"].to(self.device),
+            "pixel_values": pixels.to(self.device, self.model.dtype),
+        }
+
+    def read(self, images: Sequence[np.ndarray], prompts: Sequence[str]) -> list[Prediction]:
+        if len(images) != len(prompts):
+            raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
+        if not images:
+            return []
+        inputs = self.prepare(images, prompts)
+        pattern = self.spec.reading_pattern()
+        tokenizer = self.processor.tokenizer
+        forced_bos = self.model.generation_config.forced_bos_token_id
+        constraint = (
+            ReadingConstraint(tokenizer, pattern, tokenizer.eos_token_id, 1, forced_first_id=forced_bos)
+            if self.spec.constrained
+            else None
+        )
+        max_new_tokens = self.spec.max_new_tokens or pattern.max_length() + 2
+        return generate_predictions(self.model, inputs, tokenizer, max_new_tokens, constraint, 1)
+
+
+def load(spec: ModelSpec) -> Florence2Reader:
+    device = resolve_device(spec.device)
+    dtype = resolve_dtype(spec.dtype, device)
+    model = Florence2ForConditionalGeneration.from_pretrained(
+        spec.base, dtype=dtype, attn_implementation="sdpa", use_safetensors=True, local_files_only=local_files_only()
+    )
+    adapter_dir = fetch_adapter(spec.adapter) if spec.adapter else None
+    if adapter_dir:
+        model = load_adapter_strict(model, adapter_dir)
+    model = model.to(device).eval()
+    prompt = spec.prompt or DEFAULT_PROMPT
+    return Florence2Reader(
+        model=model,
+        processor=load_processor(spec.base),
+        spec=spec,
+        model_id=spec.base,
+        adapter_id=spec.adapter,
+        fingerprint=fingerprint(spec, spec.base, adapter_dir, prompt, PREPROCESS_VERSION),
+    )
+
+
+def build_bart_tokenizer():
+    """A `BartTokenizer` over byte-level characters (no merges) with Florence-2's `<image>` token."""
+    from transformers import BartTokenizer
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>"]
+    chars = [c for c in string.printable if c not in " \t\n\r\x0b\x0c"] + ["Ġ", "Ċ"]
+    vocab = {token: index for index, token in enumerate(specials + chars)}
+    return BartTokenizer(vocab=vocab, merges=[], extra_special_tokens={"image_token": "<image>"})
+
+
+def build_tiny_florence2(out_dir: str | Path, size, seed: int = 0) -> Path:
+    """Build and save a tiny Florence-2 (4-stage DaViT + BART) with its processor."""
+    from transformers import CLIPImageProcessorPil, Florence2Config
+
+    tokenizer = build_bart_tokenizer()
+    image_tokens = (size.image_size // 32) ** 2 + 1  # DaViT downsamples 32x, plus one pooled token
+    image_processor = CLIPImageProcessorPil(
+        size={"height": size.image_size, "width": size.image_size},
+        do_center_crop=False,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    )
+    image_processor.image_seq_length = image_tokens
+    processor = Florence2Processor(image_processor=image_processor, tokenizer=tokenizer)
+    hidden = size.text_hidden
+    vocab_size = (len(tokenizer) + 63) // 64 * 64
+    config = Florence2Config(
+        vision_config={
+            "depths": [1, 1, size.vision_layers, 1],
+            "embed_dim": [16, 32, 48, size.vision_hidden],
+            "num_heads": [1, 2, 3, 4],
+            "num_groups": [1, 2, 3, 4],
+            "window_size": 2,
+            "projection_dim": hidden,
+            "max_position_embeddings": 16,
+            "drop_path_rate": 0.0,
+        },
+        text_config={
+            "model_type": "bart",
+            "vocab_size": vocab_size,
+            "d_model": hidden,
+            "encoder_layers": size.text_layers,
+            "decoder_layers": size.text_layers,
+            "encoder_attention_heads": size.heads,
+            "decoder_attention_heads": size.heads,
+            "encoder_ffn_dim": 4 * hidden,
+            "decoder_ffn_dim": 4 * hidden,
+            "max_position_embeddings": 512,
+            "pad_token_id": tokenizer.pad_token_id,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "decoder_start_token_id": tokenizer.eos_token_id,
+            "forced_bos_token_id": tokenizer.bos_token_id,
+            "forced_eos_token_id": tokenizer.eos_token_id,
+        },
+        image_token_id=tokenizer.image_token_id,
+    )
+    torch.manual_seed(seed)
+    model = Florence2ForConditionalGeneration(config)
+    generation = model.generation_config
+    generation.pad_token_id, generation.eos_token_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+    generation.decoder_start_token_id, generation.forced_bos_token_id = tokenizer.eos_token_id, tokenizer.bos_token_id
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+    return out
