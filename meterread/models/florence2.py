@@ -16,11 +16,10 @@ import numpy as np
 import torch
 from transformers import Florence2ForConditionalGeneration, Florence2Processor
 
-from meterread.models.base import ModelSpec, Prediction, fingerprint, local_files_only, resolve_device, resolve_dtype
+from meterread.models.base import ModelSpec, Prediction, fingerprint, local_files_only
 from meterread.models.decoding import ReadingConstraint
-from meterread.models.generation import generate_predictions
-from meterread.models.loading import fetch_adapter, load_adapter_strict
-from meterread.models.paligemma import pixel_values
+from meterread.models.generation import generate_predictions, pixel_values
+from meterread.models.loading import load_model
 from meterread.preprocess import PREPROCESS_VERSION
 
 FAMILY = "florence2"
@@ -91,15 +90,8 @@ class Florence2Reader:
 
 
 def load(spec: ModelSpec) -> Florence2Reader:
-    device = resolve_device(spec.device)
-    dtype = resolve_dtype(spec.dtype, device)
-    model = Florence2ForConditionalGeneration.from_pretrained(
-        spec.base, dtype=dtype, attn_implementation="sdpa", use_safetensors=True, local_files_only=local_files_only()
-    )
-    adapter_dir = fetch_adapter(spec.adapter) if spec.adapter else None
-    if adapter_dir:
-        model = load_adapter_strict(model, adapter_dir)
-    model = model.to(device).eval()
+    """Load base + merged adapter (see `load_model`) and the base's processor."""
+    model, adapter_dir = load_model(Florence2ForConditionalGeneration, spec)
     prompt = spec.prompt or DEFAULT_PROMPT
     return Florence2Reader(
         model=model,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 from transformers import LogitsProcessorList
 
@@ -44,3 +46,11 @@ def generate_predictions(
         text = tokenizer.decode(ids[:end], skip_special_tokens=True).strip()
         predictions.append(Prediction(text=text, token_logprobs=tuple(logprobs[:end]), elapsed_s=elapsed))
     return predictions
+
+
+def pixel_values(images: Sequence[np.ndarray], mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Stack RGB uint8 HxWx3 images into a normalised float NCHW tensor (no PIL round trip)."""
+    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return batch.sub_(mean_t).div_(std_t)

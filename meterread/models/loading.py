@@ -53,3 +53,23 @@ def load_adapter_strict(model: torch.nn.Module, adapter_dir: str) -> torch.nn.Mo
             f"{len(missing)} missing LoRA keys (e.g. {missing[:3]})"
         )
     return peft_model.merge_and_unload()
+
+
+def load_model(model_class, spec) -> tuple[torch.nn.Module, str | None]:
+    """Base weights (hub id or local dir; safetensors only; `HF_HUB_OFFLINE` respected; no remote code),
+    the spec's adapter merged in strictly, on the spec's device and dtype, in eval mode.
+    Returns the model and the adapter's local directory (None without an adapter)."""
+    from meterread.models.base import local_files_only, resolve_device, resolve_dtype
+
+    device = resolve_device(spec.device)
+    model = model_class.from_pretrained(
+        spec.base,
+        dtype=resolve_dtype(spec.dtype, device),
+        attn_implementation="sdpa",
+        use_safetensors=True,
+        local_files_only=local_files_only(),
+    )
+    adapter_dir = fetch_adapter(spec.adapter) if spec.adapter else None
+    if adapter_dir:
+        model = load_adapter_strict(model, adapter_dir)
+    return model.to(device).eval(), adapter_dir

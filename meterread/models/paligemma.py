@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from transformers import PaliGemmaForConditionalGeneration, PaliGemmaProcessor
 
-from meterread.models.base import ModelSpec, Prediction, fingerprint, local_files_only, resolve_device, resolve_dtype
+from meterread.models.base import ModelSpec, Prediction, fingerprint, local_files_only
 from meterread.models.decoding import ReadingConstraint
-from meterread.models.generation import generate_predictions
-from meterread.models.loading import fetch_adapter, load_adapter_strict
+from meterread.models.generation import generate_predictions, pixel_values
+from meterread.models.loading import load_model
 from meterread.preprocess import PREPROCESS_VERSION
 
 FAMILY = "paligemma"
@@ -39,14 +39,6 @@ def load_processor(source: str) -> PaliGemmaProcessor:
     processor = PaliGemmaProcessor.from_pretrained(source, local_files_only=local_files_only())
     processor.tokenizer.padding_side = "left"
     return processor
-
-
-def pixel_values(images: Sequence[np.ndarray], mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """Stack RGB uint8 HxWx3 images into a normalised float NCHW tensor (no PIL round trip)."""
-    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-    return batch.sub_(mean_t).div_(std_t)
 
 
 @dataclass
@@ -109,21 +101,9 @@ class PaliGemmaReader:
 
 
 def load(spec: ModelSpec) -> PaliGemmaReader:
-    """Load base (hub id or local dir, safetensors only), merge the adapter if any, move to device/dtype."""
-    device = resolve_device(spec.device)
-    dtype = resolve_dtype(spec.dtype, device)
-    model = PaliGemmaForConditionalGeneration.from_pretrained(
-        spec.base,
-        dtype=dtype,
-        attn_implementation="sdpa",
-        use_safetensors=True,
-        local_files_only=local_files_only(),
-    )
-    adapter_dir = fetch_adapter(spec.adapter) if spec.adapter else None
-    if adapter_dir:
-        model = load_adapter_strict(model, adapter_dir)
+    """Load base + merged adapter (see `load_model`); the adapter's own processor wins if it saved one."""
+    model, adapter_dir = load_model(PaliGemmaForConditionalGeneration, spec)
     processor = load_processor(adapter_dir if adapter_dir and _has_processor(adapter_dir) else spec.base)
-    model = model.to(device).eval()
     prompt = spec.prompt or DEFAULT_PROMPT
     return PaliGemmaReader(
         model=model,
