@@ -116,11 +116,14 @@ def nightly_read(
     key_pattern: str | None = None,
     meters_table: str | None = None,
     min_confidence: float = 0.5,
+    meter_types: list[str] | None = None,
+    tasks: list[str] | None = None,
     credentials_block: str | None = None,
 ) -> dict:
     """Read every new photo under `source` into the Parquet dataset at `output`; returns the run manifest.
 
     `model` is a model spec: {"family": "paligemma"|"florence2", "base": hub id or dir, "adapter": dir or s3 URL}.
+    `meter_types` (labels to recognise) and `tasks` (Florence-2 task tokens) add optional columns per photo.
     `run_id` defaults to this flow run's id, so a retried flow run rewrites its own files.
     """
     logger = get_run_logger()

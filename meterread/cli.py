@@ -45,6 +45,12 @@ def read(
     run_id: str | None = typer.Option(None, help="Run id (default: UTC time + random suffix)."),
     meters_table: str | None = typer.Option(None, help="CSV/Parquet: meter_id, digits, decimals, max_rate_per_day."),
     min_confidence: float = typer.Option(0.5, help="Readings below this confidence are flagged."),
+    meter_types: str | None = typer.Option(
+        None, help="Comma-separated meter types to recognise, e.g. electricity-lcd,gas-mechanical,water-mechanical."
+    ),
+    task: list[str] | None = typer.Option(
+        None, help="Florence-2 task to record per photo (repeatable): <OCR>, <OCR_WITH_REGION>, <OD>, <CAPTION>."
+    ),
 ) -> None:
     """Read every new photo under SOURCE and append one row per photo to the dataset at OUTPUT."""
     from meterread.pipeline import run_read
@@ -62,6 +68,8 @@ def read(
             run_id=run_id,
             meters_table=meters_table,
             min_confidence=min_confidence,
+            meter_types=tuple(t.strip() for t in meter_types.split(",")) if meter_types else None,
+            tasks=tuple(task or ()),
         ).validate()
     except ConfigError as error:
         raise typer.BadParameter(str(error)) from error

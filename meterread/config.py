@@ -42,6 +42,8 @@ class ReadConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     storage_attempts: int = 4
     preprocess_workers: int = 2
+    meter_types: tuple[str, ...] | None = None
+    tasks: tuple[str, ...] = ()
 
     @classmethod
     def from_mapping(cls, values: Mapping) -> ReadConfig:
@@ -51,6 +53,9 @@ class ReadConfig:
         if unknown:
             raise ConfigError(f"unknown read setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         values = dict(values)
+        for name in ("meter_types", "tasks"):
+            if isinstance(values.get(name), list):
+                values[name] = tuple(values[name])
         model = values.get("model")
         if isinstance(model, Mapping):
             model_known = {f.name for f in dataclasses.fields(ModelSpec)}
@@ -89,6 +94,16 @@ class ReadConfig:
                 check_safe_name(self.run_id, "run_id")
             except ValueError as error:
                 problems.append(str(error))
+        if self.meter_types is not None and len(self.meter_types) < 2:
+            problems.append("meter_types needs at least two labels to choose between")
+        if self.tasks:
+            from meterread.models.florence2 import TASKS
+
+            if self.model.family != "florence2":
+                problems.append(f"tasks {list(self.tasks)} need the florence2 family (model is {self.model.family})")
+            unknown = [task for task in self.tasks if task not in TASKS]
+            if unknown:
+                problems.append(f"unknown Florence-2 task(s) {unknown}; use {', '.join(TASKS)}")
         try:
             self.model.validate()
         except ValueError as error:

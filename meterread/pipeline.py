@@ -9,6 +9,7 @@ finish_run    manifest JSON + status counts
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import uuid
 from collections import Counter
@@ -239,6 +240,37 @@ def judge(
     }
 
 
+METER_TYPE_PROMPT = "what type of meter is this"
+
+
+def describe_images(config: ReadConfig, reader: Reader, ready: list[Fetched]) -> list[dict]:
+    """Optional second looks at each image: meter type among `config.meter_types` (likelihood ranking) and
+    Florence-2 task outputs (`config.tasks`, e.g. where the display is). One dict per image, possibly empty."""
+    images = [item.image.image for item in ready]
+    described: list[dict] = [{} for _ in ready]
+    if config.meter_types:
+        for found, (label, probability) in zip(
+            described, reader.classify(images, METER_TYPE_PROMPT, config.meter_types)
+        ):
+            found.update(meter_type=label, meter_type_confidence=probability)
+    if config.tasks:
+        sizes = [(item.image.width, item.image.height) for item in ready]
+        outputs: list[dict] = [{} for _ in ready]
+        for task in config.tasks:
+            for output, result in zip(outputs, reader.run_task(images, task, sizes)):
+                output[task] = result
+        for found, output in zip(described, outputs):
+            found["task_outputs"] = json.dumps(output, default=float)
+    return described
+
+
+def with_description(row: dict, described: dict) -> dict:
+    """Merge image descriptions into a row; a meter type from the meters table wins over the model's guess."""
+    if row.get("meter_type"):
+        described = {k: v for k, v in described.items() if k not in ("meter_type", "meter_type_confidence")}
+    return {**row, **described}
+
+
 def process_shard(
     config: ReadConfig,
     reader: Reader,
@@ -261,16 +293,17 @@ def process_shard(
         for batch in batched(fetched_stream, config.batch_size):
             processed_at = datetime.now(timezone.utc)
             ready = [item for item in batch if item.image is not None]
-            predictions = iter(
-                read_with_backoff(reader, [item.image.image for item in ready], [prompt] * len(ready)) if ready else []
-            )
+            images = [item.image.image for item in ready]
+            predictions = iter(read_with_backoff(reader, images, [prompt] * len(ready)) if ready else [])
+            extras = iter(describe_images(config, reader, ready) if ready else [])
             for item in batch:
                 row = base_row(item, run_id, reader, prompt, processed_at)
                 if item.image is None:
                     reasons = [item.error] + ([item.photo.key_problem] if item.photo.key_problem else [])
                     rows.append({**row, "status": ERROR, "reasons": reasons})
                 else:
-                    rows.append(judge(row, next(predictions), item.photo, history, profiles, rules))
+                    judged = judge(row, next(predictions), item.photo, history, profiles, rules)
+                    rows.append(with_description(judged, next(extras)))
             if on_batch:
                 on_batch(len(batch))
     return rows

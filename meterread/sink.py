@@ -54,6 +54,8 @@ SCHEMA = pa.schema(
         pa.field("blur", pa.float64()),
         pa.field("brightness", pa.float64()),
         pa.field("processed_at", TIMESTAMP, nullable=False),
+        pa.field("meter_type_confidence", pa.float64()),
+        pa.field("task_outputs", pa.string()),
     ]
 )
 PARTITION_COLUMN = "capture_date"

@@ -124,3 +124,31 @@ def test_florence2_family_runs_through_the_same_pipeline(tmp_path, tiny_florence
         text and text.replace(",", ".").replace(".", "", 1).isdigit()
         for text in table.column("reading_text").to_pylist()
     )
+
+
+def test_meter_type_and_florence_tasks_are_recorded(tmp_path, tiny_florence2):
+    write_bucket(tmp_path / "bucket", 2, seed=9)
+    config = ReadConfig(
+        source=str(tmp_path / "bucket"),
+        output=str(tmp_path / "out"),
+        model=ModelSpec(family="florence2", base=tiny_florence2, device="cpu"),
+        meter_types=("electricity-lcd", "gas-mechanical"),
+        tasks=("<OCR_WITH_REGION>", "<CAPTION>"),
+    ).validate()
+    run_read(config, progress=False)
+    rows = output_rows(config).to_pylist()
+    assert len(rows) == 2
+    for row in rows:
+        assert row["meter_type"] in ("electricity-lcd", "gas-mechanical") and 0.5 <= row["meter_type_confidence"] <= 1
+        outputs = __import__("json").loads(row["task_outputs"])
+        assert set(outputs) == {"<OCR_WITH_REGION>", "<CAPTION>"}
+        assert set(outputs["<OCR_WITH_REGION>"]) == {"quad_boxes", "labels"} and "text" in outputs["<CAPTION>"]
+
+
+def test_tasks_need_florence2_and_known_task_tokens():
+    with pytest.raises(ConfigError, match="need the florence2 family"):
+        ReadConfig.from_mapping({"source": "a", "output": "b", "model": {"base": "x"}, "tasks": ["<OCR>"]}).validate()
+    with pytest.raises(ConfigError, match="unknown Florence-2 task"):
+        ReadConfig.from_mapping(
+            {"source": "a", "output": "b", "model": {"family": "florence2", "base": "x"}, "tasks": ["<SING>"]}
+        ).validate()

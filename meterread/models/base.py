@@ -45,6 +45,10 @@ class Reader(Protocol):
 
     def read(self, images: Sequence[np.ndarray], prompts: Sequence[str]) -> list[Prediction]: ...
 
+    def classify(self, images: Sequence[np.ndarray], prompt: str, labels: Sequence[str]) -> list[tuple[str, float]]:
+        """Most likely label per image and its probability among `labels`."""
+        ...
+
 
 @dataclass(frozen=True)
 class ModelSpec:

@@ -18,13 +18,36 @@ from transformers import Florence2ForConditionalGeneration, Florence2Processor
 
 from meterread.models.base import ModelSpec, Prediction, fingerprint, local_files_only
 from meterread.models.decoding import ReadingConstraint
-from meterread.models.generation import generate_predictions, pixel_values
+from meterread.models.generation import classify_by_likelihood, generate_predictions, pixel_values
 from meterread.models.loading import load_model
 from meterread.preprocess import PREPROCESS_VERSION
 
 FAMILY = "florence2"
 DEFAULT_PROMPT = "<DocVQA>What is the meter values?"
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+TASKS = ("<OCR>", "<OCR_WITH_REGION>", "<OD>", "<CAPTION>", "<DETAILED_CAPTION>", "<REGION_PROPOSAL>")
+LOCATION_BINS = 1000
+# What converted hub checkpoints carry in processor_config.json (mirrors transformers' Florence-2 processor tests).
+POST_PROCESSOR_CONFIG = {
+    "ocr": {
+        "pattern": r"(.+?)<loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)>",
+        "area_threshold": 0.0,
+    },
+    "phrase_grounding": {"banned_grounding_tokens": ["the image"]},
+    "pure_text": {},
+    "description_with_bboxes": {},
+    "description_with_polygons": {},
+    "polygons": {},
+    "bboxes": {},
+    "description_with_bboxes_or_polygons": {},
+}
+
+
+def parse_task_output(processor, text: str, task: str, image_size: tuple[int, int]) -> dict:
+    """Generated task text -> structured result, e.g. `<OCR_WITH_REGION>` ->
+    `{"quad_boxes": [[x1, y1, ..., x4, y4]], "labels": ["12345.6"]}` in pixels of `image_size` (width, height)."""
+    parsed = processor.post_process_generation(text=text, task=task, image_size=image_size)[task]
+    return {"text": parsed} if isinstance(parsed, str) else parsed
 
 
 def load_processor(source: str) -> Florence2Processor:
@@ -71,6 +94,30 @@ class Florence2Reader:
             "pixel_values": pixels.to(self.device, self.model.dtype),
         }
 
+    def training_batch(self, images: Sequence[np.ndarray], prompts: Sequence[str], answers: Sequence[str]) -> dict:
+        """Teacher-forcing batch: encoder gets image + prompt; `labels` = `<s>` answer `</s>` (padding -100).
+        The model shifts labels right into `decoder_input_ids` itself: labels must not be shifted here."""
+        batch = self.prepare(images, prompts)
+        encoded = self.processor.tokenizer(list(answers), padding="longest", return_tensors="pt")
+        labels = encoded["input_ids"].masked_fill(encoded["attention_mask"] == 0, -100)
+        return {**batch, "labels": labels.to(self.device)}
+
+    def classify(self, images: Sequence[np.ndarray], prompt: str, labels: Sequence[str]) -> list[tuple[str, float]]:
+        """Most likely of `labels` per image (e.g. meter type), with its probability among them."""
+        return classify_by_likelihood(self, images, prompt, labels)
+
+    def run_task(
+        self, images: Sequence[np.ndarray], task: str, image_sizes: Sequence[tuple[int, int]], max_new_tokens: int = 256
+    ) -> list[dict]:
+        """Run a Florence-2 task token (`<OCR>`, `<OCR_WITH_REGION>`, `<OD>`, `<CAPTION>` …) unconstrained and
+        parse it with the processor's post-processor; coordinates are scaled to each photo's (width, height)."""
+        if task not in TASKS:
+            raise ValueError(f"unsupported Florence-2 task {task!r}; use one of {', '.join(TASKS)}")
+        inputs = self.prepare(images, [task] * len(images))
+        tokenizer = self.processor.tokenizer
+        raw = generate_predictions(self.model, inputs, tokenizer, max_new_tokens, None, 1, skip_special_tokens=False)
+        return [parse_task_output(self.processor, p.text, task, size) for p, size in zip(raw, image_sizes)]
+
     def read(self, images: Sequence[np.ndarray], prompts: Sequence[str]) -> list[Prediction]:
         if len(images) != len(prompts):
             raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
@@ -104,13 +151,15 @@ def load(spec: ModelSpec) -> Florence2Reader:
 
 
 def build_bart_tokenizer():
-    """A `BartTokenizer` over byte-level characters (no merges) with Florence-2's `<image>` token."""
+    """A `BartTokenizer` over byte-level characters (no merges) with Florence-2's `<image>` and `<loc_N>` tokens."""
     from transformers import BartTokenizer
 
     specials = ["<s>", "<pad>", "</s>", "<unk>"]
     chars = [c for c in string.printable if c not in " \t\n\r\x0b\x0c"] + ["Ġ", "Ċ"]
     vocab = {token: index for index, token in enumerate(specials + chars)}
-    return BartTokenizer(vocab=vocab, merges=[], extra_special_tokens={"image_token": "<image>"})
+    tokenizer = BartTokenizer(vocab=vocab, merges=[], extra_special_tokens={"image_token": "<image>"})
+    tokenizer.add_tokens([f"<loc_{i}>" for i in range(LOCATION_BINS)] + ["<od>", "</od>", "<ocr>", "</ocr>"])
+    return tokenizer
 
 
 def build_tiny_florence2(out_dir: str | Path, size, seed: int = 0) -> Path:
@@ -126,7 +175,9 @@ def build_tiny_florence2(out_dir: str | Path, size, seed: int = 0) -> Path:
         image_std=[0.229, 0.224, 0.225],
     )
     image_processor.image_seq_length = image_tokens
-    processor = Florence2Processor(image_processor=image_processor, tokenizer=tokenizer)
+    processor = Florence2Processor(
+        image_processor=image_processor, tokenizer=tokenizer, post_processor_config=POST_PROCESSOR_CONFIG
+    )
     hidden = size.text_hidden
     vocab_size = (len(tokenizer) + 63) // 64 * 64
     config = Florence2Config(

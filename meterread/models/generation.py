@@ -21,8 +21,11 @@ def generate_predictions(
     max_new_tokens: int,
     constraint: ReadingConstraint | None,
     prompt_length: int,
+    skip_special_tokens: bool = True,
 ) -> list[Prediction]:
-    """Greedy-decode a prepared batch; returns texts cut at EOS with each chosen token's log-probability."""
+    """Greedy-decode a prepared batch; returns texts cut at EOS with each chosen token's log-probability.
+
+    `skip_special_tokens=False` keeps markup such as Florence-2's `<loc_N>` tokens for task post-processing."""
     started = time.perf_counter()
     processors = LogitsProcessorList([constraint] if constraint else [])
     output = model.generate(
@@ -43,7 +46,10 @@ def generate_predictions(
     predictions = []
     for ids, logprobs in zip(generated.tolist(), chosen.tolist()):
         end = ids.index(tokenizer.eos_token_id) + 1 if tokenizer.eos_token_id in ids else len(ids)
-        text = tokenizer.decode(ids[:end], skip_special_tokens=True).strip()
+        text = tokenizer.decode(ids[:end], skip_special_tokens=skip_special_tokens)
+        if not skip_special_tokens:
+            text = text.replace(tokenizer.pad_token, "")
+        text = text.strip()
         predictions.append(Prediction(text=text, token_logprobs=tuple(logprobs[:end]), elapsed_s=elapsed))
     return predictions
 
@@ -54,3 +60,32 @@ def pixel_values(images: Sequence[np.ndarray], mean: Sequence[float], std: Seque
     mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
     return batch.sub_(mean_t).div_(std_t)
+
+
+def sequence_logprobs(model, batch: dict) -> torch.Tensor:
+    """Sum of log-probabilities of each row's `labels` tokens (-100 ignored), teacher-forced.
+
+    Decoder-only models predict token t+1 at position t (logits shifted here); encoder-decoders already align
+    logits with labels (the model shifts labels right into decoder inputs). Consistent with `model(...).loss`.
+    """
+    labels = batch["labels"]
+    logits = model(**batch).logits.float()
+    if not model.config.is_encoder_decoder:
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    mask = labels != -100
+    logprobs = logits.log_softmax(-1).gather(-1, labels.clamp(min=0)[..., None]).squeeze(-1)
+    return (logprobs * mask).sum(-1)
+
+
+@torch.inference_mode()
+def classify_by_likelihood(reader, images: Sequence[np.ndarray], prompt: str, labels: Sequence[str]):
+    """Pick, per image, the label whose text the model finds most likely after `prompt`.
+
+    Returns (label, probability) pairs, probability = softmax over the labels' sequence log-likelihoods."""
+    scores = []
+    for label in labels:
+        batch = reader.training_batch(images, [prompt] * len(images), [label] * len(images))
+        scores.append(sequence_logprobs(reader.model, batch))
+    probabilities = torch.stack(scores, dim=1).softmax(dim=1)
+    best = probabilities.argmax(dim=1)
+    return [(labels[i], float(probabilities[row, i])) for row, i in enumerate(best.tolist())]

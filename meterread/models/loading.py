@@ -8,7 +8,10 @@ from pathlib import Path
 
 import torch
 
-ADAPTER_CACHE = Path(os.environ.get("METERREAD_CACHE", Path.home() / ".cache" / "meterread")) / "adapters"
+
+def adapter_cache() -> Path:
+    """`$METERREAD_CACHE/adapters` (default `~/.cache/meterread/adapters`)."""
+    return Path(os.environ.get("METERREAD_CACHE", Path.home() / ".cache" / "meterread")) / "adapters"
 
 
 def fetch_adapter(adapter: str) -> str:
@@ -21,7 +24,7 @@ def fetch_adapter(adapter: str) -> str:
     from meterread.storage import resolve
 
     fs, root = resolve(adapter)
-    target = ADAPTER_CACHE / hashlib.sha256(adapter.encode()).hexdigest()[:16]
+    target = adapter_cache() / hashlib.sha256(adapter.encode()).hexdigest()[:16]
     if not (target / "adapter_config.json").is_file():
         target.mkdir(parents=True, exist_ok=True)
         for path in fs.find(root):

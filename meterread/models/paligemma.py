@@ -16,7 +16,7 @@ from transformers import PaliGemmaForConditionalGeneration, PaliGemmaProcessor
 
 from meterread.models.base import ModelSpec, Prediction, fingerprint, local_files_only
 from meterread.models.decoding import ReadingConstraint
-from meterread.models.generation import generate_predictions, pixel_values
+from meterread.models.generation import classify_by_likelihood, generate_predictions, pixel_values
 from meterread.models.loading import load_model
 from meterread.preprocess import PREPROCESS_VERSION
 
@@ -81,6 +81,36 @@ class PaliGemmaReader:
             "token_type_ids": torch.zeros_like(encoded["input_ids"]).to(self.device),
             "pixel_values": pixels.to(self.device, self.model.dtype),
         }
+
+    def training_batch(self, images: Sequence[np.ndarray], prompts: Sequence[str], answers: Sequence[str]) -> dict:
+        """Teacher-forcing batch, as `PaliGemmaProcessor(suffix=...)` builds it: prompt tokens masked (-100) in
+        `labels`, answer + `<eos>` kept, `token_type_ids` 1 on the answer; right-padded."""
+        tokenizer = self.processor.tokenizer
+        encoded = tokenizer(
+            self.prompt_texts(prompts),
+            text_pair=[answer + tokenizer.eos_token for answer in answers],
+            add_special_tokens=False,
+            padding="longest",
+            padding_side="right",
+            return_token_type_ids=True,
+            return_tensors="pt",
+        )
+        labels = encoded["input_ids"].masked_fill(encoded["token_type_ids"] == 0, -100)
+        labels = labels.masked_fill(encoded["attention_mask"] == 0, -100)
+        pixels = pixel_values(
+            images, self.processor.image_processor.image_mean, self.processor.image_processor.image_std
+        )
+        return {
+            "input_ids": encoded["input_ids"].to(self.device),
+            "attention_mask": encoded["attention_mask"].to(self.device),
+            "token_type_ids": encoded["token_type_ids"].to(self.device),
+            "pixel_values": pixels.to(self.device, self.model.dtype),
+            "labels": labels.to(self.device),
+        }
+
+    def classify(self, images: Sequence[np.ndarray], prompt: str, labels: Sequence[str]) -> list[tuple[str, float]]:
+        """Most likely of `labels` per image (e.g. meter type), with its probability among them."""
+        return classify_by_likelihood(self, images, prompt, labels)
 
     def read(self, images: Sequence[np.ndarray], prompts: Sequence[str]) -> list[Prediction]:
         if len(images) != len(prompts):

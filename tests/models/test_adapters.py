@@ -71,3 +71,16 @@ def test_missing_adapter_is_a_clear_error(tiny_paligemma, tmp_path):
 def test_pixel_values_normalise_without_pil():
     tensor = pixel_values([np.full((2, 2, 3), 255, np.uint8)], [0.5] * 3, [0.5] * 3)
     assert tensor.shape == (1, 3, 2, 2) and torch.allclose(tensor, torch.ones_like(tensor))
+
+
+def test_adapter_from_s3_is_downloaded_once_into_the_cache(
+    tiny_paligemma, trained_adapter, s3_bucket, tmp_path, monkeypatch
+):
+    adapter_dir, _ = trained_adapter
+    fs, bucket = s3_bucket
+    fs.put(adapter_dir, f"{bucket}/adapters/v1", recursive=True)
+    monkeypatch.setenv("METERREAD_CACHE", str(tmp_path / "cache"))
+    reader = load_reader(ModelSpec(base=tiny_paligemma, adapter=f"s3://{bucket}/adapters/v1", device="cpu"))
+    assert [p.text for p in reader.read(IMAGES, [reader.default_prompt] * 2)] == ["42", "42"]
+    cached = list((tmp_path / "cache" / "adapters").glob("*/adapter_model.safetensors"))
+    assert len(cached) == 1
