@@ -83,16 +83,87 @@ def read(
 
 
 @app.command()
+def train(
+    recipe: Path = typer.Argument(..., help="Training recipe YAML (see configs/)."),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. lr=1e-4 lora.rank=16"),
+    resume: bool = typer.Option(False, help="Continue from OUTPUT/latest/ (weights, optimizer, step)."),
+) -> None:
+    """Fine-tune a model on a labelled dataset; writes best/ and latest/ checkpoints."""
+    from meterread.train import TrainConfig, TrainConfigError
+    from meterread.train import train as run_training
+
+    try:
+        config = TrainConfig.from_yaml(recipe, list(overrides or []) + (["resume=true"] if resume else [])).validate()
+    except TrainConfigError as error:
+        raise typer.BadParameter(str(error)) from error
+    result = run_training(config, log=typer.echo)
+    summary = {k: result[k] for k in ("best", "latest", "steps", "best_exact_match", "trainable_parameters")}
+    typer.echo(json.dumps(summary, indent=2))
+
+
+@app.command(name="eval")
+def evaluate(
+    dataset: str = typer.Argument(..., help="Dataset root with train/ valid/ test/ splits (local or s3://)."),
+    model: str | None = typer.Option(None, help="Base model: hub id or local dir (default: bundled demo model)."),
+    family: str = typer.Option("paligemma", help="paligemma or florence2."),
+    adapter: str | None = typer.Option(None, help="LoRA adapter dir or s3:// URL."),
+    split: str = typer.Option("test", help="Split to evaluate."),
+    pattern: str | None = typer.Option(None, help="Exact reading shape, e.g. 5.1."),
+    batch_size: int = typer.Option(32),
+    device: str = typer.Option("auto"),
+    out: Path = typer.Option(Path("eval"), help="Folder for metrics.json and report.html."),
+) -> None:
+    """Exact match, CER, parse rate, risk-coverage and an HTML report for a model on a whole split."""
+    from meterread.train import evaluate_split
+
+    spec = model_spec(model, family, adapter, pattern, True, device, "auto")
+    metrics = evaluate_split(spec, dataset, split, batch_size, str(out))
+    shown = {
+        k: metrics[k] for k in ("count", "exact_match", "character_error_rate", "parse_rate", "accuracy_at_coverage")
+    }
+    typer.echo(json.dumps(shown, indent=2))
+    typer.echo(f"report: {out / 'report.html'}")
+
+
+@app.command()
 def synth(
     out: Path = typer.Argument(..., help="Folder to write photos and annotations.jsonl into."),
-    n: int = typer.Option(48, help="Number of photos."),
+    n: int = typer.Option(48, help="Number of photos (with --valid/--test: training photos)."),
     seed: int = typer.Option(0, help="Random seed (same seed, same photos)."),
+    valid: int = typer.Option(0, help="Also write a valid/ split of this size (then photos go to train/)."),
+    test: int = typer.Option(0, help="Also write a test/ split of this size (then photos go to train/)."),
+    sizes: str = typer.Option("mixed", help="'mixed' (640x480 .. 2560x1440) or WxH, e.g. 640x480."),
 ) -> None:
-    """Render synthetic meter photos in the nightly key layout, with labels."""
-    from meterread.synth import write_bucket
+    """Render synthetic meter photos (LCD and counter wheels) in the nightly key layout, with labels."""
+    from meterread.synth import write_bucket, write_dataset
 
-    samples = write_bucket(out, n, seed)
+    size = None if sizes == "mixed" else tuple(int(v) for v in sizes.lower().split("x"))
+    if valid or test:
+        result = write_dataset(out, {"train": n, "valid": valid, "test": test}, seed, size, progress=True)
+        typer.echo(f"wrote {result['counts']} to {out} at {result['images_per_s']:.1f} images/s")
+        return
+    samples = write_bucket(out, n, seed, size, progress=True)
     typer.echo(f"wrote {len(samples)} photos and annotations.jsonl to {out}")
+
+
+@app.command()
+def strips(
+    source: Path = typer.Argument(
+        ..., help="Digit crops: <type>/<model>/<label>_*.jpg (e.g. ../shared/data/meter-digits)."
+    ),
+    out: Path = typer.Argument(..., help="Dataset folder to write train/ valid/ test/ into."),
+    train: int = typer.Option(2000),
+    valid: int = typer.Option(200),
+    test: int = typer.Option(500),
+    digits: int = typer.Option(6, help="Digits per strip."),
+    holdout: list[str] = typer.Option([], help="Meter model(s) only in test/, e.g. powermeter/iskra_t3f."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Compose multi-digit reading strips from real digit crops (dataset format, held-out meter models)."""
+    from meterread.strips import write_strip_dataset
+
+    counts = write_strip_dataset(source, out, {"train": train, "valid": valid, "test": test}, digits, seed, holdout)
+    typer.echo(f"wrote {counts} strips to {out}")
 
 
 @app.command()

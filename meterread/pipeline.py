@@ -156,7 +156,7 @@ class Fetched:
     error: str | None
 
 
-def fetch_and_preprocess(photo: Photo, image_size: int, config: ReadConfig) -> Fetched:
+def fetch_and_preprocess(photo: Photo, image_size: int, config: ReadConfig, crop_display: bool = False) -> Fetched:
     """Read bytes (retried) and preprocess; every failure becomes a reason, never an exception."""
     try:
         fs, _ = resolve(photo.uri)
@@ -165,7 +165,7 @@ def fetch_and_preprocess(photo: Photo, image_size: int, config: ReadConfig) -> F
         return Fetched(photo, None, None, f"could not read object after retries: {type(error).__name__}: {error}")
     digest = hashlib.sha256(data).hexdigest()
     try:
-        return Fetched(photo, digest, preprocess_photo(data, image_size, config.max_pixels), None)
+        return Fetched(photo, digest, preprocess_photo(data, image_size, config.max_pixels, crop_display), None)
     except DecodeError as error:
         return Fetched(photo, digest, None, str(error))
     except Exception as error:  # noqa: BLE001 - OpenCV can raise cv2.error on hostile input
@@ -289,7 +289,9 @@ def process_shard(
     prompt = reader.default_prompt
     rows: list[dict] = []
     with ThreadPoolExecutor(max_workers=config.preprocess_workers) as pool:
-        fetched_stream = pool.map(lambda photo: fetch_and_preprocess(photo, reader.image_size, config), shard.photos)
+        fetched_stream = pool.map(
+            lambda photo: fetch_and_preprocess(photo, reader.image_size, config, reader.crop_display), shard.photos
+        )
         for batch in batched(fetched_stream, config.batch_size):
             processed_at = datetime.now(timezone.utc)
             ready = [item for item in batch if item.image is not None]

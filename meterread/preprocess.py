@@ -153,9 +153,94 @@ def upright_size(header: tuple[int, int], decoded_shape: tuple[int, ...]) -> tup
     return (min(header), max(header)) if decoded_portrait and width > height else (width, height)
 
 
-def preprocess_photo(data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> Preprocessed:
-    """Bytes -> Preprocessed for a model with a `size` px square input. Raises DecodeError."""
-    rgb = decode_image(data, target=size, max_pixels=max_pixels)
+def preprocess_photo(
+    data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS, crop_display: bool = False
+) -> Preprocessed:
+    """Bytes -> Preprocessed for a model with a `size` px square input. Raises DecodeError.
+
+    With `crop_display`, the register display is located and rectified first (the whole photo is used when no
+    display is found); models trained on crops say so in their `meterread.json`."""
+    rgb = decode_image(data, target=size * 2 if crop_display else size, max_pixels=max_pixels)
     width, height = upright_size(image_size(data) or (rgb.shape[1], rgb.shape[0]), rgb.shape)
     blur, brightness = quality_metrics(rgb)
+    if crop_display:
+        found = find_display(rgb)
+        rgb = crop_display_region(rgb, found) if found else rgb
     return Preprocessed(resize_square(rgb, size), width=width, height=height, blur=blur, brightness=brightness)
+
+
+@dataclass(frozen=True)
+class DisplayCrop:
+    """Where the register display was found: corner points (x, y) in the upright photo, and the score."""
+
+    corners: tuple[tuple[float, float], ...]
+    score: float
+
+
+def _rectangle_candidates(gray: np.ndarray) -> list[np.ndarray]:
+    """Rotated rectangles (cv2.boxPoints order) of closed contours that could be a display window."""
+    edges = cv2.Canny(cv2.GaussianBlur(gray, (5, 5), 0), 40, 120)
+    edges = cv2.dilate(edges, np.ones((3, 3), np.uint8))
+    contours, _ = cv2.findContours(edges, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+    image_area = gray.shape[0] * gray.shape[1]
+    boxes = []
+    for contour in contours:
+        (cx, cy), (w, h), angle = cv2.minAreaRect(contour)
+        long_side, short_side = max(w, h), min(w, h)
+        if short_side < 8 or not 0.02 <= (w * h) / image_area <= 0.6 or not 1.8 <= long_side / short_side <= 8:
+            continue
+        if cv2.contourArea(cv2.convexHull(contour)) < 0.8 * w * h:
+            continue
+        boxes.append(cv2.boxPoints(((cx, cy), (w, h), angle)))
+    return boxes
+
+
+def _order_corners(points: np.ndarray) -> np.ndarray:
+    """Top-left, top-right, bottom-right, bottom-left for a landscape rectangle."""
+    center = points.mean(axis=0)
+    angles = np.arctan2(points[:, 1] - center[1], points[:, 0] - center[0])
+    ordered = points[np.argsort(angles)]  # starts at the top-left-ish corner (angle near -135 degrees)
+    start = int(np.argmin(ordered.sum(axis=1)))
+    ordered = np.roll(ordered, -start, axis=0)
+    if np.linalg.norm(ordered[1] - ordered[0]) < np.linalg.norm(ordered[3] - ordered[0]):
+        ordered = ordered[[1, 2, 3, 0]]  # portrait order: rotate so the long side is on top
+    return ordered.astype(np.float32)
+
+
+def find_display(rgb: np.ndarray) -> DisplayCrop | None:
+    """Locate the register display: the wide rectangle with the most inner edge detail. None if nothing fits."""
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    scale = 512 / max(gray.shape)
+    small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else gray
+    scale = min(scale, 1.0)
+    edges = cv2.Canny(small, 60, 160)
+    scored = []
+    for box in _rectangle_candidates(small):
+        mask = np.zeros_like(small)
+        cv2.fillConvexPoly(mask, box.astype(np.int32), 255)
+        inside = cv2.erode(mask, np.ones((5, 5), np.uint8)) > 0
+        if inside.any():
+            scored.append((box, float(edges[inside].mean() / 255.0), float(inside.sum())))
+    if not scored or max(detail for _, detail, _ in scored) < 0.02:
+        return None
+    # The display is detailed (digits): among candidates at least half as detailed as the most detailed one,
+    # take the largest, so a whole counter window wins over the part of it with the densest edges.
+    top = max(detail for _, detail, _ in scored)
+    box, detail, _ = max((c for c in scored if c[1] >= 0.5 * top), key=lambda c: c[2])
+    best = (box, detail)
+    corners = _order_corners(best[0] / scale)
+    return DisplayCrop(tuple((float(x), float(y)) for x, y in corners), best[1])
+
+
+def crop_display_region(rgb: np.ndarray, crop: DisplayCrop, margin: float = 0.06) -> np.ndarray:
+    """Perspective-rectify the display region (with a small margin) into an upright landscape image."""
+    corners = np.array(crop.corners, np.float32)
+    width = float(np.linalg.norm(corners[1] - corners[0]))
+    height = float(np.linalg.norm(corners[3] - corners[0]))
+    center = corners.mean(axis=0)
+    grown = center + (corners - center) * (1 + 2 * margin)
+    target = np.float32([[0, 0], [width, 0], [width, height], [0, height]])
+    warp = cv2.getPerspectiveTransform(grown, target)
+    return cv2.warpPerspective(
+        rgb, warp, (max(int(width), 1), max(int(height), 1)), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE
+    )

@@ -1,10 +1,13 @@
 """prefect.yaml stays consistent with the flows it points at."""
 
+import dataclasses
 import importlib
 from pathlib import Path
 
 import yaml
 from prefect.flows import Flow
+
+from meterread.models.base import ModelSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = yaml.safe_load((ROOT / "prefect.yaml").read_text())
@@ -15,6 +18,12 @@ def load_entrypoint(entrypoint: str) -> Flow:
     path, name = entrypoint.split(":")
     module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
     return getattr(module, name)
+
+
+def test_finetune_deployment_points_at_an_existing_recipe():
+    finetune = DEPLOYMENTS["finetune"]
+    assert isinstance(load_entrypoint(finetune["entrypoint"]), Flow)
+    assert (ROOT / finetune["parameters"]["recipe"]).is_file()
 
 
 def test_nightly_and_manual_deployments_point_at_the_same_flow():
@@ -31,14 +40,5 @@ def test_deployment_parameters_are_flow_parameters():
         flow = load_entrypoint(deployment["entrypoint"])
         accepted = set(flow.parameters.properties)
         assert set(deployment["parameters"]) <= accepted, set(deployment["parameters"]) - accepted
-        assert set(deployment["parameters"]["model"]) <= {
-            "family",
-            "base",
-            "adapter",
-            "dtype",
-            "device",
-            "constrained",
-            "pattern",
-            "prompt",
-            "max_new_tokens",
-        }
+        model = deployment["parameters"].get("model", {})
+        assert set(model) <= {f.name for f in dataclasses.fields(ModelSpec)}

@@ -42,6 +42,7 @@ class Reader(Protocol):
     adapter_id: str | None
     fingerprint: str
     default_prompt: str
+    crop_display: bool
 
     def read(self, images: Sequence[np.ndarray], prompts: Sequence[str]) -> list[Prediction]: ...
 

@@ -14,24 +14,30 @@ def adapter_cache() -> Path:
     return Path(os.environ.get("METERREAD_CACHE", Path.home() / ".cache" / "meterread")) / "adapters"
 
 
-def fetch_adapter(adapter: str) -> str:
-    """Local directory for an adapter given as a local dir or an fsspec URL (downloaded once into a cache)."""
-    if "://" not in adapter or adapter.startswith("file://"):
-        path = Path(adapter.removeprefix("file://"))
-        if not (path / "adapter_config.json").is_file():
-            raise FileNotFoundError(f"adapter {adapter!r} has no adapter_config.json")
+def fetch_directory(url: str, required: str) -> str:
+    """Local directory for a local dir or fsspec URL (downloaded once into the cache); it must hold `required`."""
+    if "://" not in url or url.startswith("file://"):
+        path = Path(url.removeprefix("file://"))
+        if not (path / required).is_file():
+            raise FileNotFoundError(f"{url!r} has no {required}")
         return str(path)
     from meterread.storage import resolve
 
-    fs, root = resolve(adapter)
-    target = adapter_cache() / hashlib.sha256(adapter.encode()).hexdigest()[:16]
-    if not (target / "adapter_config.json").is_file():
-        target.mkdir(parents=True, exist_ok=True)
+    fs, root = resolve(url)
+    target = adapter_cache() / hashlib.sha256(url.encode()).hexdigest()[:16]
+    if not (target / required).is_file():
         for path in fs.find(root):
             name = path[len(root) :].lstrip("/")
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             (target / name).write_bytes(fs.cat_file(path))
+    if not (target / required).is_file():
+        raise FileNotFoundError(f"{url!r} has no {required}")
     return str(target)
+
+
+def fetch_adapter(adapter: str) -> str:
+    """Local directory of a LoRA adapter given as a local dir or an fsspec URL such as s3://bucket/adapters/v3."""
+    return fetch_directory(adapter, "adapter_config.json")
 
 
 def load_adapter_strict(model: torch.nn.Module, adapter_dir: str) -> torch.nn.Module:
@@ -56,6 +62,16 @@ def load_adapter_strict(model: torch.nn.Module, adapter_dir: str) -> torch.nn.Mo
             f"{len(missing)} missing LoRA keys (e.g. {missing[:3]})"
         )
     return peft_model.merge_and_unload()
+
+
+def wants_display_crop(*directories: str | None) -> bool:
+    """`crop_display` from the first `meterread.json` found (adapter dir, then base dir): how the model was trained."""
+    import json
+
+    for directory in directories:
+        if directory and (Path(directory) / "meterread.json").is_file():
+            return bool(json.loads((Path(directory) / "meterread.json").read_text()).get("crop_display", False))
+    return False
 
 
 def load_model(model_class, spec) -> tuple[torch.nn.Module, str | None]:

@@ -1,0 +1,92 @@
+"""Reading metrics, pure over (prediction, label) records: exact match on the parsed reading, character error
+rate, parse rate, risk-coverage (accuracy when low-confidence readings are abstained), per meter type, worst cases."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from meterread.parse import normalise_text, parse_reading
+
+COVERAGES = (0.9, 0.95, 0.99)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One evaluated example."""
+
+    label: str
+    text: str | None
+    confidence: float | None = None
+    meter_type: str | None = None
+    image: str | None = None
+
+
+def is_exact(example: Scored) -> bool:
+    """Parsed reading equals the parsed label (so `09845.9` == `9845.9`); unparsable predictions are wrong."""
+    predicted, expected = parse_reading(example.text), parse_reading(example.label)
+    return predicted.value is not None and predicted.value == expected.value
+
+
+def levenshtein(a: str, b: str) -> int:
+    previous = list(range(len(b) + 1))
+    for i, char_a in enumerate(a, 1):
+        current = [i]
+        for j, char_b in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_a != char_b)))
+        previous = current
+    return previous[-1]
+
+
+def character_error_rate(examples: Sequence[Scored]) -> float | None:
+    """Total edit distance / total label characters (texts normalised, `,` read as `.`)."""
+    total = sum(len(normalise_text(e.label)) for e in examples)
+    if not total:
+        return None
+    edits = sum(
+        levenshtein(normalise_text(e.text or "").replace(",", "."), normalise_text(e.label).replace(",", "."))
+        for e in examples
+    )
+    return edits / total
+
+
+def accuracy_at_coverage(examples: Sequence[Scored], coverage: float) -> float | None:
+    """Exact match over the `coverage` fraction of examples with the highest confidence (the rest abstained)."""
+    if not examples:
+        return None
+    ranked = sorted(examples, key=lambda e: -(e.confidence if e.confidence is not None else -1.0))
+    kept = ranked[: max(1, round(coverage * len(ranked)))]
+    return sum(map(is_exact, kept)) / len(kept)
+
+
+def risk_coverage_curve(examples: Sequence[Scored], points: int = 50) -> list[tuple[float, float]]:
+    """(coverage, accuracy) pairs from 1/points to 1, for the report's plot."""
+    if not examples:
+        return []
+    return [(k / points, accuracy_at_coverage(examples, k / points)) for k in range(1, points + 1)]
+
+
+def summarise(examples: Sequence[Scored], worst: int = 12) -> dict:
+    """All metrics for a split. Empty input gives zero counts and None rates, never an exception."""
+    count = len(examples)
+    exact = sum(map(is_exact, examples))
+    parsed = sum(parse_reading(e.text).value is not None for e in examples)
+    by_type: dict[str, list[Scored]] = defaultdict(list)
+    for example in examples:
+        by_type[example.meter_type or "unknown"].append(example)
+    wrong = sorted((e for e in examples if not is_exact(e)), key=lambda e: -(e.confidence or 0.0))
+    return {
+        "count": count,
+        "exact_match": exact / count if count else None,
+        "character_error_rate": character_error_rate(examples),
+        "parse_rate": parsed / count if count else None,
+        "accuracy_at_coverage": {f"{c:.2f}": accuracy_at_coverage(examples, c) for c in COVERAGES},
+        "by_meter_type": {
+            name: {"count": len(group), "exact_match": sum(map(is_exact, group)) / len(group)}
+            for name, group in sorted(by_type.items())
+        },
+        "worst": [
+            {"image": e.image, "label": e.label, "text": e.text, "confidence": e.confidence} for e in wrong[:worst]
+        ],
+    }

@@ -1,0 +1,488 @@
+"""Fine-tuning: LoRA / freeze-vision / full, AdamW with warmup + cosine, clipping, accumulation, whole-split
+evaluation every epoch, self-describing checkpoints (`best/`, `latest/`) and resume.
+
+Run: `meterread train configs/<recipe>.yaml [key=value ...]`
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from meterread.dataset import Split, load_dataset, manifest_digest, read_image_bytes
+from meterread.evaluate import Scored, summarise
+from meterread.models.base import FAMILIES, ModelSpec, load_reader
+from meterread.models.decoding import confidence_from_logprobs
+from meterread.preprocess import DecodeError, preprocess_photo
+
+STRATEGIES = ("lora", "freeze-vision", "full")
+PREPROCESS_FILE = "meterread.json"
+STATE_FILE = "trainer_state.pt"
+
+
+class TrainConfigError(ValueError):
+    """A training setting that cannot work."""
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    rank: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    targets: tuple[str, ...] | None = None  # None: the family's defaults
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training recipe. Every key of a YAML recipe must be a field here (unknown keys are rejected)."""
+
+    family: str = "paligemma"
+    base: str = ""
+    init_tiny: dict | None = None  # build a tiny model from config (TinySize fields) instead of loading `base`
+    dataset: str = ""
+    output: str = ""
+    strategy: str = "lora"
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    epochs: int = 2
+    max_steps: int | None = None
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 2e-5
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    eval_batch_size: int = 32
+    eval_every_steps: int | None = None  # also evaluate every N optimizer steps (default: once per epoch)
+    crop_display: bool = False
+    warm_start_steps: int = 0  # pretrain the vision encoder as a per-position character classifier first
+    warm_start_lr: float = 2e-3
+    warm_start_batch_size: int = 64
+    pattern: str | None = None
+    prompt: str | None = None
+    device: str = "auto"
+    resume: bool = False
+
+    @classmethod
+    def from_mapping(cls, values: Mapping) -> TrainConfig:
+        types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+        known = set(types)
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise TrainConfigError(
+                f"unknown training setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        values = dict(values)
+        lora = values.get("lora") or {}
+        if isinstance(lora, Mapping):
+            lora_known = {f.name for f in dataclasses.fields(LoraSettings)}
+            bad = sorted(set(lora) - lora_known)
+            if bad:
+                raise TrainConfigError(
+                    f"unknown lora setting(s): {', '.join(bad)}; known: {', '.join(sorted(lora_known))}"
+                )
+            if lora.get("targets") is not None:
+                lora = {**lora, "targets": tuple(lora["targets"])}
+            values["lora"] = LoraSettings(**lora)
+        return cls(**{name: coerce_number(value, types[name]) for name, value in values.items()})
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
+        """Load a recipe and apply `key=value` overrides (dotted keys reach into `lora.` and `init_tiny.`)."""
+        values = yaml.safe_load(Path(path).read_text()) or {}
+        for override in overrides:
+            key, sep, raw = override.partition("=")
+            if not sep:
+                raise TrainConfigError(f"override {override!r} must look like key=value")
+            target = values
+            *parents, leaf = key.strip().split(".")
+            for parent in parents:
+                target = target.setdefault(parent, {})
+            target[leaf] = yaml.safe_load(raw)
+        return cls.from_mapping(values)
+
+    def validate(self) -> TrainConfig:
+        problems = []
+        if self.family not in FAMILIES:
+            problems.append(f"family must be one of {', '.join(FAMILIES)}")
+        if not self.base and not self.init_tiny:
+            problems.append("give base (hub id or local dir) or init_tiny (build a tiny model from config)")
+        if not self.dataset:
+            problems.append("dataset is empty: a folder or s3:// prefix with train/ valid/ test/ splits")
+        if not self.output:
+            problems.append("output is empty: the folder for checkpoints")
+        if self.strategy not in STRATEGIES:
+            problems.append(f"strategy must be one of {', '.join(STRATEGIES)}")
+        for name in ("epochs", "batch_size", "grad_accum", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1")
+        if self.lr <= 0:
+            problems.append("lr must be positive")
+        if self.max_steps is not None and self.max_steps < 1:
+            problems.append("max_steps must be at least 1")
+        if self.strategy == "lora" and self.lora.rank < 1:
+            problems.append("lora.rank must be at least 1")
+        if problems:
+            raise TrainConfigError("invalid training config:\n  - " + "\n  - ".join(problems))
+        return self
+
+
+def coerce_number(value, annotation: str):
+    """YAML reads `1e-4` as a string (no dot): turn strings into the float/int a field declares."""
+    if not isinstance(value, str):
+        return value
+    kind = annotation.split("|")[0].strip()
+    try:
+        return float(value) if kind == "float" else int(value) if kind == "int" else value
+    except ValueError as error:
+        raise TrainConfigError(f"{value!r} is not a valid {kind}") from error
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
+    """Linear warmup to `base_lr`, then cosine decay to 0 at `total_steps` (steps count from 0)."""
+    if warmup_steps and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def lora_targets(family: str, settings: LoraSettings) -> list[str]:
+    if settings.targets:
+        return list(settings.targets)
+    if family == "paligemma":
+        from meterread.models.paligemma import LORA_TARGETS
+    else:
+        from meterread.models.florence2 import LORA_TARGETS
+    return list(LORA_TARGETS)
+
+
+def vision_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The image encoder and its projector, for `freeze-vision`."""
+    inner = getattr(model, "model", model)
+    names = ("vision_tower", "multi_modal_projector")
+    found = [getattr(inner, name) for name in names if getattr(inner, name, None) is not None]
+    if not found:
+        raise ValueError(f"{type(model).__name__} has no vision_tower to freeze")
+    return found
+
+
+def apply_strategy(model: torch.nn.Module, family: str, strategy: str, lora: LoraSettings) -> torch.nn.Module:
+    """Make exactly the intended parameters trainable (with `requires_grad_`, never a no-op attribute)."""
+    if strategy == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(
+            r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora_targets(family, lora)
+        )
+        return get_peft_model(model, config)  # freezes the base, trains only LoRA weights
+    model.requires_grad_(True)
+    if strategy == "freeze-vision":
+        for module in vision_modules(model):
+            module.requires_grad_(False)
+    return model
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def prepare_images(
+    split: Split, size: int, crop: bool, progress: bool, workers: int = 2
+) -> tuple[list[np.ndarray], list[int], list[str]]:
+    """Preprocess a split once, in a thread pool: (images, indices of usable samples, problems)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    def load(sample):
+        try:
+            return preprocess_photo(read_image_bytes(sample), size, crop_display=crop).image, None
+        except (DecodeError, OSError) as error:
+            return None, f"{split.name}: {sample.image}: {error}"
+
+    images, kept, problems = [], [], []
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(load, split.samples)
+        for index, (image, problem) in enumerate(
+            tqdm(results, total=len(split.samples), desc=f"preprocessing {split.name}", disable=not progress)
+        ):
+            if image is None:
+                problems.append(problem)
+            else:
+                images.append(image)
+                kept.append(index)
+    return images, kept, problems
+
+
+def evaluate_reader(reader, images: Sequence[np.ndarray], samples: Sequence, batch_size: int) -> list[Scored]:
+    """Read every image (constrained, greedy) and pair predictions with labels."""
+    scored = []
+    for start in range(0, len(images), batch_size):
+        chunk = samples[start : start + batch_size]
+        prompts = [sample.prefix or reader.default_prompt for sample in chunk]
+        for sample, prediction in zip(chunk, reader.read(images[start : start + batch_size], prompts)):
+            scored.append(
+                Scored(
+                    sample.suffix,
+                    prediction.text,
+                    confidence_from_logprobs(list(prediction.token_logprobs)),
+                    sample.meter_type,
+                    sample.image,
+                )
+            )
+    return scored
+
+
+def save_checkpoint(directory: Path, reader, config: TrainConfig, metrics: dict, manifest: str) -> None:
+    """Weights (adapter for LoRA, full model otherwise) + processor + recipe + metrics + dataset manifest hash."""
+    directory.mkdir(parents=True, exist_ok=True)
+    reader.model.save_pretrained(directory, safe_serialization=True)
+    reader.processor.save_pretrained(directory)
+    (directory / PREPROCESS_FILE).write_text(json.dumps({"crop_display": config.crop_display}, indent=2))
+    (directory / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2, default=str))
+    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (directory / "dataset_manifest.json").write_text(json.dumps({"digest": manifest}, indent=2))
+
+
+def model_spec_for(config: TrainConfig, base: str) -> ModelSpec:
+    return ModelSpec(
+        family=config.family,
+        base=base,
+        dtype="float32",
+        device=config.device,
+        pattern=config.pattern,
+        prompt=config.prompt,
+    )
+
+
+def inference_spec(config: TrainConfig, checkpoint: Path, base: str) -> ModelSpec:
+    """How to load a checkpoint for reading: base + adapter for LoRA, the checkpoint itself otherwise."""
+    if config.strategy == "lora":
+        return ModelSpec(
+            family=config.family, base=base, adapter=str(checkpoint), pattern=config.pattern, prompt=config.prompt
+        )
+    return ModelSpec(family=config.family, base=str(checkpoint), pattern=config.pattern, prompt=config.prompt)
+
+
+def resolve_base(config: TrainConfig, output: Path) -> str:
+    """The starting weights: `base`, or a tiny model built from config (once) under `output/init/`."""
+    if not config.init_tiny:
+        return config.base
+    from meterread.models.tiny import TinySize, build_tiny
+
+    init = output / "init"
+    if not (init / "config.json").is_file():
+        build_tiny(config.family, init, TinySize(**config.init_tiny), seed=config.seed)
+    return str(init)
+
+
+def train(config: TrainConfig, progress: bool = True, log=print) -> dict:
+    """Run a recipe end to end; returns the summary (best metrics, paths, parameter counts)."""
+    from tqdm.auto import tqdm
+
+    config.validate()
+    output = Path(config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    seed_everything(config.seed)
+    splits = load_dataset(config.dataset)
+    manifest = manifest_digest(splits)
+    problems = [p for split in splits.values() for p in split.problems]
+    for problem in problems:
+        log(f"skipped bad annotation: {problem}")
+    if not splits["train"].samples:
+        raise TrainConfigError(f"no training samples under {config.dataset}/train/{'annotations.jsonl'}")
+
+    # 1. model, trainable parameters
+    base = resolve_base(config, output)
+    reader = load_reader(model_spec_for(config, base))
+    reader.model = apply_strategy(reader.model, config.family, config.strategy, config.lora)
+    trainable, total = count_parameters(reader.model)
+    log(f"{config.strategy}: {trainable:,} of {total:,} parameters trainable ({trainable / total:.2%})")
+
+    # 2. data, preprocessed once
+    train_images, train_kept, bad_train = prepare_images(
+        splits["train"], reader.image_size, config.crop_display, progress
+    )
+    valid_images, valid_kept, bad_valid = prepare_images(
+        splits["valid"], reader.image_size, config.crop_display, progress
+    )
+    train_samples = [splits["train"].samples[i] for i in train_kept]
+    valid_samples = [splits["valid"].samples[i] for i in valid_kept]
+    problems += bad_train + bad_valid
+
+    # 3. optimisation state
+    parameters = [p for p in reader.model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(train_images) / (config.batch_size * config.grad_accum))
+    total_steps = config.max_steps or steps_per_epoch * config.epochs
+    state = {"step": 0, "epoch": 0, "best_exact_match": -1.0, "history": []}
+    if config.resume and (output / "latest" / STATE_FILE).is_file():
+        state = restore(reader, optimizer, output / "latest")
+        log(f"resumed from {output / 'latest'} at step {state['step']}")
+    elif config.warm_start_steps:
+        from meterread.warmstart import warm_start_vision
+
+        labels = [sample.suffix for sample in train_samples]
+        state["warm_start_accuracy"] = warm_start_vision(
+            reader,
+            train_images,
+            labels,
+            config.warm_start_steps,
+            config.warm_start_lr,
+            config.warm_start_batch_size,
+            config.seed,
+            log,
+        )
+
+    device_type = reader.model.device.type
+    autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device_type == "cuda")
+
+    def run_eval_and_save() -> dict:
+        reader.model.eval()
+        scored = evaluate_reader(reader, valid_images, valid_samples, config.eval_batch_size)
+        metrics = {
+            "step": state["step"],
+            "epoch": state["epoch"],
+            "valid": summarise(scored),
+            "trainable_parameters": trainable,
+            "total_parameters": total,
+            "dataset_problems": problems,
+        }
+        state["history"].append({"step": state["step"], "exact_match": metrics["valid"]["exact_match"]})
+        save_checkpoint(output / "latest", reader, config, metrics, manifest)
+        torch.save(
+            {**state, "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()}, output / "latest" / STATE_FILE
+        )
+        exact = metrics["valid"]["exact_match"] or 0.0
+        if exact > state["best_exact_match"]:
+            state["best_exact_match"] = exact
+            save_checkpoint(output / "best", reader, config, metrics, manifest)
+        log(f"step {state['step']}: valid exact match {exact:.4f} (best {state['best_exact_match']:.4f})")
+        reader.model.train()
+        return metrics
+
+    # 4. loop
+    reader.model.train()
+    bar = tqdm(total=total_steps, initial=state["step"], desc="training", unit="step", disable=not progress)
+    metrics: dict = {}
+    while state["step"] < total_steps:
+        order = np.random.default_rng(config.seed + state["epoch"]).permutation(len(train_images))
+        skip = (state["step"] % steps_per_epoch) * config.batch_size * config.grad_accum
+        batches = [order[i : i + config.batch_size] for i in range(skip, len(order), config.batch_size)]
+        for group_start in range(0, len(batches), config.grad_accum):
+            started = time.perf_counter()
+            group = batches[group_start : group_start + config.grad_accum]
+            for group_lr in optimizer.param_groups:
+                group_lr["lr"] = lr_at(state["step"], total_steps, config.warmup_steps, config.lr)
+            loss_value = 0.0
+            for indices in group:
+                batch = reader.training_batch(
+                    [train_images[i] for i in indices],
+                    [train_samples[i].prefix or reader.default_prompt for i in indices],
+                    [train_samples[i].suffix for i in indices],
+                )
+                with autocast:
+                    loss = reader.model(**batch).loss / len(group)
+                loss.backward()
+                loss_value += float(loss.detach())
+            torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["step"] += 1
+            images_per_s = sum(len(i) for i in group) / (time.perf_counter() - started)
+            bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{images_per_s:.0f}")
+            bar.update(1)
+            if config.eval_every_steps and state["step"] % config.eval_every_steps == 0:
+                metrics = run_eval_and_save()
+            if state["step"] >= total_steps:
+                break
+        state["epoch"] += 1
+        if not config.eval_every_steps or state["step"] % config.eval_every_steps:
+            metrics = run_eval_and_save()
+    bar.close()
+    return {
+        "output": str(output),
+        "best": str(output / "best"),
+        "latest": str(output / "latest"),
+        "base": base,
+        "steps": state["step"],
+        "best_exact_match": state["best_exact_match"],
+        "metrics": metrics,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "dataset_manifest": manifest,
+    }
+
+
+def restore(reader, optimizer: torch.optim.Optimizer, latest: Path) -> dict:
+    """Load `latest/` weights (adapter or full), optimizer state, counters and RNG."""
+    from safetensors.torch import load_file
+
+    if (latest / "adapter_model.safetensors").is_file():
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(reader.model, load_file(str(latest / "adapter_model.safetensors")))
+    else:
+        weights = {}
+        for path in sorted(latest.glob("model*.safetensors")):
+            weights.update(load_file(str(path)))
+        missing, unexpected = reader.model.load_state_dict(weights, strict=False)
+        if unexpected or [k for k in missing if "lm_head" not in k]:
+            raise ValueError(f"checkpoint {latest} does not fit: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    state = torch.load(latest / STATE_FILE, weights_only=False)
+    optimizer.load_state_dict(state.pop("optimizer"))
+    torch.set_rng_state(state.pop("rng"))
+    return state
+
+
+def evaluate_split(
+    spec: ModelSpec,
+    dataset: str,
+    split: str = "test",
+    batch_size: int = 32,
+    out_dir: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """`meterread eval`: read a whole split, compute metrics, optionally write metrics.json + report.html."""
+    from meterread.evaluate import risk_coverage_curve
+    from meterread.report import thumbnail_data_uri, write_report
+
+    data = load_dataset(dataset, (split,))[split]
+    reader = load_reader(spec)
+    images, kept, problems = prepare_images(data, reader.image_size, reader.crop_display, progress)
+    samples = [data.samples[i] for i in kept]
+    scored = evaluate_reader(reader, images, samples, batch_size)
+    metrics = {
+        **summarise(scored),
+        "split": split,
+        "dataset": dataset,
+        "model": spec.base,
+        "adapter": spec.adapter,
+        "dataset_manifest": manifest_digest({split: data}),
+        "problems": list(data.problems) + problems,
+    }
+    if out_dir:
+        index = {sample.image: i for i, sample in enumerate(samples)}
+        gallery = [{**item, "thumbnail": thumbnail_data_uri(images[index[item["image"]]])} for item in metrics["worst"]]
+        write_report(
+            out_dir, f"meterread eval: {spec.base} on {dataset}/{split}", metrics, risk_coverage_curve(scored), gallery
+        )
+    return metrics

@@ -1,0 +1,61 @@
+import pytest
+
+from meterread.evaluate import (
+    Scored,
+    accuracy_at_coverage,
+    character_error_rate,
+    is_exact,
+    levenshtein,
+    risk_coverage_curve,
+    summarise,
+)
+
+
+@pytest.mark.parametrize(
+    ("label", "text", "exact"),
+    [
+        ("9845.9", "9845.9", True),
+        ("09845.9", "9845.9", True),
+        ("9845.9", "9845,9", True),
+        ("9845.9", "9845.8", False),
+        ("9845.9", None, False),
+        ("9845.9", "", False),
+        ("9845.9", "abc", False),
+        ("12", "12.0", True),
+    ],
+)
+def test_exact_match_compares_parsed_values(label, text, exact):
+    assert is_exact(Scored(label, text)) is exact
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "distance"), [("", "", 0), ("abc", "", 3), ("kitten", "sitting", 3), ("12.5", "12.5", 0)]
+)
+def test_levenshtein(a, b, distance):
+    assert levenshtein(a, b) == distance
+
+
+def test_cer_counts_edits_over_label_characters():
+    examples = [Scored("1234", "1234"), Scored("1234", "1244"), Scored("12.5", None)]
+    assert character_error_rate(examples) == pytest.approx((0 + 1 + 4) / 12)
+    assert character_error_rate([]) is None
+
+
+def test_accuracy_at_coverage_abstains_low_confidence_first():
+    examples = [Scored("1", "1", 0.9), Scored("2", "2", 0.8), Scored("3", "9", 0.1), Scored("4", "4", None)]
+    assert accuracy_at_coverage(examples, 0.5) == 1.0
+    assert accuracy_at_coverage(examples, 1.0) == 0.75
+    assert accuracy_at_coverage([], 0.9) is None
+    assert risk_coverage_curve(examples, points=4)[-1] == (1.0, 0.75)
+
+
+def test_summary_handles_empty_and_unparsable_predictions():
+    empty = summarise([])
+    assert empty["count"] == 0 and empty["exact_match"] is None and empty["worst"] == []
+    summary = summarise([Scored("1.5", "zz", 0.99, "gas"), Scored("2", "2", 0.5, "gas"), Scored("3", "3", 0.4)])
+    assert summary["exact_match"] == pytest.approx(2 / 3) and summary["parse_rate"] == pytest.approx(2 / 3)
+    assert summary["by_meter_type"] == {
+        "gas": {"count": 2, "exact_match": 0.5},
+        "unknown": {"count": 1, "exact_match": 1.0},
+    }
+    assert summary["worst"][0]["text"] == "zz"

@@ -1,0 +1,94 @@
+"""Synthetic meter photos: deterministic, labels consistent, statistics in range, displays findable."""
+
+import json
+from collections import defaultdict
+
+import cv2
+import numpy as np
+import pytest
+
+from meterread.parse import parse_reading
+from meterread.preprocess import find_display
+from meterread.synth import (
+    METER_TYPES,
+    PHOTO_SIZES,
+    compose_photo,
+    format_reading,
+    plan_samples,
+    render_register,
+    write_bucket,
+    write_dataset,
+)
+
+
+def quad_iou(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float32), b.astype(np.float32)
+    inter, _ = cv2.intersectConvexConvex(cv2.convexHull(a), cv2.convexHull(b))
+    return inter / (cv2.contourArea(a) + cv2.contourArea(b) - inter)
+
+
+@pytest.mark.parametrize(
+    ("value", "digits", "decimals", "text"),
+    [(98459, 5, 1, "09845.9"), (7, 5, 0, "00007"), (1234567, 5, 3, "01234.567"), (10**7, 5, 1, "00000.0")],
+)
+def test_format_reading(value, digits, decimals, text):
+    assert format_reading(value, digits, decimals) == text
+
+
+def test_same_seed_same_bytes(tmp_path):
+    write_bucket(tmp_path / "a", 6, seed=3, size=None)
+    write_bucket(tmp_path / "b", 6, seed=3, size=None)
+    files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.jpg"))
+    assert files_a == sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*.jpg"))
+    for rel in files_a:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
+    write_bucket(tmp_path / "c", 6, seed=4, size=None)
+    assert sorted((tmp_path / "c").rglob("*.jpg")) != sorted((tmp_path / "a").rglob("*.jpg"))
+
+
+def test_labels_metadata_and_keys_agree(tmp_path):
+    samples = write_bucket(tmp_path / "bucket", 24, seed=7, size=None)
+    lines = [json.loads(line) for line in (tmp_path / "bucket" / "annotations.jsonl").read_text().splitlines()]
+    assert [line["image"] for line in lines] == [s.key for s in samples]
+    by_meter = defaultdict(list)
+    for line, sample in zip(lines, samples):
+        assert (tmp_path / "bucket" / line["image"]).is_file()
+        assert line["suffix"] == sample.label and line["meter_type"] in METER_TYPES
+        assert line["image"].startswith(sample.meter_id + "/") and parse_reading(sample.label).value is not None
+        by_meter[sample.meter_id].append((sample.captured_at, parse_reading(sample.label).value))
+    for readings in by_meter.values():  # monotonic per meter, in capture order
+        values = [value for _, value in sorted(readings)]
+        assert values == sorted(values)
+
+
+def test_photo_statistics_are_in_range(tmp_path):
+    write_bucket(tmp_path / "b", 12, seed=9, size=None)
+    for path in (tmp_path / "b").rglob("*.jpg"):
+        image = cv2.imread(str(path))
+        assert (image.shape[1], image.shape[0]) in PHOTO_SIZES
+        assert 20 < image.mean() < 235 and image.std() > 15  # neither blank nor saturated
+
+
+def test_all_meter_types_and_rolled_wheels_appear():
+    samples = [s for s, _ in plan_samples(400, seed=1)]
+    assert {s.meter_type for s in samples} == set(METER_TYPES)
+    rolled = [s for s in samples if s.roll > 0]
+    assert rolled and all(s.meter_type != "electricity-lcd" for s in rolled)
+
+
+@pytest.mark.parametrize("meter_type", METER_TYPES)
+def test_display_localisation_finds_the_register(meter_type):
+    hits = 0
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        register = render_register("012345.6", rng, meter_type, roll=0.5)
+        photo, corners = compose_photo(register, meter_type, rng, PHOTO_SIZES[seed % len(PHOTO_SIZES)])
+        found = find_display(cv2.cvtColor(photo, cv2.COLOR_BGR2RGB))
+        hits += found is not None and quad_iou(np.array(found.corners), corners) > 0.7
+    assert hits >= 11
+
+
+def test_write_dataset_reports_throughput(tmp_path):
+    result = write_dataset(tmp_path, {"train": 3, "valid": 2, "test": 0}, seed=2)
+    assert result["counts"] == {"train": 3, "valid": 2} and result["images_per_s"] > 0
+    assert not (tmp_path / "test").exists()

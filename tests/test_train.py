@@ -1,0 +1,158 @@
+"""Training on a tiny model and dataset: strategies, schedule, train -> checkpoint -> resume -> eval -> promote."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from meterread.models.base import ModelSpec, load_reader
+from meterread.registry import decide, publish, read_current
+from meterread.synth import write_dataset
+from meterread.train import (
+    LoraSettings,
+    TrainConfig,
+    TrainConfigError,
+    apply_strategy,
+    count_parameters,
+    evaluate_split,
+    inference_spec,
+    lr_at,
+    train,
+)
+
+FAMILIES = ["paligemma", "florence2"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_trainable_parameter_counts_per_strategy(request, family):
+    def fresh():
+        return load_reader(ModelSpec(family=family, base=request.getfixturevalue(f"tiny_{family}"), device="cpu")).model
+
+    full_trainable, total = count_parameters(apply_strategy(fresh(), family, "full", LoraSettings()))
+    assert full_trainable == total
+    model = fresh()
+    vision = sum(
+        p.numel() for name, p in model.named_parameters() if "vision_tower" in name or "multi_modal_projector" in name
+    )
+    frozen_trainable, _ = count_parameters(apply_strategy(model, family, "freeze-vision", LoraSettings()))
+    assert vision > 0 and frozen_trainable == total - vision
+    lora_model = apply_strategy(fresh(), family, "lora", LoraSettings(rank=4))
+    lora_trainable, lora_total = count_parameters(lora_model)
+    lora_names = [n for n, p in lora_model.named_parameters() if p.requires_grad]
+    assert lora_names and all("lora_" in n for n in lora_names)
+    assert lora_trainable == sum(p.numel() for n, p in lora_model.named_parameters() if "lora_" in n)
+    assert 0 < lora_trainable < 0.2 * lora_total
+
+
+def test_warmup_then_cosine_schedule():
+    assert lr_at(0, 100, 10, 1.0) == pytest.approx(0.1)
+    assert lr_at(9, 100, 10, 1.0) == pytest.approx(1.0)
+    assert lr_at(10, 100, 10, 1.0) == pytest.approx(1.0)
+    assert lr_at(55, 100, 10, 1.0) == pytest.approx(0.5)
+    assert lr_at(100, 100, 10, 1.0) == pytest.approx(0.0, abs=1e-12)
+    assert all(lr_at(s, 100, 0, 1.0) >= lr_at(s + 1, 100, 0, 1.0) for s in range(100))
+
+
+def test_recipe_overrides_and_unknown_keys(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("family: paligemma\nbase: x\ndataset: d\noutput: o\nlora: {rank: 8}\n")
+    config = TrainConfig.from_yaml(recipe, ["lr=1e-4", "lora.rank=16", "epochs=3"])
+    assert (config.lr, config.lora.rank, config.epochs) == (1e-4, 16, 3)
+    with pytest.raises(TrainConfigError, match="unknown training setting"):
+        TrainConfig.from_yaml(recipe, ["learning_rate=1"])
+    with pytest.raises(TrainConfigError, match="unknown lora setting"):
+        TrainConfig.from_yaml(recipe, ["lora.rnak=1"])
+    with pytest.raises(TrainConfigError, match="strategy"):
+        TrainConfig.from_yaml(recipe, ["strategy=qlora"]).validate()
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dataset")
+    write_dataset(root, {"train": 16, "valid": 8, "test": 8}, seed=5, size=(320, 240))
+    with open(root / "train" / "annotations.jsonl", "a") as handle:
+        handle.write("this line is broken\n")
+    return str(root)
+
+
+def recipe(tmp_path, dataset, **overrides):
+    values = {
+        "family": "paligemma",
+        "init_tiny": {"image_size": 64, "patch_size": 16},
+        "dataset": dataset,
+        "output": str(tmp_path / "run"),
+        "strategy": "lora",
+        "lr": 1e-3,
+        "batch_size": 8,
+        "epochs": 1,
+        "eval_batch_size": 8,
+        "crop_display": True,
+        "seed": 3,
+        **overrides,
+    }
+    return TrainConfig.from_mapping(values).validate()
+
+
+def test_train_checkpoint_resume_eval_promote(tmp_path, tiny_dataset):
+    logs = []
+    config = recipe(tmp_path, tiny_dataset)
+    first = train(config, progress=False, log=logs.append)
+    best, latest = tmp_path / "run" / "best", tmp_path / "run" / "latest"
+    for checkpoint in (best, latest):
+        for name in (
+            "adapter_model.safetensors",
+            "adapter_config.json",
+            "processor_config.json",
+            "meterread.json",
+            "train_config.json",
+            "metrics.json",
+            "dataset_manifest.json",
+        ):
+            assert (checkpoint / name).is_file(), (checkpoint, name)
+    metrics = json.loads((latest / "metrics.json").read_text())
+    assert metrics["valid"]["count"] == 8  # the whole validation split, every time
+    assert any("line 17: not JSON" in problem for problem in metrics["dataset_problems"])
+    assert any("skipped bad annotation" in line for line in logs)
+    assert first["steps"] == 2 and json.loads((best / "meterread.json").read_text()) == {"crop_display": True}
+
+    resumed = train(recipe(tmp_path, tiny_dataset, epochs=2, resume=True), progress=False, log=logs.append)
+    assert resumed["steps"] == 4 and any("resumed from" in line for line in logs)
+    state = torch.load(latest / "trainer_state.pt", weights_only=False)
+    assert state["step"] == 4 and len(state["history"]) == 2
+
+    spec = inference_spec(config, best, first["base"])
+    report_dir = tmp_path / "eval"
+    scores = evaluate_split(spec, tiny_dataset, "test", out_dir=str(report_dir), progress=False)
+    assert scores["count"] == 8 and 0 <= scores["exact_match"] <= 1 and scores["parse_rate"] == 1.0
+    assert set(scores["accuracy_at_coverage"]) == {"0.90", "0.95", "0.99"}
+    assert (report_dir / "metrics.json").is_file() and "<svg" in (report_dir / "report.html").read_text()
+
+    registry = str(tmp_path / "registry")
+    assert read_current(registry) is None
+    assert decide(scores["exact_match"], None, 0.0).promote
+    pointer = publish(registry, best, scores["exact_match"])
+    assert read_current(registry)["version"] == pointer["version"]
+    assert not decide(0.50, 0.49, margin=0.02).promote and decide(0.52, 0.49, margin=0.02).promote
+    assert not decide(None, 0.1, 0.0).promote
+    assert not list((tmp_path / "registry").rglob("trainer_state.pt"))
+    reloaded = load_reader(ModelSpec(base=first["base"], adapter=pointer["path"], device="cpu"))
+    assert reloaded.crop_display is True and math.isfinite(len(reloaded.fingerprint))
+
+
+def test_a_tiny_model_memorises_a_tiny_dataset(tmp_path, tiny_dataset):
+    """Full training from scratch must drive a small training set to (near) perfect reading: the loop learns."""
+    config = recipe(
+        tmp_path,
+        tiny_dataset,
+        strategy="full",
+        lr=3e-3,
+        epochs=60,
+        warmup_steps=10,
+        init_tiny={"image_size": 64, "patch_size": 16, "vision_hidden": 64, "text_hidden": 64},
+        eval_every_steps=1000,
+    )
+    train(config, progress=False, log=lambda _: None)
+    spec = inference_spec(config, tmp_path / "run" / "latest", str(tmp_path / "run" / "init"))
+    scores = evaluate_split(spec, tiny_dataset, "train", progress=False)
+    assert scores["exact_match"] >= 0.9, scores["worst"][:3]
