@@ -16,7 +16,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from meterread import pipeline
+from meterread import lease, pipeline
 from meterread.config import ReadConfig
 from meterread.history import MeterHistory
 
@@ -27,6 +27,17 @@ FLAGGED_SAMPLE = 20
 @task(**STORAGE_RETRIES)
 def plan_run(config: ReadConfig, fingerprint: str, run_id: str) -> pipeline.RunPlan:
     return pipeline.plan_run(config, fingerprint, run_id)
+
+
+@task(cache_policy=NO_CACHE)
+def take_lease(config: ReadConfig, run_id: str):
+    """No retries: a held lease means another run is writing this output."""
+    return pipeline.take_lease(config, run_id)
+
+
+@task(**STORAGE_RETRIES)
+def release_lease(held) -> None:
+    lease.release(held)
 
 
 @task(**STORAGE_RETRIES)
@@ -103,6 +114,28 @@ def use_credentials_block(name: str | None) -> None:
             os.environ[env] = str(values[key])
 
 
+def read_night(config: ReadConfig, reader, run_id: str, started_at: datetime, logger) -> tuple[dict, dict]:
+    """The night's tasks in order: plan, then per shard read + write, then manifest and summary."""
+    plan = plan_run(config, reader.fingerprint, run_id)
+    logger.info(
+        "listed %d photos, %d already done, %d shards to read", plan.listed, plan.already_done, len(plan.shards)
+    )
+    history, profiles = load_context(config)
+    counts = {"accepted": 0, "flagged": 0, "error": 0}
+    files: list[str] = []
+    flagged: list[dict] = []
+    for index, shard in enumerate(plan.shards, 1):
+        rows = read_shard(config, shard, run_id, history, profiles)
+        files += write_shard(config, rows, run_id, shard.shard_id)
+        for status, count in pipeline.status_counts(rows).items():
+            counts[status] += count
+        flagged += [row for row in rows if row["status"] != "accepted"][: FLAGGED_SAMPLE - len(flagged)]
+        logger.info("shard %d/%d: %d photos, totals %s", index, len(plan.shards), len(rows), counts)
+    manifest = finish_run(config, plan, counts, files, started_at)
+    publish_summary(manifest, flagged)
+    return manifest, counts
+
+
 @flow(name="nightly-read", log_prints=False)
 def nightly_read(
     source: str,
@@ -134,23 +167,11 @@ def nightly_read(
     started_at = datetime.now(timezone.utc)
     reader = pipeline.cached_reader(config.model)
     logger.info("model %s (fingerprint %s) on %s", reader.model_id, reader.fingerprint, getattr(reader, "device", "?"))
-    plan = plan_run(config, reader.fingerprint, run_id)
-    logger.info(
-        "listed %d photos, %d already done, %d shards to read", plan.listed, plan.already_done, len(plan.shards)
-    )
-    history, profiles = load_context(config)
-    counts = {"accepted": 0, "flagged": 0, "error": 0}
-    files: list[str] = []
-    flagged: list[dict] = []
-    for index, shard in enumerate(plan.shards, 1):
-        rows = read_shard(config, shard, run_id, history, profiles)
-        files += write_shard(config, rows, run_id, shard.shard_id)
-        for status, count in pipeline.status_counts(rows).items():
-            counts[status] += count
-        flagged += [row for row in rows if row["status"] != "accepted"][: FLAGGED_SAMPLE - len(flagged)]
-        logger.info("shard %d/%d: %d photos, totals %s", index, len(plan.shards), len(rows), counts)
-    manifest = finish_run(config, plan, counts, files, started_at)
-    publish_summary(manifest, flagged)
+    held = take_lease(config, run_id)
+    try:
+        manifest, counts = read_night(config, reader, run_id, started_at, logger)
+    finally:
+        release_lease(held)
     logger.info("run %s done: %s", run_id, counts)
     return manifest
 

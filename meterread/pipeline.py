@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from functools import lru_cache
 
-from meterread import sink
+from meterread import lease, sink
 from meterread.config import ReadConfig
 from meterread.history import HISTORY_COLUMNS, LEDGER_COLUMNS, MeterHistory, ledger_keys
 from meterread.keys import compile_key_pattern, parse_key
@@ -28,7 +28,7 @@ from meterread.models.base import ModelSpec, Prediction, Reader, load_reader, re
 from meterread.models.decoding import confidence_from_logprobs
 from meterread.parse import parse_reading
 from meterread.preprocess import PREPROCESS_VERSION, DecodeError, Preprocessed, preprocess_photo
-from meterread.storage import ObjectInfo, list_photos, read_bytes, resolve
+from meterread.storage import ObjectInfo, list_photos, printable_key, read_bytes, resolve
 from meterread.validate import ACCEPTED, ERROR, MeterProfile, Rules, validate_reading
 
 log = logging.getLogger(__name__)
@@ -79,10 +79,14 @@ def cached_reader(spec: ModelSpec) -> Reader:
 def describe_photo(info: ObjectInfo, key_pattern: str) -> Photo:
     """Key convention -> meter id and capture time, falling back to the object's modification time."""
     facts = parse_key(info.key, compile_key_pattern(key_pattern))
+    problems = [facts.reason] if facts.reason else []
+    if printable_key(info.path) != info.path:
+        problems.append("object key is not valid UTF-8; recorded percent-encoded")
     captured_at, source = facts.captured_at, "key"
     if captured_at is None:
         captured_at, source = info.modified_at, "object_mtime" if info.modified_at else None
-    return Photo(info.uri, info.path, info.key, info.size, info.etag, facts.meter_id, captured_at, source, facts.reason)
+    problem = "; ".join(problems) or None
+    return Photo(info.uri, info.path, info.key, info.size, info.etag, facts.meter_id, captured_at, source, problem)
 
 
 def shard_photos(photos: Sequence[Photo], shard_size: int) -> tuple[Shard, ...]:
@@ -354,19 +358,29 @@ def run_read(config: ReadConfig, progress: bool = True) -> dict:
     config.validate()
     started_at = datetime.now(timezone.utc)
     reader = cached_reader(config.model)
-    plan = plan_run(config, reader.fingerprint)
-    history, profiles = load_history(config), load_meter_profiles(config.meters_table)
-    counts: Counter = Counter()
-    files: list[str] = []
-    total = sum(len(shard.photos) for shard in plan.shards)
-    with tqdm(total=total, desc="reading photos", unit="photo", disable=not progress) as bar:
-        for shard in plan.shards:
-            rows = process_shard(config, reader, shard, plan.run_id, history, profiles, on_batch=bar.update)
-            files += write_rows(config, rows, plan.run_id, shard.shard_id)
-            counts.update(status_counts(rows))
-    return finish_run(
-        config, plan, reader, {k: counts.get(k, 0) for k in ("accepted", "flagged", "error")}, files, started_at
-    )
+    run_id = config.run_id or new_run_id(started_at)
+    held = take_lease(config, run_id)
+    try:
+        plan = plan_run(config, reader.fingerprint, run_id)
+        history, profiles = load_history(config), load_meter_profiles(config.meters_table)
+        counts: Counter = Counter()
+        files: list[str] = []
+        total = sum(len(shard.photos) for shard in plan.shards)
+        with tqdm(total=total, desc="reading photos", unit="photo", disable=not progress) as bar:
+            for shard in plan.shards:
+                rows = process_shard(config, reader, shard, plan.run_id, history, profiles, on_batch=bar.update)
+                files += write_rows(config, rows, plan.run_id, shard.shard_id)
+                counts.update(status_counts(rows))
+        totals = {k: counts.get(k, 0) for k in ("accepted", "flagged", "error")}
+        return finish_run(config, plan, reader, totals, files, started_at)
+    finally:
+        lease.release(held)
+
+
+def take_lease(config: ReadConfig, run_id: str) -> lease.Lease:
+    """One writer per output (raises lease.RunLocked naming the holder)."""
+    fs, root = resolve(config.output)
+    return lease.acquire(fs, root, run_id)
 
 
 def with_run_id(config: ReadConfig, run_id: str) -> ReadConfig:

@@ -56,8 +56,27 @@ def resolve(url: str, storage_options: dict | None = None) -> tuple[AbstractFile
 
 
 def to_uri(fs: AbstractFileSystem, path: str) -> str:
-    """Absolute URI of `path` on `fs` (`s3://bucket/key`, `file:///abs/path`)."""
-    return fs.unstrip_protocol(path)
+    """Absolute URI of `path` on `fs` (`s3://bucket/key`, `file:///abs/path`), always valid UTF-8: bytes of a name
+    that is not UTF-8 (kept by Python as surrogate escapes) are percent-encoded."""
+    return printable_key(fs.unstrip_protocol(path))
+
+
+def printable_key(text: str) -> str:
+    """`text` if it is valid UTF-8, else its undecodable bytes percent-encoded (`caf%E9.jpg`)."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "surrogateescape")
+        return "".join(chr(b) if b < 0x80 else f"%{b:02X}" for b in raw) if not _is_utf8(raw) else raw.decode()
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 def is_local(fs: AbstractFileSystem) -> bool:
@@ -86,7 +105,7 @@ def list_photos(fs: AbstractFileSystem, root: str) -> list[ObjectInfo]:
     found = fs.find(root, detail=True) if fs.exists(root) else {}
     photos = []
     for path, info in found.items():
-        key = path[len(root) :].lstrip("/") if path.startswith(root) else path
+        key = printable_key(path[len(root) :].lstrip("/") if path.startswith(root) else path)
         if info.get("type") == "directory" or not is_photo_key(key):
             continue
         photos.append(

@@ -415,8 +415,10 @@ def train(config: TrainConfig, progress: bool = True, log=print) -> dict:
             if state["step"] >= total_steps:
                 break
         state["epoch"] += 1
-        if not config.eval_every_steps or state["step"] % config.eval_every_steps:
-            metrics = run_eval_and_save()
+        finished = state["step"] >= total_steps
+        evaluated_now = bool(config.eval_every_steps) and state["step"] % config.eval_every_steps == 0
+        if (not config.eval_every_steps or finished) and not evaluated_now:
+            metrics = run_eval_and_save()  # once per epoch, and always after the last step
     bar.close()
     return {
         "output": str(output),

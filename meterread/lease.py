@@ -1,0 +1,99 @@
+"""One writer per output: a lease object written with create-if-absent semantics.
+
+`OUTPUT/_leases/active-run.json` is created exclusively (`O_EXCL` locally, S3 `If-None-Match: *` through s3fs'
+`mode="create"`), so of two runs started for the same output only one writes; the other stops with a message
+naming the holder. A lease left by a crashed run expires after its TTL; the same run id may re-enter its own lease
+(a retried flow run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from fsspec import AbstractFileSystem
+
+from meterread.storage import is_local, with_retries
+
+LEASE_PATH = "_leases/active-run.json"
+
+
+class RunLocked(RuntimeError):
+    """Another run holds the output; the message says which and until when."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    fs: AbstractFileSystem
+    path: str
+    run_id: str
+
+
+def create_exclusive(fs: AbstractFileSystem, path: str, data: bytes) -> bool:
+    """Write `data` only if `path` does not exist; False when it already does."""
+    if is_local(fs):
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        try:
+            with open(path, "xb") as handle:
+                handle.write(data)
+            return True
+        except FileExistsError:
+            return False
+    try:
+        fs.pipe_file(path, data, mode="create")
+        return True
+    except (FileExistsError, OSError) as error:
+        if "PreconditionFailed" in repr(error) or isinstance(error, FileExistsError) or "412" in str(error):
+            return False
+        raise
+
+
+def _read(fs: AbstractFileSystem, path: str) -> dict | None:
+    try:
+        return json.loads(with_retries(lambda: fs.cat_file(path)))
+    except FileNotFoundError:
+        return None
+
+
+def acquire(
+    fs: AbstractFileSystem, root: str, run_id: str, ttl: timedelta = timedelta(hours=6), now: datetime | None = None
+) -> Lease:
+    """Take the output's lease for `run_id` or raise RunLocked."""
+    now = now or datetime.now(timezone.utc)
+    path = f"{root}/{LEASE_PATH}"
+    record = {
+        "run_id": run_id,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "acquired_at": now.isoformat(),
+        "expires_at": (now + ttl).isoformat(),
+    }
+    payload = json.dumps(record).encode()
+    for _ in range(2):
+        if create_exclusive(fs, path, payload):
+            return Lease(fs, path, run_id)
+        fs.invalidate_cache(path)
+        holder = _read(fs, path)
+        if holder is None:
+            continue  # released meanwhile: try again
+        if holder.get("run_id") == run_id:
+            return Lease(fs, path, run_id)
+        if datetime.fromisoformat(holder["expires_at"]) > now:
+            raise RunLocked(
+                f"output is locked by run {holder['run_id']} (host {holder.get('host')}, since "
+                f"{holder.get('acquired_at')}, until {holder['expires_at']}); not starting a second writer. "
+                f"If that run is dead, delete {fs.unstrip_protocol(path)} or wait for the lease to expire."
+            )
+        fs.rm_file(path)  # expired: a crashed run left it
+    raise RunLocked(f"could not take the lease at {fs.unstrip_protocol(path)}")
+
+
+def release(lease: Lease) -> None:
+    """Drop the lease if this run still holds it."""
+    lease.fs.invalidate_cache(lease.path)
+    holder = _read(lease.fs, lease.path)
+    if holder and holder.get("run_id") == lease.run_id:
+        lease.fs.rm_file(lease.path)

@@ -1,0 +1,37 @@
+"""Two runs for the same output: only one writes; the other stops with a clear message."""
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from meterread.lease import RunLocked, acquire, release
+from meterread.storage import resolve
+
+T0 = datetime(2026, 3, 1, 2, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture(params=["local", "s3"])
+def output(request, tmp_path):
+    if request.param == "local":
+        return resolve(str(tmp_path / "out"))
+    fs, bucket = request.getfixturevalue("s3_bucket")
+    return resolve(f"s3://{bucket}/out")
+
+
+def test_second_writer_is_refused_until_release(output):
+    fs, root = output
+    first = acquire(fs, root, "night-1", now=T0)
+    with pytest.raises(RunLocked, match="locked by run night-1"):
+        acquire(fs, root, "night-1-again", now=T0 + timedelta(minutes=5))
+    assert acquire(fs, root, "night-1", now=T0 + timedelta(minutes=5)).run_id == "night-1"  # a retry re-enters
+    release(first)
+    assert acquire(fs, root, "night-2", now=T0 + timedelta(minutes=6)).run_id == "night-2"
+
+
+def test_expired_lease_of_a_crashed_run_is_taken_over(output):
+    fs, root = output
+    acquire(fs, root, "crashed", ttl=timedelta(hours=1), now=T0)
+    lease = acquire(fs, root, "next-night", now=T0 + timedelta(hours=2))
+    assert lease.run_id == "next-night"
+    with pytest.raises(RunLocked, match="next-night"):
+        acquire(fs, root, "third", now=T0 + timedelta(hours=2, minutes=1))
