@@ -95,3 +95,41 @@ def test_same_run_id_rewrites_its_own_files(prefect_harness, s3_bucket, tiny_pal
     second = nightly_read(source=source, output=output, model=model, run_id="night-7", reprocess=True)
     assert first["files"] == second["files"]
     assert read_back(output).num_rows == 4
+
+
+def test_florence2_runs_through_the_nightly_flow(prefect_harness, s3_bucket, tiny_florence2):
+    from flows.nightly_read import nightly_read
+
+    fs, bucket = s3_bucket
+    put_photos(fs, bucket, 3)
+    model = {"family": "florence2", "base": tiny_florence2, "device": "cpu"}
+    manifest = nightly_read(
+        source=f"s3://{bucket}/photos",
+        output=f"s3://{bucket}/readings",
+        model=model,
+        tasks=["<OCR_WITH_REGION>"],
+        meter_types=["electricity-lcd", "gas-mechanical"],
+    )
+    table = read_back(f"s3://{bucket}/readings")
+    assert manifest["processed"] == table.num_rows == 3
+    assert set(table.column("prompt").to_pylist()) == {"<DocVQA>What is the meter values?"}
+    assert all(
+        json.loads(t)["<OCR_WITH_REGION>"].keys() == {"quad_boxes", "labels"}
+        for t in table.column("task_outputs").to_pylist()
+    )
+
+
+def test_a_second_run_for_the_same_output_is_refused(prefect_harness, s3_bucket, tiny_paligemma):
+    from flows.nightly_read import nightly_read
+    from meterread.lease import RunLocked, acquire, release
+
+    fs, bucket = s3_bucket
+    put_photos(fs, bucket, 2)
+    out_fs, root = resolve(f"s3://{bucket}/readings")
+    held = acquire(out_fs, root, "night-running-elsewhere")
+    model = {"family": "paligemma", "base": tiny_paligemma, "device": "cpu"}
+    with pytest.raises(RunLocked, match="night-running-elsewhere"):
+        nightly_read(source=f"s3://{bucket}/photos", output=f"s3://{bucket}/readings", model=model)
+    assert read_back(f"s3://{bucket}/readings").num_rows == 0
+    release(held)
+    assert nightly_read(source=f"s3://{bucket}/photos", output=f"s3://{bucket}/readings", model=model)["processed"] == 2
