@@ -20,6 +20,14 @@ class ConfigError(ValueError):
     """A setting that cannot work; the message says which and how to fix it."""
 
 
+def reject_unknown_keys(values: Mapping, settings_type, what: str, error: type[Exception] = ConfigError) -> None:
+    """Raise `error` naming every key of `values` that is not a field of the dataclass `settings_type`."""
+    known = {f.name for f in dataclasses.fields(settings_type)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise error(f"unknown {what} setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+
+
 def default_model() -> ModelSpec:
     return ModelSpec(family="paligemma", base=str(DEMO_MODEL_DIR))
 
@@ -48,22 +56,14 @@ class ReadConfig:
     @classmethod
     def from_mapping(cls, values: Mapping) -> ReadConfig:
         """Build from plain values (CLI options, flow parameters, YAML); unknown keys are rejected."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown read setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        reject_unknown_keys(values, cls, "read")
         values = dict(values)
         for name in ("meter_types", "tasks"):
             if isinstance(values.get(name), list):
                 values[name] = tuple(values[name])
         model = values.get("model")
         if isinstance(model, Mapping):
-            model_known = {f.name for f in dataclasses.fields(ModelSpec)}
-            bad = sorted(set(model) - model_known)
-            if bad:
-                raise ConfigError(
-                    f"unknown model setting(s): {', '.join(bad)}; known: {', '.join(sorted(model_known))}"
-                )
+            reject_unknown_keys(model, ModelSpec, "model")
             values["model"] = ModelSpec(**model)
         return cls(**{k: v for k, v in values.items() if v is not None or k in ("limit", "run_id", "meters_table")})
 

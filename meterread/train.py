@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import yaml
 
+from meterread.config import reject_unknown_keys
 from meterread.dataset import Split, load_dataset, manifest_digest, read_image_bytes
 from meterread.evaluate import Scored, summarise
 from meterread.models.base import FAMILIES, ModelSpec, load_reader
@@ -76,21 +77,11 @@ class TrainConfig:
     @classmethod
     def from_mapping(cls, values: Mapping) -> TrainConfig:
         types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
-        known = set(types)
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise TrainConfigError(
-                f"unknown training setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-            )
+        reject_unknown_keys(values, cls, "training", TrainConfigError)
         values = dict(values)
         lora = values.get("lora") or {}
         if isinstance(lora, Mapping):
-            lora_known = {f.name for f in dataclasses.fields(LoraSettings)}
-            bad = sorted(set(lora) - lora_known)
-            if bad:
-                raise TrainConfigError(
-                    f"unknown lora setting(s): {', '.join(bad)}; known: {', '.join(sorted(lora_known))}"
-                )
+            reject_unknown_keys(lora, LoraSettings, "lora", TrainConfigError)
             if lora.get("targets") is not None:
                 lora = {**lora, "targets": tuple(lora["targets"])}
             values["lora"] = LoraSettings(**lora)
