@@ -142,6 +142,8 @@ def test_flaky_storage_is_retried_and_a_dead_object_becomes_an_error_row(
         return real_cat(self, path, *args, **kwargs)
 
     monkeypatch.setattr(s3fs.S3FileSystem, "cat_file", flaky_cat)
+    # fsspec caches instances, and an instance made earlier carries its own sync `cat_file`: start fresh ones
+    s3fs.S3FileSystem.clear_instance_cache()
     monkeypatch.setattr("meterread.storage.time.sleep", lambda _: None)
     config = ReadConfig(
         source=f"s3://{bucket}/in",
@@ -151,6 +153,7 @@ def test_flaky_storage_is_retried_and_a_dead_object_becomes_an_error_row(
     ).validate()
     manifest = run_read(config, progress=False)
     monkeypatch.setattr(s3fs.S3FileSystem, "cat_file", real_cat)
+    s3fs.S3FileSystem.clear_instance_cache()
     table = rows(config)
     assert manifest["processed"] == len(table) == 6
     dead = [row for row in table if "MTR-5" in row["image_uri"]][0]
