@@ -84,3 +84,28 @@ def test_adapter_from_s3_is_downloaded_once_into_the_cache(
     assert [p.text for p in reader.read(IMAGES, [reader.default_prompt] * 2)] == ["42", "42"]
     cached = list((tmp_path / "cache" / "adapters").glob("*/adapter_model.safetensors"))
     assert len(cached) == 1
+
+
+def test_florence2_adapter_changes_output_and_merges_faithfully(tiny_florence2, tmp_path):
+    from meterread.models.florence2 import LORA_TARGETS as FLORENCE_TARGETS
+
+    torch.manual_seed(0)
+    trainer = load_reader(ModelSpec(family="florence2", base=tiny_florence2, device="cpu"))
+    peft_model = get_peft_model(trainer.model, LoraConfig(r=4, lora_alpha=8, target_modules=list(FLORENCE_TARGETS)))
+    trainer.model = peft_model
+    batch = trainer.training_batch(IMAGES, [trainer.default_prompt] * 2, ["42", "42"])
+    optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(30):
+        peft_model(**batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    peft_model.save_pretrained(tmp_path, safe_serialization=True)
+    plain = load_reader(ModelSpec(family="florence2", base=tiny_florence2, device="cpu"))
+    tuned = load_reader(ModelSpec(family="florence2", base=tiny_florence2, adapter=str(tmp_path), device="cpu"))
+    prompts = [tuned.default_prompt] * 2
+    assert [p.text for p in tuned.read(IMAGES, prompts)] == ["42", "42"]
+    assert [p.text for p in plain.read(IMAGES, prompts)] != ["42", "42"]
+    inputs = tuned.training_batch(IMAGES, prompts, ["42", "42"])
+    peft_model.eval()
+    with torch.no_grad():
+        assert torch.allclose(tuned.model(**inputs).logits, peft_model(**inputs).logits, atol=1e-4)
