@@ -8,7 +8,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test bench lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check meterread flows tests
 	$(BIN)/python -m pytest -q
+
+# Throughput on this machine with the bundled demo model (README "Performance"); results also in bench.json.
+bench: $(STAMP)
+	$(BIN)/meterread bench --n 128 --scale 10 --out bench.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check meterread flows tests

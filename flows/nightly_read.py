@@ -21,7 +21,7 @@ from meterread.config import ReadConfig
 from meterread.history import MeterHistory
 
 STORAGE_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 5, 15], "cache_policy": NO_CACHE}
-FLAGGED_SAMPLE = 20
+FLAGGED_SAMPLE = pipeline.FLAGGED_SAMPLE
 
 
 @task(**STORAGE_RETRIES)

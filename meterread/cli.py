@@ -14,7 +14,14 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Batch meter 
 
 
 def model_spec(
-    model: str | None, family: str, adapter: str | None, pattern: str | None, constrained: bool, device: str, dtype: str
+    model: str | None,
+    family: str,
+    adapter: str | None,
+    pattern: str | None,
+    constrained: bool,
+    device: str,
+    dtype: str,
+    compile_model: bool = False,
 ) -> ModelSpec:
     return ModelSpec(
         family=family,
@@ -24,6 +31,7 @@ def model_spec(
         constrained=constrained,
         device=device,
         dtype=dtype,
+        compile=compile_model,
     )
 
 
@@ -38,6 +46,9 @@ def read(
     constrained: bool = typer.Option(True, help="Constrain decoding to numbers."),
     device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
     dtype: str = typer.Option("auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16."),
+    compile_model: bool = typer.Option(
+        False, "--compile", help="torch.compile with a static KV cache; batches padded to one shape (GPU)."
+    ),
     batch_size: int = typer.Option(16, help="Images per model call."),
     shard_size: int = typer.Option(256, help="Photos per shard (one Parquet file per shard and date)."),
     limit: int | None = typer.Option(None, help="Read at most this many new photos."),
@@ -55,7 +66,7 @@ def read(
     """Read every new photo under SOURCE and append one row per photo to the dataset at OUTPUT."""
     from meterread.pipeline import run_read
 
-    spec = model_spec(model, family, adapter, pattern, constrained, device, dtype)
+    spec = model_spec(model, family, adapter, pattern, constrained, device, dtype, compile_model)
     try:
         config = ReadConfig(
             source=source,
@@ -188,6 +199,42 @@ def demo(
     from meterread.demo import run_demo
 
     run_demo(workdir, n, seed)
+
+
+@app.command()
+def bench(
+    n: int = typer.Option(128, help="Synthetic 2560x1440 photos (end to end also at --scale x N)."),
+    scale: int = typer.Option(10, help="End to end again at this multiple of N, for the memory check."),
+    batch_size: int = typer.Option(32, help="Images per model call."),
+    workers: int = typer.Option(2, help="Preprocessing threads."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda[:N] (architecture benchmarks)."),
+    family: str = typer.Option("paligemma", help="paligemma or florence2."),
+    size: str = typer.Option("demo", help="demo: the product path on CPU; tiny or full: a random-weight architecture."),
+    new_tokens: int = typer.Option(10, help="Tokens generated per image (architecture benchmarks)."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile + static cache (architecture)."),
+    out: Path = typer.Option(Path("bench.json"), help="Results JSON."),
+) -> None:
+    """Measure preprocessing, model-only and end-to-end throughput and peak memory, in one run."""
+    from meterread.bench import BenchConfig, format_results, run_bench
+
+    config = BenchConfig(
+        n=n,
+        scale=scale,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        family=family,
+        size=size,
+        new_tokens=new_tokens,
+        compile=compile_model,
+        out=str(out),
+    )
+    try:
+        config.validate()
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    typer.echo(format_results(run_bench(config, log=typer.echo)))
+    typer.echo(f"results: {out}")
 
 
 def main() -> None:

@@ -50,6 +50,7 @@ class ReadConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     storage_attempts: int = 4
     preprocess_workers: int = 2
+    prefetch_batches: int = 2  # batches preprocessed ahead of the model (bounds memory)
     meter_types: tuple[str, ...] | None = None
     tasks: tuple[str, ...] = ()
 
@@ -76,7 +77,7 @@ class ReadConfig:
             problems.append("output is empty: give a folder or s3://bucket/prefix for the Parquet dataset")
         if self.source and self.output and self.source.rstrip("/") == self.output.rstrip("/"):
             problems.append("output must differ from source")
-        for name in ("batch_size", "shard_size", "storage_attempts", "preprocess_workers"):
+        for name in ("batch_size", "shard_size", "storage_attempts", "preprocess_workers", "prefetch_batches"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1 (got {getattr(self, name)})")
         if self.limit is not None and self.limit < 0:

@@ -1,8 +1,8 @@
 """The steps of a read run as library functions. The CLI (`run_read`) and the Prefect flow call the same steps.
 
 plan_run      list photos, parse keys, skip what the ledger already holds, cut deterministic shards
-process_shard fetch + preprocess (thread pool) -> batched inference -> parse -> validate -> rows
-write_shard   (sink) one Parquet file per shard and capture date, deterministic name
+process_shard fetch + preprocess (bounded worker pool) -> batched inference -> parse -> validate -> rows
+write_shard   (sink) one Parquet file per shard and capture date, deterministic name (in the background)
 finish_run    manifest JSON + status counts
 """
 
@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -24,14 +25,16 @@ from meterread import lease, sink
 from meterread.config import ReadConfig
 from meterread.history import HISTORY_COLUMNS, LEDGER_COLUMNS, MeterHistory, ledger_keys
 from meterread.keys import compile_key_pattern, parse_key
-from meterread.models.base import ModelSpec, Prediction, Reader, load_reader, read_with_backoff
+from meterread.models.base import ModelSpec, Prediction, Reader, load_reader, read_padded, read_with_backoff
 from meterread.models.decoding import confidence_from_logprobs
 from meterread.parse import parse_reading
-from meterread.preprocess import PREPROCESS_VERSION, DecodeError, Preprocessed, preprocess_photo
+from meterread.preprocess import PREPROCESS_VERSION, DecodeError, InputLayout, Preprocessed, preprocess_photo
 from meterread.storage import ObjectInfo, list_photos, printable_key, read_bytes, resolve
+from meterread.streaming import BackgroundWriter, ordered_map
 from meterread.validate import ACCEPTED, ERROR, MeterProfile, Rules, validate_reading
 
 log = logging.getLogger(__name__)
+FLAGGED_SAMPLE = 20  # flagged/error rows shown for review per run
 
 
 @dataclass(frozen=True)
@@ -89,11 +92,25 @@ def describe_photo(info: ObjectInfo, key_pattern: str) -> Photo:
     return Photo(info.uri, info.path, info.key, info.size, info.etag, facts.meter_id, captured_at, source, problem)
 
 
+def shard_bounds(meter_ids: Sequence[str | None], shard_size: int) -> list[tuple[int, int]]:
+    """Cut points for shards of about `shard_size`: a shard closes at the first meter change once it is full, so
+    one meter's photos share a shard (its readings are validated in order) unless they exceed 2 x `shard_size`."""
+    bounds, start = [], 0
+    for index in range(1, len(meter_ids) + 1):
+        size = index - start
+        at_end = index == len(meter_ids)
+        meter_changes = at_end or meter_ids[index] != meter_ids[index - 1] or meter_ids[index] is None
+        if at_end or (size >= shard_size and meter_changes) or size >= 2 * shard_size:
+            bounds.append((start, index))
+            start = index
+    return bounds
+
+
 def shard_photos(photos: Sequence[Photo], shard_size: int) -> tuple[Shard, ...]:
     """Cut photos (in key order) into shards named by a digest of their URIs and etags."""
     shards = []
-    for start in range(0, len(photos), shard_size):
-        chunk = tuple(photos[start : start + shard_size])
+    for start, end in shard_bounds([photo.meter_id for photo in photos], shard_size):
+        chunk = tuple(photos[start:end])
         digest = hashlib.sha256("\n".join(f"{p.uri}\t{p.etag}" for p in chunk).encode()).hexdigest()[:16]
         shards.append(Shard(digest, chunk))
     return tuple(shards)
@@ -160,7 +177,9 @@ class Fetched:
     error: str | None
 
 
-def fetch_and_preprocess(photo: Photo, image_size: int, config: ReadConfig, crop_display: bool = False) -> Fetched:
+def fetch_and_preprocess(
+    photo: Photo, image_size: int, config: ReadConfig, layout: InputLayout = InputLayout()
+) -> Fetched:
     """Read bytes (retried) and preprocess; every failure becomes a reason, never an exception."""
     try:
         fs, _ = resolve(photo.uri)
@@ -169,7 +188,7 @@ def fetch_and_preprocess(photo: Photo, image_size: int, config: ReadConfig, crop
         return Fetched(photo, None, None, f"could not read object after retries: {type(error).__name__}: {error}")
     digest = hashlib.sha256(data).hexdigest()
     try:
-        return Fetched(photo, digest, preprocess_photo(data, image_size, config.max_pixels, crop_display), None)
+        return Fetched(photo, digest, preprocess_photo(data, image_size, config.max_pixels, layout), None)
     except DecodeError as error:
         return Fetched(photo, digest, None, str(error))
     except Exception as error:  # noqa: BLE001 - OpenCV can raise cv2.error on hostile input
@@ -275,6 +294,25 @@ def with_description(row: dict, described: dict) -> dict:
     return {**row, **described}
 
 
+@contextmanager
+def inference_threads(reader: Reader):
+    """On a CPU-only machine, leave one core to preprocessing while the model reads: torch's intra-op threads
+    spin while they wait, and on 2 cores that halves end-to-end throughput (see README "Performance").
+    Restores torch's setting afterwards; a model on a GPU is left alone."""
+    device = getattr(reader, "device", None)
+    if getattr(device, "type", "cpu") != "cpu" or (os.cpu_count() or 1) < 2:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(before, (os.cpu_count() or 1) - 1)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def process_shard(
     config: ReadConfig,
     reader: Reader,
@@ -286,21 +324,26 @@ def process_shard(
 ) -> list[dict]:
     """Every photo of the shard -> exactly one row (accepted, flagged or error), in shard order.
 
-    Fetch and preprocessing run in a thread pool (OpenCV and I/O release the GIL) while the model reads.
+    Fetch and preprocessing run in a worker pool (OpenCV and I/O release the GIL) at most `prefetch_batches`
+    batches ahead of the model, so memory is bounded by the batch size, not by the shard size. On failure the
+    queued work is cancelled and the workers joined.
     """
     profiles = profiles or {}
     rules = Rules(min_confidence=config.min_confidence)
     prompt = reader.default_prompt
     rows: list[dict] = []
-    with ThreadPoolExecutor(max_workers=config.preprocess_workers) as pool:
-        fetched_stream = pool.map(
-            lambda photo: fetch_and_preprocess(photo, reader.image_size, config, reader.crop_display), shard.photos
-        )
+    fetched = ordered_map(
+        lambda photo: fetch_and_preprocess(photo, reader.image_size, config, reader.layout),
+        shard.photos,
+        workers=config.preprocess_workers,
+        window=config.batch_size * config.prefetch_batches,
+    )
+    with closing(fetched) as fetched_stream, inference_threads(reader):
         for batch in batched(fetched_stream, config.batch_size):
             processed_at = datetime.now(timezone.utc)
             ready = [item for item in batch if item.image is not None]
             images = [item.image.image for item in ready]
-            predictions = iter(read_with_backoff(reader, images, [prompt] * len(ready)) if ready else [])
+            predictions = iter(read_batch(reader, images, [prompt] * len(ready), config.batch_size) if ready else [])
             extras = iter(describe_images(config, reader, ready) if ready else [])
             for item in batch:
                 row = base_row(item, run_id, reader, prompt, processed_at)
@@ -313,6 +356,14 @@ def process_shard(
             if on_batch:
                 on_batch(len(batch))
     return rows
+
+
+def read_batch(reader: Reader, images: list, prompts: list[str], batch_size: int) -> list[Prediction]:
+    """Read one batch; a compiled model gets every batch padded to the same shape."""
+    spec = getattr(reader, "spec", None)
+    if spec is not None and spec.compile:
+        return read_padded(reader, images, prompts, batch_size)
+    return read_with_backoff(reader, images, prompts)
 
 
 def write_rows(config: ReadConfig, rows: list[dict], run_id: str, shard_id: str) -> list[str]:
@@ -364,13 +415,14 @@ def run_read(config: ReadConfig, progress: bool = True) -> dict:
         plan = plan_run(config, reader.fingerprint, run_id)
         history, profiles = load_history(config), load_meter_profiles(config.meters_table)
         counts: Counter = Counter()
-        files: list[str] = []
         total = sum(len(shard.photos) for shard in plan.shards)
-        with tqdm(total=total, desc="reading photos", unit="photo", disable=not progress) as bar:
-            for shard in plan.shards:
+        writer = BackgroundWriter(lambda item: write_rows(config, item[1], plan.run_id, item[0]), depth=1)
+        with writer, tqdm(total=total, desc="reading photos", unit="photo", disable=not progress) as bar:
+            for shard in plan.shards:  # shard k is written while shard k+1 is read
                 rows = process_shard(config, reader, shard, plan.run_id, history, profiles, on_batch=bar.update)
-                files += write_rows(config, rows, plan.run_id, shard.shard_id)
+                writer.submit((shard.shard_id, rows))
                 counts.update(status_counts(rows))
+        files = [path for written in writer.results for path in written]
         totals = {k: counts.get(k, 0) for k in ("accepted", "flagged", "error")}
         return finish_run(config, plan, reader, totals, files, started_at)
     finally:

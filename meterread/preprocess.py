@@ -23,6 +23,24 @@ _REDUCED_FLAGS = {
 }
 
 
+@dataclass(frozen=True)
+class InputLayout:
+    """How a model was trained to see a photo (saved in its `meterread.json`).
+
+    `crop_display`: locate and rectify the register display first. `rows`: fold the (wide) image into that many
+    stacked slices of the square input, so an 8-digit display gets `rows` times the horizontal resolution."""
+
+    crop_display: bool = False
+    rows: int = 1
+
+    @classmethod
+    def from_dict(cls, values: dict) -> InputLayout:
+        return cls(crop_display=bool(values.get("crop_display", False)), rows=int(values.get("display_rows", 1)))
+
+    def to_dict(self) -> dict:
+        return {"crop_display": self.crop_display, "display_rows": self.rows}
+
+
 class DecodeError(ValueError):
     """A photo that cannot become a model input; the message is the row's reason."""
 
@@ -130,12 +148,22 @@ def decode_image(data: bytes, target: int | None = None, max_pixels: int = DEFAU
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def quality_metrics(rgb: np.ndarray) -> tuple[float, float]:
-    """(blur, brightness): variance of the Laplacian at 512 px (higher = sharper), mean gray level in [0, 1]."""
+ANALYSIS_SIDE = 512  # quality metrics and display search run on a gray copy at most this large
+
+
+def analysis_gray(rgb: np.ndarray) -> tuple[np.ndarray, float]:
+    """(gray image with long side <= ANALYSIS_SIDE, its scale relative to `rgb`): computed once per photo."""
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    scale = 512 / max(gray.shape)
+    scale = ANALYSIS_SIDE / max(gray.shape)
     if scale < 1:
-        gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        return cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA), scale
+    return gray, 1.0
+
+
+def quality_metrics(rgb: np.ndarray, gray: np.ndarray | None = None) -> tuple[float, float]:
+    """(blur, brightness): variance of the Laplacian at 512 px (higher = sharper), mean gray level in [0, 1].
+    `gray`: the photo's `analysis_gray`, when already computed."""
+    gray = analysis_gray(rgb)[0] if gray is None else gray
     blur = float(cv2.Laplacian(gray, cv2.CV_64F).var())
     return blur, float(gray.mean() / 255.0)
 
@@ -146,6 +174,18 @@ def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
 
 
+def fold_into_square(rgb: np.ndarray, size: int, rows: int = 1) -> np.ndarray:
+    """Resize to (`size` * `rows`) x (`size` / `rows`) and stack the `rows` slices top to bottom into a `size` square.
+
+    `rows=1` is `resize_square`. Requires `size % rows == 0`."""
+    if rows == 1:
+        return resize_square(rgb, size)
+    if size % rows:
+        raise ValueError(f"input size {size} is not divisible by {rows} rows")
+    strip = cv2.resize(rgb, (size * rows, size // rows), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(np.vstack([strip[:, i * size : (i + 1) * size] for i in range(rows)]))
+
+
 def upright_size(header: tuple[int, int], decoded_shape: tuple[int, ...]) -> tuple[int, int]:
     """Full-resolution (width, height) after orientation: the header size, swapped if decoding rotated it."""
     width, height = header
@@ -153,20 +193,29 @@ def upright_size(header: tuple[int, int], decoded_shape: tuple[int, ...]) -> tup
     return (min(header), max(header)) if decoded_portrait and width > height else (width, height)
 
 
-def preprocess_photo(
-    data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS, crop_display: bool = False
-) -> Preprocessed:
-    """Bytes -> Preprocessed for a model with a `size` px square input. Raises DecodeError.
+def decode_target(size: int, layout: InputLayout) -> int:
+    """Pixels the model needs across the image: `size` per folded row, doubled when the display is cropped out of
+    the photo first (it spans about half the photo). Reduced decoding keeps the short side at twice this."""
+    return size * layout.rows * (2 if layout.crop_display else 1)
 
-    With `crop_display`, the register display is located and rectified first (the whole photo is used when no
-    display is found); models trained on crops say so in their `meterread.json`."""
-    rgb = decode_image(data, target=size * 2 if crop_display else size, max_pixels=max_pixels)
+
+def preprocess_photo(
+    data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS, layout: InputLayout = InputLayout()
+) -> Preprocessed:
+    """Bytes -> Preprocessed for a model with a `size` px square input, shaped by the model's `layout`.
+    Raises DecodeError.
+
+    With `layout.crop_display`, the register display is located and rectified first (the whole photo is used when
+    no display is found); models trained on crops say so in their `meterread.json`."""
+    rgb = decode_image(data, target=decode_target(size, layout), max_pixels=max_pixels)
     width, height = upright_size(image_size(data) or (rgb.shape[1], rgb.shape[0]), rgb.shape)
-    blur, brightness = quality_metrics(rgb)
-    if crop_display:
-        found = find_display(rgb)
+    gray, scale = analysis_gray(rgb)
+    blur, brightness = quality_metrics(rgb, gray)
+    if layout.crop_display:
+        found = find_display(rgb, (gray, scale))
         rgb = crop_display_region(rgb, found) if found else rgb
-    return Preprocessed(resize_square(rgb, size), width=width, height=height, blur=blur, brightness=brightness)
+    image = fold_into_square(rgb, size, layout.rows)
+    return Preprocessed(image, width=width, height=height, blur=blur, brightness=brightness)
 
 
 @dataclass(frozen=True)
@@ -207,12 +256,10 @@ def _order_corners(points: np.ndarray) -> np.ndarray:
     return ordered.astype(np.float32)
 
 
-def find_display(rgb: np.ndarray) -> DisplayCrop | None:
-    """Locate the register display: the wide rectangle with the most inner edge detail. None if nothing fits."""
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    scale = 512 / max(gray.shape)
-    small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else gray
-    scale = min(scale, 1.0)
+def find_display(rgb: np.ndarray, analysed: tuple[np.ndarray, float] | None = None) -> DisplayCrop | None:
+    """Locate the register display: the wide rectangle with the most inner edge detail. None if nothing fits.
+    `analysed`: the photo's `analysis_gray`, when already computed."""
+    small, scale = analysed if analysed is not None else analysis_gray(rgb)
     edges = cv2.Canny(small, 60, 160)
     scored = []
     for box in _rectangle_candidates(small):

@@ -22,9 +22,9 @@ import yaml
 from meterread.config import reject_unknown_keys
 from meterread.dataset import Split, load_dataset, manifest_digest, read_image_bytes
 from meterread.evaluate import Scored, summarise
-from meterread.models.base import FAMILIES, ModelSpec, load_reader
+from meterread.models.base import FAMILIES, ModelSpec, load_reader, read_in_length_order
 from meterread.models.decoding import confidence_from_logprobs
-from meterread.preprocess import DecodeError, preprocess_photo
+from meterread.preprocess import DecodeError, InputLayout, preprocess_photo
 
 STRATEGIES = ("lora", "freeze-vision", "full")
 PREPROCESS_FILE = "meterread.json"
@@ -65,7 +65,8 @@ class TrainConfig:
     seed: int = 0
     eval_batch_size: int = 32
     eval_every_steps: int | None = None  # also evaluate every N optimizer steps (default: once per epoch)
-    crop_display: bool = False
+    crop_display: bool = False  # locate and rectify the display before the model sees it
+    display_rows: int = 1  # fold the (cropped) image into this many stacked slices of the square input
     warm_start_steps: int = 0  # pretrain the vision encoder as a per-position character classifier first
     warm_start_lr: float = 2e-3
     warm_start_batch_size: int = 64
@@ -102,6 +103,10 @@ class TrainConfig:
             target[leaf] = yaml.safe_load(raw)
         return cls.from_mapping(values)
 
+    @property
+    def layout(self) -> InputLayout:
+        return InputLayout(crop_display=self.crop_display, rows=self.display_rows)
+
     def validate(self) -> TrainConfig:
         problems = []
         if self.family not in FAMILIES:
@@ -121,6 +126,8 @@ class TrainConfig:
             problems.append("lr must be positive")
         if self.max_steps is not None and self.max_steps < 1:
             problems.append("max_steps must be at least 1")
+        if self.display_rows < 1:
+            problems.append("display_rows must be at least 1")
         if self.strategy == "lora" and self.lora.rank < 1:
             problems.append("lora.rank must be at least 1")
         if problems:
@@ -196,7 +203,7 @@ def seed_everything(seed: int) -> None:
 
 
 def prepare_images(
-    split: Split, size: int, crop: bool, progress: bool, workers: int = 2
+    split: Split, size: int, layout: InputLayout, progress: bool, workers: int = 2
 ) -> tuple[list[np.ndarray], list[int], list[str]]:
     """Preprocess a split once, in a thread pool: (images, indices of usable samples, problems)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -205,7 +212,7 @@ def prepare_images(
 
     def load(sample):
         try:
-            return preprocess_photo(read_image_bytes(sample), size, crop_display=crop).image, None
+            return preprocess_photo(read_image_bytes(sample), size, layout=layout).image, None
         except (DecodeError, OSError) as error:
             return None, f"{split.name}: {sample.image}: {error}"
 
@@ -229,7 +236,8 @@ def evaluate_reader(reader, images: Sequence[np.ndarray], samples: Sequence, bat
     for start in range(0, len(images), batch_size):
         chunk = samples[start : start + batch_size]
         prompts = [sample.prefix or reader.default_prompt for sample in chunk]
-        for sample, prediction in zip(chunk, reader.read(images[start : start + batch_size], prompts)):
+        predictions = read_in_length_order(reader, images[start : start + batch_size], prompts)
+        for sample, prediction in zip(chunk, predictions):
             scored.append(
                 Scored(
                     sample.suffix,
@@ -247,7 +255,7 @@ def save_checkpoint(directory: Path, reader, config: TrainConfig, metrics: dict,
     directory.mkdir(parents=True, exist_ok=True)
     reader.model.save_pretrained(directory, safe_serialization=True)
     reader.processor.save_pretrained(directory)
-    (directory / PREPROCESS_FILE).write_text(json.dumps({"crop_display": config.crop_display}, indent=2))
+    (directory / PREPROCESS_FILE).write_text(json.dumps(config.layout.to_dict(), indent=2))
     (directory / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2, default=str))
     (directory / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (directory / "dataset_manifest.json").write_text(json.dumps({"digest": manifest}, indent=2))
@@ -309,12 +317,8 @@ def train(config: TrainConfig, progress: bool = True, log=print) -> dict:
     log(f"{config.strategy}: {trainable:,} of {total:,} parameters trainable ({trainable / total:.2%})")
 
     # 2. data, preprocessed once
-    train_images, train_kept, bad_train = prepare_images(
-        splits["train"], reader.image_size, config.crop_display, progress
-    )
-    valid_images, valid_kept, bad_valid = prepare_images(
-        splits["valid"], reader.image_size, config.crop_display, progress
-    )
+    train_images, train_kept, bad_train = prepare_images(splits["train"], reader.image_size, config.layout, progress)
+    valid_images, valid_kept, bad_valid = prepare_images(splits["valid"], reader.image_size, config.layout, progress)
     train_samples = [splits["train"].samples[i] for i in train_kept]
     valid_samples = [splits["valid"].samples[i] for i in valid_kept]
     problems += bad_train + bad_valid
@@ -460,7 +464,7 @@ def evaluate_split(
 
     data = load_dataset(dataset, (split,))[split]
     reader = load_reader(spec)
-    images, kept, problems = prepare_images(data, reader.image_size, reader.crop_display, progress)
+    images, kept, problems = prepare_images(data, reader.image_size, reader.layout, progress)
     samples = [data.samples[i] for i in kept]
     scored = evaluate_reader(reader, images, samples, batch_size)
     metrics = {

@@ -13,13 +13,13 @@ from meterread.synth import encode_jpeg, plan_samples, render_meter
 
 def test_bundled_model_reads_fresh_synthetic_photos():
     reader = load_reader(ModelSpec(family="paligemma", base=str(DEMO_MODEL_DIR), device="cpu"))
-    assert reader.crop_display  # trained on rectified display crops; preprocessing follows meterread.json
+    assert reader.layout.crop_display  # trained on rectified display crops; preprocessing follows meterread.json
     samples = plan_samples(16, seed=424242)
     images, labels = [], []
     for sample, sample_seed in samples:
         rng = np.random.default_rng(sample_seed)
         photo = render_meter(sample.label, rng, (1280, 720), sample.meter_type, sample.roll)
-        images.append(preprocess_photo(encode_jpeg(photo, rng), reader.image_size, crop_display=True).image)
+        images.append(preprocess_photo(encode_jpeg(photo, rng), reader.image_size, layout=reader.layout).image)
         labels.append(sample.label)
     predictions = reader.read(images, [reader.default_prompt] * len(images))
     correct = sum(parse_reading(p.text).value == parse_reading(label).value for p, label in zip(predictions, labels))

@@ -42,3 +42,22 @@ def test_deployment_parameters_are_flow_parameters():
         assert set(deployment["parameters"]) <= accepted, set(deployment["parameters"]) - accepted
         model = deployment["parameters"].get("model", {})
         assert set(model) <= {f.name for f in dataclasses.fields(ModelSpec)}
+
+
+def test_fanout_orchestrator_runs_the_read_shard_deployment_on_the_gpu_pool():
+    fanout, shard = DEPLOYMENTS["nightly-fanout"], DEPLOYMENTS["read-shard"]
+    flow_name = load_entrypoint(shard["entrypoint"]).name
+    assert fanout["parameters"]["read_deployment"] == f"{flow_name}/{shard['name']}"
+    assert shard["work_pool"]["name"] == "gpu" and DEPLOYMENTS["nightly-read"]["work_pool"]["name"] == "gpu"
+    assert fanout["work_pool"]["name"] == "control"  # never holds a GPU slot while it waits for shards
+    assert load_entrypoint(fanout["entrypoint"]).name == "nightly-fanout"
+    for deployment in DEPLOYMENTS.values():
+        for schedule in deployment.get("schedules", []):
+            assert schedule["timezone"] and schedule["cron"]
+    active = [d["name"] for d in DEPLOYMENTS.values() for s in d.get("schedules", []) if s["active"]]
+    assert active == ["nightly-read"]  # one nightly writer at a time; the fan-out schedule is the alternative
+
+
+def test_workers_pull_from_the_project_directory_given_at_deploy_time():
+    (step,) = SPEC["pull"]
+    assert step["prefect.deployments.steps.set_working_directory"]["directory"] == "{{ $METERREAD_PROJECT_DIR }}"

@@ -7,7 +7,7 @@ import pytest
 from meterread import sink
 from meterread.config import ConfigError, ReadConfig
 from meterread.models.base import ModelSpec
-from meterread.pipeline import run_read
+from meterread.pipeline import run_read, shard_bounds
 from meterread.storage import resolve
 from meterread.synth import write_bucket
 from tests.factories import BAD_FILES
@@ -33,7 +33,8 @@ def test_every_photo_gets_one_row_and_reruns_add_none(tmp_path, tiny_paligemma):
     samples = write_bucket(tmp_path / "bucket", 12, seed=3)
     config = config_for(tmp_path, tiny_paligemma)
     first = run_read(config, progress=False)
-    assert first["processed"] == 12 and first["shards"] == 3
+    meters_in_key_order = [s.meter_id for s in sorted(samples, key=lambda s: s.key)]
+    assert first["processed"] == 12 and first["shards"] == len(shard_bounds(meters_in_key_order, 5)) > 1
     table = output_rows(config)
     assert table.num_rows == 12 and table.schema == sink.SCHEMA
     assert sorted(table.column("image_uri").to_pylist()) == sorted(
@@ -152,3 +153,17 @@ def test_tasks_need_florence2_and_known_task_tokens():
         ReadConfig.from_mapping(
             {"source": "a", "output": "b", "model": {"family": "florence2", "base": "x"}, "tasks": ["<SING>"]}
         ).validate()
+
+
+@pytest.mark.parametrize(
+    ("meters", "size", "expected"),
+    [
+        ("aabbcc", 2, [(0, 2), (2, 4), (4, 6)]),
+        ("aaabbc", 2, [(0, 3), (3, 5), (5, 6)]),  # a meter is not split across shards
+        ("aaaaaab", 2, [(0, 4), (4, 6), (6, 7)]),  # ... unless it exceeds twice the shard size
+        ("abcdef", 4, [(0, 4), (4, 6)]),
+        ("", 3, []),
+    ],
+)
+def test_shards_keep_a_meters_photos_together(meters, size, expected):
+    assert shard_bounds(list(meters), size) == expected

@@ -4,11 +4,15 @@ import pytest
 
 from meterread.preprocess import (
     DecodeError,
+    InputLayout,
     decode_image,
+    decode_target,
+    fold_into_square,
     image_size,
     preprocess_photo,
     quality_metrics,
     reduction_factor,
+    resize_square,
 )
 from tests.factories import BAD_FILES, meter_jpeg, png_bytes
 
@@ -87,3 +91,47 @@ def test_exif_orientation_is_applied():
     assert upright[:20].mean() > 200 and upright[-20:].mean() < 50  # the band is now on top
     result = preprocess_photo(exif_rotated_jpeg(), 32)
     assert (result.width, result.height) == (100, 300)
+
+
+def test_fold_into_square_stacks_slices_of_a_wide_image_left_to_right():
+    wide = np.zeros((32, 256, 3), np.uint8)
+    wide[:, :128] = 50  # left half -> top row, right half -> bottom row
+    wide[:, 128:] = 200
+    folded = fold_into_square(wide, 64, rows=2)
+    assert folded.shape == (64, 64, 3)
+    assert folded[:32].mean() == 50 and folded[32:].mean() == 200
+
+
+def test_fold_with_one_row_is_a_square_resize_and_rows_must_divide_the_size():
+    image = np.random.default_rng(0).integers(0, 255, (40, 100, 3), np.uint8)
+    assert np.array_equal(fold_into_square(image, 32, rows=1), resize_square(image, 32))
+    with pytest.raises(ValueError, match="divisible"):
+        fold_into_square(image, 32, rows=3)
+
+
+def test_layout_round_trips_through_meterread_json_values():
+    layout = InputLayout(crop_display=True, rows=2)
+    assert InputLayout.from_dict(layout.to_dict()) == layout
+    assert InputLayout.from_dict({"crop_display": True}) == InputLayout(crop_display=True, rows=1)
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "size", "layout", "factor"),
+    [
+        (2560, 1440, 128, InputLayout(crop_display=True, rows=1), 2),  # the bundled model's layout on a big photo
+        (2560, 1440, 128, InputLayout(crop_display=False, rows=1), 4),  # no crop: the whole photo needs less
+        (2560, 1440, 128, InputLayout(crop_display=True, rows=2), 1),  # folded: twice the pixels across
+        (1024, 768, 128, InputLayout(crop_display=True, rows=1), 1),
+        (640, 480, 128, InputLayout(), 1),
+        (2560, 1440, 224, InputLayout(), 2),  # PaliGemma-224 on the energy-meter photos
+        (4000, 3000, 64, InputLayout(), 8),
+    ],
+)
+def test_reduced_decode_scale_follows_model_input_and_layout(width, height, size, layout, factor):
+    assert reduction_factor(width, height, decode_target(size, layout)) == factor
+
+
+def test_big_jpeg_is_decoded_reduced_to_the_expected_scale():
+    photo = cv2.imencode(".jpg", np.full((1440, 2560, 3), 128, np.uint8))[1].tobytes()
+    assert decode_image(photo, target=decode_target(128, InputLayout(crop_display=True))).shape[:2] == (720, 1280)
+    assert decode_image(photo, target=decode_target(128, InputLayout())).shape[:2] == (360, 640)

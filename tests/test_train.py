@@ -114,7 +114,10 @@ def test_train_checkpoint_resume_eval_promote(tmp_path, tiny_dataset):
     assert metrics["valid"]["count"] == 8  # the whole validation split, every time
     assert any("line 17: not JSON" in problem for problem in metrics["dataset_problems"])
     assert any("skipped bad annotation" in line for line in logs)
-    assert first["steps"] == 2 and json.loads((best / "meterread.json").read_text()) == {"crop_display": True}
+    assert first["steps"] == 2 and json.loads((best / "meterread.json").read_text()) == {
+        "crop_display": True,
+        "display_rows": 1,
+    }
 
     resumed = train(recipe(tmp_path, tiny_dataset, epochs=2, resume=True), progress=False, log=logs.append)
     assert resumed["steps"] == 4 and any("resumed from" in line for line in logs)
@@ -137,7 +140,7 @@ def test_train_checkpoint_resume_eval_promote(tmp_path, tiny_dataset):
     assert not decide(None, 0.1, 0.0).promote
     assert not list((tmp_path / "registry").rglob("trainer_state.pt"))
     reloaded = load_reader(ModelSpec(base=first["base"], adapter=pointer["path"], device="cpu"))
-    assert reloaded.crop_display is True and math.isfinite(len(reloaded.fingerprint))
+    assert reloaded.layout.crop_display is True and math.isfinite(len(reloaded.fingerprint))
 
 
 def test_a_tiny_model_memorises_a_tiny_dataset(tmp_path, tiny_dataset):

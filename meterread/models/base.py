@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from meterread.models.decoding import ReadingPattern
+from meterread.preprocess import InputLayout
 
 log = logging.getLogger(__name__)
 FAMILIES = ("paligemma", "florence2")
@@ -42,7 +43,7 @@ class Reader(Protocol):
     adapter_id: str | None
     fingerprint: str
     default_prompt: str
-    crop_display: bool
+    layout: InputLayout
 
     def read(self, images: Sequence[np.ndarray], prompts: Sequence[str]) -> list[Prediction]: ...
 
@@ -64,6 +65,7 @@ class ModelSpec:
     pattern: str | None = None
     prompt: str | None = None
     max_new_tokens: int | None = None
+    compile: bool = False  # torch.compile the forward with a static KV cache (GPU; batches padded to one shape)
 
     def validate(self) -> ModelSpec:
         """Raise ValueError with an actionable message when the spec cannot work."""
@@ -150,6 +152,21 @@ def fingerprint(spec: ModelSpec, base_dir: str, adapter_dir: str | None, prompt:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
 
 
+def spec_fingerprint(spec: ModelSpec) -> str:
+    """The fingerprint `load_reader(spec)` would report, without loading weights (fan-out orchestrators plan with
+    it). Fetches an s3:// adapter into the local cache, as loading would."""
+    from meterread.models.loading import fetch_adapter
+    from meterread.preprocess import PREPROCESS_VERSION
+
+    spec.validate()
+    if spec.family == "paligemma":
+        from meterread.models.paligemma import DEFAULT_PROMPT
+    else:
+        from meterread.models.florence2 import DEFAULT_PROMPT
+    adapter_dir = fetch_adapter(spec.adapter) if spec.adapter else None
+    return fingerprint(spec, spec.base, adapter_dir, spec.prompt or DEFAULT_PROMPT, PREPROCESS_VERSION)
+
+
 def load_reader(spec: ModelSpec) -> Reader:
     """Load the reader for `spec.family` (imports only that family's module)."""
     spec.validate()
@@ -175,3 +192,23 @@ def read_with_backoff(reader: Reader, images: Sequence[np.ndarray], prompts: Seq
         return read_with_backoff(reader, images[:half], prompts[:half]) + read_with_backoff(
             reader, images[half:], prompts[half:]
         )
+
+
+def read_padded(reader: Reader, images: Sequence[np.ndarray], prompts: Sequence[str], batch_size: int):
+    """`read_with_backoff` with a short batch padded to `batch_size` (repeating its last image), so a compiled
+    model with a static cache sees one input shape all night. Returns one prediction per real image."""
+    missing = batch_size - len(images)
+    if missing <= 0 or not images:
+        return read_with_backoff(reader, images, prompts)
+    padded = read_with_backoff(reader, [*images, *[images[-1]] * missing], [*prompts, *[prompts[-1]] * missing])
+    return padded[: len(images)]
+
+
+def read_in_length_order(reader: Reader, images: Sequence[np.ndarray], prompts: Sequence[str]) -> list[Prediction]:
+    """Read with prompts of similar length batched together (less padding), results in the input order."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    predictions = reader.read([images[i] for i in order], [prompts[i] for i in order])
+    result: list[Prediction | None] = [None] * len(order)
+    for position, prediction in zip(order, predictions):
+        result[position] = prediction
+    return result  # type: ignore[return-value]

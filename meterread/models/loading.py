@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from meterread.preprocess import InputLayout
+
 
 def adapter_cache() -> Path:
     """`$METERREAD_CACHE/adapters` (default `~/.cache/meterread/adapters`)."""
@@ -64,14 +66,14 @@ def load_adapter_strict(model: torch.nn.Module, adapter_dir: str) -> torch.nn.Mo
     return peft_model.merge_and_unload()
 
 
-def wants_display_crop(*directories: str | None) -> bool:
-    """`crop_display` from the first `meterread.json` found (adapter dir, then base dir): how the model was trained."""
+def input_layout(*directories: str | None) -> InputLayout:
+    """The layout in the first `meterread.json` found (adapter dir, then base dir): how the model was trained."""
     import json
 
     for directory in directories:
         if directory and (Path(directory) / "meterread.json").is_file():
-            return bool(json.loads((Path(directory) / "meterread.json").read_text()).get("crop_display", False))
-    return False
+            return InputLayout.from_dict(json.loads((Path(directory) / "meterread.json").read_text()))
+    return InputLayout()
 
 
 def load_model(model_class, spec) -> tuple[torch.nn.Module, str | None]:
@@ -91,4 +93,8 @@ def load_model(model_class, spec) -> tuple[torch.nn.Module, str | None]:
     adapter_dir = fetch_adapter(spec.adapter) if spec.adapter else None
     if adapter_dir:
         model = load_adapter_strict(model, adapter_dir)
-    return model.to(device).eval(), adapter_dir
+    model = model.to(device).eval()
+    if getattr(spec, "compile", False):
+        model.generation_config.cache_implementation = "static"
+        model.forward = torch.compile(model.forward, dynamic=False)
+    return model, adapter_dir

@@ -17,8 +17,8 @@ from transformers import PaliGemmaForConditionalGeneration, PaliGemmaProcessor
 from meterread.models.base import ModelSpec, Prediction, fingerprint, local_files_only
 from meterread.models.decoding import ReadingConstraint
 from meterread.models.generation import classify_by_likelihood, generate_predictions, pixel_values
-from meterread.models.loading import load_model, wants_display_crop
-from meterread.preprocess import PREPROCESS_VERSION
+from meterread.models.loading import input_layout, load_model
+from meterread.preprocess import PREPROCESS_VERSION, InputLayout
 
 FAMILY = "paligemma"
 DEFAULT_PROMPT = "extract meter value from this image"
@@ -49,7 +49,7 @@ class PaliGemmaReader:
     model_id: str
     adapter_id: str | None
     fingerprint: str
-    crop_display: bool = False
+    layout: InputLayout = InputLayout()
     family: str = FAMILY
 
     @property
@@ -143,7 +143,7 @@ def load(spec: ModelSpec) -> PaliGemmaReader:
         model_id=spec.base,
         adapter_id=spec.adapter,
         fingerprint=fingerprint(spec, spec.base, adapter_dir, prompt, PREPROCESS_VERSION),
-        crop_display=wants_display_crop(adapter_dir, spec.base),
+        layout=input_layout(adapter_dir, spec.base),
     )
 
 

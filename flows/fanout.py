@@ -1,0 +1,193 @@
+"""Fan-out: one orchestrator lists the night's photos once and runs one `read-shard` deployment per shard on the GPU
+work pool; Prefect workers (one flow run at a time each: `prefect worker start --pool gpu --limit 1`) do the reading.
+
+    nightly-fanout (pool `control`)  plan -> shard files -> run_deployment(read-shard) x shards -> wait -> retry
+                                      failed shards -> gather shard results -> night manifest + summary artifact
+    read-shard     (pool `gpu`)      shard file -> preprocess + VLM + validate -> Parquet + result file
+
+Shards are idempotent (files named by run id and shard id), so a retried shard rewrites its own files. The
+orchestrator holds the output's lease for the whole night; shard runs write under it.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from uuid import UUID
+
+from prefect import flow, get_client, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.deployments import run_deployment
+from prefect.runtime import flow_run
+
+from flows.nightly_read import (
+    STORAGE_RETRIES,
+    load_context,
+    publish_summary,
+    release_lease,
+    take_lease,
+    use_credentials_block,
+)
+from meterread import pipeline, shards
+from meterread.config import ReadConfig
+from meterread.models.base import spec_fingerprint
+
+READ_SHARD_DEPLOYMENT = "read-shard/read-shard"
+
+
+# --- read-shard: runs on a GPU worker ----------------------------------------------------------------------------
+
+
+@task(cache_policy=NO_CACHE)
+def read_shard_file(config: ReadConfig, shard_uri: str) -> dict:
+    """No task retries: photo reads retry inside; the orchestrator reruns a failed shard as a whole."""
+    return shards.read_shard_file(config, pipeline.cached_reader(config.model), shard_uri)
+
+
+@flow(name="read-shard")
+def read_shard(config: dict, shard_uri: str, credentials_block: str | None = None) -> dict:
+    """Read one shard file written by `nightly-fanout` into the output; returns the shard's result.
+
+    `config` holds ReadConfig's settings (as the orchestrator validated them); `shard_uri` names the shard file."""
+    use_credentials_block(credentials_block)
+    settings = ReadConfig.from_mapping(config).validate()
+    result = read_shard_file(settings, shard_uri)
+    get_run_logger().info(
+        "shard %s: %d photos -> %s on %s", result["shard_id"], result["photos"], result["counts"], result["worker"]
+    )
+    return result
+
+
+# --- nightly-fanout: the orchestrator --------------------------------------------------------------------------
+
+
+@task(**STORAGE_RETRIES)
+def plan_night(config: ReadConfig, run_id: str) -> tuple[pipeline.RunPlan, str, list[str]]:
+    """List once, skip what the output has, cut shards, write the shard files: (plan, fingerprint, shard URIs)."""
+    fingerprint = spec_fingerprint(config.model)
+    plan = pipeline.plan_run(config, fingerprint, run_id)
+    return plan, fingerprint, shards.save_shards(config, plan)
+
+
+@task(cache_policy=NO_CACHE)
+def submit_shard(deployment: str, parameters: dict, idempotency_key: str) -> UUID:
+    """Create the shard's flow run (a child of this flow run) and return at once; a worker picks it up."""
+    child = run_deployment(
+        deployment, parameters=parameters, timeout=0, idempotency_key=idempotency_key, as_subflow=True
+    )
+    return child.id
+
+
+@task(cache_policy=NO_CACHE)
+def wait_for_runs(run_ids: list[UUID], poll_seconds: float, timeout_seconds: float | None) -> dict[UUID, str]:
+    """Poll until every flow run is in a final state; returns each one's state type (COMPLETED, FAILED, ...)."""
+    deadline = time.monotonic() + timeout_seconds if timeout_seconds else None
+    states: dict[UUID, str] = {}
+    with get_client(sync_client=True) as client:
+        while True:
+            for run_id in run_ids:
+                if run_id not in states:
+                    run = client.read_flow_run(run_id)
+                    if run.state is not None and run.state.is_final():
+                        states[run_id] = run.state.type.value
+            if len(states) == len(run_ids):
+                return states
+            if deadline is not None and time.monotonic() > deadline:
+                return {**{r: "TIMED_OUT" for r in run_ids if r not in states}, **states}
+            time.sleep(poll_seconds)
+
+
+@task(**STORAGE_RETRIES)
+def shard_result(config: ReadConfig, run_id: str, shard_id: str) -> dict | None:
+    return shards.load_shard_result(config, run_id, shard_id)
+
+
+@task(**STORAGE_RETRIES)
+def gather(config, plan, results, fingerprint, started_at, failed) -> dict:
+    return shards.gather_manifest(config, plan, results, fingerprint, started_at, failed)
+
+
+def run_shards(config: ReadConfig, plan, uris: list[str], options: dict, logger) -> tuple[list[dict], list[str]]:
+    """Run every shard as a `read-shard` flow run, rerunning failed ones; returns (results, failed shard ids)."""
+    pending = {shard.shard_id: uri for shard, uri in zip(plan.shards, uris)}
+    results: dict[str, dict] = {}
+    for attempt in range(1, options["shard_attempts"] + 1):
+        launched = {
+            submit_shard(
+                options["read_deployment"],
+                {"config": options["config"], "shard_uri": uri, "credentials_block": options["credentials_block"]},
+                f"{plan.run_id}:{shard_id}:{attempt}",
+            ): shard_id
+            for shard_id, uri in pending.items()
+        }
+        logger.info("attempt %d: %d shard runs submitted to %s", attempt, len(launched), options["read_deployment"])
+        states = wait_for_runs(list(launched), options["poll_seconds"], options["shard_timeout_seconds"])
+        for run_id, shard_id in launched.items():
+            result = shard_result(config, plan.run_id, shard_id) if states[run_id] == "COMPLETED" else None
+            if result is not None:
+                results[shard_id] = result
+                pending.pop(shard_id)
+            else:
+                logger.warning("shard %s ended %s (attempt %d)", shard_id, states[run_id], attempt)
+        if not pending:
+            break
+    return [results[s.shard_id] for s in plan.shards if s.shard_id in results], sorted(pending)
+
+
+@flow(name="nightly-fanout")
+def nightly_fanout(
+    source: str,
+    output: str,
+    model: dict | None = None,
+    batch_size: int = 16,
+    shard_size: int = 256,
+    limit: int | None = None,
+    reprocess: bool = False,
+    key_pattern: str | None = None,
+    meters_table: str | None = None,
+    min_confidence: float = 0.5,
+    meter_types: list[str] | None = None,
+    tasks: list[str] | None = None,
+    credentials_block: str | None = None,
+    read_deployment: str = READ_SHARD_DEPLOYMENT,
+    shard_attempts: int = 2,
+    poll_seconds: float = 5.0,
+    shard_timeout_seconds: float | None = None,
+) -> dict:
+    """Read every new photo under `source` into `output` with one `read-shard` flow run per shard.
+
+    Read settings as in `nightly-read`. `read_deployment`: the shard deployment (`flow-name/deployment-name`);
+    `shard_attempts`: runs per shard before the night fails (rows of finished shards stay; a rerun of the night
+    picks up the rest); `shard_timeout_seconds`: give up waiting for an attempt after this long."""
+    logger = get_run_logger()
+    use_credentials_block(credentials_block)
+    names = ("source", "output", "model", "batch_size", "shard_size", "limit", "reprocess", "key_pattern")
+    names += ("meters_table", "min_confidence", "meter_types", "tasks")
+    arguments = locals()
+    settings = {name: arguments[name] for name in names if arguments[name] is not None}
+    config = ReadConfig.from_mapping(settings).validate()
+    run_id = f"flow-{flow_run.get_id() or pipeline.new_run_id()}"
+    started_at = datetime.now(timezone.utc)
+    held = take_lease(config, run_id)
+    try:
+        load_context(config)  # fail early when the output or the meters table cannot be read
+        plan, fingerprint, uris = plan_night(config, run_id)
+        logger.info("listed %d photos, %d already done, %d shards", plan.listed, plan.already_done, len(plan.shards))
+        options = {
+            "config": {**settings, "run_id": run_id},
+            "read_deployment": read_deployment,
+            "credentials_block": credentials_block,
+            "shard_attempts": shard_attempts,
+            "poll_seconds": poll_seconds,
+            "shard_timeout_seconds": shard_timeout_seconds,
+        }
+        results, failed = run_shards(config, plan, uris, options, logger)
+        manifest = gather(config, plan, results, fingerprint, started_at, failed)
+        flagged = [row for result in results for row in result["flagged"]][: pipeline.FLAGGED_SAMPLE]
+        publish_summary(manifest, flagged)
+    finally:
+        release_lease(held)
+    if failed:
+        raise RuntimeError(f"{len(failed)} shard(s) failed after {shard_attempts} attempts: {failed}; rerun the night")
+    logger.info("run %s done: %s over workers %s", run_id, manifest["counts"], manifest["workers"])
+    return manifest

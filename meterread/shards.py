@@ -1,0 +1,155 @@
+"""Fan-out support: a night's shards as files in the output, read by any worker, gathered by the orchestrator.
+
+    {output}/_runs/{run_id}/shards/{shard_id}.json          the shard's photos (written by the orchestrator)
+    {output}/_runs/{run_id}/shards/{shard_id}.result.json   counts, files, worker (written by the shard's reader)
+
+A shard is idempotent: its Parquet files are named by (run_id, shard_id), so reading it again (a retried or rerun
+flow) rewrites the same files, never adds rows. Only small JSON travels through Prefect: the shard's URI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import asdict
+from datetime import datetime, timezone
+
+from meterread import sink
+from meterread.config import ReadConfig
+from meterread.models.base import Reader
+from meterread.pipeline import (
+    FLAGGED_SAMPLE,
+    Photo,
+    RunPlan,
+    Shard,
+    load_history,
+    load_meter_profiles,
+    process_shard,
+    status_counts,
+    write_rows,
+)
+from meterread.sink import check_safe_name
+from meterread.storage import resolve, write_bytes
+
+RUNS_DIR = "_runs"
+
+
+def shard_path(root: str, run_id: str, shard_id: str, suffix: str = ".json") -> str:
+    check_safe_name(run_id, "run_id")
+    check_safe_name(shard_id, "shard_id")
+    return f"{root}/{RUNS_DIR}/{run_id}/shards/{shard_id}{suffix}"
+
+
+def photo_to_dict(photo: Photo) -> dict:
+    values = asdict(photo)
+    values["captured_at"] = photo.captured_at.isoformat() if photo.captured_at else None
+    return values
+
+
+def photo_from_dict(values: dict) -> Photo:
+    captured = values.get("captured_at")
+    return Photo(**{**values, "captured_at": datetime.fromisoformat(captured) if captured else None})
+
+
+def save_shards(config: ReadConfig, plan: RunPlan) -> list[str]:
+    """Write every shard's photo list; returns their URIs in plan order."""
+    fs, root = resolve(config.output)
+    uris = []
+    for shard in plan.shards:
+        path = shard_path(root, plan.run_id, shard.shard_id)
+        body = {"run_id": plan.run_id, "shard_id": shard.shard_id, "photos": [photo_to_dict(p) for p in shard.photos]}
+        write_bytes(fs, path, json.dumps(body).encode())
+        uris.append(fs.unstrip_protocol(path))
+    return uris
+
+
+def load_shard(uri: str) -> tuple[str, Shard]:
+    """(run_id, shard) from a shard file written by `save_shards`."""
+    fs, path = resolve(uri)
+    with fs.open(path, "rb") as handle:
+        body = json.loads(handle.read())
+    return body["run_id"], Shard(body["shard_id"], tuple(photo_from_dict(p) for p in body["photos"]))
+
+
+def worker_name() -> str:
+    """Who read a shard: `METERREAD_WORKER_NAME` (set per worker), else the host name."""
+    return os.environ.get("METERREAD_WORKER_NAME") or socket.gethostname()
+
+
+def read_shard_file(config: ReadConfig, reader: Reader, shard_uri: str) -> dict:
+    """Read one shard file end to end (history and meters table from the output), write its Parquet files and
+    its result file; returns the result. Safe to repeat: the same files are rewritten."""
+    run_id, shard = load_shard(shard_uri)
+    history, profiles = load_history(config), load_meter_profiles(config.meters_table)
+    rows = process_shard(config, reader, shard, run_id, history, profiles)
+    files = write_rows(config, rows, run_id, shard.shard_id)
+    result = {
+        "run_id": run_id,
+        "shard_id": shard.shard_id,
+        "photos": len(shard.photos),
+        "rows": len(rows),
+        "counts": status_counts(rows),
+        "files": files,
+        "worker": worker_name(),
+        "finished_at": datetime.now(timezone.utc).isoformat(),
+        "flagged": [
+            {k: row.get(k) for k in ("image_uri", "reading_text", "confidence", "status", "reasons")}
+            for row in rows
+            if row["status"] != "accepted"
+        ][:FLAGGED_SAMPLE],
+    }
+    fs, root = resolve(config.output)
+    write_bytes(fs, shard_path(root, run_id, shard.shard_id, ".result.json"), json.dumps(result, default=str).encode())
+    return result
+
+
+def load_shard_result(config: ReadConfig, run_id: str, shard_id: str) -> dict | None:
+    """A shard's result file, or None when the shard has not finished."""
+    fs, root = resolve(config.output)
+    path = shard_path(root, run_id, shard_id, ".result.json")
+    if not fs.exists(path):
+        return None
+    with fs.open(path, "rb") as handle:
+        return json.loads(handle.read())
+
+
+def gather_manifest(
+    config: ReadConfig,
+    plan: RunPlan,
+    results: list[dict],
+    model_fingerprint: str,
+    started_at: datetime,
+    failed_shards: list[str],
+) -> dict:
+    """The night's manifest from the shard results (written to `_manifests/{run_id}.json`)."""
+    counts = {status: sum(r["counts"].get(status, 0) for r in results) for status in ("accepted", "flagged", "error")}
+    manifest = {
+        "run_id": plan.run_id,
+        "started_at": started_at.isoformat(),
+        "finished_at": datetime.now(timezone.utc).isoformat(),
+        "source": config.source,
+        "output": config.output,
+        "listed": plan.listed,
+        "already_done": plan.already_done,
+        "processed": sum(counts.values()),
+        "shards": len(plan.shards),
+        "failed_shards": sorted(failed_shards),
+        "workers": dict(sorted(_shards_per_worker(results).items())),
+        "counts": counts,
+        "files": sorted(f for r in results for f in r["files"]),
+        "model_id": config.model.base,
+        "adapter_id": config.model.adapter,
+        "model_fingerprint": model_fingerprint,
+        "config": config.describe(),
+    }
+    fs, root = resolve(config.output)
+    manifest["manifest_uri"] = fs.unstrip_protocol(sink.write_manifest(fs, root, manifest))
+    return manifest
+
+
+def _shards_per_worker(results: list[dict]) -> dict[str, int]:
+    workers: dict[str, int] = {}
+    for result in results:
+        workers[result["worker"]] = workers.get(result["worker"], 0) + 1
+    return workers
