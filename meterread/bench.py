@@ -388,7 +388,6 @@ def build_architecture(family: str, size: str, device, dtype):
 
     config = architecture_config(family, size)
     model_class = PaliGemmaForConditionalGeneration if family == "paligemma" else Florence2ForConditionalGeneration
-    config._attn_implementation = "sdpa"
     torch.manual_seed(0)
     with torch.device(device):
         model = model_class._from_config(config, dtype=dtype)

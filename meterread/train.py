@@ -437,13 +437,9 @@ def restore(reader, optimizer: torch.optim.Optimizer, latest: Path) -> dict:
         from peft import set_peft_model_state_dict
 
         set_peft_model_state_dict(reader.model, load_file(str(latest / "adapter_model.safetensors")))
-    else:
-        weights = {}
-        for path in sorted(latest.glob("model*.safetensors")):
-            weights.update(load_file(str(path)))
-        missing, unexpected = reader.model.load_state_dict(weights, strict=False)
-        if unexpected or [k for k in missing if "lm_head" not in k]:
-            raise ValueError(f"checkpoint {latest} does not fit: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    else:  # through from_pretrained: it maps the saved (checkpoint-format) key names back to the model's
+        saved = type(reader.model).from_pretrained(latest, dtype=reader.model.dtype, use_safetensors=True)
+        reader.model.load_state_dict(saved.state_dict(), strict=True)
     state = torch.load(latest / STATE_FILE, weights_only=False)
     optimizer.load_state_dict(state.pop("optimizer"))
     torch.set_rng_state(state.pop("rng"))

@@ -163,3 +163,23 @@ def test_a_tiny_model_memorises_a_tiny_dataset(tmp_path, tiny_dataset):
     spec = inference_spec(config, tmp_path / "run" / "latest", str(tmp_path / "run" / "init"))
     scores = evaluate_split(spec, tiny_dataset, "train", progress=False)
     assert scores["exact_match"] >= 0.9, scores["worst"][:3]
+
+
+def test_full_fine_tune_resumes_with_the_saved_weights(tmp_path, tiny_dataset):
+    """Full checkpoints are saved in checkpoint key format; resuming must map them back (it once refused)."""
+    from meterread.train import STATE_FILE, model_spec_for, restore
+
+    config = recipe(tmp_path, tiny_dataset, strategy="full")
+    train(config, progress=False, log=lambda *_: None)
+    latest = tmp_path / "run" / "latest"
+    reader = load_reader(model_spec_for(config, str(tmp_path / "run" / "init")))
+    optimizer = torch.optim.AdamW(reader.model.parameters())
+    state = restore(reader, optimizer, latest)
+    saved = type(reader.model).from_pretrained(latest).state_dict()
+    assert all(torch.equal(value, saved[name]) for name, value in reader.model.state_dict().items())
+    assert state["step"] == 2 and (latest / STATE_FILE).is_file()
+    logs = []
+    resumed = train(
+        recipe(tmp_path, tiny_dataset, strategy="full", epochs=2, resume=True), progress=False, log=logs.append
+    )
+    assert resumed["steps"] == 4 and any("resumed from" in line for line in logs)

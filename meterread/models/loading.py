@@ -79,6 +79,10 @@ def input_layout(*directories: str | None) -> InputLayout:
 def load_model(model_class, spec) -> tuple[torch.nn.Module, str | None]:
     """Base weights (hub id or local dir; safetensors only; `HF_HUB_OFFLINE` respected; no remote code),
     the spec's adapter merged in strictly, on the spec's device and dtype, in eval mode.
+
+    Attention: transformers' default per sub-model, which is SDPA wherever the architecture supports it (SigLIP,
+    Gemma, DaViT, BART) and eager where it does not (Gemma 2's logit soft-capping, i.e. PaliGemma 2's decoder);
+    forcing "sdpa" would refuse to load PaliGemma 2.
     Returns the model and the adapter's local directory (None without an adapter)."""
     from meterread.models.base import local_files_only, resolve_device, resolve_dtype
 
@@ -86,7 +90,6 @@ def load_model(model_class, spec) -> tuple[torch.nn.Module, str | None]:
     model = model_class.from_pretrained(
         spec.base,
         dtype=resolve_dtype(spec.dtype, device),
-        attn_implementation="sdpa",
         use_safetensors=True,
         local_files_only=local_files_only(),
     )

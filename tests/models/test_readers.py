@@ -1,4 +1,5 @@
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,3 +96,33 @@ def test_spec_validation_is_actionable():
         ModelSpec(family="llava", base="x").validate()
     with pytest.raises(ValueError, match="pattern"):
         ModelSpec(base="x", pattern="six").validate()
+
+
+def test_paligemma2_with_a_gemma2_decoder_loads_and_reads(tiny_paligemma, tmp_path):
+    """PaliGemma 2's Gemma 2 decoder has no SDPA kernel (logit soft-capping): loading must not force SDPA."""
+    import shutil
+
+    import torch
+    from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration
+
+    config = PaliGemmaConfig.from_pretrained(tiny_paligemma).to_dict()
+    text = config["text_config"]
+    text.update(
+        model_type="gemma2",
+        query_pre_attn_scalar=text["head_dim"],
+        attn_logit_softcapping=50.0,
+        final_logit_softcapping=30.0,
+        sliding_window=64,
+    )
+    text.pop("layer_types", None)
+    torch.manual_seed(0)
+    model = PaliGemmaForConditionalGeneration(PaliGemmaConfig.from_dict(config))
+    model.save_pretrained(tmp_path, safe_serialization=True)
+    for name in ("processor_config.json", "tokenizer.json", "tokenizer_config.json"):
+        if (source := Path(tiny_paligemma) / name).is_file():
+            shutil.copy(source, tmp_path / name)
+    reader = load_reader(ModelSpec(family="paligemma", base=str(tmp_path), device="cpu"))
+    assert reader.model.config.text_config.model_type == "gemma2"
+    image = preprocess_photo(meter_jpeg("01234.5", seed=1), reader.image_size).image
+    (prediction,) = reader.read([image], [reader.default_prompt])
+    assert re.fullmatch(r"\d+([.,]\d+)?", prediction.text), prediction.text
