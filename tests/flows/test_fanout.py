@@ -1,0 +1,88 @@
+"""Fan-out pieces under the session's Prefect harness: shard files on S3, idempotent shard reads, and the
+orchestrator's retry of failed shard runs (the two-worker end-to-end run is test_fanout_workers.py)."""
+
+import uuid
+
+import pytest
+
+from meterread import pipeline, shards, sink
+from meterread.config import ReadConfig
+from meterread.models.base import ModelSpec, spec_fingerprint
+from meterread.storage import resolve
+from tests.flows.test_nightly_read import put_photos
+
+pytestmark = pytest.mark.prefect
+
+
+def config_for(bucket, tiny_paligemma, **overrides):
+    model = ModelSpec(family="paligemma", base=tiny_paligemma, device="cpu")
+    values = {"source": f"s3://{bucket}/photos", "output": f"s3://{bucket}/readings", "model": model}
+    return ReadConfig(**{**values, "batch_size": 4, "shard_size": 2, **overrides}).validate()
+
+
+def test_planner_fingerprint_matches_the_loaded_reader(tiny_paligemma):
+    spec = ModelSpec(family="paligemma", base=tiny_paligemma, device="cpu")
+    assert spec_fingerprint(spec) == pipeline.cached_reader(spec).fingerprint
+
+
+def test_a_shard_read_twice_rewrites_its_files_without_new_rows(s3_bucket, tiny_paligemma):
+    fs, bucket = s3_bucket
+    put_photos(fs, bucket, 6)
+    config = config_for(bucket, tiny_paligemma)
+    plan = pipeline.plan_run(config, spec_fingerprint(config.model), "night-1")
+    uris = shards.save_shards(config, plan)
+    reader = pipeline.cached_reader(config.model)
+    first = [shards.read_shard_file(config, reader, uri) for uri in uris]
+    again = shards.read_shard_file(config, reader, uris[0])  # a retried shard
+    assert again["files"] == first[0]["files"]
+    out_fs, root = resolve(config.output)
+    table = sink.read_output(out_fs, root)
+    assert table.num_rows == 6 and len(set(table.column("image_uri").to_pylist())) == 6
+    assert shards.load_shard_result(config, "night-1", plan.shards[0].shard_id)["rows"] == len(plan.shards[0].photos)
+    photo = plan.shards[0].photos[0]
+    assert shards.load_shard(uris[0])[1].photos[0] == photo  # photos round-trip through the shard file
+
+
+def test_orchestrator_reruns_a_failed_shard_and_reports_one_that_keeps_failing(
+    prefect_harness, s3_bucket, tiny_paligemma, monkeypatch
+):
+    import flows.fanout as fanout
+
+    fs, bucket = s3_bucket
+    put_photos(fs, bucket, 6)
+    config = config_for(bucket, tiny_paligemma)
+    plan = pipeline.plan_run(config, spec_fingerprint(config.model), "night-2")
+    uris = shards.save_shards(config, plan)
+    reader = pipeline.cached_reader(config.model)
+    flaky, broken = plan.shards[0].shard_id, plan.shards[-1].shard_id
+    submitted: dict[uuid.UUID, tuple[str, str]] = {}
+
+    def submit(deployment, parameters, idempotency_key):  # stands in for run_deployment + a worker
+        run_id = uuid.uuid4()
+        shard_id, attempt = idempotency_key.split(":")[1], int(idempotency_key.split(":")[2])
+        fails = shard_id == broken or (shard_id == flaky and attempt == 1)
+        if not fails:
+            shards.read_shard_file(ReadConfig.from_mapping(parameters["config"]), reader, parameters["shard_uri"])
+        submitted[run_id] = (shard_id, "FAILED" if fails else "COMPLETED")
+        return run_id
+
+    monkeypatch.setattr(fanout, "submit_shard", submit)
+    monkeypatch.setattr(fanout, "wait_for_runs", lambda ids, *_: {i: submitted[i][1] for i in ids})
+    options = {
+        "config": {"source": config.source, "output": config.output, "model": {"base": tiny_paligemma}},
+        "read_deployment": "read-shard/read-shard",
+        "credentials_block": None,
+        "shard_attempts": 2,
+        "poll_seconds": 0,
+        "shard_timeout_seconds": None,
+    }
+    results, failed = fanout.run_shards(config, plan, uris, options, logger=pipeline.log)
+    assert failed == [broken]
+    attempts = [shard_id for shard_id, _ in submitted.values()]
+    assert attempts.count(flaky) == 2 and attempts.count(broken) == 2
+    assert {r["shard_id"] for r in results} == {s.shard_id for s in plan.shards} - {broken}
+    manifest = shards.gather_manifest(config, plan, results, reader.fingerprint, pipeline.datetime.now(), failed)
+    missing = len(plan.shards[-1].photos)
+    assert manifest["processed"] == 6 - missing and manifest["failed_shards"] == [broken]
+    out_fs, root = resolve(config.output)
+    assert sink.read_output(out_fs, root).num_rows == 6 - missing  # nothing duplicated by the rerun
