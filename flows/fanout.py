@@ -81,15 +81,19 @@ def submit_shard(deployment: str, parameters: dict, idempotency_key: str) -> UUI
 @task(cache_policy=NO_CACHE)
 def wait_for_runs(run_ids: list[UUID], poll_seconds: float, timeout_seconds: float | None) -> dict[UUID, str]:
     """Poll until every flow run is in a final state; returns each one's state type (COMPLETED, FAILED, ...)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
     deadline = time.monotonic() + timeout_seconds if timeout_seconds else None
     states: dict[UUID, str] = {}
     with get_client(sync_client=True) as client:
         while True:
-            for run_id in run_ids:
-                if run_id not in states:
-                    run = client.read_flow_run(run_id)
+            waiting = [run_id for run_id in run_ids if run_id not in states]
+            for start in range(0, len(waiting), 200):  # one API call per 200 runs, not one per run
+                chunk = waiting[start : start + 200]
+                runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=chunk)))
+                for run in runs:
                     if run.state is not None and run.state.is_final():
-                        states[run_id] = run.state.type.value
+                        states[run.id] = run.state.type.value
             if len(states) == len(run_ids):
                 return states
             if deadline is not None and time.monotonic() > deadline:
