@@ -587,7 +587,11 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(end_to_end(*args.end_to_end, args.batch_size, args.workers)))
         return
     values = {k: v for k, v in vars(args).items() if k != "end_to_end"}
-    results = run_bench(BenchConfig(**values))
+    try:
+        config = BenchConfig(**values).validate()
+    except ValueError as error:
+        raise SystemExit(f"meterread bench: {error}") from None
+    results = run_bench(config)
     print(format_results(results))
     print(f"results: {args.out}")
 

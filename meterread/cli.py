@@ -201,40 +201,15 @@ def demo(
     run_demo(workdir, n, seed)
 
 
-@app.command()
-def bench(
-    n: int = typer.Option(128, help="Synthetic 2560x1440 photos (end to end also at --scale x N)."),
-    scale: int = typer.Option(10, help="End to end again at this multiple of N, for the memory check."),
-    batch_size: int = typer.Option(32, help="Images per model call."),
-    workers: int = typer.Option(2, help="Preprocessing threads."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda[:N] (architecture benchmarks)."),
-    family: str = typer.Option("paligemma", help="paligemma or florence2."),
-    size: str = typer.Option("demo", help="demo: the product path on CPU; tiny or full: a random-weight architecture."),
-    new_tokens: int = typer.Option(10, help="Tokens generated per image (architecture benchmarks)."),
-    compile_model: bool = typer.Option(False, "--compile", help="torch.compile + static cache (architecture)."),
-    out: Path = typer.Option(Path("bench.json"), help="Results JSON."),
-) -> None:
-    """Measure preprocessing, model-only and end-to-end throughput and peak memory, in one run."""
-    from meterread.bench import BenchConfig, format_results, run_bench
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
+def bench(ctx: typer.Context) -> None:
+    """Measure preprocessing, model-only and end-to-end throughput and peak memory, in one run.
 
-    config = BenchConfig(
-        n=n,
-        scale=scale,
-        batch_size=batch_size,
-        workers=workers,
-        device=device,
-        family=family,
-        size=size,
-        new_tokens=new_tokens,
-        compile=compile_model,
-        out=str(out),
-    )
-    try:
-        config.validate()
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from error
-    typer.echo(format_results(run_bench(config, log=typer.echo)))
-    typer.echo(f"results: {out}")
+    Options are those of `python -m meterread.bench` (see `meterread bench --help`): one definition, which also
+    runs on GPU machines without Typer."""
+    from meterread.bench import main as bench_main
+
+    bench_main(list(ctx.args))
 
 
 def main() -> None:

@@ -68,3 +68,10 @@ def test_bench_config_is_checked_up_front():
         BenchConfig(size="huge").validate()
     with pytest.raises(ValueError, match="n must be at least 1"):
         BenchConfig(n=0).validate()
+
+
+def test_cli_passes_options_to_the_one_bench_parser_and_reports_bad_ones():
+    result = subprocess.run(
+        [sys.executable, "-m", "meterread.cli", "bench", "--n", "0"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0 and "n must be at least 1" in result.stderr
