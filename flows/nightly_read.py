@@ -115,7 +115,8 @@ def use_credentials_block(name: str | None) -> None:
 
 
 def read_night(config: ReadConfig, reader, run_id: str, started_at: datetime, logger) -> tuple[dict, dict]:
-    """The night's tasks in order: plan, then per shard read + write, then manifest and summary."""
+    """The night's tasks in order: plan, then per shard read + write (shard k is written while shard k+1 is
+    read), then manifest and summary."""
     plan = plan_run(config, reader.fingerprint, run_id)
     logger.info(
         "listed %d photos, %d already done, %d shards to read", plan.listed, plan.already_done, len(plan.shards)
@@ -124,13 +125,16 @@ def read_night(config: ReadConfig, reader, run_id: str, started_at: datetime, lo
     counts = {"accepted": 0, "flagged": 0, "error": 0}
     files: list[str] = []
     flagged: list[dict] = []
+    writing = None  # the previous shard's write, running while this shard is read
     for index, shard in enumerate(plan.shards, 1):
         rows = read_shard(config, shard, run_id, history, profiles)
-        files += write_shard(config, rows, run_id, shard.shard_id)
+        files += writing.result() if writing else []
+        writing = write_shard.submit(config, rows, run_id, shard.shard_id)
         for status, count in pipeline.status_counts(rows).items():
             counts[status] += count
         flagged += [row for row in rows if row["status"] != "accepted"][: FLAGGED_SAMPLE - len(flagged)]
         logger.info("shard %d/%d: %d photos, totals %s", index, len(plan.shards), len(rows), counts)
+    files += writing.result() if writing else []
     manifest = finish_run(config, plan, counts, files, started_at)
     publish_summary(manifest, flagged)
     return manifest, counts
