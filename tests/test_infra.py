@@ -88,3 +88,10 @@ def test_infra_readme_documents_each_file():
     readme = (INFRA / "README.md").read_text()
     for name in ("Dockerfile.worker", "compose.yaml", "k8s/gpu-base-job-template.json", "prefect deploy --all"):
         assert name in readme
+
+
+def test_compose_deploy_service_sets_every_variable_prefect_yaml_templates():
+    templated = set(re.findall(r"\{\{\s*\$(\w+)\s*\}\}", (ROOT / "prefect.yaml").read_text()))
+    deploy = compose()["services"]["deploy"]
+    assert deploy["command"][-2:] == ["deploy", "--all"]
+    assert templated and templated <= set(deploy["environment"]), templated - set(deploy["environment"])
