@@ -22,7 +22,6 @@ from prefect.runtime import flow_run
 
 from flows.nightly_read import (
     STORAGE_RETRIES,
-    load_context,
     publish_summary,
     release_lease,
     take_lease,
@@ -67,6 +66,11 @@ def plan_night(config: ReadConfig, run_id: str) -> tuple[pipeline.RunPlan, str, 
     fingerprint = spec_fingerprint(config.model)
     plan = pipeline.plan_run(config, fingerprint, run_id)
     return plan, fingerprint, shards.save_shards(config, plan)
+
+
+@task(**STORAGE_RETRIES)
+def check_meters_table(config: ReadConfig) -> None:
+    pipeline.load_meter_profiles(config.meters_table)
 
 
 @task(cache_policy=NO_CACHE)
@@ -174,7 +178,7 @@ def nightly_fanout(
     started_at = datetime.now(timezone.utc)
     held = take_lease(config, run_id)
     try:
-        load_context(config)  # fail early when the output or the meters table cannot be read
+        check_meters_table(config)  # fail once here, not in every shard
         plan, fingerprint, uris = plan_night(config, run_id)
         logger.info("listed %d photos, %d already done, %d shards", plan.listed, plan.already_done, len(plan.shards))
         options = {

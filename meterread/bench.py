@@ -178,14 +178,14 @@ def bench_model_only(reader, images: list[np.ndarray], batch_size: int, passes: 
     return statistics.median(rates)
 
 
-def end_to_end(source: str, output: str, model: str, batch_size: int, workers: int) -> dict:
+def end_to_end(source: str, output: str, model: str, family: str, batch_size: int, workers: int) -> dict:
     """One `run_read` over `source` with the model loaded and warmed up first; images/s and this process's peak RSS.
     Meant to run in a fresh process (see `bench_end_to_end`)."""
     from meterread.config import ReadConfig
     from meterread.models.base import ModelSpec
     from meterread.pipeline import cached_reader, run_read
 
-    spec = ModelSpec(family="paligemma", base=model, device="cpu")
+    spec = ModelSpec(family=family, base=model, device="cpu")
     reader = cached_reader(spec)
     blank = np.zeros((reader.image_size, reader.image_size, 3), np.uint8)
     reader.read([blank] * batch_size, [reader.default_prompt] * batch_size)
@@ -201,11 +201,11 @@ def end_to_end(source: str, output: str, model: str, batch_size: int, workers: i
     }
 
 
-def bench_end_to_end(source: Path, model: str, batch_size: int, workers: int) -> dict:
+def bench_end_to_end(source: Path, model: str, family: str, batch_size: int, workers: int) -> dict:
     """`end_to_end` in a fresh Python process, so its peak RSS is its own."""
     with tempfile.TemporaryDirectory(prefix="meterread-bench-out-") as output:
         command = [sys.executable, "-m", "meterread.bench", "--end-to-end", str(source), output, model]
-        command += ["--batch-size", str(batch_size), "--workers", str(workers)]
+        command += ["--family", family, "--batch-size", str(batch_size), "--workers", str(workers)]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"end-to-end bench failed:\n{result.stderr[-3000:]}")
@@ -234,11 +234,11 @@ def bench_cpu(config: BenchConfig, log=print) -> dict:
         model_only = bench_model_only(reader, images, config.batch_size, config.repeats)
         del images, datas
         log(f"end to end: {config.n} photos ...")
-        small = bench_end_to_end(root, model, config.batch_size, config.workers)
+        small = bench_end_to_end(root, model, config.family, config.batch_size, config.workers)
         big_root = Path(work) / "photos-x"
         replicate_bucket(photos, root, big_root, config.scale)
         log(f"end to end: {config.n * config.scale} photos ...")
-        big = bench_end_to_end(big_root, model, config.batch_size, config.workers)
+        big = bench_end_to_end(big_root, model, config.family, config.batch_size, config.workers)
     return {
         "kind": "cpu-product-path",
         "model": model,
@@ -266,43 +266,30 @@ def bench_cpu(config: BenchConfig, log=print) -> dict:
 # --- architectures (GPU) ----------------------------------------------------------------------------------------
 
 
-def architecture_config(family: str, size: str):
-    """Config of the real architecture (`full`: PaliGemma-2-3B-224 / Florence-2-base) or the tiny test one."""
-    from meterread.models.tiny import TinySize
+@dataclass(frozen=True)
+class Architecture:
+    """A model config with what the bench needs to feed it: input side in pixels, image tokens it produces."""
 
+    config: object
+    image_size: int
+    image_tokens: int
+
+
+def architecture(family: str, size: str) -> Architecture:
+    """The real architecture (`full`: PaliGemma-2-3B-224 / Florence-2-base) or the project's tiny one (`tiny`)."""
+    from meterread.models.florence2 import florence2_config, tiny_florence2_config
+    from meterread.models.tiny import TinySize, tiny_paligemma_config
+
+    tiny = TinySize()
+    ids = {"pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2}
+    if family == "paligemma" and size == "tiny":
+        config = tiny_paligemma_config(tiny, vocab_size=1024, image_token_index=1000, **ids)
+        return Architecture(config, tiny.image_size, (tiny.image_size // tiny.patch_size) ** 2)
     if family == "paligemma":
         from transformers import PaliGemmaConfig
 
-        if size == "tiny":
-            tiny = TinySize()
-            return PaliGemmaConfig(
-                vision_config={
-                    "model_type": "siglip_vision_model",
-                    "hidden_size": tiny.vision_hidden,
-                    "intermediate_size": tiny.vision_hidden * 4,
-                    "num_hidden_layers": tiny.vision_layers,
-                    "num_attention_heads": tiny.heads,
-                    "image_size": tiny.image_size,
-                    "patch_size": tiny.patch_size,
-                    "projection_dim": tiny.text_hidden,
-                },
-                text_config={
-                    "model_type": "gemma",
-                    "hidden_size": tiny.text_hidden,
-                    "intermediate_size": tiny.text_hidden * 4,
-                    "num_hidden_layers": tiny.text_layers,
-                    "num_attention_heads": tiny.heads,
-                    "num_key_value_heads": tiny.heads,
-                    "head_dim": tiny.text_hidden // tiny.heads,
-                    "vocab_size": 1024,
-                },
-                image_token_index=1000,
-                projection_dim=tiny.text_hidden,
-                hidden_size=tiny.text_hidden,
-                vocab_size=1024,
-            )
         # google/paligemma2-3b-pt-224: SigLIP So400m/14 at 224 px + Gemma 2 2B
-        return PaliGemmaConfig(
+        config = PaliGemmaConfig(
             vision_config={
                 "model_type": "siglip_vision_model",
                 "hidden_size": 1152,
@@ -332,78 +319,50 @@ def architecture_config(family: str, size: str):
             hidden_size=2304,
             vocab_size=257216,
         )
-    from transformers import Florence2Config
-
-    tiny = size == "tiny"
-    hidden = 64 if tiny else 768
-    return Florence2Config(
-        vision_config={
-            "depths": [1, 1, 1, 1] if tiny else [1, 1, 9, 1],
-            "embed_dim": [16, 32, 48, 64] if tiny else [128, 256, 512, 1024],
-            "num_heads": [1, 2, 3, 4] if tiny else [4, 8, 16, 32],
-            "num_groups": [1, 2, 3, 4] if tiny else [4, 8, 16, 32],
-            "window_size": 2 if tiny else 12,
-            "projection_dim": hidden,
-            "max_position_embeddings": 16 if tiny else 50,
-            "drop_path_rate": 0.0,
-        },
-        text_config={
-            "model_type": "bart",
-            "vocab_size": 1024 if tiny else 51289,
-            "d_model": hidden,
-            "encoder_layers": 1 if tiny else 6,
-            "decoder_layers": 1 if tiny else 6,
-            "encoder_attention_heads": 4 if tiny else 12,
-            "decoder_attention_heads": 4 if tiny else 12,
-            "encoder_ffn_dim": 4 * hidden,
-            "decoder_ffn_dim": 4 * hidden,
-            "max_position_embeddings": 1024,
-            "pad_token_id": 1,
-            "bos_token_id": 0,
-            "eos_token_id": 2,
-            "decoder_start_token_id": 2,
-        },
-        image_token_id=1000 if tiny else 51288,
+        return Architecture(config, 224, (224 // 14) ** 2)
+    if size == "tiny":
+        config = tiny_florence2_config(tiny, vocab_size=1024, image_token_id=1000, **ids)
+        return Architecture(config, tiny.image_size, (tiny.image_size // 32) ** 2 + 1)
+    # florence-community/Florence-2-base: DaViT (4 stages) at 768 px + BART-base (6 + 6 layers)
+    config = florence2_config(
+        depths=[1, 1, 9, 1],
+        embed_dim=[128, 256, 512, 1024],
+        heads=[4, 8, 16, 32],
+        window_size=12,
+        vision_positions=50,
+        hidden=768,
+        text_layers=6,
+        text_heads=12,
+        text_positions=1024,
+        vocab_size=51289,
+        image_token_id=51288,
+        **ids,
     )
+    return Architecture(config, 768, (768 // 32) ** 2 + 1)  # DaViT downsamples 32x, plus one pooled token
 
 
-def image_size_of(config) -> int:
-    """Input side in pixels: SigLIP says so; Florence-2's DaViT takes 768 px (128 px for the tiny test build)."""
-    vision = config.vision_config
-    return int(getattr(vision, "image_size", 0) or (128 if vision.embed_dim[-1] <= 64 else 768))
-
-
-def image_tokens_of(config) -> int:
-    """Image tokens the language model sees: (224/14)^2 = 256 for PaliGemma, (768/32)^2 + 1 = 577 for Florence-2."""
-    size = image_size_of(config)
-    if config.model_type == "paligemma":
-        return (size // config.vision_config.patch_size) ** 2
-    return (size // 32) ** 2 + 1
-
-
-def build_architecture(family: str, size: str, device, dtype):
+def build_architecture(arch: Architecture, device, dtype):
     """Random-weight model of the architecture, built directly on `device` in `dtype`."""
     import torch
     from transformers import Florence2ForConditionalGeneration, PaliGemmaForConditionalGeneration
 
-    config = architecture_config(family, size)
-    model_class = PaliGemmaForConditionalGeneration if family == "paligemma" else Florence2ForConditionalGeneration
+    paligemma = arch.config.model_type == "paligemma"
+    model_class = PaliGemmaForConditionalGeneration if paligemma else Florence2ForConditionalGeneration
     torch.manual_seed(0)
     with torch.device(device):
-        model = model_class._from_config(config, dtype=dtype)
-    return model.eval(), config
+        model = model_class._from_config(arch.config, dtype=dtype)
+    return model.eval()
 
 
-def synthetic_inputs(config, batch_size: int, device, dtype, prompt_tokens: int = 8) -> dict:
+def synthetic_inputs(arch: Architecture, batch_size: int, device, dtype, prompt_tokens: int = 8) -> dict:
     """Fixed-shape inputs: image placeholders + a short prompt (PaliGemma), or the task prompt (Florence-2)."""
     import torch
 
-    size = image_size_of(config)
+    size, tokens = arch.image_size, arch.image_tokens
     pixels = torch.randn(batch_size, 3, size, size, device=device, dtype=dtype)
-    if config.model_type == "paligemma":
-        tokens = image_tokens_of(config)
+    if arch.config.model_type == "paligemma":
         ids = torch.full((batch_size, tokens + prompt_tokens), 2, dtype=torch.long, device=device)
-        ids[:, :tokens] = config.image_token_id
+        ids[:, :tokens] = arch.config.image_token_id
         ids[:, tokens + 1 :] = 100
         return {
             "input_ids": ids,
@@ -411,9 +370,8 @@ def synthetic_inputs(config, batch_size: int, device, dtype, prompt_tokens: int 
             "token_type_ids": torch.zeros_like(ids),
             "pixel_values": pixels,
         }
-    tokens = image_tokens_of(config)
     ids = torch.full((batch_size, tokens + prompt_tokens), 100, dtype=torch.long, device=device)
-    ids[:, :tokens] = config.image_token_id
+    ids[:, :tokens] = arch.config.image_token_id
     ids[:, tokens] = 0  # <s> before the task prompt
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values": pixels}
 
@@ -435,11 +393,11 @@ def generate_fixed(model, inputs: dict, new_tokens: int, static_cache: bool):
         )
 
 
-def flops_per_image(model, config, device, dtype, new_tokens: int) -> float:
+def flops_per_image(model, arch: Architecture, device, dtype, new_tokens: int) -> float:
     """Counted FLOPs (matmul, conv, attention) of one image's generation, with torch's FLOP counter."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    inputs = synthetic_inputs(config, 1, device, dtype)
+    inputs = synthetic_inputs(arch, 1, device, dtype)
     counter = FlopCounterMode(display=False)
     with counter:
         generate_fixed(model, inputs, new_tokens, static_cache=False)
@@ -466,7 +424,8 @@ def bench_architecture(config: BenchConfig, log=print) -> dict:
 
     device = resolve_device(config.device)
     dtype = resolve_dtype("auto", device)
-    model, arch = build_architecture(config.family, config.size, device, dtype)
+    arch = architecture(config.family, config.size)
+    model = build_architecture(arch, device, dtype)
     parameters = sum(p.numel() for p in model.parameters())
     log(f"{config.family} {config.size}: {parameters / 1e6:,.1f}M parameters on {device} in {dtype}")
     flops = flops_per_image(model, arch, device, dtype, config.new_tokens)
@@ -491,7 +450,7 @@ def bench_architecture(config: BenchConfig, log=print) -> dict:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "dtype": str(dtype),
         "parameters": parameters,
-        "image_tokens": image_tokens_of(arch),
+        "image_tokens": arch.image_tokens,
         "new_tokens": config.new_tokens,
         "batch_size": config.batch_size,
         "compile": config.compile,
@@ -584,7 +543,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.end_to_end:  # the child process of bench_end_to_end
-        print(json.dumps(end_to_end(*args.end_to_end, args.batch_size, args.workers)))
+        print(json.dumps(end_to_end(*args.end_to_end, args.family, args.batch_size, args.workers)))
         return
     values = {k: v for k, v in vars(args).items() if k != "end_to_end"}
     try:

@@ -380,6 +380,20 @@ def finish_run(
     config: ReadConfig, plan: RunPlan, reader: Reader, counts: dict[str, int], files: list[str], started_at: datetime
 ) -> dict:
     """Write and return the run manifest."""
+    return write_run_manifest(config, plan, counts, files, started_at, reader.fingerprint)
+
+
+def write_run_manifest(
+    config: ReadConfig,
+    plan: RunPlan,
+    counts: dict[str, int],
+    files: list[str],
+    started_at: datetime,
+    model_fingerprint: str,
+    **extra,
+) -> dict:
+    """Write `OUTPUT/_manifests/{run_id}.json` (the night's counts, files, model and settings, plus `extra`);
+    returns it with its `manifest_uri`. One writer for the single-worker and the fan-out night."""
     manifest = {
         "run_id": plan.run_id,
         "started_at": started_at.isoformat(),
@@ -392,10 +406,11 @@ def finish_run(
         "shards": len(plan.shards),
         "counts": counts,
         "files": sorted(files),
-        "model_id": reader.model_id,
-        "adapter_id": reader.adapter_id,
-        "model_fingerprint": reader.fingerprint,
+        "model_id": config.model.base,
+        "adapter_id": config.model.adapter,
+        "model_fingerprint": model_fingerprint,
         "config": config.describe(),
+        **extra,
     }
     fs, root = resolve(config.output)
     manifest["manifest_uri"] = fs.unstrip_protocol(sink.write_manifest(fs, root, manifest))

@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections import Counter
 from dataclasses import asdict
 from datetime import datetime, timezone
 
-from meterread import sink
 from meterread.config import ReadConfig
 from meterread.models.base import Reader
 from meterread.pipeline import (
@@ -28,6 +28,7 @@ from meterread.pipeline import (
     process_shard,
     status_counts,
     write_rows,
+    write_run_manifest,
 )
 from meterread.sink import check_safe_name
 from meterread.storage import resolve, write_bytes
@@ -122,34 +123,16 @@ def gather_manifest(
     started_at: datetime,
     failed_shards: list[str],
 ) -> dict:
-    """The night's manifest from the shard results (written to `_manifests/{run_id}.json`)."""
+    """The night's manifest from the shard results (written to `_manifests/{run_id}.json`), with the failed shards
+    and the number of shards each worker read."""
     counts = {status: sum(r["counts"].get(status, 0) for r in results) for status in ("accepted", "flagged", "error")}
-    manifest = {
-        "run_id": plan.run_id,
-        "started_at": started_at.isoformat(),
-        "finished_at": datetime.now(timezone.utc).isoformat(),
-        "source": config.source,
-        "output": config.output,
-        "listed": plan.listed,
-        "already_done": plan.already_done,
-        "processed": sum(counts.values()),
-        "shards": len(plan.shards),
-        "failed_shards": sorted(failed_shards),
-        "workers": dict(sorted(_shards_per_worker(results).items())),
-        "counts": counts,
-        "files": sorted(f for r in results for f in r["files"]),
-        "model_id": config.model.base,
-        "adapter_id": config.model.adapter,
-        "model_fingerprint": model_fingerprint,
-        "config": config.describe(),
-    }
-    fs, root = resolve(config.output)
-    manifest["manifest_uri"] = fs.unstrip_protocol(sink.write_manifest(fs, root, manifest))
-    return manifest
-
-
-def _shards_per_worker(results: list[dict]) -> dict[str, int]:
-    workers: dict[str, int] = {}
-    for result in results:
-        workers[result["worker"]] = workers.get(result["worker"], 0) + 1
-    return workers
+    return write_run_manifest(
+        config,
+        plan,
+        counts,
+        [f for r in results for f in r["files"]],
+        started_at,
+        model_fingerprint,
+        failed_shards=sorted(failed_shards),
+        workers=dict(sorted(Counter(r["worker"] for r in results).items())),
+    )

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import Florence2ForConditionalGeneration, PaliGemmaForConditionalGeneration
 
-from meterread.bench import BenchConfig, architecture_config, format_results, image_tokens_of, run_bench
+from meterread.bench import BenchConfig, architecture, format_results, run_bench
 
 
 @pytest.mark.parametrize(
@@ -17,11 +17,11 @@ from meterread.bench import BenchConfig, architecture_config, format_results, im
     ],
 )
 def test_full_architectures_have_the_published_size(family, model_class, low, high, tokens):
-    config = architecture_config(family, "full")
+    arch = architecture(family, "full")
     with torch.device("meta"):  # no memory, no weights
-        model = model_class(config)
+        model = model_class(arch.config)
     assert low <= sum(p.numel() for p in model.parameters()) <= high
-    assert image_tokens_of(config) == tokens
+    assert arch.image_tokens == tokens
 
 
 @pytest.mark.parametrize("family", ["paligemma", "florence2"])

@@ -164,9 +164,81 @@ def build_bart_tokenizer():
     return tokenizer
 
 
+def florence2_config(
+    *,
+    depths: list[int],
+    embed_dim: list[int],
+    heads: list[int],
+    window_size: int,
+    vision_positions: int,
+    hidden: int,
+    text_layers: int,
+    text_heads: int,
+    text_positions: int,
+    vocab_size: int,
+    image_token_id: int,
+    pad_token_id: int,
+    bos_token_id: int,
+    eos_token_id: int,
+):
+    """Florence-2 config: a 4-stage DaViT (`depths`, `embed_dim`, `heads` = groups per stage) and a BART of
+    `text_layers` encoder and decoder layers, with the generation ids Florence-2 checkpoints use."""
+    from transformers import Florence2Config
+
+    return Florence2Config(
+        vision_config={
+            "depths": depths,
+            "embed_dim": embed_dim,
+            "num_heads": heads,
+            "num_groups": heads,
+            "window_size": window_size,
+            "projection_dim": hidden,
+            "max_position_embeddings": vision_positions,
+            "drop_path_rate": 0.0,
+        },
+        text_config={
+            "model_type": "bart",
+            "vocab_size": vocab_size,
+            "d_model": hidden,
+            "encoder_layers": text_layers,
+            "decoder_layers": text_layers,
+            "encoder_attention_heads": text_heads,
+            "decoder_attention_heads": text_heads,
+            "encoder_ffn_dim": 4 * hidden,
+            "decoder_ffn_dim": 4 * hidden,
+            "max_position_embeddings": text_positions,
+            "pad_token_id": pad_token_id,
+            "bos_token_id": bos_token_id,
+            "eos_token_id": eos_token_id,
+            "decoder_start_token_id": eos_token_id,
+            "forced_bos_token_id": bos_token_id,
+            "forced_eos_token_id": eos_token_id,
+        },
+        image_token_id=image_token_id,
+    )
+
+
+def tiny_florence2_config(size, vocab_size: int, image_token_id: int, **token_ids):
+    """Florence-2 config of a tiny size (`TinySize`); `token_ids`: pad/bos/eos ids of the tokenizer."""
+    return florence2_config(
+        depths=[1, 1, size.vision_layers, 1],
+        embed_dim=[16, 32, 48, size.vision_hidden],
+        heads=[1, 2, 3, 4],
+        window_size=2,
+        vision_positions=16,
+        hidden=size.text_hidden,
+        text_layers=size.text_layers,
+        text_heads=size.heads,
+        text_positions=512,
+        vocab_size=vocab_size,
+        image_token_id=image_token_id,
+        **token_ids,
+    )
+
+
 def build_tiny_florence2(out_dir: str | Path, size, seed: int = 0) -> Path:
     """Build and save a tiny Florence-2 (4-stage DaViT + BART) with its processor."""
-    from transformers import CLIPImageProcessorPil, Florence2Config
+    from transformers import CLIPImageProcessorPil
 
     tokenizer = build_bart_tokenizer()
     image_tokens = (size.image_size // 32) ** 2 + 1  # DaViT downsamples 32x, plus one pooled token
@@ -180,38 +252,14 @@ def build_tiny_florence2(out_dir: str | Path, size, seed: int = 0) -> Path:
     processor = Florence2Processor(
         image_processor=image_processor, tokenizer=tokenizer, post_processor_config=POST_PROCESSOR_CONFIG
     )
-    hidden = size.text_hidden
     vocab_size = (len(tokenizer) + 63) // 64 * 64
-    config = Florence2Config(
-        vision_config={
-            "depths": [1, 1, size.vision_layers, 1],
-            "embed_dim": [16, 32, 48, size.vision_hidden],
-            "num_heads": [1, 2, 3, 4],
-            "num_groups": [1, 2, 3, 4],
-            "window_size": 2,
-            "projection_dim": hidden,
-            "max_position_embeddings": 16,
-            "drop_path_rate": 0.0,
-        },
-        text_config={
-            "model_type": "bart",
-            "vocab_size": vocab_size,
-            "d_model": hidden,
-            "encoder_layers": size.text_layers,
-            "decoder_layers": size.text_layers,
-            "encoder_attention_heads": size.heads,
-            "decoder_attention_heads": size.heads,
-            "encoder_ffn_dim": 4 * hidden,
-            "decoder_ffn_dim": 4 * hidden,
-            "max_position_embeddings": 512,
-            "pad_token_id": tokenizer.pad_token_id,
-            "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-            "decoder_start_token_id": tokenizer.eos_token_id,
-            "forced_bos_token_id": tokenizer.bos_token_id,
-            "forced_eos_token_id": tokenizer.eos_token_id,
-        },
-        image_token_id=tokenizer.image_token_id,
+    config = tiny_florence2_config(
+        size,
+        vocab_size,
+        tokenizer.image_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     torch.manual_seed(seed)
     model = Florence2ForConditionalGeneration(config)

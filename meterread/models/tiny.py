@@ -42,25 +42,11 @@ def build_gemma_tokenizer():
     return GemmaTokenizer(vocab=vocab, merges=[])
 
 
-def build_tiny_paligemma(out_dir: str | Path, size: TinySize = TinySize(), seed: int = 0) -> Path:
-    """Build, save and return the directory of a tiny PaliGemma (SigLIP + Gemma) with its processor."""
-    from transformers import (
-        PaliGemmaConfig,
-        PaliGemmaForConditionalGeneration,
-        PaliGemmaProcessor,
-        SiglipImageProcessorPil,
-    )
+def tiny_paligemma_config(size: TinySize, vocab_size: int, image_token_index: int, **token_ids):
+    """PaliGemma config (SigLIP + Gemma) of a tiny size; `token_ids`: pad/bos/eos ids of the tokenizer."""
+    from transformers import PaliGemmaConfig
 
-    out = Path(out_dir)
-    image_tokens = (size.image_size // size.patch_size) ** 2
-    image_processor = SiglipImageProcessorPil(
-        size={"height": size.image_size, "width": size.image_size}, image_seq_length=image_tokens
-    )
-    image_processor.image_seq_length = image_tokens
-    processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=build_gemma_tokenizer())
-    tokenizer = processor.tokenizer
-    vocab_size = (len(tokenizer) + 63) // 64 * 64
-    config = PaliGemmaConfig(
+    return PaliGemmaConfig(
         vision_config={
             "model_type": "siglip_vision_model",
             "hidden_size": size.vision_hidden,
@@ -82,10 +68,31 @@ def build_tiny_paligemma(out_dir: str | Path, size: TinySize = TinySize(), seed:
             "vocab_size": vocab_size,
             "max_position_embeddings": 1024,
         },
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        image_token_index=image_token_index,
         vocab_size=vocab_size,
         projection_dim=size.text_hidden,
         hidden_size=size.text_hidden,
+        **token_ids,
+    )
+
+
+def build_tiny_paligemma(out_dir: str | Path, size: TinySize = TinySize(), seed: int = 0) -> Path:
+    """Build, save and return the directory of a tiny PaliGemma (SigLIP + Gemma) with its processor."""
+    from transformers import PaliGemmaForConditionalGeneration, PaliGemmaProcessor, SiglipImageProcessorPil
+
+    out = Path(out_dir)
+    image_tokens = (size.image_size // size.patch_size) ** 2
+    image_processor = SiglipImageProcessorPil(
+        size={"height": size.image_size, "width": size.image_size}, image_seq_length=image_tokens
+    )
+    image_processor.image_seq_length = image_tokens
+    processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=build_gemma_tokenizer())
+    tokenizer = processor.tokenizer
+    vocab_size = (len(tokenizer) + 63) // 64 * 64
+    config = tiny_paligemma_config(
+        size,
+        vocab_size,
+        tokenizer.convert_tokens_to_ids("<image>"),
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

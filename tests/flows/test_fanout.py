@@ -20,18 +20,22 @@ def config_for(bucket, tiny_paligemma, **overrides):
     return ReadConfig(**{**values, "batch_size": 4, "shard_size": 2, **overrides}).validate()
 
 
+def planned_night(s3_bucket, tiny_paligemma, run_id):
+    """Six photos of three meters on S3, planned into shard files: (config, plan, shard URIs, reader)."""
+    fs, bucket = s3_bucket
+    put_photos(fs, bucket, 6)
+    config = config_for(bucket, tiny_paligemma)
+    plan = pipeline.plan_run(config, spec_fingerprint(config.model), run_id)
+    return config, plan, shards.save_shards(config, plan), pipeline.cached_reader(config.model)
+
+
 def test_planner_fingerprint_matches_the_loaded_reader(tiny_paligemma):
     spec = ModelSpec(family="paligemma", base=tiny_paligemma, device="cpu")
     assert spec_fingerprint(spec) == pipeline.cached_reader(spec).fingerprint
 
 
 def test_a_shard_read_twice_rewrites_its_files_without_new_rows(s3_bucket, tiny_paligemma):
-    fs, bucket = s3_bucket
-    put_photos(fs, bucket, 6)
-    config = config_for(bucket, tiny_paligemma)
-    plan = pipeline.plan_run(config, spec_fingerprint(config.model), "night-1")
-    uris = shards.save_shards(config, plan)
-    reader = pipeline.cached_reader(config.model)
+    config, plan, uris, reader = planned_night(s3_bucket, tiny_paligemma, "night-1")
     first = [shards.read_shard_file(config, reader, uri) for uri in uris]
     again = shards.read_shard_file(config, reader, uris[0])  # a retried shard
     assert again["files"] == first[0]["files"]
@@ -48,12 +52,7 @@ def test_orchestrator_reruns_a_failed_shard_and_reports_one_that_keeps_failing(
 ):
     import flows.fanout as fanout
 
-    fs, bucket = s3_bucket
-    put_photos(fs, bucket, 6)
-    config = config_for(bucket, tiny_paligemma)
-    plan = pipeline.plan_run(config, spec_fingerprint(config.model), "night-2")
-    uris = shards.save_shards(config, plan)
-    reader = pipeline.cached_reader(config.model)
+    config, plan, uris, reader = planned_night(s3_bucket, tiny_paligemma, "night-2")
     flaky, broken = plan.shards[0].shard_id, plan.shards[-1].shard_id
     submitted: dict[uuid.UUID, tuple[str, str]] = {}
 
