@@ -143,17 +143,28 @@ def synth(
     seed: int = typer.Option(0, help="Random seed (same seed, same photos)."),
     valid: int = typer.Option(0, help="Also write a valid/ split of this size (then photos go to train/)."),
     test: int = typer.Option(0, help="Also write a test/ split of this size (then photos go to train/)."),
-    sizes: str = typer.Option("mixed", help="'mixed' (640x480 .. 2560x1440) or WxH, e.g. 640x480."),
+    sizes: str = typer.Option(
+        "mixed", help="'mixed' (640x480 .. 2560x1440), WxH, or a comma-separated list, e.g. 640x480,1024x768."
+    ),
+    workers: int = typer.Option(0, help="Rendering processes (0: one per CPU core); the photos do not depend on it."),
 ) -> None:
     """Render synthetic meter photos (LCD and counter wheels) in the nightly key layout, with labels."""
-    from meterread.synth import write_bucket, write_dataset
+    import os
 
-    size = None if sizes == "mixed" else tuple(int(v) for v in sizes.lower().split("x"))
+    from meterread.synth import parse_sizes, write_bucket, write_dataset
+
+    workers = workers or os.cpu_count() or 1
+    try:
+        size = parse_sizes(sizes)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--sizes") from error
     if valid or test:
-        result = write_dataset(out, {"train": n, "valid": valid, "test": test}, seed, size, progress=True)
+        result = write_dataset(
+            out, {"train": n, "valid": valid, "test": test}, seed, size, progress=True, workers=workers
+        )
         typer.echo(f"wrote {result['counts']} to {out} at {result['images_per_s']:.1f} images/s")
         return
-    samples = write_bucket(out, n, seed, size, progress=True)
+    samples = write_bucket(out, n, seed, size, progress=True, workers=workers)
     typer.echo(f"wrote {len(samples)} photos and annotations.jsonl to {out}")
 
 

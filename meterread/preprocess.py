@@ -274,9 +274,50 @@ def find_display(rgb: np.ndarray, analysed: tuple[np.ndarray, float] | None = No
     # take the largest, so a whole counter window wins over the part of it with the densest edges.
     top = max(detail for _, detail, _ in scored)
     box, detail, _ = max((c for c in scored if c[1] >= 0.5 * top), key=lambda c: c[2])
-    best = (box, detail)
-    corners = _order_corners(best[0] / scale)
-    return DisplayCrop(tuple((float(x), float(y)) for x, y in corners), best[1])
+    corners = _extend_along_digits(edges, _order_corners(box)) / scale
+    return DisplayCrop(tuple((float(x), float(y)) for x, y in corners), detail)
+
+
+def _extend_along_digits(edges: np.ndarray, corners: np.ndarray, reach: float = 1.0) -> np.ndarray:
+    """Grow a landscape box (TL, TR, BR, BL) sideways while the band it sits in keeps the edge density of digits.
+
+    A counter's black integer wheels and red decimal wheels are often separate rectangles to the contour search;
+    the band beside the found part shows whether more wheels follow. Looks up to `reach` x the box's width."""
+    top, bottom = corners[1] - corners[0], corners[2] - corners[3]
+    width = float(np.linalg.norm(top))
+    height = float(np.linalg.norm(corners[3] - corners[0]))
+    if width < 8 or height < 4:
+        return corners
+    columns = int(round(width * (1 + 2 * reach)))
+    source = np.float32(
+        [corners[0] - reach * top, corners[1] + reach * top, corners[2] + reach * bottom, corners[3] - reach * bottom]
+    )
+    target = np.float32([[0, 0], [columns, 0], [columns, height], [0, height]])
+    band = cv2.warpPerspective(edges, cv2.getPerspectiveTransform(source, target), (columns, max(int(height), 1)))
+    rows = band.shape[0]
+    density = band[rows // 6 : rows - rows // 6].mean(axis=0) / 255.0  # inner rows: not the window's frame lines
+    inner = int(round(reach * width)), int(round((1 + reach) * width))
+    step = max(2, int(height * 0.5))  # about a digit's width
+    floor = 0.35 * float(density[inner[0] : inner[1]].mean())
+
+    def digit_like(span: np.ndarray) -> bool:  # a lone frame line is one dense column: use the median
+        return len(span) == step and float(np.median(span)) >= floor
+
+    right = inner[1]
+    while digit_like(density[right : right + step]):
+        right += step
+    left = inner[0]
+    while left >= step and digit_like(density[left - step : left]):
+        left -= step
+    grow_left, grow_right = (inner[0] - left) / width, (right - inner[1]) / width
+    return np.float32(
+        [
+            corners[0] - grow_left * top,
+            corners[1] + grow_right * top,
+            corners[2] + grow_right * bottom,
+            corners[3] - grow_left * bottom,
+        ]
+    )
 
 
 def crop_display_region(rgb: np.ndarray, crop: DisplayCrop, margin: float = 0.06) -> np.ndarray:

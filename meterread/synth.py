@@ -1,9 +1,10 @@
 """Synthetic meter photos with known readings, photographed the way phones and field cameras do.
 
 Two register kinds: seven-segment LCDs (kWh) and mechanical counter wheels, whose last wheel may be half-rolled
-between two digits (the label is the lower digit, as utilities read it; a 9 rolling to 0 carries into the wheel
-before it). Around them: a meter housing, glass glare, perspective, rotation, lighting gradients, blur, sensor noise
-and JPEG artefacts, at photo sizes from 640x480 to 2560x1440. Deterministic by seed.
+between two digits (the label is the lower digit, as utilities read it, and part of it always shows: see MAX_ROLL;
+a 9 rolling to 0 carries into the wheel before it). Around them: a meter housing, glass glare, perspective,
+rotation, lighting gradients, blur, sensor noise and JPEG artefacts, at photo sizes from 640x480 to 2560x1440.
+Deterministic by seed.
 
 Writes a bucket in the nightly key layout (`{meter_id}/{YYYYmmddTHHMMSS}.jpg`) with monotonic readings per meter,
 plus `annotations.jsonl` (the training/eval dataset format), so one folder is both a dataset split and a bucket.
@@ -98,12 +99,19 @@ def render_lcd(label: str, rng: np.random.Generator, width: int) -> np.ndarray:
     return panel
 
 
+# How far the last wheel may have rolled. Glyphs fill the middle 62% of a wheel window (rows 0.19-0.81), so past
+# 0.81 the lower digit has left the window and the picture shows only the next digit, a label no reader could
+# recover; at 0.65 a quarter of the lower digit still shows. Real wheels beyond that look like the next digit.
+MAX_ROLL = 0.65
+GLYPH_HEIGHT = 0.62  # of the wheel window
+
+
 def _wheel_strip(digit: int, roll: float, cell: tuple[int, int], colours, font, thickness) -> np.ndarray:
     """One counter wheel window: `digit` rolled `roll` (0..1) of the way towards the next digit."""
     cell_w, cell_h = cell
     background, ink = colours
     tall = _background((cell_h * 2, cell_w), background)  # current digit above, next digit below
-    scale = cv2.getFontScaleFromHeight(font, int(cell_h * 0.62), thickness)
+    scale = cv2.getFontScaleFromHeight(font, int(cell_h * GLYPH_HEIGHT), thickness)
     for slot, value in enumerate((digit, (digit + 1) % 10)):
         (text_w, text_h), _ = cv2.getTextSize(str(value), font, scale, thickness)
         origin = ((cell_w - text_w) // 2, slot * cell_h + (cell_h + text_h) // 2)
@@ -255,7 +263,7 @@ def plan_samples(
         value = int(rng.integers(0, 10 ** (integer_digits + decimals) // 2))
         when = start + timedelta(hours=int(rng.integers(0, 48)))
         for _ in range(n // meters + (1 if meter < n % meters else 0)):
-            roll = float(rng.uniform(0, 1)) if meter_type != "electricity-lcd" and rng.random() < 0.4 else 0.0
+            roll = float(rng.uniform(0, MAX_ROLL)) if meter_type != "electricity-lcd" and rng.random() < 0.4 else 0.0
             label = format_reading(value, integer_digits, decimals)
             key = f"{meter_id}/{when:%Y%m%dT%H%M%S}.jpg"
             sample = MeterSample(key, label, meter_id, when, meter_type, roll)
@@ -265,10 +273,42 @@ def plan_samples(
     return samples
 
 
+def parse_sizes(text: str) -> list[tuple[int, int]] | None:
+    """'mixed' -> None (all PHOTO_SIZES); 'WxH[,WxH...]' -> those sizes. Raises ValueError."""
+    if text.strip().lower() == "mixed":
+        return None
+    sizes = []
+    for part in text.lower().split(","):
+        width, _, height = part.strip().partition("x")
+        if not (width.isdigit() and height.isdigit() and int(width) >= 64 and int(height) >= 64):
+            raise ValueError(f"{part.strip()!r} is not WxH with both sides >= 64 (e.g. 640x480)")
+        sizes.append((int(width), int(height)))
+    return sizes
+
+
 def pick_size(size, rng: np.random.Generator) -> tuple[int, int]:
     """`(w, h)` as given; a list of sizes -> one of them; None -> one of PHOTO_SIZES."""
     choices = PHOTO_SIZES if size is None else [size] if isinstance(size[0], int) else list(size)
     return tuple(choices[int(rng.integers(0, len(choices)))])
+
+
+def _render_and_save(job: tuple[MeterSample, int, object, str]) -> str:
+    """Render one planned photo into `out` (pure in its seed) and return its annotation line."""
+    sample, sample_seed, size, out = job
+    rng = np.random.default_rng(sample_seed)
+    photo = render_meter(sample.label, rng, pick_size(size, rng), sample.meter_type, sample.roll)
+    path = Path(out) / sample.key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encode_jpeg(photo, rng))
+    return json.dumps(
+        {
+            "image": sample.key,
+            "prefix": DEFAULT_PROMPT,
+            "suffix": sample.label,
+            "meter_id": sample.meter_id,
+            "meter_type": sample.meter_type,
+        }
+    )
 
 
 def write_bucket(
@@ -278,36 +318,26 @@ def write_bucket(
     size: tuple[int, int] | list[tuple[int, int]] | None = (640, 480),
     meter_types: tuple[str, ...] = METER_TYPES,
     progress: bool = False,
+    workers: int = 1,
 ) -> list[MeterSample]:
     """Render `n` photos into `out_dir` (key layout) plus `annotations.jsonl`; `size=None` draws photo sizes
-    from PHOTO_SIZES. Returns the samples."""
+    from PHOTO_SIZES. Every photo has its own seed, so `workers` processes give the same bytes. Returns the samples."""
+    from concurrent.futures import ProcessPoolExecutor
+
     from tqdm.auto import tqdm
 
     out = Path(out_dir)
-    samples, lines = [], []
-    for sample, sample_seed in tqdm(
-        plan_samples(n, seed, meter_types=meter_types), desc="synthesising", disable=not progress
-    ):
-        rng = np.random.default_rng(sample_seed)
-        photo_size = pick_size(size, rng)
-        photo = render_meter(sample.label, rng, photo_size, sample.meter_type, sample.roll)
-        path = out / sample.key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(encode_jpeg(photo, rng))
-        samples.append(sample)
-        lines.append(
-            json.dumps(
-                {
-                    "image": sample.key,
-                    "prefix": DEFAULT_PROMPT,
-                    "suffix": sample.label,
-                    "meter_id": sample.meter_id,
-                    "meter_type": sample.meter_type,
-                }
-            )
-        )
+    planned = plan_samples(n, seed, meter_types=meter_types)
+    jobs = [(sample, sample_seed, size, str(out)) for sample, sample_seed in planned]
+    bar = dict(total=len(jobs), desc="synthesising", disable=not progress)
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            lines = list(tqdm(pool.map(_render_and_save, jobs, chunksize=16), **bar))
+    else:
+        lines = [_render_and_save(job) for job in tqdm(jobs, **bar)]
+    out.mkdir(parents=True, exist_ok=True)
     (out / "annotations.jsonl").write_text("\n".join(lines) + "\n")
-    return samples
+    return [sample for sample, _ in planned]
 
 
 def write_dataset(
@@ -317,13 +347,14 @@ def write_dataset(
     size: tuple[int, int] | list[tuple[int, int]] | None = (640, 480),
     meter_types: tuple[str, ...] = METER_TYPES,
     progress: bool = False,
+    workers: int = 1,
 ) -> dict:
     """Write `{out}/{split}/` buckets with a distinct seed per split; returns counts and images/s."""
     started, counts = time.perf_counter(), {}
     for offset, (split, n) in enumerate(sizes.items()):
         if n:
             counts[split] = len(
-                write_bucket(Path(out_dir) / split, n, seed * 1000 + offset, size, meter_types, progress)
+                write_bucket(Path(out_dir) / split, n, seed * 1000 + offset, size, meter_types, progress, workers)
             )
     elapsed = time.perf_counter() - started
     return {"counts": counts, "seconds": elapsed, "images_per_s": sum(counts.values()) / max(elapsed, 1e-9)}

@@ -298,6 +298,7 @@ def train(config: TrainConfig, progress: bool = True, log=print) -> dict:
     from tqdm.auto import tqdm
 
     config.validate()
+    run_started = time.perf_counter()
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
@@ -328,7 +329,7 @@ def train(config: TrainConfig, progress: bool = True, log=print) -> dict:
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(train_images) / (config.batch_size * config.grad_accum))
     total_steps = config.max_steps or steps_per_epoch * config.epochs
-    state = {"step": 0, "epoch": 0, "best_exact_match": -1.0, "history": []}
+    state = {"step": 0, "epoch": 0, "best_exact_match": -1.0, "history": [], "seconds": 0.0}
     if config.resume and (output / "latest" / STATE_FILE).is_file():
         state = restore(reader, optimizer, output / "latest")
         log(f"resumed from {output / 'latest'} at step {state['step']}")
@@ -347,15 +348,18 @@ def train(config: TrainConfig, progress: bool = True, log=print) -> dict:
             log,
         )
 
+    seconds_before = state.get("seconds", 0.0)  # a resumed run's earlier minutes; this run's clock is `run_started`
     device_type = reader.model.device.type
     autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device_type == "cuda")
 
     def run_eval_and_save() -> dict:
         reader.model.eval()
         scored = evaluate_reader(reader, valid_images, valid_samples, config.eval_batch_size)
+        state["seconds"] = seconds_before + time.perf_counter() - run_started
         metrics = {
             "step": state["step"],
             "epoch": state["epoch"],
+            "wall_minutes": round(state["seconds"] / 60, 1),  # since the run began, resumed runs included
             "valid": summarise(scored),
             "trainable_parameters": trainable,
             "total_parameters": total,

@@ -1,9 +1,15 @@
-"""Copy a trained checkpoint into meterread/assets/demo-model/ with its provenance.
+"""Copy a trained checkpoint into meterread/assets/demo-model/ with its provenance (`make demo-model` calls this).
 
-    python scripts/bundle_demo_model.py RUN_DIR HELDOUT_EVAL_DIR --minutes N
+    python scripts/bundle_demo_model.py HELDOUT_EVAL_DIR HELDOUT_COMMAND \\
+        --stage RECIPE RUN_DIR MINUTES DATA_COMMAND [--stage ...]
 
-RUN_DIR is the `output` of `meterread train configs/demo-tiny-paligemma.yaml ...` (its best/ is bundled);
-HELDOUT_EVAL_DIR holds the metrics.json of `meterread eval` on the held-out synthetic set.
+MINUTES: `auto` reads the run's own clock (`wall_minutes` in RUN_DIR/latest/metrics.json); a number is for runs
+made before training recorded it.
+
+Stages come oldest first; the last stage's `RUN_DIR/best/` is bundled. Each stage records its recipe, the
+`meterread train` command rebuilt from its saved train_config.json, the `meterread synth` command of its data, the
+dataset manifest digest, its best validation metrics and its wall-clock minutes. HELDOUT_EVAL_DIR holds the
+metrics.json of `meterread eval` on the held-out set made by HELDOUT_COMMAND.
 """
 
 from __future__ import annotations
@@ -26,50 +32,55 @@ KEEP = (
     "metrics.json",
     "dataset_manifest.json",
 )
+HELDOUT_KEYS = ("count", "exact_match", "character_error_rate", "parse_rate", "accuracy_at_coverage", "by_meter_type")
+
+
+def stage_record(recipe: str, run_dir: Path, minutes: str, data_command: str) -> dict:
+    """What one training stage was: recipe, command, data, seed, manifest, best validation metrics, minutes."""
+    best = run_dir / "best"
+    if minutes == "auto":
+        minutes = json.loads((run_dir / "latest" / "metrics.json").read_text())["wall_minutes"]
+    config = json.loads((best / "train_config.json").read_text())
+    overrides = " ".join(f"{key}={config[key]}" for key in ("base", "dataset", "output") if config.get(key))
+    return {
+        "recipe": recipe,
+        "command": f"meterread train {recipe} {overrides}",
+        "training_data": data_command,
+        "seed": config["seed"],
+        "dataset_manifest": json.loads((best / "dataset_manifest.json").read_text())["digest"],
+        "valid": json.loads((best / "metrics.json").read_text())["valid"],
+        "training_minutes_on_2_cpu_cores": float(minutes),
+        "best_at_step": json.loads((best / "metrics.json").read_text())["step"],
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("run_dir", type=Path)
     parser.add_argument("heldout_dir", type=Path)
-    parser.add_argument("--minutes", type=float, required=True, help="wall-clock training time")
+    parser.add_argument("heldout_command")
     parser.add_argument(
-        "--training-data", default='{"train": 10000, "valid": 400, "seed": 101, "sizes": [[640, 480], [1024, 768]]}'
+        "--stage", nargs=4, action="append", required=True, metavar=("RECIPE", "RUN_DIR", "MINUTES", "DATA_COMMAND")
     )
-    parser.add_argument("--heldout-data", default='{"test": 1200, "seed": 909, "sizes": "mixed 640x480..2560x1440"}')
     args = parser.parse_args()
-    best = args.run_dir / "best"
+    stages = [stage_record(recipe, Path(run), minutes, data) for recipe, run, minutes, data in args.stage]
+    best = Path(args.stage[-1][1]) / "best"
     heldout = json.loads((args.heldout_dir / "metrics.json").read_text())
-    train_config = json.loads((best / "train_config.json").read_text())
     shutil.rmtree(TARGET, ignore_errors=True)
     TARGET.mkdir(parents=True)
     for name in KEEP:
         if (best / name).is_file():
             shutil.copy2(best / name, TARGET / name)
+    last = stages[-1]
     provenance = {
-        "recipe": "configs/demo-tiny-paligemma.yaml",
-        "command": f"meterread train configs/demo-tiny-paligemma.yaml dataset={train_config['dataset']} "
-        f"output={train_config['output']}",
-        "seed": train_config["seed"],
-        "training_data": {"generator": "meterread.synth.write_dataset", **json.loads(args.training_data)},
-        "dataset_manifest": json.loads((best / "dataset_manifest.json").read_text())["digest"],
-        "valid": json.loads((best / "metrics.json").read_text())["valid"],
-        "heldout": {
-            "generator": "meterread.synth.write_dataset",
-            **json.loads(args.heldout_data),
-            **{
-                k: heldout[k]
-                for k in (
-                    "count",
-                    "exact_match",
-                    "character_error_rate",
-                    "parse_rate",
-                    "accuracy_at_coverage",
-                    "by_meter_type",
-                )
-            },
-        },
-        "training_minutes_on_2_cpu_cores": args.minutes,
+        "recipe": last["recipe"],
+        "command": "make demo-model  # runs every stage below, then `meterread eval` on the held-out set",
+        "seed": last["seed"],
+        "training_data": last["training_data"],
+        "dataset_manifest": last["dataset_manifest"],
+        "valid": last["valid"],
+        "stages": stages,
+        "heldout": {"data": args.heldout_command, **{key: heldout[key] for key in HELDOUT_KEYS}},
+        "training_minutes_on_2_cpu_cores": sum(stage["training_minutes_on_2_cpu_cores"] for stage in stages),
     }
     (TARGET / "provenance.json").write_text(json.dumps(provenance, indent=2))
     print(f"bundled {best} into {TARGET}")

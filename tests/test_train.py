@@ -119,10 +119,13 @@ def test_train_checkpoint_resume_eval_promote(tmp_path, tiny_dataset):
         "display_rows": 1,
     }
 
+    first_seconds = torch.load(latest / "trainer_state.pt", weights_only=False)["seconds"]
     resumed = train(recipe(tmp_path, tiny_dataset, epochs=2, resume=True), progress=False, log=logs.append)
     assert resumed["steps"] == 4 and any("resumed from" in line for line in logs)
     state = torch.load(latest / "trainer_state.pt", weights_only=False)
     assert state["step"] == 4 and len(state["history"]) == 2
+    assert 0 < first_seconds < state["seconds"]  # the run's clock goes on across a resume
+    assert json.loads((latest / "metrics.json").read_text())["wall_minutes"] == round(state["seconds"] / 60, 1)
 
     spec = inference_spec(config, best, first["base"])
     report_dir = tmp_path / "eval"
