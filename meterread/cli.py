@@ -147,6 +147,9 @@ def synth(
         "mixed", help="'mixed' (640x480 .. 2560x1440), WxH, or a comma-separated list, e.g. 640x480,1024x768."
     ),
     workers: int = typer.Option(0, help="Rendering processes (0: one per CPU core); the photos do not depend on it."),
+    roll_share: float = typer.Option(
+        0.4, min=0.0, max=1.0, help="Share of counter photos whose last wheel is caught rolling."
+    ),
 ) -> None:
     """Render synthetic meter photos (LCD and counter wheels) in the nightly key layout, with labels."""
     import os
@@ -160,11 +163,17 @@ def synth(
         raise typer.BadParameter(str(error), param_hint="--sizes") from error
     if valid or test:
         result = write_dataset(
-            out, {"train": n, "valid": valid, "test": test}, seed, size, progress=True, workers=workers
+            out,
+            {"train": n, "valid": valid, "test": test},
+            seed,
+            size,
+            progress=True,
+            workers=workers,
+            roll_share=roll_share,
         )
         typer.echo(f"wrote {result['counts']} to {out} at {result['images_per_s']:.1f} images/s")
         return
-    samples = write_bucket(out, n, seed, size, progress=True, workers=workers)
+    samples = write_bucket(out, n, seed, size, progress=True, workers=workers, roll_share=roll_share)
     typer.echo(f"wrote {len(samples)} photos and annotations.jsonl to {out}")
 
 

@@ -103,6 +103,7 @@ def render_lcd(label: str, rng: np.random.Generator, width: int) -> np.ndarray:
 # 0.81 the lower digit has left the window and the picture shows only the next digit, a label no reader could
 # recover; at 0.65 a quarter of the lower digit still shows. Real wheels beyond that look like the next digit.
 MAX_ROLL = 0.65
+ROLL_SHARE = 0.4  # of counter photos, by default
 GLYPH_HEIGHT = 0.62  # of the wheel window
 
 
@@ -250,8 +251,10 @@ def plan_samples(
     meters: int | None = None,
     start: datetime | None = None,
     meter_types: tuple[str, ...] = METER_TYPES,
+    roll_share: float = ROLL_SHARE,
 ) -> list[tuple[MeterSample, int]]:
-    """Readings for `n` photos over several meters, monotonic per meter; returns samples with their seeds."""
+    """Readings for `n` photos over several meters, monotonic per meter; returns samples with their seeds.
+    `roll_share`: the share of counter photos whose last wheel is caught rolling."""
     rng = np.random.default_rng(seed)
     meters = meters or max(1, n // 6)
     start = start or datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -263,7 +266,8 @@ def plan_samples(
         value = int(rng.integers(0, 10 ** (integer_digits + decimals) // 2))
         when = start + timedelta(hours=int(rng.integers(0, 48)))
         for _ in range(n // meters + (1 if meter < n % meters else 0)):
-            roll = float(rng.uniform(0, MAX_ROLL)) if meter_type != "electricity-lcd" and rng.random() < 0.4 else 0.0
+            rolling = meter_type != "electricity-lcd" and rng.random() < roll_share
+            roll = float(rng.uniform(0, MAX_ROLL)) if rolling else 0.0
             label = format_reading(value, integer_digits, decimals)
             key = f"{meter_id}/{when:%Y%m%dT%H%M%S}.jpg"
             sample = MeterSample(key, label, meter_id, when, meter_type, roll)
@@ -319,6 +323,7 @@ def write_bucket(
     meter_types: tuple[str, ...] = METER_TYPES,
     progress: bool = False,
     workers: int = 1,
+    roll_share: float = ROLL_SHARE,
 ) -> list[MeterSample]:
     """Render `n` photos into `out_dir` (key layout) plus `annotations.jsonl`; `size=None` draws photo sizes
     from PHOTO_SIZES. Every photo has its own seed, so `workers` processes give the same bytes. Returns the samples."""
@@ -327,7 +332,7 @@ def write_bucket(
     from tqdm.auto import tqdm
 
     out = Path(out_dir)
-    planned = plan_samples(n, seed, meter_types=meter_types)
+    planned = plan_samples(n, seed, meter_types=meter_types, roll_share=roll_share)
     jobs = [(sample, sample_seed, size, str(out)) for sample, sample_seed in planned]
     bar = dict(total=len(jobs), desc="synthesising", disable=not progress)
     if workers > 1:
@@ -348,13 +353,16 @@ def write_dataset(
     meter_types: tuple[str, ...] = METER_TYPES,
     progress: bool = False,
     workers: int = 1,
+    roll_share: float = ROLL_SHARE,
 ) -> dict:
     """Write `{out}/{split}/` buckets with a distinct seed per split; returns counts and images/s."""
     started, counts = time.perf_counter(), {}
     for offset, (split, n) in enumerate(sizes.items()):
         if n:
             counts[split] = len(
-                write_bucket(Path(out_dir) / split, n, seed * 1000 + offset, size, meter_types, progress, workers)
+                write_bucket(
+                    Path(out_dir) / split, n, seed * 1000 + offset, size, meter_types, progress, workers, roll_share
+                )
             )
     elapsed = time.perf_counter() - started
     return {"counts": counts, "seconds": elapsed, "images_per_s": sum(counts.values()) / max(elapsed, 1e-9)}

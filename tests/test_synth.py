@@ -82,6 +82,14 @@ def test_all_meter_types_and_rolled_wheels_appear():
     assert rolled and all(s.meter_type != "electricity-lcd" for s in rolled)
 
 
+def test_roll_share_sets_how_many_counters_are_caught_rolling():
+    def rolling_share(roll_share: float) -> float:
+        counters = [s for s, _ in plan_samples(800, seed=5, roll_share=roll_share) if s.meter_type != "electricity-lcd"]
+        return sum(s.roll > 0 for s in counters) / len(counters)
+
+    assert 0.3 < rolling_share(0.4) < 0.5 and rolling_share(0.8) > 0.7 and rolling_share(0.0) == 0.0
+
+
 def test_rolls_stay_where_the_lower_digit_still_shows():
     rolls = [s.roll for s, _ in plan_samples(600, seed=3) if s.roll]
     assert rolls and max(rolls) <= MAX_ROLL

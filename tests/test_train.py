@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -52,6 +53,18 @@ def test_warmup_then_cosine_schedule():
     assert lr_at(55, 100, 10, 1.0) == pytest.approx(0.5)
     assert lr_at(100, 100, 10, 1.0) == pytest.approx(0.0, abs=1e-12)
     assert all(lr_at(s, 100, 0, 1.0) >= lr_at(s + 1, 100, 0, 1.0) for s in range(100))
+
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe_path", RECIPES, ids=lambda path: path.name)
+def test_every_shipped_recipe_validates_with_the_command_in_its_header(recipe_path):
+    """Each recipe's first line is the command that runs it; its overrides must make a valid config."""
+    command = recipe_path.read_text().splitlines()[0].lstrip("# ").split()
+    assert command[:3] == ["meterread", "train", f"configs/{recipe_path.name}"], command
+    config = TrainConfig.from_yaml(recipe_path, command[3:]).validate()
+    assert config.dataset and config.output
 
 
 def test_recipe_overrides_and_unknown_keys(tmp_path):
