@@ -257,8 +257,9 @@ def _order_corners(points: np.ndarray) -> np.ndarray:
 
 
 def find_display(rgb: np.ndarray, analysed: tuple[np.ndarray, float] | None = None) -> DisplayCrop | None:
-    """Locate the register display: the wide rectangle with the most inner edge detail. None if nothing fits.
-    `analysed`: the photo's `analysis_gray`, when already computed."""
+    """Locate the register display: the wide rectangle with the most inner edge detail, grown over neighbouring
+    digits (`_extend_along_digits`). None if nothing fits. `analysed`: the photo's `analysis_gray`, when already
+    computed."""
     small, scale = analysed if analysed is not None else analysis_gray(rgb)
     edges = cv2.Canny(small, 60, 160)
     scored = []
@@ -278,16 +279,12 @@ def find_display(rgb: np.ndarray, analysed: tuple[np.ndarray, float] | None = No
     return DisplayCrop(tuple((float(x), float(y)) for x, y in corners), detail)
 
 
-def _extend_along_digits(edges: np.ndarray, corners: np.ndarray, reach: float = 1.0) -> np.ndarray:
-    """Grow a landscape box (TL, TR, BR, BL) sideways while the band it sits in keeps the edge density of digits.
-
-    A counter's black integer wheels and red decimal wheels are often separate rectangles to the contour search;
-    the band beside the found part shows whether more wheels follow. Looks up to `reach` x the box's width."""
+def _band_density(edges: np.ndarray, corners: np.ndarray, reach: float) -> np.ndarray:
+    """Edge density per column of the band a landscape box (TL, TR, BR, BL) sits in, stretched `reach` x its width
+    to each side and rectified (one column per pixel of the box's width; inner rows only, not the frame lines)."""
     top, bottom = corners[1] - corners[0], corners[2] - corners[3]
     width = float(np.linalg.norm(top))
     height = float(np.linalg.norm(corners[3] - corners[0]))
-    if width < 8 or height < 4:
-        return corners
     columns = int(round(width * (1 + 2 * reach)))
     source = np.float32(
         [corners[0] - reach * top, corners[1] + reach * top, corners[2] + reach * bottom, corners[3] - reach * bottom]
@@ -295,7 +292,20 @@ def _extend_along_digits(edges: np.ndarray, corners: np.ndarray, reach: float = 
     target = np.float32([[0, 0], [columns, 0], [columns, height], [0, height]])
     band = cv2.warpPerspective(edges, cv2.getPerspectiveTransform(source, target), (columns, max(int(height), 1)))
     rows = band.shape[0]
-    density = band[rows // 6 : rows - rows // 6].mean(axis=0) / 255.0  # inner rows: not the window's frame lines
+    return band[rows // 6 : rows - rows // 6].mean(axis=0) / 255.0
+
+
+def _extend_along_digits(edges: np.ndarray, corners: np.ndarray, reach: float = 1.0) -> np.ndarray:
+    """Grow a landscape box (TL, TR, BR, BL) sideways, a digit's width at a time, while the band beside it keeps
+    the edge density of digits; looks up to `reach` x the box's width each way.
+
+    A counter's black integer wheels and red decimal wheels are often separate rectangles to the contour search."""
+    top, bottom = corners[1] - corners[0], corners[2] - corners[3]
+    width = float(np.linalg.norm(top))
+    height = float(np.linalg.norm(corners[3] - corners[0]))
+    if width < 8 or height < 4:
+        return corners
+    density = _band_density(edges, corners, reach)
     inner = int(round(reach * width)), int(round((1 + reach) * width))
     step = max(2, int(height * 0.5))  # about a digit's width
     floor = 0.35 * float(density[inner[0] : inner[1]].mean())
