@@ -36,25 +36,25 @@ bench: $(STAMP)
 DATA ?= data
 RUNS ?= runs
 SIZES := 640x480,1024x768
+STAGE1_DATA = $(DATA)/demo --n 10000 --valid 400 --seed 101 --sizes $(SIZES)
+STAGE2_DATA = $(DATA)/stage2 --n 24000 --valid 400 --seed 202 --sizes $(SIZES)
+STAGE3_DATA = $(DATA)/stage3 --n 8000 --valid 400 --seed 303 --sizes $(SIZES) --roll-share 0.8
+HELDOUT_DATA = $(DATA)/heldout --n 0 --test 1200 --seed 909
 demo-model: $(STAMP)
-	$(BIN)/meterread synth $(DATA)/demo --n 10000 --valid 400 --seed 101 --sizes $(SIZES)
+	$(BIN)/meterread synth $(STAGE1_DATA)
 	$(BIN)/meterread train configs/demo-tiny-paligemma.yaml dataset=$(DATA)/demo output=$(RUNS)/demo
-	$(BIN)/meterread synth $(DATA)/stage2 --n 24000 --valid 400 --seed 202 --sizes $(SIZES)
+	$(BIN)/meterread synth $(STAGE2_DATA)
 	$(BIN)/meterread train configs/demo-tiny-paligemma-stage2.yaml base=$(RUNS)/demo/best \
 		dataset=$(DATA)/stage2 output=$(RUNS)/demo-stage2
-	$(BIN)/meterread synth $(DATA)/stage3 --n 8000 --valid 400 --seed 303 --sizes $(SIZES) --roll-share 0.8
+	$(BIN)/meterread synth $(STAGE3_DATA)
 	$(BIN)/meterread train configs/demo-tiny-paligemma-stage3.yaml base=$(RUNS)/demo-stage2/best \
 		dataset=$(DATA)/stage3 output=$(RUNS)/demo-stage3
-	$(BIN)/meterread synth $(DATA)/heldout --n 0 --test 1200 --seed 909
+	$(BIN)/meterread synth $(HELDOUT_DATA)
 	$(BIN)/meterread eval $(DATA)/heldout --model $(RUNS)/demo-stage3/best --out $(RUNS)/demo-stage3/heldout-eval
-	$(BIN)/python scripts/bundle_demo_model.py $(RUNS)/demo-stage3/heldout-eval \
-		"meterread synth $(DATA)/heldout --n 0 --test 1200 --seed 909" \
-		--stage configs/demo-tiny-paligemma.yaml $(RUNS)/demo auto \
-		"meterread synth $(DATA)/demo --n 10000 --valid 400 --seed 101 --sizes $(SIZES)" \
-		--stage configs/demo-tiny-paligemma-stage2.yaml $(RUNS)/demo-stage2 auto \
-		"meterread synth $(DATA)/stage2 --n 24000 --valid 400 --seed 202 --sizes $(SIZES)" \
-		--stage configs/demo-tiny-paligemma-stage3.yaml $(RUNS)/demo-stage3 auto \
-		"meterread synth $(DATA)/stage3 --n 8000 --valid 400 --seed 303 --sizes $(SIZES) --roll-share 0.8"
+	$(BIN)/python scripts/bundle_demo_model.py $(RUNS)/demo-stage3/heldout-eval "meterread synth $(HELDOUT_DATA)" \
+		--stage configs/demo-tiny-paligemma.yaml $(RUNS)/demo auto "meterread synth $(STAGE1_DATA)" \
+		--stage configs/demo-tiny-paligemma-stage2.yaml $(RUNS)/demo-stage2 auto "meterread synth $(STAGE2_DATA)" \
+		--stage configs/demo-tiny-paligemma-stage3.yaml $(RUNS)/demo-stage3 auto "meterread synth $(STAGE3_DATA)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check meterread flows tests

@@ -77,8 +77,7 @@ def main() -> None:
         "seed": last["seed"],
         "training_data": last["training_data"],
         "dataset_manifest": last["dataset_manifest"],
-        "valid": last["valid"],
-        "stages": stages,
+        "stages": stages,  # the last stage's validation metrics are also the bundle's metrics.json
         "heldout": {"data": args.heldout_command, **{key: heldout[key] for key in HELDOUT_KEYS}},
         "training_minutes_on_2_cpu_cores": sum(stage["training_minutes_on_2_cpu_cores"] for stage in stages),
     }

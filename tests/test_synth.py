@@ -26,10 +26,16 @@ from meterread.synth import (
 )
 
 
-def quad_iou(a: np.ndarray, b: np.ndarray) -> float:
+def quad_overlap(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    """(intersection area, area of a, area of b) of two convex quads."""
     a, b = a.astype(np.float32), b.astype(np.float32)
     inter, _ = cv2.intersectConvexConvex(cv2.convexHull(a), cv2.convexHull(b))
-    return inter / (cv2.contourArea(a) + cv2.contourArea(b) - inter)
+    return inter, cv2.contourArea(a), cv2.contourArea(b)
+
+
+def quad_iou(a: np.ndarray, b: np.ndarray) -> float:
+    inter, area_a, area_b = quad_overlap(a, b)
+    return inter / (area_a + area_b - inter)
 
 
 @pytest.mark.parametrize(
@@ -121,8 +127,8 @@ def test_parse_sizes_rejects_what_is_not_a_size(text):
 
 def window_recall(found: np.ndarray, truth: np.ndarray) -> float:
     """Share of the true register window inside the found quad."""
-    inter, _ = cv2.intersectConvexConvex(cv2.convexHull(found.astype(np.float32)), truth.astype(np.float32))
-    return inter / cv2.contourArea(truth.astype(np.float32))
+    inter, _, truth_area = quad_overlap(found, truth)
+    return inter / truth_area
 
 
 # plan_samples(300, seed=4242) photos whose red decimal wheels the contour search sees as a separate rectangle
