@@ -147,7 +147,7 @@ def synth(
         "mixed", help="'mixed' (640x480 .. 2560x1440), WxH, or a comma-separated list, e.g. 640x480,1024x768."
     ),
     workers: int = typer.Option(0, help="Rendering processes (0: one per CPU core); the photos do not depend on it."),
-    roll_share: float = typer.Option(
+    roll_share: float = typer.Option(  # = synth.ROLL_SHARE, not imported here: synth pulls in transformers (~4 s)
         0.4, min=0.0, max=1.0, help="Share of counter photos whose last wheel is caught rolling."
     ),
 ) -> None:
