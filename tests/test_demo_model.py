@@ -1,9 +1,13 @@
 """The bundled demo model really reads: fresh synthetic photos (a seed never used in training), mostly right."""
 
 import json
+import shlex
 
 import numpy as np
+import pytest
+from typer.testing import CliRunner
 
+from meterread.cli import app
 from meterread.config import DEMO_MODEL_DIR
 from meterread.models.base import ModelSpec, load_reader
 from meterread.parse import parse_reading
@@ -23,7 +27,7 @@ def test_bundled_model_reads_fresh_synthetic_photos():
         labels.append(sample.label)
     predictions = reader.read(images, [reader.default_prompt] * len(images))
     correct = sum(parse_reading(p.text).value == parse_reading(label).value for p, label in zip(predictions, labels))
-    # The bundled model reads all 16 (held-out exact match 97.3%, in provenance.json and the README; the stage-1
+    # The bundled model reads all 16 (held-out exact match 98.3%, in provenance.json and the README; the stage-1
     # model read 10-12); a random-weight model reads none, so this guards against a broken, swapped or worse model.
     assert correct >= 14, [(p.text, label) for p, label in zip(predictions, labels)]
 
@@ -32,12 +36,33 @@ def test_bundled_model_carries_its_provenance():
     provenance = json.loads((DEMO_MODEL_DIR / "provenance.json").read_text())
     for key in ("recipe", "command", "seed", "training_data", "dataset_manifest", "heldout"):
         assert key in provenance, key
-    assert provenance["heldout"]["count"] >= 1000 and provenance["heldout"]["exact_match"] >= 0.97
+    assert provenance["heldout"]["count"] >= 1000 and provenance["heldout"]["exact_match"] >= 0.98
     assert [stage["recipe"] for stage in provenance["stages"]] == [
         "configs/demo-tiny-paligemma.yaml",
         "configs/demo-tiny-paligemma-stage2.yaml",
         "configs/demo-tiny-paligemma-stage3.yaml",
         "configs/demo-tiny-paligemma-stage4.yaml",
         "configs/demo-tiny-paligemma-stage5.yaml",
+        "configs/demo-tiny-paligemma-stage6.yaml",
     ]
     assert (DEMO_MODEL_DIR / "train_config.json").is_file() and (DEMO_MODEL_DIR / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_bundled_model_meets_the_bar_on_its_heldout_set(tmp_path):
+    """Rerun the held-out command recorded in provenance.json and `meterread eval` on it (~2 min on 2 cores)."""
+    heldout = json.loads((DEMO_MODEL_DIR / "provenance.json").read_text())["heldout"]
+    command = shlex.split(heldout["data"])  # meterread synth data/heldout --n 0 --test 1200 --seed 909
+    assert command[:2] == ["meterread", "synth"] and "--seed" in command
+    runner = CliRunner()
+    synth = runner.invoke(app, ["synth", str(tmp_path / "heldout"), *command[3:]])
+    assert synth.exit_code == 0, synth.output
+    evaluated = runner.invoke(
+        app, ["eval", str(tmp_path / "heldout"), "--device", "cpu", "--out", str(tmp_path / "eval")]
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["count"] == heldout["count"] >= 1000
+    assert metrics["exact_match"] >= 0.98  # issue 5's bar
+    # The recorded figure is this measurement (a few photos of slack for another CPU's floating-point rounding).
+    assert abs(metrics["exact_match"] - heldout["exact_match"]) <= 3 / heldout["count"]
