@@ -6,7 +6,7 @@ work pool; Prefect workers (one flow run at a time each: `prefect worker start -
     read-shard     (pool `gpu`)      shard file -> preprocess + VLM + validate -> Parquet + result file
 
 Shards are idempotent (files named by run id and shard id), so a retried shard rewrites its own files. The
-orchestrator holds the output's lease for the whole night; shard runs write under it.
+orchestrator holds the output's lease for the whole night (renewing it while it waits); shard runs write under it.
 """
 
 from __future__ import annotations
@@ -27,11 +27,12 @@ from flows.nightly_read import (
     take_lease,
     use_credentials_block,
 )
-from meterread import pipeline, shards
+from meterread import lease, pipeline, shards
 from meterread.config import ReadConfig
 from meterread.models.base import spec_fingerprint
 
 READ_SHARD_DEPLOYMENT = "read-shard/read-shard"
+RENEW_LEASE_EVERY_S = 600.0  # while waiting on shard runs; the lease's TTL is hours
 
 
 # --- read-shard: runs on a GPU worker ----------------------------------------------------------------------------
@@ -83,14 +84,21 @@ def submit_shard(deployment: str, parameters: dict, idempotency_key: str) -> UUI
 
 
 @task(cache_policy=NO_CACHE)
-def wait_for_runs(run_ids: list[UUID], poll_seconds: float, timeout_seconds: float | None) -> dict[UUID, str]:
-    """Poll until every flow run is in a final state; returns each one's state type (COMPLETED, FAILED, ...)."""
+def wait_for_runs(
+    run_ids: list[UUID], poll_seconds: float, timeout_seconds: float | None, held: lease.Lease | None = None
+) -> dict[UUID, str]:
+    """Poll until every flow run is in a final state; returns each one's state type (COMPLETED, FAILED, ...).
+    Renews the orchestrator's lease `held` every RENEW_LEASE_EVERY_S meanwhile."""
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     deadline = time.monotonic() + timeout_seconds if timeout_seconds else None
+    next_renewal = time.monotonic() + RENEW_LEASE_EVERY_S
     states: dict[UUID, str] = {}
     with get_client(sync_client=True) as client:
         while True:
+            if held is not None and time.monotonic() >= next_renewal:
+                lease.renew(held)
+                next_renewal = time.monotonic() + RENEW_LEASE_EVERY_S
             waiting = [run_id for run_id in run_ids if run_id not in states]
             for start in range(0, len(waiting), 200):  # one API call per 200 runs, not one per run
                 chunk = waiting[start : start + 200]
@@ -129,7 +137,8 @@ def run_shards(config: ReadConfig, plan, uris: list[str], options: dict, logger)
             for shard_id, uri in pending.items()
         }
         logger.info("attempt %d: %d shard runs submitted to %s", attempt, len(launched), options["read_deployment"])
-        states = wait_for_runs(list(launched), options["poll_seconds"], options["shard_timeout_seconds"])
+        waiting = (list(launched), options["poll_seconds"], options["shard_timeout_seconds"], options.get("lease"))
+        states = wait_for_runs(*waiting)
         for run_id, shard_id in launched.items():
             result = shard_result(config, plan.run_id, shard_id) if states[run_id] == "COMPLETED" else None
             if result is not None:
@@ -188,6 +197,7 @@ def nightly_fanout(
             "shard_attempts": shard_attempts,
             "poll_seconds": poll_seconds,
             "shard_timeout_seconds": shard_timeout_seconds,
+            "lease": held,
         }
         results, failed = run_shards(config, plan, uris, options, logger)
         manifest = gather(config, plan, results, fingerprint, started_at, failed)

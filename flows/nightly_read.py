@@ -40,6 +40,12 @@ def release_lease(held) -> None:
     lease.release(held)
 
 
+@task(cache_policy=NO_CACHE)
+def renew_lease(held) -> None:
+    """No task retries: the storage write retries inside, and a lease taken over must stop the night."""
+    lease.renew(held)
+
+
 @task(**STORAGE_RETRIES)
 def load_context(config: ReadConfig) -> tuple[MeterHistory, dict]:
     return pipeline.load_history(config), pipeline.load_meter_profiles(config.meters_table)
@@ -114,9 +120,10 @@ def use_credentials_block(name: str | None) -> None:
             os.environ[env] = str(values[key])
 
 
-def read_night(config: ReadConfig, reader, run_id: str, started_at: datetime, logger) -> tuple[dict, dict]:
-    """The night's tasks in order: plan, then per shard read + write (shard k is written while shard k+1 is
-    read), then manifest and summary."""
+def read_night(config: ReadConfig, reader, held, started_at: datetime, logger) -> tuple[dict, dict]:
+    """The night's tasks in order: plan, then per shard read + lease renewal + write (shard k is written while
+    shard k+1 is read), then manifest and summary. `held`: this run's lease on the output."""
+    run_id = held.run_id
     plan = plan_run(config, reader.fingerprint, run_id)
     logger.info(
         "listed %d photos, %d already done, %d shards to read", plan.listed, plan.already_done, len(plan.shards)
@@ -129,6 +136,7 @@ def read_night(config: ReadConfig, reader, run_id: str, started_at: datetime, lo
     for index, shard in enumerate(plan.shards, 1):
         rows = read_shard(config, shard, run_id, history, profiles)
         files += writing.result() if writing else []
+        renew_lease(held)
         writing = write_shard.submit(config, rows, run_id, shard.shard_id)
         for status, count in pipeline.status_counts(rows).items():
             counts[status] += count
@@ -173,7 +181,7 @@ def nightly_read(
     logger.info("model %s (fingerprint %s) on %s", reader.model_id, reader.fingerprint, getattr(reader, "device", "?"))
     held = take_lease(config, run_id)
     try:
-        manifest, counts = read_night(config, reader, run_id, started_at, logger)
+        manifest, counts = read_night(config, reader, held, started_at, logger)
     finally:
         release_lease(held)
     logger.info("run %s done: %s", run_id, counts)

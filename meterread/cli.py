@@ -9,6 +9,7 @@ import typer
 
 from meterread.config import DEMO_MODEL_DIR, ConfigError, ReadConfig
 from meterread.models.base import ModelSpec
+from meterread.synth import ROLL_SHARE
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Batch meter reading with fine-tuned VLMs.")
 
@@ -147,8 +148,8 @@ def synth(
         "mixed", help="'mixed' (640x480 .. 2560x1440), WxH, or a comma-separated list, e.g. 640x480,1024x768."
     ),
     workers: int = typer.Option(0, help="Rendering processes (0: one per CPU core); the photos do not depend on it."),
-    roll_share: float = typer.Option(  # = synth.ROLL_SHARE, not imported here: synth pulls in transformers (~4 s)
-        0.4, min=0.0, max=1.0, help="Share of counter photos whose last wheel is caught rolling."
+    roll_share: float = typer.Option(
+        ROLL_SHARE, min=0.0, max=1.0, help="Share of counter photos whose last wheel is caught rolling."
     ),
 ) -> None:
     """Render synthetic meter photos (LCD and counter wheels) in the nightly key layout, with labels."""

@@ -3,7 +3,9 @@
 `OUTPUT/_leases/active-run.json` is created exclusively (`O_EXCL` locally, S3 `If-None-Match: *` through s3fs'
 `mode="create"`), so of two runs started for the same output only one writes; the other stops with a message
 naming the holder. A lease left by a crashed run expires after its TTL; the same run id may re-enter its own lease
-(a retried flow run).
+(a retried flow run). A live run renews its lease as it goes (after every shard, and while the fan-out
+orchestrator waits), so a night longer than the TTL keeps it, and a run whose lease was taken over stops before
+writing beside the new holder.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from fsspec import AbstractFileSystem
 from meterread.storage import is_local, with_retries
 
 LEASE_PATH = "_leases/active-run.json"
+DEFAULT_TTL = timedelta(hours=6)
 
 
 class RunLocked(RuntimeError):
@@ -58,20 +61,24 @@ def _read(fs: AbstractFileSystem, path: str) -> dict | None:
         return None
 
 
+def lease_record(run_id: str, acquired_at: datetime, expires_at: datetime) -> dict:
+    """What the lease object says: who holds the output, from where, since and until when."""
+    return {
+        "run_id": run_id,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "acquired_at": acquired_at.isoformat(),
+        "expires_at": expires_at.isoformat(),
+    }
+
+
 def acquire(
-    fs: AbstractFileSystem, root: str, run_id: str, ttl: timedelta = timedelta(hours=6), now: datetime | None = None
+    fs: AbstractFileSystem, root: str, run_id: str, ttl: timedelta = DEFAULT_TTL, now: datetime | None = None
 ) -> Lease:
     """Take the output's lease for `run_id` or raise RunLocked."""
     now = now or datetime.now(timezone.utc)
     path = f"{root}/{LEASE_PATH}"
-    record = {
-        "run_id": run_id,
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "acquired_at": now.isoformat(),
-        "expires_at": (now + ttl).isoformat(),
-    }
-    payload = json.dumps(record).encode()
+    payload = json.dumps(lease_record(run_id, now, now + ttl)).encode()
     for _ in range(2):
         if create_exclusive(fs, path, payload):
             return Lease(fs, path, run_id)
@@ -89,6 +96,36 @@ def acquire(
             )
         fs.rm_file(path)  # expired: a crashed run left it
     raise RunLocked(f"could not take the lease at {fs.unstrip_protocol(path)}")
+
+
+def renew(lease: Lease, ttl: timedelta = DEFAULT_TTL, now: datetime | None = None) -> None:
+    """Extend this run's lease to `now + ttl`; raise RunLocked if another run holds it now (this run's lease
+    expired and was taken over: it must stop writing). Read-then-write: a takeover in the instant between the
+    two is not detected, which a TTL far longer than one shard makes moot."""
+    now = now or datetime.now(timezone.utc)
+    lease.fs.invalidate_cache(lease.path)
+    holder = _read(lease.fs, lease.path)
+    if holder is not None and holder.get("run_id") != lease.run_id:
+        raise RunLocked(
+            f"run {lease.run_id} lost the output's lease to run {holder['run_id']} (host {holder.get('host')}, "
+            f"since {holder.get('acquired_at')}); stopping before writing beside it. Rerun when that run is done: "
+            "rows already written are kept and skipped."
+        )
+    acquired_at = datetime.fromisoformat(holder["acquired_at"]) if holder else now
+    payload = json.dumps(lease_record(lease.run_id, acquired_at, now + ttl)).encode()
+    with_retries(lambda: _overwrite(lease.fs, lease.path, payload))
+
+
+def _overwrite(fs: AbstractFileSystem, path: str, data: bytes) -> None:
+    """Replace `path` whole: atomic rename locally, a single PUT on S3."""
+    if not is_local(fs):
+        fs.pipe_file(path, data)
+        return
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    partial = f"{path}.{os.getpid()}.partial"
+    with open(partial, "wb") as handle:
+        handle.write(data)
+    os.replace(partial, path)
 
 
 def release(lease: Lease) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from meterread.models.paligemma import DEFAULT_PROMPT
+from meterread.models.prompts import DEFAULT_PROMPTS
 
 PHOTO_SIZES = ((640, 480), (1024, 768), (1280, 720), (1600, 1200), (1920, 1080), (2560, 1440))
 METER_TYPES = ("electricity-lcd", "electricity-mechanical", "gas-mechanical", "water-mechanical")
@@ -307,7 +307,7 @@ def _render_and_save(job: tuple[MeterSample, int, object, str]) -> str:
     return json.dumps(
         {
             "image": sample.key,
-            "prefix": DEFAULT_PROMPT,
+            "prefix": DEFAULT_PROMPTS["paligemma"],
             "suffix": sample.label,
             "meter_id": sample.meter_id,
             "meter_type": sample.meter_type,

@@ -4,7 +4,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from meterread.lease import RunLocked, acquire, release
+from meterread.lease import RunLocked, acquire, release, renew
 from meterread.storage import resolve
 
 T0 = datetime(2026, 3, 1, 2, 0, tzinfo=timezone.utc)
@@ -35,3 +35,22 @@ def test_expired_lease_of_a_crashed_run_is_taken_over(output):
     assert lease.run_id == "next-night"
     with pytest.raises(RunLocked, match="next-night"):
         acquire(fs, root, "third", now=T0 + timedelta(hours=2, minutes=1))
+
+
+def test_a_live_run_keeps_its_lease_past_the_ttl_by_renewing(output):
+    fs, root = output
+    night = acquire(fs, root, "long-night", ttl=timedelta(hours=1), now=T0)
+    renew(night, ttl=timedelta(hours=1), now=T0 + timedelta(minutes=50))
+    kept = r"locked by run long-night .*since 2026-03-01T02:00:00\+00:00, until 2026-03-01T03:50"  # renewed expiry
+    with pytest.raises(RunLocked, match=kept):
+        acquire(fs, root, "next-night", now=T0 + timedelta(minutes=90))  # past the first TTL, within the renewed one
+
+
+def test_a_run_whose_lease_was_taken_over_must_stop(output):
+    fs, root = output
+    stalled = acquire(fs, root, "stalled", ttl=timedelta(hours=1), now=T0)
+    acquire(fs, root, "next-night", now=T0 + timedelta(hours=2))  # the stalled run's lease had expired
+    with pytest.raises(RunLocked, match="run stalled lost the output's lease to run next-night"):
+        renew(stalled, now=T0 + timedelta(hours=2, minutes=5))
+    with pytest.raises(RunLocked, match="locked by run next-night"):
+        acquire(fs, root, "third", now=T0 + timedelta(hours=2, minutes=6))  # the new holder's lease is untouched

@@ -4,7 +4,7 @@ from datetime import date
 
 import pytest
 
-from meterread import sink
+from meterread import lease, pipeline, sink
 from meterread.config import ConfigError, ReadConfig
 from meterread.models.base import ModelSpec
 from meterread.pipeline import run_read, shard_bounds
@@ -77,6 +77,27 @@ def test_new_photo_adds_exactly_one_row(tmp_path, tiny_paligemma):
     manifest = run_read(config, progress=False)
     assert (manifest["processed"], manifest["already_done"]) == (1, 6)
     assert output_rows(config).num_rows == 7
+
+
+def test_a_run_that_lost_its_lease_stops_before_writing(tmp_path, tiny_paligemma, monkeypatch):
+    write_bucket(tmp_path / "bucket", 8, seed=3)
+    config = config_for(tmp_path, tiny_paligemma)
+    process_shard = pipeline.process_shard
+
+    def taken_over_while_reading(*args, **kwargs):  # another run takes the output while shard 1 is read
+        rows = process_shard(*args, **kwargs)
+        fs, root = resolve(config.output)
+        fs.rm_file(f"{root}/{lease.LEASE_PATH}")
+        lease.acquire(fs, root, "other-run")
+        return rows
+
+    monkeypatch.setattr(pipeline, "process_shard", taken_over_while_reading)
+    with pytest.raises(lease.RunLocked, match="lost the output's lease to run other-run"):
+        run_read(config, progress=False)
+    fs, root = resolve(config.output)
+    assert not fs.glob(f"{root}/**/*.parquet")  # nothing written beside the new holder
+    with pytest.raises(lease.RunLocked, match="locked by run other-run"):  # and its lease was left alone
+        lease.acquire(fs, root, "third")
 
 
 def test_limit_and_manifest(tmp_path, tiny_paligemma):

@@ -1,6 +1,8 @@
 """Synthetic meter photos: deterministic, labels consistent, statistics in range, displays findable."""
 
 import json
+import subprocess
+import sys
 from collections import defaultdict
 
 import cv2
@@ -165,3 +167,9 @@ def test_write_dataset_reports_throughput(tmp_path):
     result = write_dataset(tmp_path, {"train": 3, "valid": 2, "test": 0}, seed=2)
     assert result["counts"] == {"train": 3, "valid": 2} and result["images_per_s"] > 0
     assert not (tmp_path / "test").exists()
+
+
+def test_synth_imports_without_torch():
+    """Data tools (and each rendering process) stay light: torch and transformers cost seconds per import."""
+    code = "import sys, meterread.synth; assert not {'torch', 'transformers'} & set(sys.modules), 'heavy import'"
+    subprocess.run([sys.executable, "-c", code], check=True)

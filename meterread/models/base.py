@@ -156,15 +156,13 @@ def spec_fingerprint(spec: ModelSpec) -> str:
     """The fingerprint `load_reader(spec)` would report, without loading weights (fan-out orchestrators plan with
     it). Fetches an s3:// adapter into the local cache, as loading would."""
     from meterread.models.loading import fetch_adapter
+    from meterread.models.prompts import DEFAULT_PROMPTS
     from meterread.preprocess import PREPROCESS_VERSION
 
     spec.validate()
-    if spec.family == "paligemma":
-        from meterread.models.paligemma import DEFAULT_PROMPT
-    else:
-        from meterread.models.florence2 import DEFAULT_PROMPT
     adapter_dir = fetch_adapter(spec.adapter) if spec.adapter else None
-    return fingerprint(spec, spec.base, adapter_dir, spec.prompt or DEFAULT_PROMPT, PREPROCESS_VERSION)
+    prompt = spec.prompt or DEFAULT_PROMPTS[spec.family]
+    return fingerprint(spec, spec.base, adapter_dir, prompt, PREPROCESS_VERSION)
 
 
 def load_reader(spec: ModelSpec) -> Reader:

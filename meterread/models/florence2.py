@@ -20,10 +20,11 @@ from meterread.models.base import ModelSpec, Prediction, fingerprint, local_file
 from meterread.models.decoding import ReadingConstraint
 from meterread.models.generation import classify_by_likelihood, generate_predictions, pixel_values
 from meterread.models.loading import input_layout, load_model
+from meterread.models.prompts import DEFAULT_PROMPTS
 from meterread.preprocess import PREPROCESS_VERSION, InputLayout
 
 FAMILY = "florence2"
-DEFAULT_PROMPT = "<DocVQA>What is the meter values?"
+DEFAULT_PROMPT = DEFAULT_PROMPTS[FAMILY]
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 TASKS = ("<OCR>", "<OCR_WITH_REGION>", "<OD>", "<CAPTION>", "<DETAILED_CAPTION>", "<REGION_PROPOSAL>")
 LOCATION_BINS = 1000

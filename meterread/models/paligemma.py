@@ -18,10 +18,11 @@ from meterread.models.base import ModelSpec, Prediction, fingerprint, local_file
 from meterread.models.decoding import ReadingConstraint
 from meterread.models.generation import classify_by_likelihood, generate_predictions, pixel_values
 from meterread.models.loading import input_layout, load_model
+from meterread.models.prompts import DEFAULT_PROMPTS
 from meterread.preprocess import PREPROCESS_VERSION, InputLayout
 
 FAMILY = "paligemma"
-DEFAULT_PROMPT = "extract meter value from this image"
+DEFAULT_PROMPT = DEFAULT_PROMPTS[FAMILY]
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 

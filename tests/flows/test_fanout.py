@@ -1,11 +1,13 @@
 """Fan-out pieces under the session's Prefect harness: shard files on S3, idempotent shard reads, and the
 orchestrator's retry of failed shard runs (the two-worker end-to-end run is test_fanout_workers.py)."""
 
+import json
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from meterread import pipeline, shards, sink
+from meterread import lease, pipeline, shards, sink
 from meterread.config import ReadConfig
 from meterread.models.base import ModelSpec, spec_fingerprint
 from meterread.storage import resolve
@@ -85,3 +87,19 @@ def test_orchestrator_reruns_a_failed_shard_and_reports_one_that_keeps_failing(
     assert manifest["processed"] == 6 - missing and manifest["failed_shards"] == [broken]
     out_fs, root = resolve(config.output)
     assert sink.read_output(out_fs, root).num_rows == 6 - missing  # nothing duplicated by the rerun
+
+
+def test_orchestrator_renews_its_lease_while_waiting_and_stops_if_it_was_taken(prefect_harness, s3_bucket, monkeypatch):
+    import flows.fanout as fanout
+
+    fs, bucket = s3_bucket
+    out_fs, root = resolve(f"s3://{bucket}/readings")
+    monkeypatch.setattr(fanout, "RENEW_LEASE_EVERY_S", 0.0)  # renew at the first poll
+    held = lease.acquire(out_fs, root, "orchestrator", ttl=timedelta(minutes=1))
+    assert fanout.wait_for_runs.fn([], 0.01, None, held) == {}
+    expires = json.loads(out_fs.cat_file(f"{root}/{lease.LEASE_PATH}"))["expires_at"]
+    assert datetime.fromisoformat(expires) > datetime.now(timezone.utc) + timedelta(hours=5)  # a fresh TTL
+    out_fs.rm_file(f"{root}/{lease.LEASE_PATH}")
+    lease.acquire(out_fs, root, "next-night")
+    with pytest.raises(lease.RunLocked, match="orchestrator lost the output's lease to run next-night"):
+        fanout.wait_for_runs.fn([], 0.01, None, held)

@@ -133,3 +133,26 @@ def test_a_second_run_for_the_same_output_is_refused(prefect_harness, s3_bucket,
     assert read_back(f"s3://{bucket}/readings").num_rows == 0
     release(held)
     assert nightly_read(source=f"s3://{bucket}/photos", output=f"s3://{bucket}/readings", model=model)["processed"] == 2
+
+
+def test_a_night_that_lost_its_lease_stops_before_writing(prefect_harness, s3_bucket, tiny_paligemma, monkeypatch):
+    from flows.nightly_read import nightly_read
+    from meterread import lease, pipeline
+
+    fs, bucket = s3_bucket
+    put_photos(fs, bucket, 2)
+    out_fs, root = resolve(f"s3://{bucket}/readings")
+    process_shard = pipeline.process_shard
+
+    def taken_over_while_reading(*args, **kwargs):  # this night stalls past its TTL; another run takes over
+        rows = process_shard(*args, **kwargs)
+        out_fs.rm_file(f"{root}/{lease.LEASE_PATH}")
+        lease.acquire(out_fs, root, "next-night")
+        return rows
+
+    monkeypatch.setattr(pipeline, "process_shard", taken_over_while_reading)
+    model = {"family": "paligemma", "base": tiny_paligemma, "device": "cpu"}
+    with pytest.raises(lease.RunLocked, match="lost the output's lease to run next-night"):
+        nightly_read(source=f"s3://{bucket}/photos", output=f"s3://{bucket}/readings", model=model)
+    assert read_back(f"s3://{bucket}/readings").num_rows == 0
+    assert json.loads(out_fs.cat_file(f"{root}/{lease.LEASE_PATH}"))["run_id"] == "next-night"
