@@ -6,7 +6,8 @@ work pool; Prefect workers (one flow run at a time each: `prefect worker start -
     read-shard     (pool `gpu`)      shard file -> preprocess + VLM + validate -> Parquet + result file
 
 Shards are idempotent (files named by run id and shard id), so a retried shard rewrites its own files. The
-orchestrator holds the output's lease for the whole night (renewing it while it waits); shard runs write under it.
+orchestrator holds the output's lease for the whole night (renewing it while it waits); a shard run writes only
+while that lease is its night's.
 """
 
 from __future__ import annotations

@@ -98,6 +98,20 @@ def acquire(
     raise RunLocked(f"could not take the lease at {fs.unstrip_protocol(path)}")
 
 
+def ensure_held(fs: AbstractFileSystem, root: str, run_id: str) -> None:
+    """Raise RunLocked unless run `run_id` holds the output's lease now: a fan-out shard run writes only under
+    its night's lease (not after the orchestrator gave up, nor beside a run that took over)."""
+    path = f"{root}/{LEASE_PATH}"
+    fs.invalidate_cache(path)
+    holder = _read(fs, path)
+    if holder is None or holder.get("run_id") != run_id:
+        held_by = f"run {holder['run_id']} (since {holder.get('acquired_at')})" if holder else "no run"
+        raise RunLocked(
+            f"the output's lease is held by {held_by}, not by run {run_id} that this work belongs to; not writing. "
+            "Rerun the night: rows already written are kept and skipped."
+        )
+
+
 def renew(lease: Lease, ttl: timedelta = DEFAULT_TTL, now: datetime | None = None) -> None:
     """Extend this run's lease to `now + ttl`; raise RunLocked if another run holds it now (this run's lease
     expired and was taken over: it must stop writing). Read-then-write: a takeover in the instant between the

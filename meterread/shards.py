@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import asdict
 from datetime import datetime, timezone
 
+from meterread import lease
 from meterread.config import ReadConfig
 from meterread.models.base import Reader
 from meterread.pipeline import (
@@ -84,6 +85,8 @@ def read_shard_file(config: ReadConfig, reader: Reader, shard_uri: str) -> dict:
     run_id, shard = load_shard(shard_uri)
     history, profiles = load_history(config), load_meter_profiles(config.meters_table)
     rows = process_shard(config, reader, shard, run_id, history, profiles)
+    fs, root = resolve(config.output)
+    lease.ensure_held(fs, root, run_id)  # the night's orchestrator still holds the output
     files = write_rows(config, rows, run_id, shard.shard_id)
     result = {
         "run_id": run_id,
@@ -100,7 +103,6 @@ def read_shard_file(config: ReadConfig, reader: Reader, shard_uri: str) -> dict:
             if row["status"] != "accepted"
         ][:FLAGGED_SAMPLE],
     }
-    fs, root = resolve(config.output)
     write_bytes(fs, shard_path(root, run_id, shard.shard_id, ".result.json"), json.dumps(result, default=str).encode())
     return result
 

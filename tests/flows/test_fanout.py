@@ -23,10 +23,12 @@ def config_for(bucket, tiny_paligemma, **overrides):
 
 
 def planned_night(s3_bucket, tiny_paligemma, run_id):
-    """Six photos of three meters on S3, planned into shard files: (config, plan, shard URIs, reader)."""
+    """Six photos of three meters on S3, planned into shard files under the night's lease, as the orchestrator
+    does: (config, plan, shard URIs, reader)."""
     fs, bucket = s3_bucket
     put_photos(fs, bucket, 6)
     config = config_for(bucket, tiny_paligemma)
+    lease.acquire(*resolve(config.output), run_id)
     plan = pipeline.plan_run(config, spec_fingerprint(config.model), run_id)
     return config, plan, shards.save_shards(config, plan), pipeline.cached_reader(config.model)
 
@@ -47,6 +49,19 @@ def test_a_shard_read_twice_rewrites_its_files_without_new_rows(s3_bucket, tiny_
     assert shards.load_shard_result(config, "night-1", plan.shards[0].shard_id)["rows"] == len(plan.shards[0].photos)
     photo = plan.shards[0].photos[0]
     assert shards.load_shard(uris[0])[1].photos[0] == photo  # photos round-trip through the shard file
+
+
+def test_a_shard_run_writes_only_under_its_nights_lease(s3_bucket, tiny_paligemma):
+    config, plan, uris, reader = planned_night(s3_bucket, tiny_paligemma, "night-3")
+    out_fs, root = resolve(config.output)
+    out_fs.rm_file(f"{root}/{lease.LEASE_PATH}")  # the orchestrator gave up and released, or died and it expired
+    with pytest.raises(lease.RunLocked, match="held by no run, not by run night-3"):
+        shards.read_shard_file(config, reader, uris[0])
+    lease.acquire(out_fs, root, "next-night")
+    with pytest.raises(lease.RunLocked, match="held by run next-night .*not by run night-3"):
+        shards.read_shard_file(config, reader, uris[0])
+    assert sink.read_output(out_fs, root).num_rows == 0
+    assert shards.load_shard_result(config, "night-3", plan.shards[0].shard_id) is None  # the shard did not finish
 
 
 def test_orchestrator_reruns_a_failed_shard_and_reports_one_that_keeps_failing(
