@@ -12,6 +12,7 @@ while that lease is its night's.
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import datetime, timezone
 from uuid import UUID
@@ -32,8 +33,10 @@ from meterread import lease, pipeline, shards
 from meterread.config import ReadConfig
 from meterread.models.base import spec_fingerprint
 
+log = logging.getLogger(__name__)
 READ_SHARD_DEPLOYMENT = "read-shard/read-shard"
 RENEW_LEASE_EVERY_S = 600.0  # while waiting on shard runs; the lease's TTL is hours
+RETRY_RENEWAL_S = 30.0  # after storage trouble while renewing
 
 
 # --- read-shard: runs on a GPU worker ----------------------------------------------------------------------------
@@ -98,8 +101,7 @@ def wait_for_runs(
     with get_client(sync_client=True) as client:
         while True:
             if held is not None and time.monotonic() >= next_renewal:
-                lease.renew(held)
-                next_renewal = time.monotonic() + RENEW_LEASE_EVERY_S
+                next_renewal = time.monotonic() + renew_while_waiting(held)
             waiting = [run_id for run_id in run_ids if run_id not in states]
             for start in range(0, len(waiting), 200):  # one API call per 200 runs, not one per run
                 chunk = waiting[start : start + 200]
@@ -124,11 +126,26 @@ def gather(config, plan, results, fingerprint, started_at, failed) -> dict:
     return shards.gather_manifest(config, plan, results, fingerprint, started_at, failed)
 
 
+def renew_while_waiting(held: lease.Lease) -> float:
+    """Renew the night's lease; seconds until the next renewal. A lost lease stops the night (RunLocked); storage
+    trouble is logged and retried soon, as the lease's TTL is hours away."""
+    try:
+        lease.renew(held)
+    except lease.RunLocked:
+        raise
+    except Exception as error:  # s3fs raises many types for network trouble
+        log.warning("could not renew the output's lease (%s); retrying in %.0f s", error, RETRY_RENEWAL_S)
+        return RETRY_RENEWAL_S
+    return RENEW_LEASE_EVERY_S
+
+
 def run_shards(config: ReadConfig, plan, uris: list[str], options: dict, logger) -> tuple[list[dict], list[str]]:
     """Run every shard as a `read-shard` flow run, rerunning failed ones; returns (results, failed shard ids)."""
     pending = {shard.shard_id: uri for shard, uri in zip(plan.shards, uris)}
     results: dict[str, dict] = {}
     for attempt in range(1, options["shard_attempts"] + 1):
+        if options.get("lease") is not None:
+            lease.renew(options["lease"])  # start no shard runs for a night that lost its output
         launched = {
             submit_shard(
                 options["read_deployment"],

@@ -40,9 +40,19 @@ def release_lease(held) -> None:
     lease.release(held)
 
 
-@task(cache_policy=NO_CACHE)
+def unless_lease_lost(task, task_run, state) -> bool:
+    """Retry condition: retry storage trouble, never a lost lease (that must stop the night)."""
+    try:
+        state.result()
+    except lease.RunLocked:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+@task(**{**STORAGE_RETRIES, "retry_condition_fn": unless_lease_lost})
 def renew_lease(held) -> None:
-    """No task retries: the storage write retries inside, and a lease taken over must stop the night."""
     lease.renew(held)
 
 

@@ -82,12 +82,13 @@ def acquire(
     for _ in range(2):
         if create_exclusive(fs, path, payload):
             return Lease(fs, path, run_id)
-        fs.invalidate_cache(path)
-        holder = _read(fs, path)
+        holder = _holder(fs, path)
         if holder is None:
             continue  # released meanwhile: try again
-        if holder.get("run_id") == run_id:
-            return Lease(fs, path, run_id)
+        if holder.get("run_id") == run_id:  # a retried run re-enters its own lease, for a fresh TTL
+            lease = Lease(fs, path, run_id)
+            renew(lease, ttl, now)
+            return lease
         if datetime.fromisoformat(holder["expires_at"]) > now:
             raise RunLocked(
                 f"output is locked by run {holder['run_id']} (host {holder.get('host')}, since "
@@ -98,36 +99,52 @@ def acquire(
     raise RunLocked(f"could not take the lease at {fs.unstrip_protocol(path)}")
 
 
-def ensure_held(fs: AbstractFileSystem, root: str, run_id: str) -> None:
-    """Raise RunLocked unless run `run_id` holds the output's lease now: a fan-out shard run writes only under
-    its night's lease (not after the orchestrator gave up, nor beside a run that took over)."""
-    path = f"{root}/{LEASE_PATH}"
+def _holder(fs: AbstractFileSystem, path: str) -> dict | None:
     fs.invalidate_cache(path)
-    holder = _read(fs, path)
-    if holder is None or holder.get("run_id") != run_id:
-        held_by = f"run {holder['run_id']} (since {holder.get('acquired_at')})" if holder else "no run"
+    return _read(fs, path)
+
+
+def _why_not_held(holder: dict | None, run_id: str) -> str | None:
+    """Why run `run_id` does not hold the lease `holder` describes; None when it does."""
+    if holder is None:
+        return "no run holds it (released by a run that took it over, or deleted)"
+    if holder.get("run_id") != run_id:
+        return f"run {holder['run_id']} holds it (host {holder.get('host')}, since {holder.get('acquired_at')})"
+    return None
+
+
+def ensure_held(fs: AbstractFileSystem, root: str, run_id: str, now: datetime | None = None) -> None:
+    """Raise RunLocked unless run `run_id` holds the output's unexpired lease: a fan-out shard run writes only
+    under its night's lease (not after the orchestrator gave up or died, nor beside a run that took over)."""
+    now = now or datetime.now(timezone.utc)
+    holder = _holder(fs, f"{root}/{LEASE_PATH}")
+    why = _why_not_held(holder, run_id)
+    if why is None and datetime.fromisoformat(holder["expires_at"]) <= now:
+        why = f"it expired at {holder['expires_at']} (the orchestrator stopped renewing it)"
+    if why is not None:
         raise RunLocked(
-            f"the output's lease is held by {held_by}, not by run {run_id} that this work belongs to; not writing. "
+            f"run {run_id} no longer holds the output's lease: {why}; not writing. "
             "Rerun the night: rows already written are kept and skipped."
         )
 
 
 def renew(lease: Lease, ttl: timedelta = DEFAULT_TTL, now: datetime | None = None) -> None:
-    """Extend this run's lease to `now + ttl`; raise RunLocked if another run holds it now (this run's lease
-    expired and was taken over: it must stop writing). Read-then-write: a takeover in the instant between the
-    two is not detected, which a TTL far longer than one shard makes moot."""
+    """Extend this run's lease to `now + ttl`; raise RunLocked if this run no longer holds it (it stalled past
+    its TTL and another run took over, maybe already released): the run must stop writing.
+
+    Read-then-write, not compare-and-swap: a takeover racing a renewal can let this run write one more shard
+    before its next renewal fails; the ledger keeps that shard's rows, and takeovers need a run stalled past its TTL.
+    """
     now = now or datetime.now(timezone.utc)
-    lease.fs.invalidate_cache(lease.path)
-    holder = _read(lease.fs, lease.path)
-    if holder is not None and holder.get("run_id") != lease.run_id:
+    holder = _holder(lease.fs, lease.path)
+    why = _why_not_held(holder, lease.run_id)
+    if why is not None:
         raise RunLocked(
-            f"run {lease.run_id} lost the output's lease to run {holder['run_id']} (host {holder.get('host')}, "
-            f"since {holder.get('acquired_at')}); stopping before writing beside it. Rerun when that run is done: "
-            "rows already written are kept and skipped."
+            f"run {lease.run_id} lost the output's lease: {why}; stopping before writing beside another run. "
+            "Rerun when that run is done: rows already written are kept and skipped."
         )
-    acquired_at = datetime.fromisoformat(holder["acquired_at"]) if holder else now
-    payload = json.dumps(lease_record(lease.run_id, acquired_at, now + ttl)).encode()
-    with_retries(lambda: _overwrite(lease.fs, lease.path, payload))
+    payload = json.dumps(lease_record(lease.run_id, datetime.fromisoformat(holder["acquired_at"]), now + ttl))
+    with_retries(lambda: _overwrite(lease.fs, lease.path, payload.encode()))
 
 
 def _overwrite(fs: AbstractFileSystem, path: str, data: bytes) -> None:
@@ -144,7 +161,6 @@ def _overwrite(fs: AbstractFileSystem, path: str, data: bytes) -> None:
 
 def release(lease: Lease) -> None:
     """Drop the lease if this run still holds it."""
-    lease.fs.invalidate_cache(lease.path)
-    holder = _read(lease.fs, lease.path)
+    holder = _holder(lease.fs, lease.path)
     if holder and holder.get("run_id") == lease.run_id:
         lease.fs.rm_file(lease.path)

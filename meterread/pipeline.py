@@ -435,7 +435,9 @@ def run_read(config: ReadConfig, progress: bool = True) -> dict:
         with writer, tqdm(total=total, desc="reading photos", unit="photo", disable=not progress) as bar:
             for shard in plan.shards:  # shard k is written while shard k+1 is read
                 rows = process_shard(config, reader, shard, plan.run_id, history, profiles, on_batch=bar.update)
-                lease.renew(held)  # still ours (raises RunLocked if taken over), for another TTL
+                # Still ours (else RunLocked), for another TTL. Shard k-1's write may still be finishing: it began
+                # under the lease, and a takeover in between needs this run stalled past its TTL.
+                lease.renew(held)
                 writer.submit((shard.shard_id, rows))
                 counts.update(status_counts(rows))
         files = [path for written in writer.results for path in written]

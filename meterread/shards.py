@@ -83,10 +83,11 @@ def read_shard_file(config: ReadConfig, reader: Reader, shard_uri: str) -> dict:
     """Read one shard file end to end (history and meters table from the output), write its Parquet files and
     its result file; returns the result. Safe to repeat: the same files are rewritten."""
     run_id, shard = load_shard(shard_uri)
+    fs, root = resolve(config.output)
+    lease.ensure_held(fs, root, run_id)  # the night is still on: no GPU time for a shard nobody waits for
     history, profiles = load_history(config), load_meter_profiles(config.meters_table)
     rows = process_shard(config, reader, shard, run_id, history, profiles)
-    fs, root = resolve(config.output)
-    lease.ensure_held(fs, root, run_id)  # the night's orchestrator still holds the output
+    lease.ensure_held(fs, root, run_id)  # and still holds the output, now that there is something to write
     files = write_rows(config, rows, run_id, shard.shard_id)
     result = {
         "run_id": run_id,

@@ -1,10 +1,9 @@
 import json
 
-from typer.main import get_command
 from typer.testing import CliRunner
 
 from meterread.cli import app
-from meterread.synth import ROLL_SHARE, write_bucket
+from meterread.synth import write_bucket
 
 runner = CliRunner()
 
@@ -43,8 +42,3 @@ def test_synth_writes_a_bucket(tmp_path):
     assert result.exit_code == 0
     assert len(list((tmp_path / "b").rglob("*.jpg"))) == 3
     assert len((tmp_path / "b" / "annotations.jsonl").read_text().splitlines()) == 3
-
-
-def test_synth_roll_share_default_is_the_generators():
-    params = {param.name: param for param in get_command(app).commands["synth"].params}
-    assert params["roll_share"].default == ROLL_SHARE

@@ -4,7 +4,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from meterread.lease import RunLocked, acquire, release, renew
+from meterread.lease import RunLocked, acquire, ensure_held, release, renew
 from meterread.storage import resolve
 
 T0 = datetime(2026, 3, 1, 2, 0, tzinfo=timezone.utc)
@@ -50,7 +50,34 @@ def test_a_run_whose_lease_was_taken_over_must_stop(output):
     fs, root = output
     stalled = acquire(fs, root, "stalled", ttl=timedelta(hours=1), now=T0)
     acquire(fs, root, "next-night", now=T0 + timedelta(hours=2))  # the stalled run's lease had expired
-    with pytest.raises(RunLocked, match="run stalled lost the output's lease to run next-night"):
+    with pytest.raises(RunLocked, match="run stalled lost the output's lease: run next-night holds it"):
         renew(stalled, now=T0 + timedelta(hours=2, minutes=5))
     with pytest.raises(RunLocked, match="locked by run next-night"):
         acquire(fs, root, "third", now=T0 + timedelta(hours=2, minutes=6))  # the new holder's lease is untouched
+
+
+def test_a_run_whose_lease_was_taken_over_and_released_must_stop_too(output):
+    fs, root = output
+    stalled = acquire(fs, root, "stalled", ttl=timedelta(hours=1), now=T0)
+    release(acquire(fs, root, "next-night", now=T0 + timedelta(hours=2)))  # took over, finished, released
+    with pytest.raises(RunLocked, match="stalled lost the output's lease: no run holds it"):
+        renew(stalled, now=T0 + timedelta(hours=3))
+    assert acquire(fs, root, "third", now=T0 + timedelta(hours=3)).run_id == "third"  # renew did not resurrect it
+
+
+def test_a_retried_run_reentering_its_lease_gets_a_fresh_ttl(output):
+    fs, root = output
+    acquire(fs, root, "night-1", ttl=timedelta(hours=1), now=T0)
+    acquire(fs, root, "night-1", ttl=timedelta(hours=1), now=T0 + timedelta(minutes=55))  # the retry
+    with pytest.raises(RunLocked, match="locked by run night-1"):
+        acquire(fs, root, "night-2", now=T0 + timedelta(minutes=90))
+
+
+def test_shard_work_is_written_only_under_its_nights_unexpired_lease(output):
+    fs, root = output
+    acquire(fs, root, "night-1", ttl=timedelta(hours=1), now=T0)
+    ensure_held(fs, root, "night-1", now=T0 + timedelta(minutes=30))
+    with pytest.raises(RunLocked, match="night-1 no longer holds the output's lease: it expired at 2026-03-01T03:00"):
+        ensure_held(fs, root, "night-1", now=T0 + timedelta(minutes=61))  # the orchestrator died
+    with pytest.raises(RunLocked, match="night-0 no longer holds the output's lease: run night-1 holds it"):
+        ensure_held(fs, root, "night-0", now=T0)

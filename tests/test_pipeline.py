@@ -92,7 +92,7 @@ def test_a_run_that_lost_its_lease_stops_before_writing(tmp_path, tiny_paligemma
         return rows
 
     monkeypatch.setattr(pipeline, "process_shard", taken_over_while_reading)
-    with pytest.raises(lease.RunLocked, match="lost the output's lease to run other-run"):
+    with pytest.raises(lease.RunLocked, match="lost the output's lease: run other-run holds it"):
         run_read(config, progress=False)
     fs, root = resolve(config.output)
     assert not fs.glob(f"{root}/**/*.parquet")  # nothing written beside the new holder

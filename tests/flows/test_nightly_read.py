@@ -152,7 +152,39 @@ def test_a_night_that_lost_its_lease_stops_before_writing(prefect_harness, s3_bu
 
     monkeypatch.setattr(pipeline, "process_shard", taken_over_while_reading)
     model = {"family": "paligemma", "base": tiny_paligemma, "device": "cpu"}
-    with pytest.raises(lease.RunLocked, match="lost the output's lease to run next-night"):
+    with pytest.raises(lease.RunLocked, match="lost the output's lease: run next-night holds it"):
         nightly_read(source=f"s3://{bucket}/photos", output=f"s3://{bucket}/readings", model=model)
     assert read_back(f"s3://{bucket}/readings").num_rows == 0
     assert json.loads(out_fs.cat_file(f"{root}/{lease.LEASE_PATH}"))["run_id"] == "next-night"
+
+
+def test_lease_renewal_retries_storage_trouble_but_not_a_lost_lease(prefect_harness, monkeypatch):
+    from prefect import flow
+
+    from flows import nightly_read as night
+    from meterread import lease
+
+    @flow
+    def renew_once():  # inside a flow run, as in the night
+        night.renew_lease("held")
+
+    calls = []
+
+    def flaky_storage(held):
+        calls.append(held)
+        if len(calls) == 1:
+            raise OSError("503 Slow Down")
+
+    monkeypatch.setattr(lease, "renew", flaky_storage)
+    renew_once()
+    assert len(calls) == 2  # retried once, then renewed
+
+    def lost(held):
+        calls.append(held)
+        raise lease.RunLocked("run a lost the output's lease")
+
+    calls.clear()
+    monkeypatch.setattr(lease, "renew", lost)
+    with pytest.raises(lease.RunLocked):
+        renew_once()
+    assert len(calls) == 1  # not retried: the night stops
