@@ -44,33 +44,27 @@ STAGE4_DATA = $(DATA)/stage4 --n 20000 --valid 400 --seed 404 --sizes $(SIZES) -
 STAGE5_DATA = $(DATA)/stage5 --n 12000 --valid 400 --seed 505 --sizes $(SIZES) --roll-share 0.6
 STAGE6_DATA = $(DATA)/stage6 --n 16000 --valid 400 --seed 606 --sizes $(SIZES) --roll-share 0.7
 HELDOUT_DATA = $(DATA)/heldout --n 0 --test 1200 --seed 909
+LATER_STAGES := 2 3 4 5 6
+# Stage $(1) continues the best checkpoint of run $(2) on its own fresh photos.
+define continue_stage
+$(BIN)/meterread synth $(STAGE$(1)_DATA)
+$(BIN)/meterread train configs/demo-tiny-paligemma-stage$(1).yaml base=$(RUNS)/$(2)/best \
+	dataset=$(DATA)/stage$(1) output=$(RUNS)/demo-stage$(1)
+endef
 demo-model: $(STAMP)
 	$(BIN)/meterread synth $(STAGE1_DATA)
 	$(BIN)/meterread train configs/demo-tiny-paligemma.yaml dataset=$(DATA)/demo output=$(RUNS)/demo
-	$(BIN)/meterread synth $(STAGE2_DATA)
-	$(BIN)/meterread train configs/demo-tiny-paligemma-stage2.yaml base=$(RUNS)/demo/best \
-		dataset=$(DATA)/stage2 output=$(RUNS)/demo-stage2
-	$(BIN)/meterread synth $(STAGE3_DATA)
-	$(BIN)/meterread train configs/demo-tiny-paligemma-stage3.yaml base=$(RUNS)/demo-stage2/best \
-		dataset=$(DATA)/stage3 output=$(RUNS)/demo-stage3
-	$(BIN)/meterread synth $(STAGE4_DATA)
-	$(BIN)/meterread train configs/demo-tiny-paligemma-stage4.yaml base=$(RUNS)/demo-stage3/best \
-		dataset=$(DATA)/stage4 output=$(RUNS)/demo-stage4
-	$(BIN)/meterread synth $(STAGE5_DATA)
-	$(BIN)/meterread train configs/demo-tiny-paligemma-stage5.yaml base=$(RUNS)/demo-stage4/best \
-		dataset=$(DATA)/stage5 output=$(RUNS)/demo-stage5
-	$(BIN)/meterread synth $(STAGE6_DATA)
-	$(BIN)/meterread train configs/demo-tiny-paligemma-stage6.yaml base=$(RUNS)/demo-stage5/best \
-		dataset=$(DATA)/stage6 output=$(RUNS)/demo-stage6
+	$(call continue_stage,2,demo)
+	$(call continue_stage,3,demo-stage2)
+	$(call continue_stage,4,demo-stage3)
+	$(call continue_stage,5,demo-stage4)
+	$(call continue_stage,6,demo-stage5)
 	$(BIN)/meterread synth $(HELDOUT_DATA)
 	$(BIN)/meterread eval $(DATA)/heldout --model $(RUNS)/demo-stage6/best --out $(RUNS)/demo-stage6/heldout-eval
 	$(BIN)/python scripts/bundle_demo_model.py $(RUNS)/demo-stage6/heldout-eval "meterread synth $(HELDOUT_DATA)" \
 		--stage configs/demo-tiny-paligemma.yaml $(RUNS)/demo auto "meterread synth $(STAGE1_DATA)" \
-		--stage configs/demo-tiny-paligemma-stage2.yaml $(RUNS)/demo-stage2 auto "meterread synth $(STAGE2_DATA)" \
-		--stage configs/demo-tiny-paligemma-stage3.yaml $(RUNS)/demo-stage3 auto "meterread synth $(STAGE3_DATA)" \
-		--stage configs/demo-tiny-paligemma-stage4.yaml $(RUNS)/demo-stage4 auto "meterread synth $(STAGE4_DATA)" \
-		--stage configs/demo-tiny-paligemma-stage5.yaml $(RUNS)/demo-stage5 auto "meterread synth $(STAGE5_DATA)" \
-		--stage configs/demo-tiny-paligemma-stage6.yaml $(RUNS)/demo-stage6 auto "meterread synth $(STAGE6_DATA)"
+		$(foreach n,$(LATER_STAGES),--stage configs/demo-tiny-paligemma-stage$(n).yaml $(RUNS)/demo-stage$(n) auto \
+			"meterread synth $(STAGE$(n)_DATA)")
 
 lint: $(STAMP)
 	$(BIN)/ruff check meterread flows tests

@@ -155,8 +155,9 @@ def run_shards(config: ReadConfig, plan, uris: list[str], options: dict, logger)
             for shard_id, uri in pending.items()
         }
         logger.info("attempt %d: %d shard runs submitted to %s", attempt, len(launched), options["read_deployment"])
-        waiting = (list(launched), options["poll_seconds"], options["shard_timeout_seconds"], options.get("lease"))
-        states = wait_for_runs(*waiting)
+        states = wait_for_runs(
+            list(launched), options["poll_seconds"], options["shard_timeout_seconds"], options.get("lease")
+        )
         for run_id, shard_id in launched.items():
             result = shard_result(config, plan.run_id, shard_id) if states[run_id] == "COMPLETED" else None
             if result is not None:

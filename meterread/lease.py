@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 
 from fsspec import AbstractFileSystem
 
-from meterread.storage import is_local, with_retries
+from meterread.storage import is_local, with_retries, write_bytes
 
 LEASE_PATH = "_leases/active-run.json"
 DEFAULT_TTL = timedelta(hours=6)
@@ -143,20 +143,8 @@ def renew(lease: Lease, ttl: timedelta = DEFAULT_TTL, now: datetime | None = Non
             f"run {lease.run_id} lost the output's lease: {why}; stopping before writing beside another run. "
             "Rerun when that run is done: rows already written are kept and skipped."
         )
-    payload = json.dumps(lease_record(lease.run_id, datetime.fromisoformat(holder["acquired_at"]), now + ttl))
-    with_retries(lambda: _overwrite(lease.fs, lease.path, payload.encode()))
-
-
-def _overwrite(fs: AbstractFileSystem, path: str, data: bytes) -> None:
-    """Replace `path` whole: atomic rename locally, a single PUT on S3."""
-    if not is_local(fs):
-        fs.pipe_file(path, data)
-        return
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    partial = f"{path}.{os.getpid()}.partial"
-    with open(partial, "wb") as handle:
-        handle.write(data)
-    os.replace(partial, path)
+    record = lease_record(lease.run_id, datetime.fromisoformat(holder["acquired_at"]), now + ttl)
+    write_bytes(lease.fs, lease.path, json.dumps(record).encode())  # whole or not at all; S3 PUTs retried
 
 
 def release(lease: Lease) -> None:
