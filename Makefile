@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
 	# constraints.txt pins torch==2.13.0 (CPU build here) and every other package: nothing pulls CUDA torch.
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	# PP-OCRv4 peer baseline; --no-deps: its opencv-python would shadow opencv-python-headless (pyproject "baseline").
+	$(BIN)/python -m pip install -q --no-deps -c constraints.txt rapidocr-onnxruntime
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -24,6 +24,7 @@ from prefect.runtime import flow_run
 
 from flows.nightly_read import (
     STORAGE_RETRIES,
+    list_source,
     publish_summary,
     release_lease,
     take_lease,
@@ -66,10 +67,13 @@ def read_shard(config: dict, shard_uri: str, credentials_block: str | None = Non
 
 
 @task(**STORAGE_RETRIES)
-def plan_night(config: ReadConfig, run_id: str) -> tuple[pipeline.RunPlan, str, list[str]]:
-    """List once, skip what the output has, cut shards, write the shard files: (plan, fingerprint, shard URIs)."""
+def plan_night(
+    config: ReadConfig, run_id: str, listed: list[pipeline.Photo]
+) -> tuple[pipeline.RunPlan, str, list[str]]:
+    """Skip what the output has of the night's one listing, cut shards, write the shard files: (plan, fingerprint,
+    shard URIs)."""
     fingerprint = spec_fingerprint(config.model)
-    plan = pipeline.plan_run(config, fingerprint, run_id)
+    plan = pipeline.plan_run(config, fingerprint, run_id, listed)
     return plan, fingerprint, shards.save_shards(config, plan)
 
 
@@ -181,7 +185,7 @@ def nightly_fanout(
     reprocess: bool = False,
     key_pattern: str | None = None,
     meters_table: str | None = None,
-    min_confidence: float = 0.5,
+    min_confidence: float | None = None,
     meter_types: list[str] | None = None,
     tasks: list[str] | None = None,
     credentials_block: str | None = None,
@@ -189,25 +193,28 @@ def nightly_fanout(
     shard_attempts: int = 2,
     poll_seconds: float = 5.0,
     shard_timeout_seconds: float | None = None,
+    allow_empty: bool = False,
 ) -> dict:
     """Read every new photo under `source` into `output` with one `read-shard` flow run per shard.
 
     Read settings as in `nightly-read`. `read_deployment`: the shard deployment (`flow-name/deployment-name`);
     `shard_attempts`: runs per shard before the night fails (rows of finished shards stay; a rerun of the night
-    picks up the rest); `shard_timeout_seconds`: give up waiting for an attempt after this long."""
+    picks up the rest); `shard_timeout_seconds`: give up waiting for an attempt after this long. A missing
+    `source` or one with no photo fails the night (nothing written) unless `allow_empty`."""
     logger = get_run_logger()
     use_credentials_block(credentials_block)
     names = ("source", "output", "model", "batch_size", "shard_size", "limit", "reprocess", "key_pattern")
-    names += ("meters_table", "min_confidence", "meter_types", "tasks")
+    names += ("meters_table", "min_confidence", "meter_types", "tasks", "allow_empty")
     arguments = locals()
     settings = {name: arguments[name] for name in names if arguments[name] is not None}
     config = ReadConfig.from_mapping(settings).validate()
+    listed = list_source(config)
     run_id = f"flow-{flow_run.get_id() or pipeline.new_run_id()}"
     started_at = datetime.now(timezone.utc)
     held = take_lease(config, run_id)
     try:
         check_meters_table(config)  # fail once here, not in every shard
-        plan, fingerprint, uris = plan_night(config, run_id)
+        plan, fingerprint, uris = plan_night(config, run_id, listed)
         logger.info("listed %d photos, %d already done, %d shards", plan.listed, plan.already_done, len(plan.shards))
         options = {
             "config": {**settings, "run_id": run_id},

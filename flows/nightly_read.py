@@ -24,9 +24,27 @@ STORAGE_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 5, 15], "cache_polic
 FLAGGED_SAMPLE = pipeline.FLAGGED_SAMPLE
 
 
+def unless_nothing_to_read(task, task_run, state) -> bool:
+    """Retry condition: retry storage trouble, never a missing or empty source (that must fail the night)."""
+    try:
+        state.result()
+    except pipeline.NothingToRead:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+@task(**{**STORAGE_RETRIES, "retry_condition_fn": unless_nothing_to_read})
+def list_source(config: ReadConfig) -> list[pipeline.Photo]:
+    """SOURCE's photos, listed before the lease is taken: a missing or empty source fails the night (NothingToRead)
+    with nothing written."""
+    return pipeline.list_source(config)
+
+
 @task(**STORAGE_RETRIES)
-def plan_run(config: ReadConfig, fingerprint: str, run_id: str) -> pipeline.RunPlan:
-    return pipeline.plan_run(config, fingerprint, run_id)
+def plan_run(config: ReadConfig, fingerprint: str, run_id: str, listed: list[pipeline.Photo]) -> pipeline.RunPlan:
+    return pipeline.plan_run(config, fingerprint, run_id, listed)
 
 
 @task(cache_policy=NO_CACHE)
@@ -89,21 +107,21 @@ def publish_summary(manifest: dict, flagged: list[dict]) -> None:
         + [{"status": "already done (skipped)", "photos": manifest["already_done"]}],
         description=f"Run {manifest['run_id']}: {manifest['processed']} photos read; {manifest['manifest_uri']}",
     )
-    if flagged:
-        create_table_artifact(
-            key="flagged-sample",
-            table=[
-                {
-                    "image_uri": row["image_uri"],
-                    "reading_text": row.get("reading_text"),
-                    "confidence": row.get("confidence"),
-                    "status": row["status"],
-                    "reasons": "; ".join(row["reasons"]),
-                }
-                for row in flagged
-            ],
-            description=f"Up to {FLAGGED_SAMPLE} flagged or error rows for review",
-        )
+    create_table_artifact(  # every night, empty when nothing was flagged: the newest is always this night's
+        key="flagged-sample",
+        table=[
+            {
+                "image_uri": row["image_uri"],
+                "reading_text": row.get("reading_text"),
+                "confidence": row.get("confidence"),
+                "status": row["status"],
+                "reasons": "; ".join(row["reasons"]),
+            }
+            for row in flagged
+        ],
+        description=f"Run {manifest['run_id']}: up to {FLAGGED_SAMPLE} flagged or error rows for review"
+        + ("" if flagged else " (none tonight)"),
+    )
     create_markdown_artifact(
         key="read-manifest", markdown=f"```json\n{json.dumps(manifest, indent=2, default=str)}\n```"
     )
@@ -130,11 +148,13 @@ def use_credentials_block(name: str | None) -> None:
             os.environ[env] = str(values[key])
 
 
-def read_night(config: ReadConfig, reader, held, started_at: datetime, logger) -> tuple[dict, dict]:
+def read_night(
+    config: ReadConfig, reader, held, listed: list[pipeline.Photo], started_at: datetime, logger
+) -> tuple[dict, dict]:
     """The night's tasks in order: plan, then per shard read + lease renewal + write (shard k is written while
-    shard k+1 is read), then manifest and summary. `held`: this run's lease on the output."""
+    shard k+1 is read), then manifest and summary. `held`: this run's lease on the output; `listed`: SOURCE's photos."""
     run_id = held.run_id
-    plan = plan_run(config, reader.fingerprint, run_id)
+    plan = plan_run(config, reader.fingerprint, run_id, listed)
     logger.info(
         "listed %d photos, %d already done, %d shards to read", plan.listed, plan.already_done, len(plan.shards)
     )
@@ -170,28 +190,31 @@ def nightly_read(
     run_id: str | None = None,
     key_pattern: str | None = None,
     meters_table: str | None = None,
-    min_confidence: float = 0.5,
+    min_confidence: float | None = None,
     meter_types: list[str] | None = None,
     tasks: list[str] | None = None,
     credentials_block: str | None = None,
+    allow_empty: bool = False,
 ) -> dict:
     """Read every new photo under `source` into the Parquet dataset at `output`; returns the run manifest.
 
     `model` is a model spec: {"family": "paligemma"|"florence2", "base": hub id or dir, "adapter": dir or s3 URL}.
     `meter_types` (labels to recognise) and `tasks` (Florence-2 task tokens) add optional columns per photo.
     `run_id` defaults to this flow run's id, so a retried flow run rewrites its own files.
+    A missing `source` or one with no photo fails the run (nothing written) unless `allow_empty`.
     """
     logger = get_run_logger()
     use_credentials_block(credentials_block)
     settings = {k: v for k, v in locals().items() if k not in ("logger", "credentials_block")}
     config = ReadConfig.from_mapping({k: v for k, v in settings.items() if v is not None}).validate()
+    listed = list_source(config)
     run_id = config.run_id or f"flow-{flow_run.get_id() or pipeline.new_run_id()}"
     started_at = datetime.now(timezone.utc)
     reader = pipeline.cached_reader(config.model)
     logger.info("model %s (fingerprint %s) on %s", reader.model_id, reader.fingerprint, getattr(reader, "device", "?"))
     held = take_lease(config, run_id)
     try:
-        manifest, counts = read_night(config, reader, held, started_at, logger)
+        manifest, counts = read_night(config, reader, held, listed, started_at, logger)
     finally:
         release_lease(held)
     logger.info("run %s done: %s", run_id, counts)

@@ -84,7 +84,7 @@ def rate(count: int, seconds: float) -> float:
 
 def make_photos(folder: Path, n: int, seed: int) -> tuple[list[Path], float]:
     """N synthetic 2560x1440 meter photos in the bucket key layout; returns their paths and synthesis images/s."""
-    from meterread.synth import write_bucket
+    from meterread.data.synth import write_bucket
 
     started = time.perf_counter()
     samples = write_bucket(folder, n, seed, PHOTO_SIZE)

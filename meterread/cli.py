@@ -8,8 +8,9 @@ from pathlib import Path
 import typer
 
 from meterread.config import DEMO_MODEL_DIR, ConfigError, ReadConfig
+from meterread.data.synth import ROLL_SHARE
+from meterread.keys import DEFAULT_KEY_PATTERN
 from meterread.models.base import ModelSpec
-from meterread.synth import ROLL_SHARE
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Batch meter reading with fine-tuned VLMs.")
 
@@ -23,9 +24,11 @@ def model_spec(
     device: str,
     dtype: str,
     compile_model: bool = False,
+    prompt: str | None = None,
 ) -> ModelSpec:
     return ModelSpec(
         family=family,
+        prompt=prompt,
         base=model or str(DEMO_MODEL_DIR),
         adapter=adapter,
         pattern=pattern,
@@ -56,18 +59,26 @@ def read(
     reprocess: bool = typer.Option(False, help="Read photos again even if the output already has them."),
     run_id: str | None = typer.Option(None, help="Run id (default: UTC time + random suffix)."),
     meters_table: str | None = typer.Option(None, help="CSV/Parquet: meter_id, digits, decimals, max_rate_per_day."),
-    min_confidence: float = typer.Option(0.5, help="Readings below this confidence are flagged."),
+    min_confidence: float | None = typer.Option(
+        None, help="Readings below this confidence are flagged (default: the model's recommended threshold, else 0.5)."
+    ),
     meter_types: str | None = typer.Option(
         None, help="Comma-separated meter types to recognise, e.g. electricity-lcd,gas-mechanical,water-mechanical."
     ),
     task: list[str] | None = typer.Option(
         None, help="Florence-2 task to record per photo (repeatable): <OCR>, <OCR_WITH_REGION>, <OD>, <CAPTION>."
     ),
+    allow_empty: bool = typer.Option(False, "--allow-empty", help="Succeed when SOURCE is missing or has no photo."),
+    prompt: str | None = typer.Option(None, help="Prompt sent with each image (default: the family's)."),
+    key_pattern: str = typer.Option(
+        DEFAULT_KEY_PATTERN, help="Regex with named groups meter_id and timestamp, matched against each key."
+    ),
 ) -> None:
     """Read every new photo under SOURCE and append one row per photo to the dataset at OUTPUT."""
-    from meterread.pipeline import run_read
+    from meterread.models.base import ModelLoadError
+    from meterread.pipeline import NothingToRead, run_read
 
-    spec = model_spec(model, family, adapter, pattern, constrained, device, dtype, compile_model)
+    spec = model_spec(model, family, adapter, pattern, constrained, device, dtype, compile_model, prompt)
     try:
         config = ReadConfig(
             source=source,
@@ -82,10 +93,16 @@ def read(
             min_confidence=min_confidence,
             meter_types=tuple(t.strip() for t in meter_types.split(",")) if meter_types else None,
             tasks=tuple(task or ()),
+            allow_empty=allow_empty,
+            key_pattern=key_pattern,
         ).validate()
     except ConfigError as error:
         raise typer.BadParameter(str(error)) from error
-    manifest = run_read(config)
+    try:
+        manifest = run_read(config)
+    except (NothingToRead, ConfigError, ModelLoadError) as error:  # nothing was written
+        typer.echo(f"Error: {error}", err=True)
+        raise typer.Exit(1) from error
     typer.echo(
         json.dumps(
             {k: manifest[k] for k in ("run_id", "listed", "already_done", "processed", "counts", "manifest_uri")},
@@ -124,15 +141,23 @@ def evaluate(
     batch_size: int = typer.Option(32),
     device: str = typer.Option("auto"),
     out: Path = typer.Option(Path("eval"), help="Folder for metrics.json and report.html."),
+    baseline: str | None = typer.Option(None, help="Also read the split with a peer OCR: ppocr (PP-OCRv4)."),
 ) -> None:
-    """Exact match, CER, parse rate, risk-coverage and an HTML report for a model on a whole split."""
+    """Exact match, CER, parse rate, risk-coverage, per meter model and an HTML report for a model on a whole split
+    (and, with --baseline, the same for a peer OCR on the same photos)."""
     from meterread.train import evaluate_split
 
     spec = model_spec(model, family, adapter, pattern, True, device, "auto")
-    metrics = evaluate_split(spec, dataset, split, batch_size, str(out))
-    shown = {
-        k: metrics[k] for k in ("count", "exact_match", "character_error_rate", "parse_rate", "accuracy_at_coverage")
-    }
+    try:
+        metrics = evaluate_split(spec, dataset, split, batch_size, str(out), baseline=baseline)
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    keys = ("count", "exact_match", "character_error_rate", "parse_rate", "accuracy_at_coverage")
+    shown = {k: metrics[k] for k in keys}
+    shown["by_meter_model"] = metrics["by_meter_model"]
+    if baseline:
+        shown["baseline"] = {"name": baseline, **{k: metrics["baseline"][k] for k in keys}}
     typer.echo(json.dumps(shown, indent=2))
     typer.echo(f"report: {out / 'report.html'}")
 
@@ -151,17 +176,34 @@ def synth(
     roll_share: float = typer.Option(
         ROLL_SHARE, min=0.0, max=1.0, help="Share of counter photos whose last wheel is caught rolling."
     ),
+    digits: Path | None = typer.Option(
+        None, help="Build registers from real digit crops in this folder (<type>/<model>/<label>_*.jpg)."
+    ),
+    digits_part: str = typer.Option(
+        "auto", help="Crop part for --digits: auto (each split its own), train, valid, test or heldout."
+    ),
 ) -> None:
     """Render synthetic meter photos (LCD and counter wheels) in the nightly key layout, with labels."""
     import os
 
-    from meterread.synth import parse_sizes, write_bucket, write_dataset
+    from meterread.data.synth import parse_sizes, write_bucket, write_dataset
 
     workers = workers or os.cpu_count() or 1
     try:
         size = parse_sizes(sizes)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--sizes") from error
+    source = None
+    if digits is not None:
+        from meterread.data.crops import PARTS
+        from meterread.data.real_photos import DigitSource
+
+        if digits_part not in ("auto", *PARTS):
+            raise typer.BadParameter(f"expected auto or one of {PARTS}", param_hint="--digits-part")
+        if not digits.is_dir():
+            raise typer.BadParameter(f"{digits} is not a folder", param_hint="--digits")
+        part = digits_part if digits_part != "auto" or valid or test else "train"
+        source = DigitSource(str(digits.resolve()), part)
     if valid or test:
         result = write_dataset(
             out,
@@ -171,10 +213,11 @@ def synth(
             progress=True,
             workers=workers,
             roll_share=roll_share,
+            digits=source,
         )
         typer.echo(f"wrote {result['counts']} to {out} at {result['images_per_s']:.1f} images/s")
         return
-    samples = write_bucket(out, n, seed, size, progress=True, workers=workers, roll_share=roll_share)
+    samples = write_bucket(out, n, seed, size, progress=True, workers=workers, roll_share=roll_share, digits=source)
     typer.echo(f"wrote {len(samples)} photos and annotations.jsonl to {out}")
 
 
@@ -183,19 +226,41 @@ def strips(
     source: Path = typer.Argument(
         ..., help="Digit crops: <type>/<model>/<label>_*.jpg (e.g. ../shared/data/meter-digits)."
     ),
-    out: Path = typer.Argument(..., help="Dataset folder to write train/ valid/ test/ into."),
-    train: int = typer.Option(2000),
-    valid: int = typer.Option(200),
-    test: int = typer.Option(500),
-    digits: int = typer.Option(6, help="Digits per strip."),
-    holdout: list[str] = typer.Option([], help="Meter model(s) only in test/, e.g. powermeter/iskra_t3f."),
+    out: Path = typer.Argument(..., help="Dataset folder to write train/ valid/ test/ heldout/ into."),
+    train: int = typer.Option(2000, help="Strips from the training crops of the seen models."),
+    valid: int = typer.Option(200, help="Strips from the seen models' validation crops."),
+    test: int = typer.Option(500, help="Strips from the seen models' test crops (never in train or valid)."),
+    heldout: int = typer.Option(0, help="Strips from the held-out models only (whole models never in training)."),
+    holdout: list[str] = typer.Option(
+        None, help="Held-out meter model(s), repeatable (default: lcd/lcd2, powermeter/betar, watermeter/pp)."
+    ),
     seed: int = typer.Option(0),
 ) -> None:
-    """Compose multi-digit reading strips from real digit crops (dataset format, held-out meter models)."""
-    from meterread.strips import write_strip_dataset
+    """Compose reading strips from real digit crops (dataset format, leave-models-out split, manifest.json)."""
+    from meterread.data.crops import HELDOUT_MODELS
+    from meterread.data.strips import write_strip_dataset
 
-    counts = write_strip_dataset(source, out, {"train": train, "valid": valid, "test": test}, digits, seed, holdout)
-    typer.echo(f"wrote {counts} strips to {out}")
+    sizes = {"train": train, "valid": valid, "test": test, "heldout": heldout}
+    try:
+        counts = write_strip_dataset(source, out, sizes, seed, tuple(holdout or HELDOUT_MODELS))
+    except (ValueError, FileNotFoundError) as error:
+        raise typer.BadParameter(str(error)) from error
+    typer.echo(f"wrote {counts} strips to {out} (splits and crops in {out / 'manifest.json'})")
+
+
+@app.command()
+def mix(
+    out: Path = typer.Argument(..., help="Dataset folder to create."),
+    sources: list[Path] = typer.Argument(..., help="Datasets to combine (each with train/ valid/ test/)."),
+) -> None:
+    """Combine datasets (synthetic photos, real-crop strips, real-crop photos) into one, linking, not copying."""
+    from meterread.data.mix import mix_datasets
+
+    try:
+        counts = mix_datasets(out, sources)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    typer.echo(f"wrote {counts} annotation lines to {out}")
 
 
 @app.command()

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from meterread.keys import DEFAULT_KEY_PATTERN, compile_key_pattern
 from meterread.models.base import ModelSpec
+from meterread.models.patterns import ReadingPattern
 from meterread.preprocess import DEFAULT_MAX_PIXELS
-from meterread.sink import check_safe_name
+from meterread.sink import READING_DECIMALS, READING_INTEGER_DIGITS, READING_TYPE, check_safe_name
 
 DEMO_MODEL_DIR = Path(__file__).parent / "assets" / "demo-model"
 
@@ -28,8 +29,40 @@ def reject_unknown_keys(values: Mapping, settings_type, what: str, error: type[E
         raise error(f"unknown {what} setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
 
 
+def check_pattern_fits(pattern: str | None) -> list[str]:
+    """Problems with a reading `pattern` whose readings the output's `reading` column could not hold exactly
+    (found after inference otherwise: a failed write, or silently rounded decimals). A malformed pattern is left
+    to `ModelSpec.validate`."""
+    try:
+        shape = ReadingPattern.parse(pattern)
+    except ValueError:
+        return []
+    problems = []
+    if (shape.integer_digits or 0) > READING_INTEGER_DIGITS:
+        problems.append(
+            f"pattern {pattern!r} has {shape.integer_digits} integer digits; the reading column ({READING_TYPE}) "
+            f"holds at most {READING_INTEGER_DIGITS}"
+        )
+    if (shape.decimals or 0) > READING_DECIMALS:
+        problems.append(
+            f"pattern {pattern!r} has {shape.decimals} decimals; the reading column ({READING_TYPE}) holds "
+            f"{READING_DECIMALS}, more would be rounded"
+        )
+    return problems
+
+
 def default_model() -> ModelSpec:
     return ModelSpec(family="paligemma", base=str(DEMO_MODEL_DIR))
+
+
+DEFAULT_MIN_CONFIDENCE = 0.5  # for a model that recommends no threshold
+
+
+def effective_min_confidence(given: float | None, recommended: float | None) -> float:
+    """The threshold a run uses: the one given, else the model's recommendation, else DEFAULT_MIN_CONFIDENCE."""
+    if given is not None:
+        return given
+    return recommended if recommended is not None else DEFAULT_MIN_CONFIDENCE
 
 
 @dataclass(frozen=True)
@@ -46,13 +79,14 @@ class ReadConfig:
     run_id: str | None = None
     key_pattern: str = DEFAULT_KEY_PATTERN
     meters_table: str | None = None
-    min_confidence: float = 0.5
+    min_confidence: float | None = None  # None: the model's recommended threshold, else DEFAULT_MIN_CONFIDENCE
     max_pixels: int = DEFAULT_MAX_PIXELS
     storage_attempts: int = 4
     preprocess_workers: int = 2
     prefetch_batches: int = 2  # batches preprocessed ahead of the model (bounds memory)
     meter_types: tuple[str, ...] | None = None
     tasks: tuple[str, ...] = ()
+    allow_empty: bool = False  # a missing source or one with no photo is an error unless this is set
 
     @classmethod
     def from_mapping(cls, values: Mapping) -> ReadConfig:
@@ -82,7 +116,7 @@ class ReadConfig:
                 problems.append(f"{name} must be at least 1 (got {getattr(self, name)})")
         if self.limit is not None and self.limit < 0:
             problems.append(f"limit must be >= 0 (got {self.limit})")
-        if not 0.0 <= self.min_confidence <= 1.0:
+        if self.min_confidence is not None and not 0.0 <= self.min_confidence <= 1.0:
             problems.append(f"min_confidence must be within [0, 1] (got {self.min_confidence})")
         if self.max_pixels < 1:
             problems.append("max_pixels must be positive")
@@ -109,6 +143,7 @@ class ReadConfig:
             self.model.validate()
         except ValueError as error:
             problems.append(f"model: {error}")
+        problems += [f"model: {problem}" for problem in check_pattern_fits(self.model.pattern)]
         if problems:
             raise ConfigError("invalid read config:\n  - " + "\n  - ".join(problems))
         return self

@@ -24,6 +24,7 @@ class Sample:
     suffix: str
     meter_id: str | None = None
     meter_type: str | None = None
+    meter_model: str | None = None  # make/model of the meter the digits come from (real-crop data)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ def parse_annotation_line(line: str, base: str) -> Sample:
         suffix=record["suffix"],
         meter_id=record.get("meter_id"),
         meter_type=record.get("meter_type"),
+        meter_model=record.get("meter_model"),
     )
 
 

@@ -21,6 +21,7 @@ class Scored:
     confidence: float | None = None
     meter_type: str | None = None
     image: str | None = None
+    meter_model: str | None = None
 
 
 def is_exact(example: Scored) -> bool:
@@ -67,14 +68,69 @@ def risk_coverage_curve(examples: Sequence[Scored], points: int = 50) -> list[tu
     return [(k / points, accuracy_at_coverage(examples, k / points)) for k in range(1, points + 1)]
 
 
+THRESHOLDS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+
+
+def threshold_table(examples: Sequence[Scored], thresholds: Sequence[float] = THRESHOLDS) -> list[dict]:
+    """Per candidate `min_confidence`: the share of readings flagged (below it) and the share of accepted readings
+    that are wrong. Missing confidences count as 0."""
+    rows = []
+    for threshold in thresholds:
+        accepted = [e for e in examples if (e.confidence or 0.0) >= threshold]
+        wrong = sum(not is_exact(e) for e in accepted)
+        rows.append(
+            {
+                "min_confidence": threshold,
+                "flagged_share": 1 - len(accepted) / len(examples) if examples else None,
+                "wrong_accepted_share": wrong / len(accepted) if accepted else None,
+            }
+        )
+    return rows
+
+
+def recommend_threshold(examples: Sequence[Scored], max_wrong: float = 0.01) -> float | None:
+    """The lowest candidate `min_confidence` at which at most `max_wrong` of accepted readings are wrong (None if
+    no candidate gets there). Choose it on validation data, report it on held-out data."""
+    for row in threshold_table(examples):
+        if row["wrong_accepted_share"] is not None and row["wrong_accepted_share"] <= max_wrong:
+            return row["min_confidence"]
+    return None
+
+
+def calibration_bins(examples: Sequence[Scored], bins: int = 10) -> list[dict]:
+    """Reliability: per confidence bin [k/bins, (k+1)/bins), the count, mean confidence and share read right."""
+    table = []
+    for k in range(bins):
+        low, high = k / bins, (k + 1) / bins
+        group = [e for e in examples if low <= (e.confidence or 0.0) < high or (k == bins - 1 and e.confidence == 1.0)]
+        table.append(
+            {
+                "low": low,
+                "high": high,
+                "count": len(group),
+                "mean_confidence": sum(e.confidence or 0.0 for e in group) / len(group) if group else None,
+                "accuracy": sum(map(is_exact, group)) / len(group) if group else None,
+            }
+        )
+    return table
+
+
+def exact_by(examples: Sequence[Scored], key) -> dict[str, dict]:
+    """Count and exact match per group (`key(example)`; None groups as "unknown")."""
+    groups: dict[str, list[Scored]] = defaultdict(list)
+    for example in examples:
+        groups[key(example) or "unknown"].append(example)
+    return {
+        name: {"count": len(group), "exact_match": sum(map(is_exact, group)) / len(group)}
+        for name, group in sorted(groups.items())
+    }
+
+
 def summarise(examples: Sequence[Scored], worst: int = 12) -> dict:
     """All metrics for a split. Empty input gives zero counts and None rates, never an exception."""
     count = len(examples)
     exact = sum(map(is_exact, examples))
     parsed = sum(parse_reading(e.text).value is not None for e in examples)
-    by_type: dict[str, list[Scored]] = defaultdict(list)
-    for example in examples:
-        by_type[example.meter_type or "unknown"].append(example)
     wrong = sorted((e for e in examples if not is_exact(e)), key=lambda e: -(e.confidence or 0.0))
     return {
         "count": count,
@@ -82,10 +138,10 @@ def summarise(examples: Sequence[Scored], worst: int = 12) -> dict:
         "character_error_rate": character_error_rate(examples),
         "parse_rate": parsed / count if count else None,
         "accuracy_at_coverage": {f"{c:.2f}": accuracy_at_coverage(examples, c) for c in COVERAGES},
-        "by_meter_type": {
-            name: {"count": len(group), "exact_match": sum(map(is_exact, group)) / len(group)}
-            for name, group in sorted(by_type.items())
-        },
+        "by_meter_type": exact_by(examples, lambda e: e.meter_type),
+        "by_meter_model": exact_by(examples, lambda e: e.meter_model),
+        "thresholds": threshold_table(examples),
+        "calibration": calibration_bins(examples),
         "worst": [
             {"image": e.image, "label": e.label, "text": e.text, "confidence": e.confidence} for e in wrong[:worst]
         ],

@@ -40,6 +40,28 @@ class MeterHistory:
     def add(self, meter_id: str, captured_at: datetime, value: Decimal) -> None:
         bisect.insort(self.readings[meter_id], (captured_at, value))
 
+    def discard(self, meter_id: str, reading: PriorReading) -> None:
+        """Drop an accepted reading shown to be a misread, so it is no later reading's reference."""
+        series = self.readings.get(meter_id, [])
+        entry = (reading.captured_at, reading.value)
+        if entry in series:
+            series.remove(entry)
+
+    def recent(
+        self, meter_id: str | None, captured_at: datetime | None
+    ) -> tuple[PriorReading | None, PriorReading | None]:
+        """(previous, earlier): `previous(meter_id, captured_at)` and the accepted reading just before it (None
+        when there is none)."""
+        previous = self.previous(meter_id, captured_at)
+        if previous is None:
+            return None, None
+        series = self.readings[meter_id]
+        index = bisect.bisect_left(series, (previous.captured_at, previous.value))
+        if index == 0:
+            return previous, None
+        at, value = series[index - 1]
+        return previous, PriorReading(value, at)
+
     def previous(self, meter_id: str | None, captured_at: datetime | None) -> PriorReading | None:
         """Latest accepted reading of `meter_id` at or before `captured_at` (or the latest, if time unknown)."""
         if not meter_id or meter_id not in self.readings or not self.readings[meter_id]:

@@ -1,6 +1,7 @@
 """The steps of a read run as library functions. The CLI (`run_read`) and the Prefect flow call the same steps.
 
-plan_run      list photos, parse keys, skip what the ledger already holds, cut deterministic shards
+list_source   list photos, parse keys; a missing or empty source fails the run (unless `allow_empty`)
+plan_run      skip what the ledger already holds, cut deterministic shards
 process_shard fetch + preprocess (bounded worker pool) -> batched inference -> parse -> validate -> rows
 write_shard   (sink) one Parquet file per shard and capture date, deterministic name (in the background)
 finish_run    manifest JSON + status counts
@@ -18,20 +19,20 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from decimal import Decimal
 from functools import lru_cache
 
 from meterread import lease, sink
-from meterread.config import ReadConfig
+from meterread.config import ReadConfig, effective_min_confidence
 from meterread.history import HISTORY_COLUMNS, LEDGER_COLUMNS, MeterHistory, ledger_keys
 from meterread.keys import compile_key_pattern, parse_key
+from meterread.meters import load_meter_profiles
 from meterread.models.base import ModelSpec, Prediction, Reader, load_reader, read_padded, read_with_backoff
 from meterread.models.decoding import confidence_from_logprobs
-from meterread.parse import parse_reading
+from meterread.parse import ParsedReading, parse_reading
 from meterread.preprocess import PREPROCESS_VERSION, DecodeError, InputLayout, Preprocessed, preprocess_photo
 from meterread.storage import ObjectInfo, list_photos, printable_key, read_bytes, resolve
 from meterread.streaming import BackgroundWriter, ordered_map
-from meterread.validate import ACCEPTED, ERROR, MeterProfile, Rules, validate_reading
+from meterread.validate import ACCEPTED, ERROR, FLAGGED, MeterProfile, PriorReading, Rules, validate_reading
 
 log = logging.getLogger(__name__)
 FLAGGED_SAMPLE = 20  # flagged/error rows shown for review per run
@@ -116,10 +117,30 @@ def shard_photos(photos: Sequence[Photo], shard_size: int) -> tuple[Shard, ...]:
     return tuple(shards)
 
 
-def plan_run(config: ReadConfig, fingerprint: str, run_id: str | None = None) -> RunPlan:
-    """List SOURCE, drop photos whose (uri, etag, model fingerprint) the output already has, shard the rest."""
+class NothingToRead(RuntimeError):
+    """SOURCE is missing or lists no photo (a mistyped path or bucket?) and `allow_empty` is off."""
+
+
+def list_source(config: ReadConfig) -> list[Photo]:
+    """Every photo under SOURCE, described by its key. Raises NothingToRead when there is none, unless
+    `config.allow_empty`: a night that finds nothing must not look like a quiet success."""
     source_fs, source_root = resolve(config.source)
-    listed = [describe_photo(info, config.key_pattern) for info in list_photos(source_fs, source_root)]
+    photos = [describe_photo(info, config.key_pattern) for info in list_photos(source_fs, source_root)]
+    if photos or config.allow_empty:
+        return photos
+    what = "lists no photos (.jpg, .jpeg, .png)" if source_fs.exists(source_root) else "does not exist"
+    raise NothingToRead(
+        f"source {config.source} {what}: check the path or bucket name; allow_empty (--allow-empty) accepts an "
+        "empty night"
+    )
+
+
+def plan_run(
+    config: ReadConfig, fingerprint: str, run_id: str | None = None, listed: Sequence[Photo] | None = None
+) -> RunPlan:
+    """Drop photos of SOURCE (`listed`, else `list_source`) whose (uri, etag, model fingerprint) the output already
+    has, shard the rest."""
+    listed = list_source(config) if listed is None else list(listed)
     done: set = set()
     if not config.reprocess:
         out_fs, out_root = resolve(config.output)
@@ -133,33 +154,6 @@ def plan_run(config: ReadConfig, fingerprint: str, run_id: str | None = None) ->
         len(listed) - len(todo),
         shard_photos(todo, config.shard_size),
     )
-
-
-def load_meter_profiles(url: str | None) -> dict[str, MeterProfile]:
-    """Optional meters table (CSV or Parquet): meter_id, digits, decimals, max_rate_per_day, meter_type."""
-    if not url:
-        return {}
-    import pandas as pd
-
-    fs, path = resolve(url)
-    with fs.open(path, "rb") as handle:
-        frame = pd.read_parquet(handle) if path.endswith(".parquet") else pd.read_csv(handle, dtype={"meter_id": str})
-    if "meter_id" not in frame.columns:
-        raise ValueError(f"meters table {url} has no meter_id column")
-
-    def value(row, name, cast):
-        item = row.get(name)
-        return None if item is None or pd.isna(item) else cast(item)
-
-    return {
-        str(row["meter_id"]): MeterProfile(
-            digits=value(row, "digits", int),
-            decimals=value(row, "decimals", int),
-            max_rate_per_day=value(row, "max_rate_per_day", lambda x: Decimal(str(x))),
-            meter_type=value(row, "meter_type", str),
-        )
-        for row in frame.to_dict("records")
-    }
 
 
 def load_history(config: ReadConfig) -> MeterHistory:
@@ -180,9 +174,12 @@ class Fetched:
 def fetch_and_preprocess(
     photo: Photo, image_size: int, config: ReadConfig, layout: InputLayout = InputLayout()
 ) -> Fetched:
-    """Read bytes (retried) and preprocess; every failure becomes a reason, never an exception."""
+    """Read bytes (retried) and preprocess; every failure becomes a reason, never an exception.
+
+    The photo is read by its path on SOURCE's filesystem: its URI is not re-parsed, as fsspec would take `::` in a
+    key for a URL chain."""
     try:
-        fs, _ = resolve(photo.uri)
+        fs, _ = resolve(config.source)
         data = read_bytes(fs, photo.path, attempts=config.storage_attempts)
     except Exception as error:  # noqa: BLE001 - any storage failure becomes the row's reason
         return Fetched(photo, None, None, f"could not read object after retries: {type(error).__name__}: {error}")
@@ -241,17 +238,28 @@ def judge(
     history: MeterHistory,
     profiles: dict[str, MeterProfile],
     rules: Rules,
-) -> dict:
-    """Parse + validate one prediction into the row's reading, confidence, status and reasons."""
+) -> tuple[dict, PriorReading | None]:
+    """Parse + validate one prediction into the row's reading, confidence, status and reasons. Also returns the
+    meter's earlier accepted reading that this accepted one shows to be a misread (then dropped from `history`).
+
+    A value the output's `reading` column cannot hold exactly is unparsable, never rounded or left to fail the
+    write."""
     parsed = parse_reading(prediction.text)
+    unfit = sink.reading_problem(parsed.value)
+    parsed = ParsedReading(None, error=unfit) if unfit else parsed
     confidence = confidence_from_logprobs(list(prediction.token_logprobs))
     profile = profiles.get(photo.meter_id) if photo.meter_id else None
-    previous = history.previous(photo.meter_id, photo.captured_at)
-    verdict = validate_reading(parsed, confidence, photo.captured_at, previous, profile, rules)
+    previous, earlier = history.recent(photo.meter_id, photo.captured_at)
+    verdict = validate_reading(
+        parsed, confidence, photo.captured_at, previous, profile, rules, earlier, processed_at=row["processed_at"]
+    )
     reasons = list(verdict.reasons) + ([photo.key_problem] if photo.key_problem else [])
-    status = verdict.status if not (photo.key_problem and verdict.status == ACCEPTED) else "flagged"
+    status = verdict.status if not (photo.key_problem and verdict.status == ACCEPTED) else FLAGGED
+    contradicted = verdict.contradicts if status == ACCEPTED else None
     if status == ACCEPTED and photo.meter_id and photo.captured_at:
         history.add(photo.meter_id, photo.captured_at, parsed.value)
+        if contradicted is not None:
+            history.discard(photo.meter_id, contradicted)
     return {
         **row,
         "reading_text": prediction.text,
@@ -260,7 +268,18 @@ def judge(
         "status": status,
         "reasons": reasons,
         "meter_type": profile.meter_type if profile else None,
-    }
+    }, contradicted
+
+
+def flag_contradicted(rows: list[dict], accepted: dict, judged: dict, contradicted: PriorReading | None) -> None:
+    """Flag the row of this shard that holds `contradicted` (an accepted jump the later reading `judged` shows to be
+    a misread), if it is in `rows`; `accepted` maps (meter_id, captured_at) of accepted rows to their index."""
+    index = accepted.pop((judged["meter_id"], contradicted.captured_at), None) if contradicted else None
+    if index is None:
+        return
+    jump = rows[index]
+    note = f"jump to {jump['reading']} contradicted by the next reading {judged['reading']}: a misread?"
+    rows[index] = {**jump, "status": FLAGGED, "reasons": [*jump["reasons"], note]}
 
 
 METER_TYPE_PROMPT = "what type of meter is this"
@@ -329,9 +348,10 @@ def process_shard(
     queued work is cancelled and the workers joined.
     """
     profiles = profiles or {}
-    rules = Rules(min_confidence=config.min_confidence)
+    rules = Rules(min_confidence=effective_min_confidence(config.min_confidence, reader.min_confidence))
     prompt = reader.default_prompt
     rows: list[dict] = []
+    accepted: dict[tuple, int] = {}  # (meter_id, captured_at) -> index in `rows` of an accepted reading
     fetched = ordered_map(
         lambda photo: fetch_and_preprocess(photo, reader.image_size, config, reader.layout),
         shard.photos,
@@ -351,7 +371,10 @@ def process_shard(
                     reasons = [item.error] + ([item.photo.key_problem] if item.photo.key_problem else [])
                     rows.append({**row, "status": ERROR, "reasons": reasons})
                 else:
-                    judged = judge(row, next(predictions), item.photo, history, profiles, rules)
+                    judged, contradicted = judge(row, next(predictions), item.photo, history, profiles, rules)
+                    flag_contradicted(rows, accepted, judged, contradicted)
+                    if judged["status"] == ACCEPTED:
+                        accepted[(judged["meter_id"], judged["captured_at"])] = len(rows)
                     rows.append(with_description(judged, next(extras)))
             if on_batch:
                 on_batch(len(batch))
@@ -422,13 +445,14 @@ def run_read(config: ReadConfig, progress: bool = True) -> dict:
     from tqdm.auto import tqdm
 
     config.validate()
+    listed, profiles = list_source(config), load_meter_profiles(config.meters_table)  # before any model or write
     started_at = datetime.now(timezone.utc)
     reader = cached_reader(config.model)
     run_id = config.run_id or new_run_id(started_at)
     held = take_lease(config, run_id)
     try:
-        plan = plan_run(config, reader.fingerprint, run_id)
-        history, profiles = load_history(config), load_meter_profiles(config.meters_table)
+        plan = plan_run(config, reader.fingerprint, run_id, listed)
+        history = load_history(config)
         counts: Counter = Counter()
         total = sum(len(shard.photos) for shard in plan.shards)
         writer = BackgroundWriter(lambda item: write_rows(config, item[1], plan.run_id, item[0]), depth=1)

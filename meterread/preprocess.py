@@ -14,6 +14,8 @@ import numpy as np
 
 PREPROCESS_VERSION = "mr-pre-1"
 DEFAULT_MAX_PIXELS = 64_000_000  # decompression-bomb guard: 8000 x 8000
+# PNGs decode at full size (no DCT scaling), 3-6 bytes a pixel: their guard is this share of `max_pixels` (40 MP).
+PNG_PIXEL_SHARE = 0.625
 MIN_SIDE = 16
 _REDUCED_FLAGS = {
     1: cv2.IMREAD_COLOR,
@@ -117,12 +119,75 @@ def describe_bytes(data: bytes) -> str:
     return f"unknown bytes {head[:8].hex()}"
 
 
+def _jpeg_end(data: bytes) -> int | None:
+    """Offset just past the primary image's end-of-image marker, or None when the data stops before it.
+
+    Walks the marker segments by their lengths (an EXIF thumbnail's own EOI inside APP1 is skipped) and each scan's
+    entropy-coded data (where 0xFF is followed by 0x00 stuffing or a restart marker), so bytes after the image
+    (a motion photo's video, padding) are not mistaken for its end, nor is their absence required."""
+    offset = 2
+    while offset + 2 <= len(data):
+        if data[offset] != 0xFF:  # stray bytes between segments: decoders skip to the next marker, and so do we
+            offset = data.find(b"\xff", offset)
+            if offset < 0:
+                return None
+            continue
+        marker = data[offset + 1]
+        if marker == 0xD9:
+            return offset + 2
+        if marker == 0xFF:  # fill byte
+            offset += 1
+            continue
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:
+            offset += 2
+            continue
+        if offset + 4 > len(data):
+            return None
+        (length,) = struct.unpack(">H", data[offset + 2 : offset + 4])
+        offset += 2 + length
+        if marker == 0xDA:  # start of scan: skip the entropy-coded data up to the next real marker
+            offset = _scan_end(data, offset)
+    return None
+
+
+def _scan_end(data: bytes, offset: int) -> int:
+    """Offset of the first marker after entropy-coded data starting at `offset` (len(data) when none)."""
+    while True:
+        offset = data.find(b"\xff", offset)
+        if offset < 0 or offset + 1 >= len(data):
+            return len(data)
+        following = data[offset + 1]
+        if following == 0x00 or 0xD0 <= following <= 0xD7 or following == 0xFF:
+            offset += 1 if following == 0xFF else 2
+            continue
+        return offset
+
+
+def _png_end(data: bytes) -> int | None:
+    """Offset just past the IEND chunk, walking the chunks by their lengths; None when the data stops before it."""
+    offset = 8
+    while offset + 12 <= len(data):
+        (length,) = struct.unpack(">I", data[offset : offset + 4])
+        kind = data[offset + 4 : offset + 8]
+        offset += 12 + length
+        if kind == b"IEND":
+            return offset if offset <= len(data) else None
+    return None
+
+
 def _check_complete(data: bytes, kind: str) -> None:
-    trimmed = data.rstrip(b"\x00")
-    if kind == "jpeg" and not trimmed.endswith(b"\xff\xd9"):
+    """Raise DecodeError when the image stops before its end marker. Data after the end (a motion photo's video,
+    an appended trailer) is accepted: decoders stop at the end marker."""
+    if kind == "jpeg" and _jpeg_end(data) is None:
         raise DecodeError("truncated JPEG: no end-of-image marker")
-    if kind == "png" and b"IEND" not in data[-32:]:
+    if kind == "png" and _png_end(data) is None:
         raise DecodeError("truncated PNG: no IEND chunk")
+
+
+def pixel_limit(kind: str, max_pixels: int) -> int:
+    """The decompression-bomb guard for a format: `max_pixels` for JPEG (decoded at reduced scale when large),
+    `PNG_PIXEL_SHARE` of it for PNG (always decoded whole)."""
+    return int(max_pixels * PNG_PIXEL_SHARE) if kind == "png" else max_pixels
 
 
 def decode_image(data: bytes, target: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -136,8 +201,9 @@ def decode_image(data: bytes, target: int | None = None, max_pixels: int = DEFAU
     if size is None:
         raise DecodeError(f"corrupt {kind.upper()} header")
     width, height = size
-    if width * height > max_pixels:
-        raise DecodeError(f"image too large: {width}x{height} exceeds the {max_pixels} pixel limit")
+    limit = pixel_limit(kind, max_pixels)
+    if width * height > limit:
+        raise DecodeError(f"image too large: {width}x{height} exceeds the {limit} pixel limit for {kind.upper()}")
     _check_complete(data, kind)
     factor = reduction_factor(width, height, target) if (target and kind == "jpeg") else 1
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), _REDUCED_FLAGS[factor])
@@ -240,8 +306,17 @@ def _rectangle_candidates(gray: np.ndarray) -> list[np.ndarray]:
             continue
         if cv2.contourArea(cv2.convexHull(contour)) < 0.8 * w * h:
             continue
-        boxes.append(cv2.boxPoints(((cx, cy), (w, h), angle)))
+        box = cv2.boxPoints(((cx, cy), (w, h), angle))
+        if _is_landscape(box):  # a register lies across the photo; an upright box is one wheel or digit
+            boxes.append(box)
     return boxes
+
+
+def _is_landscape(box: np.ndarray) -> bool:
+    """Whether a rotated rectangle's long side runs within 45 degrees of horizontal."""
+    first, second = box[1] - box[0], box[2] - box[1]
+    long_side = first if np.linalg.norm(first) >= np.linalg.norm(second) else second
+    return abs(float(long_side[0])) >= abs(float(long_side[1]))
 
 
 def _order_corners(points: np.ndarray) -> np.ndarray:

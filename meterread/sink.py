@@ -25,6 +25,8 @@ from fsspec import AbstractFileSystem
 from meterread.storage import write_bytes
 
 READING_TYPE = pa.decimal128(24, 6)
+READING_DECIMALS = READING_TYPE.scale  # 6
+READING_INTEGER_DIGITS = READING_TYPE.precision - READING_TYPE.scale  # 18
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 SCHEMA = pa.schema(
@@ -70,6 +72,19 @@ def check_safe_name(name: str, what: str) -> str:
     if not _SAFE_NAME.match(name) or ".." in name:
         raise ValueError(f"{what} {name!r} must match {_SAFE_NAME.pattern} (no slashes or '..')")
     return name
+
+
+def reading_problem(value: Decimal | None) -> str | None:
+    """Why `value` cannot be stored exactly in the `reading` column, or None when it can (or is None)."""
+    if value is None:
+        return None
+    if not value.is_finite():
+        return f"reading {value} is not a finite number"
+    if value and abs(value).adjusted() >= READING_INTEGER_DIGITS:
+        return f"reading {value} has more than {READING_INTEGER_DIGITS} integer digits (output column {READING_TYPE})"
+    if value != quantize(value):
+        return f"reading {value} has more than {READING_DECIMALS} decimals (output column {READING_TYPE})"
+    return None
 
 
 def quantize(value: Decimal | None) -> Decimal | None:

@@ -6,6 +6,7 @@ S3 endpoints and credentials come from the usual environment (`AWS_ACCESS_KEY_ID
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -26,6 +27,7 @@ T = TypeVar("T")
 
 # Errors worth retrying: network and server trouble. Missing objects and bad permissions are final.
 _FINAL_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+S3_VERSION_MARKER = "?versionId="  # s3fs reads what follows as a version id, even inside a listed key
 
 
 @dataclass(frozen=True)
@@ -79,11 +81,16 @@ def _is_utf8(raw: bytes) -> bool:
         return False
 
 
+def _protocols(fs: AbstractFileSystem) -> tuple[str, ...]:
+    return fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+
+
 def is_local(fs: AbstractFileSystem) -> bool:
-    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+    return "file" in _protocols(fs)
 
 
-def _etag(info: dict) -> str:
+def object_etag(info: dict) -> str:
+    """An object's ETag (S3) or size-mtime (local and other stores without one)."""
     tag = info.get("ETag") or info.get("etag")
     if tag:
         return str(tag).strip('"')
@@ -114,7 +121,7 @@ def list_photos(fs: AbstractFileSystem, root: str) -> list[ObjectInfo]:
                 path=path,
                 key=key,
                 size=int(info.get("size") or 0),
-                etag=_etag(info),
+                etag=object_etag(info),
                 modified_at=_modified_at(info),
             )
         )
@@ -148,20 +155,43 @@ def with_retries(
 
 
 def read_bytes(fs: AbstractFileSystem, path: str, attempts: int = 4) -> bytes:
-    """Whole object as bytes, retried on transient errors."""
+    """Whole object as bytes, retried on transient errors. An S3 key containing `?versionId=` is read as it is
+    (s3fs would take the rest of the key for a version id and read another key)."""
+    if S3_VERSION_MARKER in path and "s3" in _protocols(fs):
+        return with_retries(lambda: _cat_s3_key_as_is(fs, path), attempts=attempts)
     return with_retries(lambda: fs.cat_file(path), attempts=attempts)
 
 
+def _cat_s3_key_as_is(fs: AbstractFileSystem, path: str) -> bytes:
+    """GET `bucket/key` on an s3fs filesystem without s3fs's path parsing (errors mapped by s3fs as usual)."""
+    from fsspec.asyn import sync
+
+    bucket, _, key = path.partition("/")
+
+    async def get() -> bytes:
+        response = await fs._call_s3("get_object", Bucket=bucket, Key=key)
+        async with response["Body"] as body:
+            return await body.read()
+
+    return sync(fs.loop, get)
+
+
 def write_bytes(fs: AbstractFileSystem, path: str, data: bytes) -> None:
-    """Write a whole file so readers never see a partial one (temp + rename locally; one PUT on S3)."""
+    """Write a whole file so readers never see a partial one (temp + rename locally; one PUT on S3). A failed
+    local write (a full disk) removes its temp file before the error propagates."""
     parent = path.rsplit("/", 1)[0]
     if is_local(fs):
         fs.makedirs(parent, exist_ok=True)
         temp = f"{parent}/.{uuid.uuid4().hex}.tmp"
-        with open(temp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
+        try:
+            with open(temp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(temp)
+            raise
         return
     with_retries(lambda: fs.pipe_file(path, data))

@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from meterread.config import reject_unknown_keys
-from meterread.dataset import Split, load_dataset, manifest_digest, read_image_bytes
+from meterread.dataset import ANNOTATIONS, Split, load_dataset, manifest_digest, read_image_bytes
 from meterread.evaluate import Scored, summarise
 from meterread.models.base import FAMILIES, ModelSpec, load_reader, read_in_length_order
 from meterread.models.decoding import confidence_from_logprobs
@@ -230,10 +230,15 @@ def prepare_images(
     return images, kept, problems
 
 
-def evaluate_reader(reader, images: Sequence[np.ndarray], samples: Sequence, batch_size: int) -> list[Scored]:
+def evaluate_reader(
+    reader, images: Sequence[np.ndarray], samples: Sequence, batch_size: int, progress: bool = False
+) -> list[Scored]:
     """Read every image (constrained, greedy) and pair predictions with labels."""
+    from tqdm.auto import tqdm
+
     scored = []
-    for start in range(0, len(images), batch_size):
+    starts = range(0, len(images), batch_size)
+    for start in tqdm(starts, desc="reading", unit="batch", disable=not progress, leave=False):
         chunk = samples[start : start + batch_size]
         prompts = [sample.prefix or reader.default_prompt for sample in chunk]
         predictions = read_in_length_order(reader, images[start : start + batch_size], prompts)
@@ -245,6 +250,7 @@ def evaluate_reader(reader, images: Sequence[np.ndarray], samples: Sequence, bat
                     confidence_from_logprobs(list(prediction.token_logprobs)),
                     sample.meter_type,
                     sample.image,
+                    sample.meter_model,
                 )
             )
     return scored
@@ -433,6 +439,12 @@ def train(config: TrainConfig, progress: bool = True, log=print) -> dict:
     }
 
 
+def load_trainer_state(path: Path) -> dict:
+    """Optimizer state, counters and RNG saved beside a checkpoint: tensors and plain data only
+    (`weights_only=True`), so a planted pickle raises instead of running code."""
+    return torch.load(path, weights_only=True)
+
+
 def restore(reader, optimizer: torch.optim.Optimizer, latest: Path) -> dict:
     """Load `latest/` weights (adapter or full), optimizer state, counters and RNG."""
     from safetensors.torch import load_file
@@ -444,7 +456,7 @@ def restore(reader, optimizer: torch.optim.Optimizer, latest: Path) -> dict:
     else:  # through from_pretrained: it maps the saved (checkpoint-format) key names back to the model's
         saved = type(reader.model).from_pretrained(latest, dtype=reader.model.dtype, use_safetensors=True)
         reader.model.load_state_dict(saved.state_dict(), strict=True)
-    state = torch.load(latest / STATE_FILE, weights_only=False)
+    state = load_trainer_state(latest / STATE_FILE)
     optimizer.load_state_dict(state.pop("optimizer"))
     torch.set_rng_state(state.pop("rng"))
     return state
@@ -457,16 +469,20 @@ def evaluate_split(
     batch_size: int = 32,
     out_dir: str | None = None,
     progress: bool = True,
+    baseline: str | None = None,
 ) -> dict:
-    """`meterread eval`: read a whole split, compute metrics, optionally write metrics.json + report.html."""
+    """`meterread eval`: read a whole split, compute metrics (and a peer `baseline`'s on the same photos),
+    optionally write metrics.json + report.html. Raises FileNotFoundError when the split has no labelled samples."""
     from meterread.evaluate import risk_coverage_curve
     from meterread.report import thumbnail_data_uri, write_report
 
     data = load_dataset(dataset, (split,))[split]
+    if not data.samples:
+        raise FileNotFoundError(f"no labelled samples in {dataset.rstrip('/')}/{split}/{ANNOTATIONS}")
     reader = load_reader(spec)
     images, kept, problems = prepare_images(data, reader.image_size, reader.layout, progress)
     samples = [data.samples[i] for i in kept]
-    scored = evaluate_reader(reader, images, samples, batch_size)
+    scored = evaluate_reader(reader, images, samples, batch_size, progress)
     metrics = {
         **summarise(scored),
         "split": split,
@@ -476,6 +492,11 @@ def evaluate_split(
         "dataset_manifest": manifest_digest({split: data}),
         "problems": list(data.problems) + problems,
     }
+    if baseline:
+        metrics["baseline"] = {
+            "name": baseline,
+            **summarise(score_baseline(baseline, samples, reader.layout, progress)),
+        }
     if out_dir:
         index = {sample.image: i for i, sample in enumerate(samples)}
         gallery = [{**item, "thumbnail": thumbnail_data_uri(images[index[item["image"]]])} for item in metrics["worst"]]
@@ -483,3 +504,18 @@ def evaluate_split(
             out_dir, f"meterread eval: {spec.base} on {dataset}/{split}", metrics, risk_coverage_curve(scored), gallery
         )
     return metrics
+
+
+def score_baseline(name: str, samples: Sequence, layout, progress: bool = True) -> list[Scored]:
+    """Read `samples` with a peer baseline (see `meterread.baseline`) and pair its readings with the labels."""
+    from tqdm.auto import tqdm
+
+    from meterread.baseline import baseline_text, load_baseline, register_image
+
+    reader = load_baseline(name)
+    scored = []
+    for sample in tqdm(samples, desc=f"baseline {name}", disable=not progress):
+        raw, score = reader.read(register_image(read_image_bytes(sample), layout))
+        text = baseline_text(raw, sample.suffix)
+        scored.append(Scored(sample.suffix, text, score, sample.meter_type, sample.image, sample.meter_model))
+    return scored

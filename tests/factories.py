@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from meterread.synth import render_meter
+from meterread.data.synth import render_meter
 
 
 def meter_jpeg(label: str = "01234.5", seed: int = 0, size: tuple[int, int] = (320, 240)) -> bytes:

@@ -163,7 +163,7 @@ def test_flaky_storage_is_retried_and_a_dead_object_becomes_an_error_row(
 
 
 def test_crash_mid_run_then_rerun_completes_the_night_exactly_once(tmp_path, tiny_paligemma, monkeypatch):
-    from meterread.synth import write_bucket
+    from meterread.data.synth import write_bucket
 
     write_bucket(tmp_path / "bucket", 10, seed=12)
     config = config_for(tmp_path, tiny_paligemma, run_id="night-9")

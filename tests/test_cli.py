@@ -3,7 +3,7 @@ import json
 from typer.testing import CliRunner
 
 from meterread.cli import app
-from meterread.synth import write_bucket
+from meterread.data.synth import write_bucket
 
 runner = CliRunner()
 
@@ -42,3 +42,32 @@ def test_synth_writes_a_bucket(tmp_path):
     assert result.exit_code == 0
     assert len(list((tmp_path / "b").rglob("*.jpg"))) == 3
     assert len((tmp_path / "b" / "annotations.jsonl").read_text().splitlines()) == 3
+
+
+def test_read_of_a_missing_source_fails_and_writes_nothing_unless_allowed(tmp_path, tiny_paligemma):
+    args = ["read", str(tmp_path / "nonexistent"), str(tmp_path / "out"), "--model", tiny_paligemma, "--device", "cpu"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "does not exist" in result.output, result.output
+    assert not (tmp_path / "out").exists()  # no _manifests
+    allowed = runner.invoke(app, [*args, "--allow-empty"])
+    assert allowed.exit_code == 0 and '"listed": 0' in allowed.output, allowed.output
+
+
+def test_read_with_the_wrong_family_says_so_in_one_line(tmp_path):
+    write_bucket(tmp_path / "bucket", 1, seed=12)
+    args = ["read", str(tmp_path / "bucket"), str(tmp_path / "out"), "--family", "florence2", "--device", "cpu"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert result.output.strip().count("\n") == 0 and "use --family paligemma" in result.output, result.output
+
+
+def test_read_takes_the_flows_prompt_and_key_pattern(tmp_path, tiny_paligemma):
+    write_bucket(tmp_path / "bucket", 2, seed=13)
+    pattern = r"^(?P<meter_id>MTR-[0-9-]+)/(?P<timestamp>\d{8}T\d{6})\.jpg$"
+    args = ["read", str(tmp_path / "bucket"), str(tmp_path / "out"), "--model", tiny_paligemma, "--device", "cpu"]
+    result = runner.invoke(app, [*args, "--prompt", "read the register", "--key-pattern", pattern])
+    assert result.exit_code == 0, result.output
+    import pandas as pd
+
+    rows = pd.read_parquet(tmp_path / "out")
+    assert set(rows["prompt"]) == {"read the register"} and rows["meter_id"].str.startswith("MTR-").all()

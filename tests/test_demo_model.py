@@ -9,10 +9,10 @@ from typer.testing import CliRunner
 
 from meterread.cli import app
 from meterread.config import DEMO_MODEL_DIR
+from meterread.data.synth import encode_jpeg, plan_samples, render_meter
 from meterread.models.base import ModelSpec, load_reader
 from meterread.parse import parse_reading
 from meterread.preprocess import preprocess_photo
-from meterread.synth import encode_jpeg, plan_samples, render_meter
 
 
 def test_bundled_model_reads_fresh_synthetic_photos():

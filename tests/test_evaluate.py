@@ -3,11 +3,14 @@ import pytest
 from meterread.evaluate import (
     Scored,
     accuracy_at_coverage,
+    calibration_bins,
     character_error_rate,
     is_exact,
     levenshtein,
+    recommend_threshold,
     risk_coverage_curve,
     summarise,
+    threshold_table,
 )
 
 
@@ -59,3 +62,36 @@ def test_summary_handles_empty_and_unparsable_predictions():
         "unknown": {"count": 1, "exact_match": 1.0},
     }
     assert summary["worst"][0]["text"] == "zz"
+
+
+THRESHOLD_CASES = [Scored("1", "1", 0.95), Scored("2", "2", 0.85), Scored("3", "8", 0.75), Scored("4", "4", 0.4)]
+
+
+def test_threshold_table_gives_flagged_and_wrong_accepted_shares():
+    rows = {r["min_confidence"]: r for r in threshold_table(THRESHOLD_CASES, (0.0, 0.5, 0.8, 0.99))}
+    assert rows[0.0] == {"min_confidence": 0.0, "flagged_share": 0.0, "wrong_accepted_share": 0.25}
+    assert rows[0.5]["flagged_share"] == 0.25 and rows[0.5]["wrong_accepted_share"] == pytest.approx(1 / 3)
+    assert rows[0.8] == {"min_confidence": 0.8, "flagged_share": 0.5, "wrong_accepted_share": 0.0}
+    assert rows[0.99]["flagged_share"] == 1.0 and rows[0.99]["wrong_accepted_share"] is None
+
+
+def test_recommended_threshold_is_the_lowest_that_keeps_accepted_readings_right():
+    assert recommend_threshold(THRESHOLD_CASES, max_wrong=0.01) == 0.8
+    assert recommend_threshold(THRESHOLD_CASES, max_wrong=0.5) == 0.0
+    assert recommend_threshold([Scored("1", "2", 0.999)]) is None
+
+
+def test_calibration_bins_pair_confidence_with_accuracy():
+    bins = calibration_bins(THRESHOLD_CASES + [Scored("5", "5", 1.0)], bins=4)
+    assert [b["count"] for b in bins] == [0, 1, 0, 4]  # 0.4 | 0.75, 0.85, 0.95 and 1.0 (in the last bin)
+    assert bins[1]["accuracy"] == 1.0 and bins[3]["accuracy"] == 0.75  # the one read at 0.75 was wrong
+    assert bins[3]["mean_confidence"] == pytest.approx((0.75 + 0.85 + 0.95 + 1.0) / 4)
+    assert bins[0]["accuracy"] is None
+
+
+def test_summary_breaks_down_by_meter_model():
+    summary = summarise([Scored("1", "1", 0.9, "gas", meter_model="gasmeter/gmt"), Scored("2", "3", 0.9, "gas")])
+    assert summary["by_meter_model"] == {
+        "gasmeter/gmt": {"count": 1, "exact_match": 1.0},
+        "unknown": {"count": 1, "exact_match": 0.0},
+    }

@@ -1,16 +1,20 @@
 """The read run without Prefect, on a local folder bucket: one row per photo, reruns add nothing."""
 
+from dataclasses import replace
 from datetime import date
 
 import pytest
 
 from meterread import lease, pipeline, sink
 from meterread.config import ConfigError, ReadConfig
-from meterread.models.base import ModelSpec
+from meterread.data.synth import write_bucket
+from meterread.history import MeterHistory
+from meterread.meters import MetersTableError
+from meterread.models.base import ModelSpec, Prediction
 from meterread.pipeline import run_read, shard_bounds
+from meterread.preprocess import InputLayout
 from meterread.storage import resolve
-from meterread.synth import write_bucket
-from tests.factories import BAD_FILES
+from tests.factories import BAD_FILES, meter_jpeg
 
 
 def config_for(tmp_path, model, **overrides):
@@ -118,6 +122,8 @@ def test_limit_and_manifest(tmp_path, tiny_paligemma):
         ({"key_pattern": "("}, "key_pattern"),
         ({"run_id": "../x"}, "run_id"),
         ({"output": "/same"}, "differ"),
+        ({"model": {"base": "x", "pattern": "20"}}, "20 integer digits; the reading column"),
+        ({"model": {"base": "x", "pattern": "6.7"}}, "7 decimals; the reading column .* would be rounded"),
     ],
 )
 def test_config_errors_are_actionable(overrides, message):
@@ -188,3 +194,73 @@ def test_tasks_need_florence2_and_known_task_tokens():
 )
 def test_shards_keep_a_meters_photos_together(meters, size, expected):
     assert shard_bounds(list(meters), size) == expected
+
+
+@pytest.mark.parametrize("state", ["missing", "empty", "no photos"])
+def test_a_source_with_nothing_to_read_fails_before_anything_is_written(tmp_path, state):
+    if state != "missing":
+        (tmp_path / "bucket").mkdir()
+    if state == "no photos":
+        (tmp_path / "bucket" / "notes.txt").write_text("not a photo")
+    config = ReadConfig(source=str(tmp_path / "bucket"), output=str(tmp_path / "out"), model=ModelSpec(base="x"))
+    with pytest.raises(pipeline.NothingToRead, match="does not exist" if state == "missing" else "lists no photos"):
+        run_read(config.validate(), progress=False)  # fails before the (unloadable) model "x" is needed
+    assert not (tmp_path / "out").exists()  # no _manifests, no lease
+    assert pipeline.list_source(replace(config, allow_empty=True)) == []
+
+
+def test_a_meters_table_typo_stops_the_run_up_front_naming_the_row(tmp_path):
+    write_bucket(tmp_path / "bucket", 1, seed=3)
+    (tmp_path / "meters.csv").write_text("meter_id,digits\nMTR-000,5\nMTR-001,1000000\n")
+    config = ReadConfig(
+        source=str(tmp_path / "bucket"),
+        output=str(tmp_path / "out"),
+        model=ModelSpec(base="x"),
+        meters_table=str(tmp_path / "meters.csv"),
+    ).validate()
+    with pytest.raises(MetersTableError, match=r"meters.csv: row 2 \(line 3\), column digits: 1000000 is outside"):
+        run_read(config, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_photos_under_odd_s3_keys_are_read(s3_bucket):
+    fs, bucket = s3_bucket
+    for key in ("site::a/MTR-1/20260301T120000.jpg", "site?versionId=2/MTR-2/20260301T120000.jpg"):
+        fs.call_s3("put_object", Bucket=bucket, Key=f"in/{key}", Body=meter_jpeg())  # s3fs could not write these
+    config = ReadConfig(source=f"s3://{bucket}/in", output=f"s3://{bucket}/out", model=ModelSpec(base="x")).validate()
+    photos = pipeline.list_source(config)
+    assert [photo.meter_id for photo in photos] == ["MTR-1", "MTR-2"]
+    for photo in photos:
+        fetched = pipeline.fetch_and_preprocess(photo, 64, config)
+        assert fetched.error is None and fetched.image is not None, (photo.key, fetched.error)
+
+
+class ScriptedReader:
+    """A Reader that answers the given texts in order, with full confidence."""
+
+    family, image_size, model_id, adapter_id, fingerprint = "fake", 64, "fake", None, "fake-1"
+    default_prompt, layout, min_confidence = "read", InputLayout(), None
+
+    def __init__(self, texts):
+        self.texts = iter(texts)
+
+    def read(self, images, prompts):
+        return [Prediction(next(self.texts), (0.0,)) for _ in images]
+
+
+def test_a_contradicted_jump_is_flagged_and_later_readings_are_not(tmp_path):
+    bucket = tmp_path / "bucket"
+    stamps = ["20260301T120000", "20260302T120000", "20260303T120000", "20260304T120000", "20990101T000000"]
+    for stamp in stamps:
+        meter = "MTR-2" if stamp.startswith("2099") else "MTR-1"
+        (bucket / meter).mkdir(parents=True, exist_ok=True)
+        (bucket / meter / f"{stamp}.jpg").write_bytes(meter_jpeg(seed=len(stamp)))
+    config = config_for(tmp_path, "x")
+    photos = pipeline.list_source(config)
+    shard = pipeline.Shard("s1", tuple(photos))
+    reader = ScriptedReader(["100", "900", "105", "110", "5"])
+    rows = pipeline.process_shard(config, reader, shard, "run-1", MeterHistory(), {})
+    assert [row["status"] for row in rows] == ["accepted", "flagged", "accepted", "accepted", "flagged"]
+    assert any("contradicted by the next reading 105" in reason for reason in rows[1]["reasons"])
+    assert any("looks like a misread" in reason for reason in rows[2]["reasons"])
+    assert any("implausible capture time 2099-01-01" in reason for reason in rows[4]["reasons"])

@@ -1,3 +1,6 @@
+import struct
+import zlib
+
 import cv2
 import numpy as np
 import pytest
@@ -10,6 +13,7 @@ from meterread.preprocess import (
     decode_target,
     fold_into_square,
     image_size,
+    pixel_limit,
     preprocess_photo,
     quality_metrics,
     reduction_factor,
@@ -34,6 +38,69 @@ def test_truncated_jpeg_is_rejected():
 def test_pixel_limit_guards_against_bombs():
     with pytest.raises(DecodeError, match="too large"):
         decode_image(meter_jpeg(size=(320, 240)), max_pixels=320 * 240 - 1)
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A small PNG whose header claims `width` x `height` (what a highly compressible huge PNG looks like)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "max_pixels", "limit"),
+    [("jpeg", 64_000_000, 64_000_000), ("png", 64_000_000, 40_000_000), ("png", 80_000_000, 50_000_000)],
+)
+def test_png_pixel_guard_is_lower_as_pngs_decode_whole(kind, max_pixels, limit):
+    assert pixel_limit(kind, max_pixels) == limit
+
+
+def test_an_8000x8000_png_is_refused_before_decoding():
+    with pytest.raises(DecodeError, match="8000x8000 exceeds the 40000000 pixel limit for PNG"):
+        decode_image(png_claiming(8000, 8000))
+
+
+def with_exif_thumbnail(jpeg: bytes) -> bytes:
+    """`jpeg` with an APP1 segment holding a small JPEG (its own end-of-image marker inside the header)."""
+    payload = b"Exif\x00\x00" + meter_jpeg("1", seed=2, size=(64, 48))
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
+
+
+JPEG = meter_jpeg()
+PNG = png_bytes(np.full((40, 60, 3), 128, np.uint8))
+
+
+@pytest.mark.parametrize(
+    ("case", "data", "outcome"),
+    [  # outcome: the decoded (height, width), or the DecodeError's reason
+        (
+            "motion photo: a video after the JPEG",
+            JPEG + b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8,
+            (240, 320),
+        ),
+        ("padding after the JPEG", JPEG + b"\x00" * 64, (240, 320)),
+        ("EXIF thumbnail", with_exif_thumbnail(JPEG), (240, 320)),
+        ("PNG with a trailer", PNG + b"trailing data" * 8, (40, 60)),
+        ("JPEG cut before its end marker", JPEG[:-2], "truncated JPEG"),
+        ("cut JPEG whose thumbnail has an end marker", with_exif_thumbnail(JPEG)[:-500], "truncated JPEG"),
+        ("PNG cut inside IEND", PNG[:-6], "truncated PNG"),
+        ("PNG cut inside IDAT", PNG[:-20], "truncated PNG"),
+    ],
+)
+def test_data_after_the_image_is_read_and_truncation_is_refused(case, data, outcome):
+    if isinstance(outcome, tuple):
+        assert decode_image(data).shape[:2] == outcome, case
+    else:
+        with pytest.raises(DecodeError, match=outcome):
+            decode_image(data)
 
 
 def test_header_size_matches_decoded_size():

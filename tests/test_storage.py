@@ -1,6 +1,6 @@
 import pytest
 
-from meterread.storage import env_storage_options, list_photos, resolve, with_retries, write_bytes
+from meterread.storage import env_storage_options, list_photos, read_bytes, resolve, with_retries, write_bytes
 
 
 def test_list_photos_sorted_with_keys_relative_to_root(tmp_path):
@@ -56,3 +56,36 @@ def test_write_bytes_replaces_whole_files(tmp_path):
     write_bytes(fs, f"{root}/d/f.bin", b"two")
     assert (tmp_path / "d" / "f.bin").read_bytes() == b"two"
     assert [p.name for p in (tmp_path / "d").iterdir()] == ["f.bin"]
+
+
+def test_a_failed_write_leaves_no_temp_file(tmp_path, monkeypatch):
+    fs, root = resolve(str(tmp_path))
+    write_bytes(fs, f"{root}/d/f.bin", b"old")
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("meterread.storage.os.fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        write_bytes(fs, f"{root}/d/f.bin", b"new")
+    assert [p.name for p in (tmp_path / "d").iterdir()] == ["f.bin"]  # no partial .tmp beside it
+    assert (tmp_path / "d" / "f.bin").read_bytes() == b"old"
+
+
+ODD_KEYS = [
+    "MTR-3/x?versionId=1.jpg",
+    "site::a/MTR-1/20260301T120000.jpg",
+    "site?versionId=2/MTR-2/20260301T120000.jpg",
+]
+
+
+def test_s3_keys_that_fsspec_would_misparse_are_read_as_they_are(s3_bucket):
+    fs, bucket = s3_bucket
+    for index, key in enumerate(ODD_KEYS):  # s3fs could not even write these keys
+        fs.call_s3("put_object", Bucket=bucket, Key=f"in/{key}", Body=f"photo {index}".encode())
+    source_fs, root = resolve(f"s3://{bucket}/in")
+    photos = list_photos(source_fs, root)
+    assert [photo.key for photo in photos] == sorted(ODD_KEYS)
+    for photo in photos:
+        expected = f"photo {ODD_KEYS.index(photo.key)}".encode()
+        assert read_bytes(source_fs, photo.path, attempts=1) == expected, photo.key

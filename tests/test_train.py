@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from meterread.data.synth import write_dataset
 from meterread.models.base import ModelSpec, load_reader
 from meterread.registry import decide, publish, read_current
-from meterread.synth import write_dataset
 from meterread.train import (
     LoraSettings,
     TrainConfig,

@@ -7,6 +7,7 @@ A family module exposes `load(spec) -> Reader`. Readers take model-ready RGB uin
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from meterread.models.decoding import ReadingPattern
+from meterread.models.patterns import ReadingPattern
 from meterread.preprocess import InputLayout
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class Reader(Protocol):
     fingerprint: str
     default_prompt: str
     layout: InputLayout
+    min_confidence: float | None
 
     def read(self, images: Sequence[np.ndarray], prompts: Sequence[str]) -> list[Prediction]: ...
 
@@ -86,13 +88,40 @@ class ModelSpec:
         return ReadingPattern.parse(self.pattern)
 
 
+class ModelLoadError(ValueError):
+    """A model that cannot be loaded as asked; the message says why in one line."""
+
+
 def resolve_device(name: str):
-    """`auto` -> cuda when available, else cpu."""
+    """`auto` -> cuda when available, else cpu. Raises ModelLoadError for a CUDA device on a machine without one."""
     import torch
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+    return device
+
+
+def checkpoint_model_type(base: str) -> str | None:
+    """`model_type` from a local checkpoint's config.json (None for a hub id or a directory without one)."""
+    config = Path(base) / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        return json.loads(config.read_text()).get("model_type")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+
+
+def check_family(spec: ModelSpec) -> None:
+    """Refuse a family that does not fit the checkpoint (ModelLoadError naming the right one)."""
+    model_type = checkpoint_model_type(spec.base)
+    if model_type is None or model_type == spec.family:
+        return
+    hint = f"; use --family {model_type}" if model_type in FAMILIES else f"; supported families: {', '.join(FAMILIES)}"
+    raise ModelLoadError(f"--family {spec.family} does not fit {spec.base}: its config.json says {model_type!r}{hint}")
 
 
 def resolve_dtype(name: str, device) -> object:
@@ -111,20 +140,32 @@ def local_files_only() -> bool:
     )
 
 
+def file_digest(path: Path, chunk: int = 1 << 22) -> str:
+    """SHA-256 of a whole file, streamed; cached on disk by path, size and mtime so an unchanged file is hashed
+    once (`$METERREAD_CACHE/digests/`)."""
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:32]
+    cached = Path(os.environ.get("METERREAD_CACHE", Path.home() / ".cache" / "meterread")) / "digests" / key
+    if cached.is_file():
+        return cached.read_text().strip()
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.write_text(digest.hexdigest())
+    except OSError:  # a read-only home: the digest is still right, only not remembered
+        pass
+    return digest.hexdigest()
+
+
 def _weights_digest(directory: Path) -> str:
-    """Cheap content digest of a model directory: config + size, head and tail of each weights file."""
+    """Content digest of a model directory: every config file and the whole of every weights file."""
     digest = hashlib.sha256()
     for path in sorted(directory.glob("*.json")) + sorted(directory.glob("*.safetensors")):
         digest.update(path.name.encode())
-        if path.suffix == ".json":
-            digest.update(path.read_bytes())
-            continue
-        size = path.stat().st_size
-        digest.update(str(size).encode())
-        with open(path, "rb") as handle:
-            digest.update(handle.read(1 << 20))
-            handle.seek(max(size - (1 << 20), 0))
-            digest.update(handle.read())
+        digest.update(path.read_bytes() if path.suffix == ".json" else file_digest(path).encode())
     return digest.hexdigest()[:16]
 
 
@@ -168,6 +209,8 @@ def spec_fingerprint(spec: ModelSpec) -> str:
 def load_reader(spec: ModelSpec) -> Reader:
     """Load the reader for `spec.family` (imports only that family's module)."""
     spec.validate()
+    check_family(spec)
+    resolve_device(spec.device)  # fail before any weights are read
     if spec.family == "paligemma":
         from meterread.models import paligemma as family
     else:

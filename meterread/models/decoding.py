@@ -12,72 +12,14 @@ renormalised distribution: the model's probability that the whole reading is exa
 from __future__ import annotations
 
 import math
-import re
-from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
 from transformers import LogitsProcessor
 
-SEPARATORS = (".", ",")
+from meterread.models.patterns import SEPARATORS, ReadingPattern
 
-
-@dataclass(frozen=True)
-class ReadingPattern:
-    """Shape of an allowed reading. `None` = any count up to the max."""
-
-    integer_digits: int | None = None
-    decimals: int | None = None
-    max_integer_digits: int = 9
-    max_decimals: int = 3
-
-    @classmethod
-    def parse(cls, text: str | None) -> ReadingPattern:
-        """`"6.1"` -> exactly 6 integer digits and 1 decimal; `"6"` -> 6 digits, no decimals; None -> free."""
-        if not text:
-            return cls()
-        match = re.fullmatch(r"(\d+)(?:\.(\d+))?", text.strip())
-        if not match:
-            raise ValueError(f"reading pattern {text!r} must look like '6' or '6.1' (integer digits.decimals)")
-        integer, decimals = int(match.group(1)), int(match.group(2) or 0)
-        return cls(integer, decimals, max(integer, 1), decimals)
-
-    def max_length(self) -> int:
-        """Most characters a reading can have (digits and separator)."""
-        integer = self.integer_digits or self.max_integer_digits
-        decimals = self.decimals if self.decimals is not None else self.max_decimals
-        return integer + (1 + decimals if decimals else 0)
-
-    def is_prefix(self, text: str) -> bool:
-        """Can `text` still grow into a valid reading?"""
-        integer, _, fraction = text.replace(",", ".").partition(".")
-        if (
-            not re.fullmatch(r"\d*", integer)
-            or not re.fullmatch(r"\d*", fraction)
-            or text.count(".") + text.count(",") > 1
-        ):
-            return False
-        has_sep = len(integer) != len(text)
-        max_int = self.integer_digits or self.max_integer_digits
-        max_dec = self.decimals if self.decimals is not None else self.max_decimals
-        if len(integer) > max_int or len(fraction) > max_dec:
-            return False
-        if has_sep and (not integer or max_dec == 0):
-            return False
-        if has_sep and self.integer_digits is not None and len(integer) != self.integer_digits:
-            return False
-        return True
-
-    def is_complete(self, text: str) -> bool:
-        """Is `text` a whole valid reading (EOS allowed here)?"""
-        if not text or not self.is_prefix(text):
-            return False
-        integer, sep, fraction = text.replace(",", ".").partition(".")
-        if sep and not fraction:
-            return False
-        if self.integer_digits is not None and len(integer) != self.integer_digits:
-            return False
-        return self.decimals is None or len(fraction) == self.decimals
+__all__ = ["SEPARATORS", "ReadingConstraint", "ReadingPattern", "confidence_from_logprobs", "numeric_tokens"]
 
 
 def numeric_tokens(tokenizer) -> dict[int, str]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -16,24 +18,49 @@ def adapter_cache() -> Path:
     return Path(os.environ.get("METERREAD_CACHE", Path.home() / ".cache" / "meterread")) / "adapters"
 
 
-def fetch_directory(url: str, required: str) -> str:
-    """Local directory for a local dir or fsspec URL (downloaded once into the cache); it must hold `required`."""
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "meterread.json")
+
+
+def safe_target(root: Path, name: str) -> Path:
+    """`root / name`, refusing a name that is absolute or resolves outside `root` (a key such as
+    `adapters/v1/../../home/worker/.bashrc`). Raises ValueError."""
+    target = (root / name).resolve()
+    if Path(name).is_absolute() or not target.is_relative_to(root.resolve()):
+        raise ValueError(f"refusing object name {name!r}: it resolves outside the download folder")
+    return target
+
+
+def fetch_directory(url: str, required: str, wanted: tuple[str, ...] = ADAPTER_FILES) -> str:
+    """Local directory for a local dir or fsspec URL; a remote one is downloaded into the cache (only the `wanted`
+    files, keyed by the URL and the objects' etags, so a new upload to the same URL is fetched again). It must hold
+    `required`. Raises FileNotFoundError, or ValueError for an object name that would land outside the cache."""
     if "://" not in url or url.startswith("file://"):
         path = Path(url.removeprefix("file://"))
         if not (path / required).is_file():
             raise FileNotFoundError(f"{url!r} has no {required}")
         return str(path)
-    from meterread.storage import resolve
+    from meterread.storage import object_etag, resolve
 
     fs, root = resolve(url)
-    target = adapter_cache() / hashlib.sha256(url.encode()).hexdigest()[:16]
-    if not (target / required).is_file():
-        for path in fs.find(root):
-            name = path[len(root) :].lstrip("/")
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            (target / name).write_bytes(fs.cat_file(path))
-    if not (target / required).is_file():
+    listing = fs.find(root, detail=True)
+    names = {path[len(root) :].lstrip("/"): info for path, info in listing.items()}
+    staging = adapter_cache() / "staging"
+    for name in names:
+        safe_target(staging, name)  # refuse the whole adapter if any key tries to escape
+    chosen = {name: info for name, info in names.items() if name in wanted}
+    if required not in chosen:
         raise FileNotFoundError(f"{url!r} has no {required}")
+    identity = url + "".join(f"|{name}:{object_etag(info)}" for name, info in sorted(chosen.items()))
+    target = adapter_cache() / hashlib.sha256(identity.encode()).hexdigest()[:16]
+    if not (target / required).is_file():
+        partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+        partial.mkdir(parents=True, exist_ok=True)
+        for name in chosen:
+            safe_target(partial, name).write_bytes(fs.cat_file(f"{root.rstrip('/')}/{name}"))
+        if target.exists():  # another process fetched the same objects meanwhile
+            shutil.rmtree(partial)
+        else:
+            partial.rename(target)
     return str(target)
 
 
@@ -66,14 +93,23 @@ def load_adapter_strict(model: torch.nn.Module, adapter_dir: str) -> torch.nn.Mo
     return peft_model.merge_and_unload()
 
 
-def input_layout(*directories: str | None) -> InputLayout:
-    """The layout in the first `meterread.json` found (adapter dir, then base dir): how the model was trained."""
-    import json
-
+def model_settings(*directories: str | None) -> dict:
+    """The first `meterread.json` found (adapter dir, then base dir): how the model was trained to read."""
     for directory in directories:
         if directory and (Path(directory) / "meterread.json").is_file():
-            return InputLayout.from_dict(json.loads((Path(directory) / "meterread.json").read_text()))
-    return InputLayout()
+            return json.loads((Path(directory) / "meterread.json").read_text())
+    return {}
+
+
+def input_layout(*directories: str | None) -> InputLayout:
+    """The input layout the model was trained with (`meterread.json`; the default layout without one)."""
+    return InputLayout.from_dict(model_settings(*directories))
+
+
+def recommended_min_confidence(*directories: str | None) -> float | None:
+    """The `min_confidence` the model recommends (`meterread.json`, measured on validation data), if any."""
+    value = model_settings(*directories).get("min_confidence")
+    return None if value is None else float(value)
 
 
 def load_model(model_class, spec) -> tuple[torch.nn.Module, str | None]:

@@ -17,7 +17,7 @@ from transformers import PaliGemmaForConditionalGeneration, PaliGemmaProcessor
 from meterread.models.base import ModelSpec, Prediction, fingerprint, local_files_only
 from meterread.models.decoding import ReadingConstraint
 from meterread.models.generation import classify_by_likelihood, generate_predictions, pixel_values
-from meterread.models.loading import input_layout, load_model
+from meterread.models.loading import input_layout, load_model, recommended_min_confidence
 from meterread.models.prompts import DEFAULT_PROMPTS
 from meterread.preprocess import PREPROCESS_VERSION, InputLayout
 
@@ -51,6 +51,7 @@ class PaliGemmaReader:
     adapter_id: str | None
     fingerprint: str
     layout: InputLayout = InputLayout()
+    min_confidence: float | None = None  # the model's recommended threshold (meterread.json), if it has one
     family: str = FAMILY
 
     @property
@@ -145,6 +146,7 @@ def load(spec: ModelSpec) -> PaliGemmaReader:
         adapter_id=spec.adapter,
         fingerprint=fingerprint(spec, spec.base, adapter_dir, prompt, PREPROCESS_VERSION),
         layout=input_layout(adapter_dir, spec.base),
+        min_confidence=recommended_min_confidence(adapter_dir, spec.base),
     )
 
 

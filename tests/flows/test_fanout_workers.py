@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from meterread import sink
+from meterread.data.synth import write_bucket
 from meterread.storage import resolve
-from meterread.synth import write_bucket
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

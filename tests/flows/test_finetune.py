@@ -5,8 +5,8 @@ import json
 import pytest
 import yaml
 
+from meterread.data.synth import write_dataset
 from meterread.registry import read_current
-from meterread.synth import write_dataset
 
 pytestmark = pytest.mark.prefect
 

@@ -6,8 +6,8 @@ import pyarrow.dataset as ds
 import pytest
 
 from meterread import sink
+from meterread.data.synth import format_reading, render_meter
 from meterread.storage import resolve
-from meterread.synth import format_reading, render_meter
 from tests.factories import BAD_FILES, meter_jpeg
 
 pytestmark = pytest.mark.prefect
@@ -71,6 +71,15 @@ def test_nightly_read_against_s3(prefect_harness, s3_bucket, tiny_paligemma):
     rerun = nightly_read(source=source, output=output, model=model, batch_size=4, shard_size=3)
     assert (rerun["processed"], rerun["already_done"]) == (0, 8)
     assert read_back(output).num_rows == 8
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        newest = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["flagged-sample"])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
+        )
+    assert json.loads(newest[0].data) == []  # written every night: the newest sample is never an older night's
 
     # one new photo: exactly one new row
     photo = render_meter("00042.0", __import__("numpy").random.default_rng(1))
@@ -188,3 +197,23 @@ def test_lease_renewal_retries_storage_trouble_but_not_a_lost_lease(prefect_harn
     with pytest.raises(lease.RunLocked):
         renew_once()
     assert len(calls) == 1  # not retried: the night stops
+
+
+def test_a_night_with_nothing_to_read_fails_and_writes_nothing(prefect_harness, s3_bucket):
+    from flows.fanout import nightly_fanout
+    from flows.nightly_read import nightly_read
+
+    fs, bucket = s3_bucket
+    fs.pipe_file(f"{bucket}/photos/notes.txt", b"not a photo")
+    model = {"family": "paligemma", "base": "x", "device": "cpu"}  # never loaded: the night stops first
+    output = f"s3://{bucket}/readings"
+    for night in (nightly_read, nightly_fanout):
+        for source, reason in [
+            ("s3://no-such-bucket-typo/photos", "does not exist"),
+            (f"s3://{bucket}/photos", "no photos"),
+        ]:
+            state = night(source=source, output=output, model=model, return_state=True)
+            assert state.is_failed(), (night.name, source)
+            assert reason in str(state.result(raise_on_failure=False)), (night.name, source)
+            fs.invalidate_cache()
+            assert not fs.exists(f"{bucket}/readings"), (night.name, source)  # no lease, no _manifests

@@ -9,9 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from meterread.parse import parse_reading
-from meterread.preprocess import find_display
-from meterread.synth import (
+from meterread.data.geometry import quad_iou, window_recall
+from meterread.data.synth import (
     GLYPH_HEIGHT,
     MAX_ROLL,
     METER_TYPES,
@@ -26,18 +25,8 @@ from meterread.synth import (
     write_bucket,
     write_dataset,
 )
-
-
-def quad_overlap(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
-    """(intersection area, area of a, area of b) of two convex quads."""
-    a, b = a.astype(np.float32), b.astype(np.float32)
-    inter, _ = cv2.intersectConvexConvex(cv2.convexHull(a), cv2.convexHull(b))
-    return inter, cv2.contourArea(a), cv2.contourArea(b)
-
-
-def quad_iou(a: np.ndarray, b: np.ndarray) -> float:
-    inter, area_a, area_b = quad_overlap(a, b)
-    return inter / (area_a + area_b - inter)
+from meterread.parse import parse_reading
+from meterread.preprocess import find_display
 
 
 @pytest.mark.parametrize(
@@ -127,12 +116,6 @@ def test_parse_sizes_rejects_what_is_not_a_size(text):
         parse_sizes(text)
 
 
-def window_recall(found: np.ndarray, truth: np.ndarray) -> float:
-    """Share of the true register window inside the found quad."""
-    inter, _, truth_area = quad_overlap(found, truth)
-    return inter / truth_area
-
-
 # plan_samples(300, seed=4242) photos whose red decimal wheels the contour search sees as a separate rectangle
 # (69, 119, 224: the crop used to cut them off; 22, 216: a crop grown too little), plus ordinary counters.
 DECIMAL_WHEEL_CASES = (69, 119, 224, 22, 216, 2, 3, 5, 7)
@@ -171,5 +154,5 @@ def test_write_dataset_reports_throughput(tmp_path):
 
 def test_synth_imports_without_torch():
     """Data tools (and each rendering process) stay light: torch and transformers cost seconds per import."""
-    code = "import sys, meterread.synth; assert not {'torch', 'transformers'} & set(sys.modules), 'heavy import'"
+    code = "import sys, meterread.data.synth; assert not {'torch', 'transformers'} & set(sys.modules), 'heavy import'"
     subprocess.run([sys.executable, "-c", code], check=True)

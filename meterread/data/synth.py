@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from meterread.models.prompts import DEFAULT_PROMPTS
+
+if TYPE_CHECKING:
+    from meterread.data.real_photos import DigitSource
 
 PHOTO_SIZES = ((640, 480), (1024, 768), (1280, 720), (1600, 1200), (1920, 1080), (2560, 1440))
 METER_TYPES = ("electricity-lcd", "electricity-mechanical", "gas-mechanical", "water-mechanical")
@@ -201,13 +205,19 @@ def compose_photo(
     corners = cv2.perspectiveTransform(window_corners[None], warp)[0]
     if rng.random() < 0.5:
         photo = add_glare(photo, rng)
+    return light_noise_blur(photo, rng), corners
+
+
+def light_noise_blur(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The last camera effects: a lighting gradient, sensor noise and (scaled to the photo's width) blur."""
+    height, width = photo.shape[:2]
     gx = np.linspace(rng.uniform(0.6, 1.0), rng.uniform(1.0, 1.25), width, dtype=np.float32)[None, :, None]
     gy = np.linspace(rng.uniform(0.8, 1.0), rng.uniform(1.0, 1.15), height, dtype=np.float32)[:, None, None]
     noise = rng.normal(0, rng.uniform(2, 9), (height // 2 + 1, width // 2 + 1, 3)).astype(np.float32)
     noise = cv2.resize(noise, (width, height), interpolation=cv2.INTER_NEAREST)
     photo = np.clip(photo.astype(np.float32) * gx * gy + noise, 0, 255).astype(np.uint8)
     sigma = rng.choice([0.0, 0.6, 1.2, 2.0]) * width / 1280
-    return (cv2.GaussianBlur(photo, (0, 0), sigma) if sigma > 0 else photo), corners
+    return cv2.GaussianBlur(photo, (0, 0), sigma) if sigma > 0 else photo
 
 
 def render_register(label: str, rng: np.random.Generator, meter_type: str, roll: float = 0.0) -> np.ndarray:
@@ -296,11 +306,16 @@ def pick_size(size, rng: np.random.Generator) -> tuple[int, int]:
     return tuple(choices[int(rng.integers(0, len(choices)))])
 
 
-def _render_and_save(job: tuple[MeterSample, int, object, str]) -> str:
-    """Render one planned photo into `out` (pure in its seed) and return its annotation line."""
-    sample, sample_seed, size, out = job
+def _render_and_save(job: tuple[MeterSample, int, object, str, DigitSource | None]) -> str:
+    """Render one planned photo into `out` (pure in its seed) and return its annotation line; with `digits`, the
+    register is built from real digit crops."""
+    sample, sample_seed, size, out, digits = job
     rng = np.random.default_rng(sample_seed)
-    photo = render_meter(sample.label, rng, pick_size(size, rng), sample.meter_type, sample.roll)
+    label, model = sample.label, None
+    if digits is None:
+        photo = render_meter(label, rng, pick_size(size, rng), sample.meter_type, sample.roll)
+    else:
+        photo, label, model, _ = digits.render(label, sample.meter_type, sample.roll > 0, rng, pick_size(size, rng))
     path = Path(out) / sample.key
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(encode_jpeg(photo, rng))
@@ -308,9 +323,10 @@ def _render_and_save(job: tuple[MeterSample, int, object, str]) -> str:
         {
             "image": sample.key,
             "prefix": DEFAULT_PROMPTS["paligemma"],
-            "suffix": sample.label,
+            "suffix": label,
             "meter_id": sample.meter_id,
             "meter_type": sample.meter_type,
+            **({"meter_model": model} if model else {}),
         }
     )
 
@@ -324,6 +340,7 @@ def write_bucket(
     progress: bool = False,
     workers: int = 1,
     roll_share: float = ROLL_SHARE,
+    digits: DigitSource | None = None,
 ) -> list[MeterSample]:
     """Render `n` photos into `out_dir` (key layout) plus `annotations.jsonl`; `size=None` draws photo sizes
     from PHOTO_SIZES. Every photo has its own seed, so `workers` processes give the same bytes. Returns the samples."""
@@ -333,7 +350,7 @@ def write_bucket(
 
     out = Path(out_dir)
     planned = plan_samples(n, seed, meter_types=meter_types, roll_share=roll_share)
-    jobs = [(sample, sample_seed, size, str(out)) for sample, sample_seed in planned]
+    jobs = [(sample, sample_seed, size, str(out), digits) for sample, sample_seed in planned]
     bar = dict(total=len(jobs), desc="synthesising", disable=not progress)
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
@@ -354,14 +371,24 @@ def write_dataset(
     progress: bool = False,
     workers: int = 1,
     roll_share: float = ROLL_SHARE,
+    digits: DigitSource | None = None,
 ) -> dict:
-    """Write `{out}/{split}/` buckets with a distinct seed per split; returns counts and images/s."""
+    """Write `{out}/{split}/` buckets with a distinct seed per split; returns counts and images/s. With `digits` of
+    part "auto", each split takes its digits from the crop part of the same name (train, valid, test)."""
     started, counts = time.perf_counter(), {}
     for offset, (split, n) in enumerate(sizes.items()):
         if n:
             counts[split] = len(
                 write_bucket(
-                    Path(out_dir) / split, n, seed * 1000 + offset, size, meter_types, progress, workers, roll_share
+                    Path(out_dir) / split,
+                    n,
+                    seed * 1000 + offset,
+                    size,
+                    meter_types,
+                    progress,
+                    workers,
+                    roll_share,
+                    replace(digits, part=split) if digits is not None and digits.part == "auto" else digits,
                 )
             )
     elapsed = time.perf_counter() - started

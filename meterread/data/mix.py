@@ -1,0 +1,57 @@
+"""One training dataset from several (`meterread mix OUT SRC...`): each source's split folder is linked under
+`OUT/{split}/{source name}/` and its annotation lines are concatenated with the image paths prefixed, so nothing
+is copied and every line still names its own photo."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from meterread.dataset import ANNOTATIONS, SPLITS
+
+
+def prefixed_lines(text: str, prefix: str) -> list[str]:
+    """Annotation lines with `prefix/` before each image path. Pure; lines that are not JSON objects pass as they
+    are (the loader reports them)."""
+    lines = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            lines.append(line)
+            continue
+        if isinstance(record, dict) and isinstance(record.get("image"), str):
+            record = {**record, "image": f"{prefix}/{record['image']}", "source": prefix}
+        lines.append(json.dumps(record))
+    return lines
+
+
+def mix_datasets(out_dir: str | Path, sources: list[str | Path], splits: tuple[str, ...] = SPLITS) -> dict[str, int]:
+    """Link every source's splits under `out_dir`; returns the line count per split. Raises ValueError when two
+    sources share a folder name or none has a training split."""
+    sources = [Path(source).resolve() for source in sources]
+    names = [source.name for source in sources]
+    if len(set(names)) != len(names):
+        raise ValueError(f"sources must have distinct folder names, got {names}")
+    counts = {}
+    for split in splits:
+        lines = []
+        for source in sources:
+            annotations = source / split / ANNOTATIONS
+            if not annotations.is_file():
+                continue
+            target = Path(out_dir) / split / source.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.is_symlink() or target.exists():
+                target.unlink()
+            os.symlink(source / split, target, target_is_directory=True)
+            lines += prefixed_lines(annotations.read_text(), source.name)
+        if lines:
+            (Path(out_dir) / split / ANNOTATIONS).write_text("\n".join(lines) + "\n")
+            counts[split] = len(lines)
+    if not counts.get("train"):
+        raise ValueError(f"none of {[str(s) for s in sources]} has a train/{ANNOTATIONS}")
+    return counts

@@ -1,0 +1,171 @@
+"""Register windows built from real digit crops, and the camera effects a strip goes through. Pure (arrays in and
+out; crops are read by the caller's `load`).
+
+Counters: one wheel per crop at a common height, dark or light gaps between wheels, round-wheel shading, a slight
+vertical misalignment, decimal wheels tinted red (white on red or red on white) and sometimes a separator mark.
+LCDs: the crops abut on one panel colour and a decimal point is drawn in the ink colour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import cv2
+import numpy as np
+
+from meterread.data.crops import DigitCrop, inner_crops, is_lcd, rolled_crops
+
+CropLoader = Callable[[DigitCrop], np.ndarray]
+
+
+def load_crop(crop: DigitCrop) -> np.ndarray:
+    image = cv2.imread(str(crop.path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"unreadable crop {crop.path}")
+    return image
+
+
+def reading_label(picks: Sequence[DigitCrop], decimals: int) -> str:
+    """The reading a register of `picks` shows: each wheel's lower digit, the last `decimals` after a point."""
+    digits = "".join(str(crop.digit) for crop in picks)
+    return f"{digits[:-decimals]}.{digits[-decimals:]}" if decimals else digits
+
+
+def pick_crops(
+    crops: list[DigitCrop], digits: Sequence[int] | int, rng: np.random.Generator, rolled_last: float
+) -> list[DigitCrop]:
+    """Crops of one model for a register: the given digits (or `digits` random ones from what the model has) at
+    inner positions from clean crops; the last wheel half-rolled with probability `rolled_last` where it can be.
+    Raises ValueError when the model has no crop for a wanted digit."""
+    inner = inner_crops(crops)
+    if not inner:
+        raise ValueError(f"model {crops[0].model} has no clean digits")
+    by_digit: dict[int, list[DigitCrop]] = {}
+    for crop in inner:
+        by_digit.setdefault(crop.digit, []).append(crop)
+    if isinstance(digits, int):
+        picks = [inner[int(rng.integers(len(inner)))] for _ in range(digits)]
+    else:
+        missing = sorted({d for d in digits if d not in by_digit})
+        if missing:
+            raise ValueError(f"model {crops[0].model} has no clean crop of digit(s) {missing}")
+        picks = [by_digit[d][int(rng.integers(len(by_digit[d])))] for d in digits]
+    rolled = [c for c in rolled_crops(crops) if isinstance(digits, int) or c.digit == picks[-1].digit]
+    if rolled and rng.random() < rolled_last:
+        picks[-1] = rolled[int(rng.integers(len(rolled)))]
+    return picks
+
+
+def _border_colour(image: np.ndarray) -> np.ndarray:
+    edge = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+    return np.median(edge, axis=0)
+
+
+def _tint_red(cell: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A decimal wheel: the crop's ink and paper remapped to white on red or red on white (BGR)."""
+    gray = cv2.cvtColor(cell, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    lo, hi = np.percentile(gray, 3), np.percentile(gray, 97)
+    level = np.clip((gray - lo) / max(hi - lo, 1.0), 0, 1)[..., None]  # 0 = darkest, 1 = lightest
+    red = np.float32([rng.uniform(20, 60), rng.uniform(20, 60), rng.uniform(150, 210)])
+    white = np.float32([rng.uniform(200, 245)] * 3)
+    return (red * (1 - level) + white * level).astype(np.uint8)  # dark ink turns red, light ink white
+
+
+def _wheel_shading(cell: np.ndarray, depth: float) -> np.ndarray:
+    height = cell.shape[0]
+    rows = np.linspace(-1.0, 1.0, height, dtype=np.float32)
+    profile = (1.0 - depth * rows**2)[:, None, None]
+    return (cell.astype(np.float32) * profile).clip(0, 255).astype(np.uint8)
+
+
+def render_counter(
+    images: Sequence[np.ndarray], decimals: int, rng: np.random.Generator, cell_h: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A counter window (BGR) of wheels; returns it and its frame colour."""
+    frame = np.float32([rng.uniform(5, 60)] * 3) if rng.random() < 0.75 else np.float32([rng.uniform(150, 220)] * 3)
+    gap = max(1, int(cell_h * rng.uniform(0.04, 0.25)))
+    jitter = max(1, int(cell_h * 0.04))
+    red_decimals = decimals and rng.random() < 0.8
+    depth = rng.uniform(0.0, 0.35)
+    width = int(rng.uniform(0.5, 0.75) * cell_h)  # one width for every wheel of a register
+    pad = jitter + max(1, int(cell_h * rng.uniform(0.04, 0.12)))
+    window = np.empty((cell_h + 2 * pad, gap + len(images) * (width + gap), 3), np.float32)
+    window[:] = frame
+    for index, image in enumerate(images):
+        cell = cv2.resize(image, (width, cell_h), interpolation=cv2.INTER_AREA)
+        if red_decimals and index >= len(images) - decimals:
+            cell = _tint_red(cell, rng)
+        cell = _wheel_shading(cell, depth)
+        top = pad + int(rng.integers(-jitter, jitter + 1))
+        left = gap + index * (width + gap)
+        window[top : top + cell_h, left : left + width] = cell
+    if decimals and rng.random() < 0.3:  # a separator mark between integer and decimal wheels
+        x = gap + (len(images) - decimals) * (width + gap) - gap // 2 - 1
+        ink = (235, 235, 235) if frame[0] < 100 else (20, 20, 20)
+        cv2.circle(window, (x, pad + int(cell_h * 0.9)), max(1, gap // 2 + 1), ink, -1, cv2.LINE_AA)
+    return window.astype(np.uint8), frame
+
+
+def render_lcd(images: Sequence[np.ndarray], decimals: int, rng: np.random.Generator, cell_h: int):
+    """An LCD panel (BGR) of abutting digit crops; returns it and its panel colour."""
+    panel = np.mean([_border_colour(image) for image in images], axis=0).astype(np.float32)
+    cells = [cv2.resize(image, (max(2, int(image.shape[1] * cell_h / image.shape[0])), cell_h)) for image in images]
+    pad = max(1, int(cell_h * rng.uniform(0.05, 0.2)))
+    width = sum(c.shape[1] for c in cells) + 2 * pad
+    window = np.empty((cell_h + 2 * pad, width, 3), np.float32)
+    window[:] = panel
+    x = pad
+    ink = np.min([c.reshape(-1, 3).min(axis=0) for c in cells], axis=0)
+    for index, cell in enumerate(cells):
+        window[pad : pad + cell_h, x : x + cell.shape[1]] = cell
+        x += cell.shape[1]
+        if decimals and index == len(cells) - decimals - 1:
+            radius = max(1, cell_h // 18)
+            cv2.circle(window, (x - radius, pad + cell_h - 2 * radius), radius, ink.tolist(), -1, cv2.LINE_AA)
+    return window.astype(np.uint8), panel
+
+
+def render_register(
+    picks: Sequence[DigitCrop], decimals: int, rng: np.random.Generator, cell_h: int, load: CropLoader = load_crop
+) -> np.ndarray:
+    """The register window (BGR) for `picks`: an LCD panel for LCD crops, else counter wheels."""
+    images = [load(crop) for crop in picks]
+    render = render_lcd if is_lcd(picks[0].model) else render_counter
+    return render(images, decimals, rng, cell_h)[0]
+
+
+def frame_register(window: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The window in a bezel on a housing, with margins all round (what a tight photo of a register shows)."""
+    height = window.shape[0]
+    bezel = int(rng.integers(20, 80)) if window.mean() > 110 else int(rng.integers(150, 230))
+    housing = tuple(int(v) for v in rng.integers(40, 220, 3))
+    b = max(1, int(height * rng.uniform(0.03, 0.1)))
+    framed = cv2.copyMakeBorder(window, b, b, b, b, cv2.BORDER_CONSTANT, value=(bezel,) * 3)
+    my, mx = (int(height * rng.uniform(0.15, 0.6)) for _ in range(2))
+    return cv2.copyMakeBorder(framed, my, my, mx, mx, cv2.BORDER_CONSTANT, value=housing)
+
+
+def photograph(image: np.ndarray, rng: np.random.Generator, max_angle: float = 6.0) -> np.ndarray:
+    """Camera effects on a strip: scale, shift, rotation, perspective, lighting, noise, blur (BGR in and out)."""
+    height, width = image.shape[:2]
+    scale = rng.uniform(0.9, 1.1)
+    angle = rng.uniform(-max_angle, max_angle)
+    matrix = np.vstack([cv2.getRotationMatrix2D((width / 2, height / 2), angle, scale), [0, 0, 1]])
+    matrix[:2, 2] += rng.uniform(-0.03, 0.03, 2) * [width, height]
+    src = np.float32([[0, 0], [width, 0], [width, height], [0, height]])
+    jitter = np.float32(rng.uniform(-0.04, 0.04, (4, 2)) * [width, height])
+    warp = cv2.getPerspectiveTransform(src, src + jitter) @ matrix
+    image = cv2.warpPerspective(image, warp, (width, height), borderMode=cv2.BORDER_REPLICATE)
+    gx = np.linspace(rng.uniform(0.6, 1.0), rng.uniform(1.0, 1.3), width, dtype=np.float32)[None, :, None]
+    gy = np.linspace(rng.uniform(0.75, 1.0), rng.uniform(1.0, 1.2), height, dtype=np.float32)[:, None, None]
+    noise = rng.normal(0, rng.uniform(0, 8), image.shape).astype(np.float32)
+    image = np.clip(image.astype(np.float32) * gx * gy * rng.uniform(0.7, 1.2) + noise, 0, 255).astype(np.uint8)
+    sigma = float(rng.choice([0.0, 0.5, 0.9, 1.4]))
+    return cv2.GaussianBlur(image, (0, 0), sigma) if sigma > 0 else image
+
+
+def encode_jpeg(image: np.ndarray, rng: np.random.Generator) -> bytes:
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(40, 95))])
+    if not ok:  # pragma: no cover - OpenCV always encodes uint8 BGR
+        raise RuntimeError("JPEG encoding failed")
+    return encoded.tobytes()

@@ -1,0 +1,100 @@
+"""Reading strips made of real digit crops: tight photos of a register, with known readings.
+
+Each strip: 4-8 crops of one meter model, as counter wheels (gaps, frame, round-wheel shading, red decimal wheels,
+sometimes a separator) or an LCD panel (a decimal point), in a bezel on a housing, then photographed (scale, shift,
+rotation up to 6 degrees, perspective, lighting, noise, blur, JPEG). Clean digits fill the inner positions; a
+half-rolled wheel may appear only in the last position and is read as the lower digit, as utilities read it.
+
+Splits (see `crops.py`): train/valid/test from the seen models' own crop parts, `heldout` from the held-out models;
+`manifest.json` lists every split's models and crops, so a leak is one set intersection away.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from meterread.data.crops import HELDOUT_MODELS, DigitCrop, index_crops, inner_crops, is_lcd, select_part
+from meterread.data.registers import encode_jpeg, frame_register, photograph, pick_crops, reading_label, render_register
+from meterread.models.prompts import DEFAULT_PROMPTS
+
+STRIP_SPLITS = ("train", "valid", "test", "heldout")
+ROLLED_LAST = 0.35  # share of counter strips whose last wheel is caught rolling (where the model has such crops)
+
+
+def strip_decimals(model: str, digits: int, rng: np.random.Generator) -> int:
+    """How many of a strip's digits are decimals: an LCD shows 0-1, a counter 0-3 (red wheels)."""
+    choices = (0, 1) if is_lcd(model) else (0, 1, 1, 2, 3)
+    return min(int(rng.choice(choices)), digits - 1)
+
+
+def model_weights(grouped: dict[str, list[DigitCrop]]) -> tuple[list[str], np.ndarray]:
+    """Models with clean crops and how often to draw each: the square root of its clean crops, so one large
+    model does not drown the small ones."""
+    models = sorted(m for m, crops in grouped.items() if inner_crops(crops))
+    weights = np.sqrt([len(inner_crops(grouped[m])) for m in models])
+    return models, weights / weights.sum()
+
+
+def make_strip(crops: list[DigitCrop], rng: np.random.Generator) -> tuple[bytes, list[DigitCrop], str]:
+    """One strip of a model's crops: JPEG bytes, the crops used (in order) and the label."""
+    digits = int(rng.integers(4, 9))
+    decimals = strip_decimals(crops[0].model, digits, rng)
+    picks = pick_crops(crops, digits, rng, rolled_last=ROLLED_LAST)
+    window = render_register(picks, decimals, rng, cell_h=int(rng.integers(40, 97)))
+    image = photograph(frame_register(window, rng), rng)
+    return encode_jpeg(image, rng), picks, reading_label(picks, decimals)
+
+
+def write_strips(grouped: dict[str, list[DigitCrop]], out_dir: str | Path, n: int, seed: int) -> list[dict]:
+    """Write `n` strips (jpg + annotations.jsonl) drawn from `grouped` crops; returns the records. Deterministic."""
+    models, weights = model_weights(grouped)
+    if not models:
+        raise ValueError("no meter model with clean digit crops to build strips from")
+    rng = np.random.default_rng(seed)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    for index in range(n):
+        model = models[int(rng.choice(len(models), p=weights))]
+        data, picks, label = make_strip(grouped[model], rng)
+        name = f"{model.replace('/', '-')}-{index:06d}.jpg"
+        (out / name).write_bytes(data)
+        records.append(
+            {
+                "image": name,
+                "prefix": DEFAULT_PROMPTS["paligemma"],
+                "suffix": label,
+                "meter_type": model.split("/")[0],
+                "meter_model": model,
+                "crops": [crop.name for crop in picks],
+            }
+        )
+    (out / "annotations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return records
+
+
+def write_strip_dataset(
+    root: str | Path, out_dir: str | Path, sizes: dict[str, int], seed: int, holdout: tuple[str, ...] = HELDOUT_MODELS
+) -> dict[str, int]:
+    """Strips per split (`train`, `valid`, `test`: seen models, disjoint crops; `heldout`: held-out models only),
+    plus `manifest.json` (models and crops of every split). Returns the counts written."""
+    unknown = [split for split in sizes if split not in STRIP_SPLITS]
+    if unknown:
+        raise ValueError(f"unknown split(s) {unknown}; expected some of {STRIP_SPLITS}")
+    grouped = index_crops(root)
+    manifest: dict = {"holdout": list(holdout), "splits": {}}
+    counts = {}
+    for offset, (split, n) in enumerate(sizes.items()):
+        if not n:
+            continue
+        records = write_strips(select_part(grouped, split, holdout), Path(out_dir) / split, n, seed * 10 + offset)
+        counts[split] = len(records)
+        manifest["splits"][split] = {
+            "models": sorted({r["meter_model"] for r in records}),
+            "crops": sorted({name for r in records for name in r["crops"]}),
+        }
+    Path(out_dir, "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return counts

@@ -1,0 +1,44 @@
+"""Combining datasets by linking, not copying."""
+
+import json
+
+import pytest
+
+from meterread.data.mix import mix_datasets, prefixed_lines
+from meterread.dataset import load_split
+
+
+def test_prefixed_lines_keep_every_field():
+    lines = prefixed_lines('{"image": "a/b.jpg", "suffix": "12"}\n\nnot json\n', "strips")
+    assert json.loads(lines[0]) == {"image": "strips/a/b.jpg", "suffix": "12", "source": "strips"}
+    assert lines[1] == "not json"  # left for the loader to report with its line number
+
+
+def write_split(root, split, names):
+    (root / split).mkdir(parents=True)
+    for name in names:
+        (root / split / name).write_bytes(b"jpeg")
+    lines = [json.dumps({"image": name, "suffix": "1"}) for name in names]
+    (root / split / "annotations.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_mixed_dataset_loads_every_source(tmp_path):
+    write_split(tmp_path / "strips", "train", ["s1.jpg", "s2.jpg"])
+    write_split(tmp_path / "photos", "train", ["p1.jpg"])
+    write_split(tmp_path / "photos", "valid", ["p2.jpg"])
+    counts = mix_datasets(tmp_path / "mix", [tmp_path / "strips", tmp_path / "photos"])
+    assert counts == {"train": 3, "valid": 1}
+    train = load_split(str(tmp_path / "mix"), "train")
+    assert train.problems == () and len(train.samples) == 3
+    assert all(
+        (tmp_path / "mix" / "train" / s.image.split("/train/", 1)[1]).read_bytes() == b"jpeg" for s in train.samples
+    )
+
+
+def test_mix_refuses_clashing_names_and_no_training_split(tmp_path):
+    write_split(tmp_path / "a" / "x", "valid", ["v.jpg"])
+    write_split(tmp_path / "b" / "x", "valid", ["v.jpg"])
+    with pytest.raises(ValueError, match="distinct folder names"):
+        mix_datasets(tmp_path / "mix", [tmp_path / "a" / "x", tmp_path / "b" / "x"])
+    with pytest.raises(ValueError, match="has a train"):
+        mix_datasets(tmp_path / "mix", [tmp_path / "a" / "x"])

@@ -1,0 +1,72 @@
+"""Strips from the real digit crops: determinism, labels that match their crops, no held-out model in training."""
+
+import json
+
+import cv2
+import pytest
+
+from meterread.data.crops import HELDOUT_MODELS, index_crops, parse_crop_name
+from meterread.data.registers import reading_label
+from meterread.data.strips import write_strip_dataset
+from meterread.dataset import load_split
+
+SIZES = {"train": 24, "valid": 6, "test": 6, "heldout": 12}
+
+
+@pytest.fixture(scope="module")
+def strips(digits_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("strips")
+    assert write_strip_dataset(digits_root, out, SIZES, seed=5) == SIZES
+    return out
+
+
+def test_same_seed_same_bytes(digits_root, strips, tmp_path):
+    write_strip_dataset(digits_root, tmp_path, {"train": 24}, seed=5)
+    for path in (strips / "train").glob("*.jpg"):
+        assert (tmp_path / "train" / path.name).read_bytes() == path.read_bytes()
+    assert (tmp_path / "train" / "annotations.jsonl").read_text() == (
+        strips / "train" / "annotations.jsonl"
+    ).read_text()
+
+
+def test_labels_match_their_crops(strips):
+    for split in SIZES:
+        for line in (strips / split / "annotations.jsonl").read_text().splitlines():
+            record = json.loads(line)
+            parsed = [parse_crop_name(name.rsplit("/", 1)[1]) for name in record["crops"]]
+            digits = "".join(str(digit) for digit, _ in parsed)
+            assert record["suffix"].replace(".", "") == digits  # every wheel read as its lower digit
+            assert 4 <= len(digits) <= 8
+            assert all(tenths <= 1 for _, tenths in parsed[:-1])  # rolled wheels only in the last position
+            assert parsed[-1][1] <= 5
+            assert all(name.startswith(record["meter_model"] + "/") for name in record["crops"])  # one model
+            image = cv2.imread(str(strips / split / record["image"]))
+            assert image is not None and image.shape[1] > image.shape[0]
+
+
+def test_reading_label_puts_decimals_after_a_point(digits_root):
+    picks = index_crops(digits_root)["gasmeter/gmt"][:5]
+    digits = "".join(str(c.digit) for c in picks)
+    assert reading_label(picks, 0) == digits and reading_label(picks, 2) == f"{digits[:3]}.{digits[3:]}"
+
+
+def test_no_held_out_model_or_crop_leaks_into_training(strips):
+    manifest = json.loads((strips / "manifest.json").read_text())
+    splits = manifest["splits"]
+    assert manifest["holdout"] == list(HELDOUT_MODELS)
+    assert set(splits["heldout"]["models"]) <= set(HELDOUT_MODELS)
+    for split in ("train", "valid", "test"):
+        assert not set(splits[split]["models"]) & set(HELDOUT_MODELS), split
+    crops = {split: set(splits[split]["crops"]) for split in SIZES}
+    assert not crops["train"] & crops["valid"] and not crops["train"] & crops["test"]
+    assert not crops["train"] & crops["heldout"]
+    train = load_split(str(strips), "train")
+    assert len(train.samples) == SIZES["train"] and train.problems == ()
+    assert all(s.meter_model not in HELDOUT_MODELS for s in train.samples)
+
+
+def test_unknown_split_or_model_is_refused(digits_root, tmp_path):
+    with pytest.raises(ValueError, match="unknown held-out"):
+        write_strip_dataset(digits_root, tmp_path, {"train": 1}, 2, ("nope/none",))
+    with pytest.raises(ValueError, match="unknown split"):
+        write_strip_dataset(digits_root, tmp_path, {"everything": 1}, 2)
