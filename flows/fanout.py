@@ -194,6 +194,7 @@ def nightly_fanout(
     poll_seconds: float = 5.0,
     shard_timeout_seconds: float | None = None,
     allow_empty: bool = False,
+    transient_retries: int | None = None,
 ) -> dict:
     """Read every new photo under `source` into `output` with one `read-shard` flow run per shard.
 
@@ -204,7 +205,7 @@ def nightly_fanout(
     logger = get_run_logger()
     use_credentials_block(credentials_block)
     names = ("source", "output", "model", "batch_size", "shard_size", "limit", "reprocess", "key_pattern")
-    names += ("meters_table", "min_confidence", "meter_types", "tasks", "allow_empty")
+    names += ("meters_table", "min_confidence", "meter_types", "tasks", "allow_empty", "transient_retries")
     arguments = locals()
     settings = {name: arguments[name] for name in names if arguments[name] is not None}
     config = ReadConfig.from_mapping(settings).validate()

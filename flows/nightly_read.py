@@ -195,6 +195,7 @@ def nightly_read(
     tasks: list[str] | None = None,
     credentials_block: str | None = None,
     allow_empty: bool = False,
+    transient_retries: int | None = None,
 ) -> dict:
     """Read every new photo under `source` into the Parquet dataset at `output`; returns the run manifest.
 
@@ -202,6 +203,7 @@ def nightly_read(
     `meter_types` (labels to recognise) and `tasks` (Florence-2 task tokens) add optional columns per photo.
     `run_id` defaults to this flow run's id, so a retried flow run rewrites its own files.
     A missing `source` or one with no photo fails the run (nothing written) unless `allow_empty`.
+    `transient_retries`: later runs that read a photo again whose fetch failed transiently (default 3).
     """
     logger = get_run_logger()
     use_credentials_block(credentials_block)

@@ -217,7 +217,8 @@ def bench_cpu(config: BenchConfig, log=print) -> dict:
     import torch
 
     from meterread.config import DEMO_MODEL_DIR
-    from meterread.models.base import ModelSpec, load_reader
+    from meterread.models.base import ModelSpec
+    from meterread.models.registry import load_reader
     from meterread.preprocess import preprocess_photo
 
     model = config.model or str(DEMO_MODEL_DIR)

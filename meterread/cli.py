@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from meterread.config import DEMO_MODEL_DIR, ConfigError, ReadConfig
-from meterread.data.synth import ROLL_SHARE
 from meterread.keys import DEFAULT_KEY_PATTERN
-from meterread.models.base import ModelSpec
+
+# Heavy modules (numpy, OpenCV, pyarrow, torch) are imported inside the commands, so `meterread --help` is instant.
+ROLL_SHARE = 0.4  # meterread.data.synth.ROLL_SHARE (a test holds them equal)
+
+if TYPE_CHECKING:
+    from meterread.models.base import ModelSpec
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Batch meter reading with fine-tuned VLMs.")
 
@@ -26,6 +30,9 @@ def model_spec(
     compile_model: bool = False,
     prompt: str | None = None,
 ) -> ModelSpec:
+    from meterread.config import DEMO_MODEL_DIR
+    from meterread.models.base import ModelSpec
+
     return ModelSpec(
         family=family,
         prompt=prompt,
@@ -69,12 +76,14 @@ def read(
         None, help="Florence-2 task to record per photo (repeatable): <OCR>, <OCR_WITH_REGION>, <OD>, <CAPTION>."
     ),
     allow_empty: bool = typer.Option(False, "--allow-empty", help="Succeed when SOURCE is missing or has no photo."),
+    transient_retries: int = typer.Option(3, help="Later runs that retry a photo whose fetch failed transiently."),
     prompt: str | None = typer.Option(None, help="Prompt sent with each image (default: the family's)."),
     key_pattern: str = typer.Option(
         DEFAULT_KEY_PATTERN, help="Regex with named groups meter_id and timestamp, matched against each key."
     ),
 ) -> None:
     """Read every new photo under SOURCE and append one row per photo to the dataset at OUTPUT."""
+    from meterread.config import ConfigError, ReadConfig
     from meterread.models.base import ModelLoadError
     from meterread.pipeline import NothingToRead, run_read
 
@@ -95,6 +104,7 @@ def read(
             tasks=tuple(task or ()),
             allow_empty=allow_empty,
             key_pattern=key_pattern,
+            transient_retries=transient_retries,
         ).validate()
     except ConfigError as error:
         raise typer.BadParameter(str(error)) from error
@@ -109,6 +119,27 @@ def read(
             indent=2,
         )
     )
+
+
+@app.command()
+def unlock(
+    output: str = typer.Argument(..., help="Folder or URL of the Parquet dataset whose run lease to remove."),
+    force: bool = typer.Option(False, "--force", help="Also when the holder's process still runs on this host."),
+) -> None:
+    """Remove OUTPUT's run lease left by a crashed run, saying who held it (a live holder is refused)."""
+    from meterread.lease import RunLocked, break_lease, describe_holder
+    from meterread.storage import resolve
+
+    fs, root = resolve(output)
+    try:
+        holder = break_lease(fs, root, force=force)
+    except RunLocked as error:
+        typer.echo(f"Error: {error} (--force removes it anyway)", err=True)
+        raise typer.Exit(1) from error
+    if holder is None:
+        typer.echo(f"no run holds {output}: nothing to unlock")
+    else:
+        typer.echo(f"removed the lease of {describe_holder(holder)} on {output}")
 
 
 @app.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -51,6 +52,30 @@ def check_pattern_fits(pattern: str | None) -> list[str]:
     return problems
 
 
+def location(url: str) -> tuple[str, str]:
+    """(protocol, absolute path) of an fsspec URL or local path, for comparing places; touches no storage."""
+    protocol, sep, rest = url.partition("://")
+    if not sep or protocol == "file":
+        local = rest if sep else url
+        return "file", os.path.realpath(os.path.expanduser(local)).rstrip("/") or "/"
+    return {"s3a": "s3"}.get(protocol, protocol), rest.strip("/")
+
+
+def nesting(source: str, output: str) -> str | None:
+    """Why SOURCE and OUTPUT cannot be used together when one lies inside the other, else None: the output's
+    files would be listed as photos, or the photos read as stray files of the dataset."""
+    (source_protocol, source_path), (output_protocol, output_path) = location(source), location(output)
+    if source_protocol != output_protocol:
+        return None
+    if output_path == source_path:
+        return f"output {output} is the same place as source {source}: output must differ from source"
+    if output_path.startswith(source_path.rstrip("/") + "/"):
+        return f"output {output} lies inside source {source}: give an output outside the photos' folder or prefix"
+    if source_path.startswith(output_path.rstrip("/") + "/"):
+        return f"source {source} lies inside output {output}: keep the photos outside the dataset's folder or prefix"
+    return None
+
+
 def default_model() -> ModelSpec:
     return ModelSpec(family="paligemma", base=str(DEMO_MODEL_DIR))
 
@@ -82,6 +107,7 @@ class ReadConfig:
     min_confidence: float | None = None  # None: the model's recommended threshold, else DEFAULT_MIN_CONFIDENCE
     max_pixels: int = DEFAULT_MAX_PIXELS
     storage_attempts: int = 4
+    transient_retries: int = 3  # later runs that retry a photo whose read failed transiently (storage, timeout)
     preprocess_workers: int = 2
     prefetch_batches: int = 2  # batches preprocessed ahead of the model (bounds memory)
     meter_types: tuple[str, ...] | None = None
@@ -111,9 +137,13 @@ class ReadConfig:
             problems.append("output is empty: give a folder or s3://bucket/prefix for the Parquet dataset")
         if self.source and self.output and self.source.rstrip("/") == self.output.rstrip("/"):
             problems.append("output must differ from source")
+        elif self.source and self.output and (nested := nesting(self.source, self.output)):
+            problems.append(nested)
         for name in ("batch_size", "shard_size", "storage_attempts", "preprocess_workers", "prefetch_batches"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1 (got {getattr(self, name)})")
+        if self.transient_retries < 0:
+            problems.append(f"transient_retries must be >= 0 (got {self.transient_retries})")
         if self.limit is not None and self.limit < 0:
             problems.append(f"limit must be >= 0 (got {self.limit})")
         if self.min_confidence is not None and not 0.0 <= self.min_confidence <= 1.0:

@@ -2,15 +2,17 @@
 
 `OUTPUT/_leases/active-run.json` is created exclusively (`O_EXCL` locally, S3 `If-None-Match: *` through s3fs'
 `mode="create"`), so of two runs started for the same output only one writes; the other stops with a message
-naming the holder. A lease left by a crashed run expires after its TTL; the same run id may re-enter its own lease
-(a retried flow run). A live run renews its lease as it goes (after every shard, and while the fan-out
-orchestrator waits), so a night longer than the TTL keeps it, and a run whose lease was taken over stops before
-writing beside the new holder.
+naming the holder. A lease left by a crashed run expires after its TTL, and is taken over at once when its holder
+ran on this host (same PID namespace) and its process is gone; `meterread unlock OUTPUT` (`break_lease`) removes
+any other. The same run id may re-enter its own lease (a retried flow run). A live run renews its lease as it goes
+(after every shard, and while the fan-out orchestrator waits), so a night longer than the TTL keeps it, and a run
+whose lease was taken over stops before writing beside the new holder.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from meterread.storage import is_local, with_retries, write_bytes
 
 LEASE_PATH = "_leases/active-run.json"
 DEFAULT_TTL = timedelta(hours=6)
+log = logging.getLogger(__name__)
 
 
 class RunLocked(RuntimeError):
@@ -67,9 +70,42 @@ def lease_record(run_id: str, acquired_at: datetime, expires_at: datetime) -> di
         "run_id": run_id,
         "host": socket.gethostname(),
         "pid": os.getpid(),
+        "pid_namespace": pid_namespace(),
         "acquired_at": acquired_at.isoformat(),
         "expires_at": expires_at.isoformat(),
     }
+
+
+def pid_namespace() -> str | None:
+    """This process's PID namespace (Linux), so a PID is only compared within one: containers share host names."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+def holder_alive(holder: dict) -> bool | None:
+    """Whether the process holding a lease still runs: known only for a holder on this host in this PID namespace
+    (else None). A reused PID reads as alive, which only delays a takeover to the TTL."""
+    if holder.get("host") != socket.gethostname() or holder.get("pid_namespace") != pid_namespace():
+        return None
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def describe_holder(holder: dict) -> str:
+    return (
+        f"run {holder.get('run_id')} (host {holder.get('host')}, pid {holder.get('pid')}, since "
+        f"{holder.get('acquired_at')}, until {holder.get('expires_at')})"
+    )
 
 
 def acquire(
@@ -89,13 +125,16 @@ def acquire(
             lease = Lease(fs, path, run_id)
             renew(lease, ttl, now)
             return lease
-        if datetime.fromisoformat(holder["expires_at"]) > now:
+        if holder_alive(holder) is False:
+            log.warning("taking over the output's lease from %s: its process is gone", describe_holder(holder))
+        elif datetime.fromisoformat(holder["expires_at"]) > now:
             raise RunLocked(
                 f"output is locked by run {holder['run_id']} (host {holder.get('host')}, since "
                 f"{holder.get('acquired_at')}, until {holder['expires_at']}); not starting a second writer. "
-                f"If that run is dead, delete {fs.unstrip_protocol(path)} or wait for the lease to expire."
+                f"If that run is dead, run `meterread unlock {fs.unstrip_protocol(root)}` or wait for the lease "
+                "to expire."
             )
-        fs.rm_file(path)  # expired: a crashed run left it
+        fs.rm_file(path)  # expired, or its process is gone: a crashed run left it
     raise RunLocked(f"could not take the lease at {fs.unstrip_protocol(path)}")
 
 
@@ -145,6 +184,19 @@ def renew(lease: Lease, ttl: timedelta = DEFAULT_TTL, now: datetime | None = Non
         )
     record = lease_record(lease.run_id, datetime.fromisoformat(holder["acquired_at"]), now + ttl)
     write_bytes(lease.fs, lease.path, json.dumps(record).encode())  # whole or not at all; S3 PUTs retried
+
+
+def break_lease(fs: AbstractFileSystem, root: str, force: bool = False) -> dict | None:
+    """Remove the output's lease whoever holds it (`meterread unlock`); returns what it said, None when there was
+    none. Refuses (RunLocked) a holder whose process is known to run, on this host, unless `force`."""
+    path = f"{root}/{LEASE_PATH}"
+    holder = _holder(fs, path)
+    if holder is None:
+        return None
+    if holder_alive(holder) and not force:
+        raise RunLocked(f"output is locked by {describe_holder(holder)}, which is still running; not unlocking")
+    fs.rm_file(path)
+    return holder
 
 
 def release(lease: Lease) -> None:

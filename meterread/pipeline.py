@@ -1,8 +1,9 @@
 """The steps of a read run as library functions. The CLI (`run_read`) and the Prefect flow call the same steps.
 
 list_source   list photos, parse keys; a missing or empty source fails the run (unless `allow_empty`)
-plan_run      skip what the ledger already holds, cut deterministic shards
-process_shard fetch + preprocess (bounded worker pool) -> batched inference -> parse -> validate -> rows
+plan_run      skip what the ledger already holds (transient errors excepted), cut deterministic shards
+process_shard fetch + preprocess (bounded worker pool) -> skip unchanged content -> batched inference -> parse ->
+              validate -> rows
 write_shard   (sink) one Parquet file per shard and capture date, deterministic name (in the background)
 finish_run    manifest JSON + status counts
 """
@@ -23,14 +24,22 @@ from functools import lru_cache
 
 from meterread import lease, sink
 from meterread.config import ReadConfig, effective_min_confidence
-from meterread.history import HISTORY_COLUMNS, LEDGER_COLUMNS, MeterHistory, ledger_keys
+from meterread.history import (
+    HISTORY_COLUMNS,
+    LEDGER_COLUMNS,
+    RETRIES_EXHAUSTED,
+    STORAGE_ERROR,
+    Ledger,
+    MeterHistory,
+)
 from meterread.keys import compile_key_pattern, parse_key
 from meterread.meters import load_meter_profiles
-from meterread.models.base import ModelSpec, Prediction, Reader, load_reader, read_padded, read_with_backoff
+from meterread.models.base import ModelSpec, Prediction, Reader, read_padded, read_with_backoff
 from meterread.models.decoding import confidence_from_logprobs
+from meterread.models.registry import load_reader
 from meterread.parse import ParsedReading, parse_reading
 from meterread.preprocess import PREPROCESS_VERSION, DecodeError, InputLayout, Preprocessed, preprocess_photo
-from meterread.storage import ObjectInfo, list_photos, printable_key, read_bytes, resolve
+from meterread.storage import ObjectInfo, is_transient, list_photos, printable_key, read_bytes, resolve
 from meterread.streaming import BackgroundWriter, ordered_map
 from meterread.validate import ACCEPTED, ERROR, FLAGGED, MeterProfile, PriorReading, Rules, validate_reading
 
@@ -51,6 +60,8 @@ class Photo:
     captured_at: datetime | None
     captured_at_source: str | None
     key_problem: str | None
+    known_sha256: tuple[str, ...] = ()  # contents of this URI the output already has a final row for (this model)
+    transient_failures: int = 0  # earlier runs whose read of this (uri, etag, model) failed transiently
 
 
 @dataclass(frozen=True)
@@ -139,13 +150,23 @@ def plan_run(
     config: ReadConfig, fingerprint: str, run_id: str | None = None, listed: Sequence[Photo] | None = None
 ) -> RunPlan:
     """Drop photos of SOURCE (`listed`, else `list_source`) whose (uri, etag, model fingerprint) the output already
-    has, shard the rest."""
+    has a final row for, shard the rest. A photo whose earlier reads failed transiently is planned again until it
+    failed on more than `transient_retries` runs. Each photo carries what the ledger knows of its URI (contents
+    read, transient failures), so a new etag over the same bytes is skipped once fetched (`is_unchanged`)."""
     listed = list_source(config) if listed is None else list(listed)
-    done: set = set()
+    ledger = Ledger()
     if not config.reprocess:
         out_fs, out_root = resolve(config.output)
-        done = ledger_keys(sink.read_output(out_fs, out_root, columns=LEDGER_COLUMNS))
-    todo = [photo for photo in listed if (photo.uri, photo.etag, fingerprint) not in done]
+        ledger = Ledger.from_table(sink.read_output(out_fs, out_root, columns=LEDGER_COLUMNS))
+    todo = [
+        replace(
+            photo,
+            known_sha256=tuple(sorted(ledger.contents.get((photo.uri, fingerprint), ()))),
+            transient_failures=ledger.transient_failures.get((photo.uri, photo.etag, fingerprint), 0),
+        )
+        for photo in listed
+        if not ledger.is_done((photo.uri, photo.etag, fingerprint), config.transient_retries)
+    ]
     if config.limit is not None:
         todo = todo[: config.limit]
     return RunPlan(
@@ -163,12 +184,13 @@ def load_history(config: ReadConfig) -> MeterHistory:
 
 @dataclass(frozen=True)
 class Fetched:
-    """A photo after fetch + preprocess: either `image` or `error`."""
+    """A photo after fetch + preprocess: either `image` or `error` (with its machine-readable `codes`)."""
 
     photo: Photo
     content_sha256: str | None
     image: Preprocessed | None
     error: str | None
+    codes: tuple[str, ...] = ()
 
 
 def fetch_and_preprocess(
@@ -182,7 +204,7 @@ def fetch_and_preprocess(
         fs, _ = resolve(config.source)
         data = read_bytes(fs, photo.path, attempts=config.storage_attempts)
     except Exception as error:  # noqa: BLE001 - any storage failure becomes the row's reason
-        return Fetched(photo, None, None, f"could not read object after retries: {type(error).__name__}: {error}")
+        return storage_failure(photo, error, config.transient_retries)
     digest = hashlib.sha256(data).hexdigest()
     try:
         return Fetched(photo, digest, preprocess_photo(data, image_size, config.max_pixels, layout), None)
@@ -190,6 +212,28 @@ def fetch_and_preprocess(
         return Fetched(photo, digest, None, str(error))
     except Exception as error:  # noqa: BLE001 - OpenCV can raise cv2.error on hostile input
         return Fetched(photo, digest, None, f"could not decode image: {type(error).__name__}: {error}")
+
+
+def storage_failure(photo: Photo, error: Exception, transient_retries: int) -> Fetched:
+    """A photo whose bytes could not be read. A transient failure (network, timeout, throttling, permissions) is
+    coded STORAGE_ERROR: the ledger does not count it as done, so the next `transient_retries` runs try again; the
+    last one allowed adds RETRIES_EXHAUSTED and stays. A missing object is final at once."""
+    reason = f"could not read object after retries: {type(error).__name__}: {error}"
+    if not is_transient(error):
+        return Fetched(photo, None, None, reason)
+    attempt = photo.transient_failures + 1
+    if attempt > transient_retries:
+        note = f"final after {attempt} runs (transient_retries={transient_retries})"
+        return Fetched(photo, None, None, f"{STORAGE_ERROR}: {reason}; {note}", (STORAGE_ERROR, RETRIES_EXHAUSTED))
+    note = f"the next run tries again (attempt {attempt} of {transient_retries + 1})"
+    return Fetched(photo, None, None, f"{STORAGE_ERROR}: {reason}; {note}", (STORAGE_ERROR,))
+
+
+def is_unchanged(item: Fetched) -> bool:
+    """The bytes equal a version of this photo the output already has a row for (a `touch`, a copy over itself):
+    new etag, same content, no new reading and no row. Known only after the fetch, so it is skipped before
+    inference."""
+    return item.content_sha256 is not None and item.content_sha256 in item.photo.known_sha256
 
 
 def batched(items: Iterator, size: int) -> Iterator[list]:
@@ -228,6 +272,7 @@ def base_row(fetched: Fetched, run_id: str, reader: Reader, prompt: str, process
         "brightness": image.brightness if image else None,
         "processed_at": processed_at,
         "reasons": [],
+        "reason_codes": list(fetched.codes),
     }
 
 
@@ -249,6 +294,7 @@ def judge(
     parsed = ParsedReading(None, error=unfit) if unfit else parsed
     confidence = confidence_from_logprobs(list(prediction.token_logprobs))
     profile = profiles.get(photo.meter_id) if photo.meter_id else None
+    history.supersede(photo.uri)  # a new version of this photo: its own earlier reading is no reference
     previous, earlier = history.recent(photo.meter_id, photo.captured_at)
     verdict = validate_reading(
         parsed, confidence, photo.captured_at, previous, profile, rules, earlier, processed_at=row["processed_at"]
@@ -257,7 +303,7 @@ def judge(
     status = verdict.status if not (photo.key_problem and verdict.status == ACCEPTED) else FLAGGED
     contradicted = verdict.contradicts if status == ACCEPTED else None
     if status == ACCEPTED and photo.meter_id and photo.captured_at:
-        history.add(photo.meter_id, photo.captured_at, parsed.value)
+        history.add(photo.meter_id, photo.captured_at, parsed.value, photo.uri)
         if contradicted is not None:
             history.discard(photo.meter_id, contradicted)
     return {
@@ -341,7 +387,8 @@ def process_shard(
     profiles: dict[str, MeterProfile] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> list[dict]:
-    """Every photo of the shard -> exactly one row (accepted, flagged or error), in shard order.
+    """Every photo of the shard -> exactly one row (accepted, flagged or error), in shard order; a photo whose
+    bytes the output already has (`is_unchanged`) -> none.
 
     Fetch and preprocessing run in a worker pool (OpenCV and I/O release the GIL) at most `prefetch_batches`
     batches ahead of the model, so memory is bounded by the batch size, not by the shard size. On failure the
@@ -359,8 +406,9 @@ def process_shard(
         window=config.batch_size * config.prefetch_batches,
     )
     with closing(fetched) as fetched_stream, inference_threads(reader):
-        for batch in batched(fetched_stream, config.batch_size):
+        for fetched_batch in batched(fetched_stream, config.batch_size):
             processed_at = datetime.now(timezone.utc)
+            batch = [item for item in fetched_batch if not skip_unchanged(item)]
             ready = [item for item in batch if item.image is not None]
             images = [item.image.image for item in ready]
             predictions = iter(read_batch(reader, images, [prompt] * len(ready), config.batch_size) if ready else [])
@@ -377,8 +425,19 @@ def process_shard(
                         accepted[(judged["meter_id"], judged["captured_at"])] = len(rows)
                     rows.append(with_description(judged, next(extras)))
             if on_batch:
-                on_batch(len(batch))
+                on_batch(len(fetched_batch))
     return rows
+
+
+def skip_unchanged(item: Fetched) -> bool:
+    if is_unchanged(item):
+        log.info(
+            "%s: same content as its row already read (new etag %s only): not read again",
+            item.photo.uri,
+            item.photo.etag,
+        )
+        return True
+    return False
 
 
 def read_batch(reader: Reader, images: list, prompts: list[str], batch_size: int) -> list[Prediction]:

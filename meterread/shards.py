@@ -51,7 +51,10 @@ def photo_to_dict(photo: Photo) -> dict:
 
 def photo_from_dict(values: dict) -> Photo:
     captured = values.get("captured_at")
-    return Photo(**{**values, "captured_at": datetime.fromisoformat(captured) if captured else None})
+    known = tuple(values.get("known_sha256", ()))  # a JSON list; Photo is hashable with a tuple
+    return Photo(
+        **{**values, "captured_at": datetime.fromisoformat(captured) if captured else None, "known_sha256": known}
+    )
 
 
 def save_shards(config: ReadConfig, plan: RunPlan) -> list[str]:

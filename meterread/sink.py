@@ -4,13 +4,15 @@ Layout under OUTPUT:
     capture_date=YYYY-MM-DD/part-{run_id}-{shard_id}.parquet   one file per (shard, date); deterministic names
     _manifests/{run_id}.json                                    run manifest (ignored by dataset readers)
 
-Columns are only ever added (nullable), never renamed; `capture_date` lives in the directory name.
+Columns are only ever added (nullable), never renamed; `capture_date` lives in the directory name. Anything else
+under OUTPUT (a README, `.DS_Store`, a folder of images) is not part of the dataset: readers skip it with a warning.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -58,13 +60,17 @@ SCHEMA = pa.schema(
         pa.field("processed_at", TIMESTAMP, nullable=False),
         pa.field("meter_type_confidence", pa.float64()),
         pa.field("task_outputs", pa.string()),
+        pa.field("reason_codes", pa.list_(pa.string())),  # machine-readable codes, e.g. storage_error
     ]
 )
 PARTITION_COLUMN = "capture_date"
 FILE_SCHEMA = pa.schema([f for f in SCHEMA if f.name != PARTITION_COLUMN])
 PARTITIONING = ds.partitioning(pa.schema([SCHEMA.field(PARTITION_COLUMN)]), flavor="hive")
 MANIFEST_DIR = "_manifests"
+OWN_DIRS = (MANIFEST_DIR, "_leases", "_runs")  # meterread's own files under OUTPUT, beside the dataset
+log = logging.getLogger(__name__)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_DATA_FILE = re.compile(rf"^{PARTITION_COLUMN}=\d{{4}}-\d{{2}}-\d{{2}}/[^./][^/]*\.parquet$")
 
 
 def check_safe_name(name: str, what: str) -> str:
@@ -131,16 +137,44 @@ def write_shard(fs: AbstractFileSystem, root: str, rows: list[Mapping], run_id: 
     return written
 
 
+def dataset_files(fs: AbstractFileSystem, root: str) -> list[str]:
+    """The dataset's Parquet files under `root` (`capture_date=YYYY-MM-DD/*.parquet`). Anything else is skipped
+    with one warning naming it (meterread's own `_manifests/`, `_leases/`, `_runs/` and in-flight `.*.tmp` files
+    silently): a stray file in OUTPUT must not fail a night."""
+    found = sorted(fs.find(root))
+    files, strays = [], []
+    for path in found:
+        relative = path[len(root) :].lstrip("/") if path.startswith(root) else path
+        name = relative.rsplit("/", 1)[-1]
+        if _DATA_FILE.match(relative):
+            files.append(path)
+        elif not (relative.split("/", 1)[0] in OWN_DIRS or (name.startswith(".") and name.endswith(".tmp"))):
+            strays.append(relative)
+    if strays:
+        log.warning(
+            "ignoring %d file(s) in %s that are not part of the dataset: %s%s",
+            len(strays),
+            fs.unstrip_protocol(root),
+            ", ".join(strays[:5]),
+            ", ..." if len(strays) > 5 else "",
+        )
+    return files
+
+
 def _dataset(fs: AbstractFileSystem, root: str) -> ds.Dataset | None:
     fs.invalidate_cache(root)
     if not fs.exists(root):
         return None
+    files = dataset_files(fs, root)
+    if not files:
+        return None
     return ds.dataset(
-        root,
+        files,
         filesystem=fs,
         format="parquet",
         schema=SCHEMA,
         partitioning=PARTITIONING,
+        partition_base_dir=root,
         exclude_invalid_files=False,
     )
 

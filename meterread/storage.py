@@ -27,6 +27,9 @@ T = TypeVar("T")
 
 # Errors worth retrying: network and server trouble. Missing objects and bad permissions are final.
 _FINAL_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+# A fetch that failed with one of these is final across runs too: the object is not there (or not a file). Any
+# other failure (network, timeout, throttling, server errors, permissions) may pass: later runs try again.
+_ABSENT_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
 S3_VERSION_MARKER = "?versionId="  # s3fs reads what follows as a version id, even inside a listed key
 
 
@@ -152,6 +155,11 @@ def with_retries(
             )
             sleep(delay)
     raise AssertionError("unreachable")
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a failed read (after `with_retries`) may succeed on a later run: anything but an absent object."""
+    return not isinstance(error, _ABSENT_ERRORS)
 
 
 def read_bytes(fs: AbstractFileSystem, path: str, attempts: int = 4) -> bytes:

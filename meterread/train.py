@@ -22,8 +22,9 @@ import yaml
 from meterread.config import reject_unknown_keys
 from meterread.dataset import ANNOTATIONS, Split, load_dataset, manifest_digest, read_image_bytes
 from meterread.evaluate import Scored, summarise
-from meterread.models.base import FAMILIES, ModelSpec, load_reader, read_in_length_order
+from meterread.models.base import ModelSpec, read_in_length_order
 from meterread.models.decoding import confidence_from_logprobs
+from meterread.models.registry import family_module, known_families, load_reader
 from meterread.preprocess import DecodeError, InputLayout, preprocess_photo
 
 STRATEGIES = ("lora", "freeze-vision", "full")
@@ -109,8 +110,8 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         problems = []
-        if self.family not in FAMILIES:
-            problems.append(f"family must be one of {', '.join(FAMILIES)}")
+        if self.family not in known_families():
+            problems.append(f"family must be one of {', '.join(known_families())}")
         if not self.base and not self.init_tiny:
             problems.append("give base (hub id or local dir) or init_tiny (build a tiny model from config)")
         if not self.dataset:
@@ -157,11 +158,7 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> flo
 def lora_targets(family: str, settings: LoraSettings) -> list[str]:
     if settings.targets:
         return list(settings.targets)
-    if family == "paligemma":
-        from meterread.models.paligemma import LORA_TARGETS
-    else:
-        from meterread.models.florence2 import LORA_TARGETS
-    return list(LORA_TARGETS)
+    return list(family_module(family).LORA_TARGETS)
 
 
 def vision_modules(model: torch.nn.Module) -> list[torch.nn.Module]:

@@ -1,15 +1,19 @@
 """Copy a trained checkpoint into meterread/assets/demo-model/ with its provenance (`make demo-model` calls this).
 
-    python scripts/bundle_demo_model.py HELDOUT_EVAL_DIR HELDOUT_COMMAND \\
-        --stage RECIPE RUN_DIR MINUTES DATA_COMMAND [--stage ...]
+    python scripts/bundle_demo_model.py LAST_RUN_DIR --eval NAME DATA_COMMAND [--eval ...] \\
+        --stage RECIPE RUN_DIR MINUTES DATA_COMMAND [--stage ...] [--stages-from OLD_PROVENANCE]
+
+Each `--eval NAME` is the `meterread eval --baseline ppocr` output in LAST_RUN_DIR/eval-NAME/ (model and PP-OCRv4
+on the same photos), made on the data DATA_COMMAND wrote; `synthetic` is also recorded as `heldout`. The bundle's
+`meterread.json` gets the `min_confidence` the last stage's validation set recommends (the lowest candidate at which
+at most 1% of accepted readings are wrong), so reads use it when none is given.
 
 MINUTES: `auto` reads the run's own clock (`wall_minutes` in RUN_DIR/latest/metrics.json); a number is for runs
 made before training recorded it.
 
 Stages come oldest first; the last stage's `RUN_DIR/best/` is bundled. Each stage records its recipe, the
 `meterread train` command rebuilt from its saved train_config.json, the `meterread synth` command of its data, the
-dataset manifest digest, its best validation metrics and its wall-clock minutes. HELDOUT_EVAL_DIR holds the
-metrics.json of `meterread eval` on the held-out set made by HELDOUT_COMMAND.
+dataset manifest digest, its best validation metrics and its wall-clock minutes.
 """
 
 from __future__ import annotations
@@ -33,6 +37,25 @@ KEEP = (
     "dataset_manifest.json",
 )
 HELDOUT_KEYS = ("count", "exact_match", "character_error_rate", "parse_rate", "accuracy_at_coverage", "by_meter_type")
+EVAL_KEYS = HELDOUT_KEYS + ("by_meter_model", "thresholds")
+MAX_WRONG_ACCEPTED = 0.01
+
+
+def evaluation_record(run_dir: Path, name: str, data_command: str) -> dict:
+    """One evaluation set: its data command, the model's metrics and the baseline's on the same photos."""
+    metrics = json.loads((run_dir / f"eval-{name}" / "metrics.json").read_text())
+    record = {"data": data_command, "split": metrics["split"], **{key: metrics[key] for key in EVAL_KEYS}}
+    if "baseline" in metrics:
+        record["baseline"] = {"name": metrics["baseline"]["name"], **{k: metrics["baseline"][k] for k in EVAL_KEYS}}
+    return record
+
+
+def recommended_min_confidence(valid: dict) -> float | None:
+    """The lowest candidate threshold whose accepted readings are at most 1% wrong on validation data."""
+    for row in valid.get("thresholds", []):
+        if row["wrong_accepted_share"] is not None and row["wrong_accepted_share"] <= MAX_WRONG_ACCEPTED:
+            return row["min_confidence"]
+    return None
 
 
 def stage_record(recipe: str, run_dir: Path, minutes: str, data_command: str) -> dict:
@@ -56,29 +79,39 @@ def stage_record(recipe: str, run_dir: Path, minutes: str, data_command: str) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("heldout_dir", type=Path)
-    parser.add_argument("heldout_command")
+    parser.add_argument("run_dir", type=Path, help="the last stage's run (its eval-NAME/ folders)")
+    parser.add_argument("--eval", nargs=2, action="append", required=True, metavar=("NAME", "DATA_COMMAND"))
     parser.add_argument(
         "--stage", nargs=4, action="append", required=True, metavar=("RECIPE", "RUN_DIR", "MINUTES", "DATA_COMMAND")
     )
+    parser.add_argument(
+        "--stages-from", type=Path, help="an earlier bundle's provenance.json: its stages come first (their runs gone)"
+    )
     args = parser.parse_args()
-    stages = [stage_record(recipe, Path(run), minutes, data) for recipe, run, minutes, data in args.stage]
+    earlier = json.loads(args.stages_from.read_text())["stages"] if args.stages_from else []
+    stages = earlier + [stage_record(recipe, Path(run), minutes, data) for recipe, run, minutes, data in args.stage]
+    evaluations = {name: evaluation_record(args.run_dir, name, data) for name, data in args.eval}
     best = Path(args.stage[-1][1]) / "best"
-    heldout = json.loads((args.heldout_dir / "metrics.json").read_text())
     shutil.rmtree(TARGET, ignore_errors=True)
     TARGET.mkdir(parents=True)
     for name in KEEP:
         if (best / name).is_file():
             shutil.copy2(best / name, TARGET / name)
     last = stages[-1]
+    settings = json.loads((TARGET / "meterread.json").read_text())
+    settings["min_confidence"] = recommended_min_confidence(last["valid"])
+    (TARGET / "meterread.json").write_text(json.dumps(settings, indent=2))
+    synthetic = evaluations["synthetic"]
     provenance = {
         "recipe": last["recipe"],
-        "command": "make demo-model  # runs every stage below, then `meterread eval` on the held-out set",
+        "command": "make demo-model  # runs every stage below, then `meterread eval --baseline ppocr` on every set",
         "seed": last["seed"],
         "training_data": last["training_data"],
         "dataset_manifest": last["dataset_manifest"],
         "stages": stages,  # the last stage's validation metrics are also the bundle's metrics.json
-        "heldout": {"data": args.heldout_command, **{key: heldout[key] for key in HELDOUT_KEYS}},
+        "heldout": {"data": synthetic["data"], **{key: synthetic[key] for key in HELDOUT_KEYS}},
+        "evaluations": evaluations,
+        "min_confidence": {"value": settings["min_confidence"], "chosen_on": "the last stage's validation set"},
         "training_minutes_on_2_cpu_cores": sum(stage["training_minutes_on_2_cpu_cores"] for stage in stages),
     }
     (TARGET / "provenance.json").write_text(json.dumps(provenance, indent=2))

@@ -6,6 +6,8 @@ import cv2
 import numpy as np
 
 from meterread.data.synth import render_meter
+from meterread.models.base import Prediction
+from meterread.preprocess import InputLayout
 
 
 def meter_jpeg(label: str = "01234.5", seed: int = 0, size: tuple[int, int] = (320, 240)) -> bytes:
@@ -22,3 +24,16 @@ BAD_FILES = {
     "text-as-jpg": (b"this is not a photo, just some text\n", "not a JPEG or PNG image"),
     "corrupt": (b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8 + b"\xff\xd9", "corrupt"),
 }
+
+
+class ScriptedReader:
+    """A Reader that answers the given texts in order, with full confidence (no model: pipeline tests)."""
+
+    family, image_size, model_id, adapter_id, fingerprint = "fake", 64, "fake", None, "fake-1"
+    default_prompt, layout, min_confidence = "read", InputLayout(), None
+
+    def __init__(self, texts):
+        self.texts = iter(texts)
+
+    def read(self, images, prompts):
+        return [Prediction(next(self.texts), (0.0,)) for _ in images]

@@ -6,18 +6,20 @@ import os
 import struct
 import zlib
 from collections import Counter
+from dataclasses import replace
 
 import cv2
 import numpy as np
+import pyarrow as pa
 import pytest
 from PIL import Image
 
-from meterread import pipeline, sink
+from meterread import history, pipeline, sink
 from meterread.config import ReadConfig
 from meterread.models.base import ModelSpec
 from meterread.pipeline import run_read
 from meterread.storage import resolve
-from tests.factories import meter_jpeg, png_bytes
+from tests.factories import ScriptedReader, meter_jpeg, png_bytes
 
 PHOTO = meter_jpeg("01234.5", seed=1, size=(320, 240))
 RGB = cv2.cvtColor(cv2.imdecode(np.frombuffer(PHOTO, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
@@ -190,3 +192,55 @@ def test_crash_mid_run_then_rerun_completes_the_night_exactly_once(tmp_path, tin
     assert (manifest["already_done"], manifest["processed"]) == (written_before_crash, 10 - written_before_crash)
     uris = [row["image_uri"] for row in table]
     assert len(uris) == len(set(uris)) == 10  # no duplicates, no gaps
+
+
+def test_a_transient_storage_error_is_read_again_the_next_night(s3_bucket, monkeypatch):
+    """Night 1: one photo's reads fail (connection reset) and another's object is gone by the time it is fetched.
+    The first is a `storage_error` row the next nights read again, up to `transient_retries`; the second is final."""
+    fs, bucket = s3_bucket
+    for meter in ("MTR-1", "MTR-2", "MTR-3"):
+        fs.pipe_file(f"{bucket}/in/{meter}/20260301T120000.jpg", meter_jpeg("00001.0", seed=len(meter)))
+    import s3fs
+
+    real_cat = s3fs.S3FileSystem.cat_file
+    failing = {"MTR-1": ConnectionError("connection reset by peer"), "MTR-2": FileNotFoundError("gone")}
+
+    def faulty_cat(self, path, *args, **kwargs):
+        for meter, error in failing.items():
+            if f"/{meter}/" in path:
+                raise error
+        return real_cat(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "cat_file", faulty_cat)
+    s3fs.S3FileSystem.clear_instance_cache()  # instances made earlier carry their own sync `cat_file`
+    monkeypatch.setattr("meterread.storage.time.sleep", lambda _: None)
+    config = ReadConfig(
+        source=f"s3://{bucket}/in", output=f"s3://{bucket}/out", model=ModelSpec(base="x"), storage_attempts=2
+    ).validate()
+
+    def night(texts, **overrides):
+        monkeypatch.setattr(pipeline, "cached_reader", lambda spec: ScriptedReader(texts))
+        return run_read(replace(config, **overrides), progress=False)
+
+    assert night(["100"])["processed"] == 3
+    by_meter = {row["meter_id"]: row for row in rows(config)}
+    transient, gone = by_meter["MTR-1"], by_meter["MTR-2"]
+    assert transient["status"] == "error" and transient["reason_codes"] == ["storage_error"]
+    assert transient["reasons"][0].startswith("storage_error: could not read object after retries: ConnectionError")
+    assert gone["status"] == "error" and gone["reason_codes"] == [] and "FileNotFoundError" in gone["reasons"][0]
+
+    failing.pop("MTR-1")  # the storage is healthy again
+    second = night(["101"])
+    assert (second["processed"], second["already_done"]) == (1, 2)  # MTR-1 again; the missing object is final
+    current = history.current_rows(pa.Table.from_pylist(rows(config)))
+    assert {row["meter_id"]: row["status"] for row in current.to_pylist()}["MTR-1"] == "accepted"
+    assert night([])["processed"] == 0
+
+    failing["MTR-1"] = TimeoutError("read timed out")  # a new version of the photo that keeps failing
+    fs.pipe_file(f"{bucket}/in/MTR-1/20260301T120000.jpg", meter_jpeg("00002.0", seed=9))
+    nights = [night([], transient_retries=1) for _ in range(3)]
+    assert [n["processed"] for n in nights] == [1, 1, 0]  # the first try and one retry, then final
+    last = max((row for row in rows(config) if row["meter_id"] == "MTR-1"), key=lambda row: row["processed_at"])
+    assert last["reason_codes"] == ["storage_error", "retries_exhausted"] and "final after 2 runs" in last["reasons"][0]
+    monkeypatch.setattr(s3fs.S3FileSystem, "cat_file", real_cat)
+    s3fs.S3FileSystem.clear_instance_cache()

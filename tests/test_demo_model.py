@@ -9,8 +9,10 @@ from typer.testing import CliRunner
 
 from meterread.cli import app
 from meterread.config import DEMO_MODEL_DIR
+from meterread.data.crops import HELDOUT_MODELS
 from meterread.data.synth import encode_jpeg, plan_samples, render_meter
-from meterread.models.base import ModelSpec, load_reader
+from meterread.models.base import ModelSpec
+from meterread.models.registry import load_reader
 from meterread.parse import parse_reading
 from meterread.preprocess import preprocess_photo
 
@@ -44,8 +46,29 @@ def test_bundled_model_carries_its_provenance():
         "configs/demo-tiny-paligemma-stage4.yaml",
         "configs/demo-tiny-paligemma-stage5.yaml",
         "configs/demo-tiny-paligemma-stage6.yaml",
+        "configs/demo-tiny-paligemma-stage7.yaml",
     ]
     assert (DEMO_MODEL_DIR / "train_config.json").is_file() and (DEMO_MODEL_DIR / "metrics.json").is_file()
+
+
+def test_bundled_model_records_real_pixel_evaluations_beside_the_baseline():
+    provenance = json.loads((DEMO_MODEL_DIR / "provenance.json").read_text())
+    evaluations = provenance["evaluations"]
+    assert set(evaluations) == {
+        "synthetic",
+        "real-strips-heldout-models",
+        "real-strips-seen-models",
+        "real-photos-heldout-models",
+        "real-photos-seen-models",
+    }
+    for name, record in evaluations.items():
+        assert record["count"] >= 300 and record["baseline"]["name"] == "ppocr", name
+        assert record["baseline"]["count"] == record["count"], name  # the same photos
+    heldout_strips = evaluations["real-strips-heldout-models"]
+    assert heldout_strips["count"] >= 500
+    assert set(heldout_strips["by_meter_model"]) == set(HELDOUT_MODELS)  # only makes never seen in training
+    settings = json.loads((DEMO_MODEL_DIR / "meterread.json").read_text())
+    assert settings["min_confidence"] == provenance["min_confidence"]["value"]
 
 
 @pytest.mark.slow

@@ -61,3 +61,13 @@ def test_fanout_orchestrator_runs_the_read_shard_deployment_on_the_gpu_pool():
 def test_workers_pull_from_the_project_directory_given_at_deploy_time():
     (step,) = SPEC["pull"]
     assert step["prefect.deployments.steps.set_working_directory"]["directory"] == "{{ $METERREAD_PROJECT_DIR }}"
+
+
+def test_nightly_deployments_run_one_flow_run_at_a_time():
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+
+    for name in ("nightly-read", "read-now", "nightly-fanout"):
+        limit = ConcurrencyLimitConfig.model_validate(DEPLOYMENTS[name]["concurrency_limit"])  # as prefect deploy
+        assert limit.limit == 1, name
+        assert limit.collision_strategy in (ConcurrencyLimitStrategy.CANCEL_NEW, ConcurrencyLimitStrategy.ENQUEUE)
+    assert "concurrency_limit" not in DEPLOYMENTS["read-shard"]  # a night's shards run side by side

@@ -1,10 +1,12 @@
 """Two runs for the same output: only one writes; the other stops with a clear message."""
 
+import json
+import subprocess
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from meterread.lease import RunLocked, acquire, ensure_held, release, renew
+from meterread.lease import LEASE_PATH, RunLocked, acquire, break_lease, ensure_held, release, renew
 from meterread.storage import resolve
 
 T0 = datetime(2026, 3, 1, 2, 0, tzinfo=timezone.utc)
@@ -81,3 +83,40 @@ def test_shard_work_is_written_only_under_its_nights_unexpired_lease(output):
         ensure_held(fs, root, "night-1", now=T0 + timedelta(minutes=61))  # the orchestrator died
     with pytest.raises(RunLocked, match="night-0 no longer holds the output's lease: run night-1 holds it"):
         ensure_held(fs, root, "night-0", now=T0)
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()  # reaped: the pid is gone
+    return process.pid
+
+
+def left_by(fs, root, run_id: str, **record) -> None:
+    """A lease as a run on another process (`record`: its pid, host) left it, unexpired."""
+    acquire(fs, root, run_id, now=T0)
+    path = f"{root}/{LEASE_PATH}"
+    fs.pipe_file(path, json.dumps({**json.loads(fs.cat_file(path)), **record}).encode())
+
+
+def test_a_lease_whose_process_is_gone_on_this_host_is_taken_over_at_once(output, caplog):
+    fs, root = output
+    left_by(fs, root, "crashed", pid=dead_pid())
+    with caplog.at_level("WARNING", logger="meterread.lease"):
+        taken = acquire(fs, root, "next-night", now=T0 + timedelta(minutes=5))  # well within the crashed run's TTL
+    assert taken.run_id == "next-night"
+    assert "taking over the output's lease from run crashed" in caplog.text and "its process is gone" in caplog.text
+
+
+def test_a_lease_held_elsewhere_or_by_a_live_process_waits_for_its_ttl(output):
+    fs, root = output
+    left_by(fs, root, "remote", pid=dead_pid(), host="gpu-worker-7")
+    with pytest.raises(RunLocked, match=r"locked by run remote \(host gpu-worker-7.*meterread unlock"):
+        acquire(fs, root, "next-night", now=T0 + timedelta(minutes=5))  # its pid means nothing here
+    assert break_lease(fs, root)["run_id"] == "remote" and break_lease(fs, root) is None
+    acquire(fs, root, "live", now=T0)  # this very process
+    with pytest.raises(RunLocked, match="locked by run live"):
+        acquire(fs, root, "next-night", now=T0 + timedelta(minutes=5))
+    with pytest.raises(RunLocked, match="run live .* which is still running; not unlocking"):
+        break_lease(fs, root)
+    assert break_lease(fs, root, force=True)["run_id"] == "live"
+    assert acquire(fs, root, "next-night", now=T0 + timedelta(minutes=5)).run_id == "next-night"

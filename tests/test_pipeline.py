@@ -1,5 +1,6 @@
 """The read run without Prefect, on a local folder bucket: one row per photo, reruns add nothing."""
 
+import os
 from dataclasses import replace
 from datetime import date
 
@@ -10,11 +11,10 @@ from meterread.config import ConfigError, ReadConfig
 from meterread.data.synth import write_bucket
 from meterread.history import MeterHistory
 from meterread.meters import MetersTableError
-from meterread.models.base import ModelSpec, Prediction
+from meterread.models.base import ModelSpec
 from meterread.pipeline import run_read, shard_bounds
-from meterread.preprocess import InputLayout
 from meterread.storage import resolve
-from tests.factories import BAD_FILES, meter_jpeg
+from tests.factories import BAD_FILES, ScriptedReader, meter_jpeg
 
 
 def config_for(tmp_path, model, **overrides):
@@ -235,19 +235,6 @@ def test_photos_under_odd_s3_keys_are_read(s3_bucket):
         assert fetched.error is None and fetched.image is not None, (photo.key, fetched.error)
 
 
-class ScriptedReader:
-    """A Reader that answers the given texts in order, with full confidence."""
-
-    family, image_size, model_id, adapter_id, fingerprint = "fake", 64, "fake", None, "fake-1"
-    default_prompt, layout, min_confidence = "read", InputLayout(), None
-
-    def __init__(self, texts):
-        self.texts = iter(texts)
-
-    def read(self, images, prompts):
-        return [Prediction(next(self.texts), (0.0,)) for _ in images]
-
-
 def test_a_contradicted_jump_is_flagged_and_later_readings_are_not(tmp_path):
     bucket = tmp_path / "bucket"
     stamps = ["20260301T120000", "20260302T120000", "20260303T120000", "20260304T120000", "20990101T000000"]
@@ -264,3 +251,77 @@ def test_a_contradicted_jump_is_flagged_and_later_readings_are_not(tmp_path):
     assert any("contradicted by the next reading 105" in reason for reason in rows[1]["reasons"])
     assert any("looks like a misread" in reason for reason in rows[2]["reasons"])
     assert any("implausible capture time 2099-01-01" in reason for reason in rows[4]["reasons"])
+
+
+def scripted_night(config, monkeypatch, texts):
+    """One run_read with a ScriptedReader answering `texts` in order (a StopIteration if it is asked for more)."""
+    monkeypatch.setattr(pipeline, "cached_reader", lambda spec: ScriptedReader(texts))
+    return run_read(config, progress=False)
+
+
+def rows_of(config, uri_part):
+    return [row for row in output_rows(config).to_pylist() if uri_part in row["image_uri"]]
+
+
+def put(path, data, mtime):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    os.utime(path, (mtime, mtime))  # the local etag is size-mtime
+
+
+def test_a_new_version_of_a_photo_is_read_again_without_its_own_stale_reading(tmp_path, monkeypatch):
+    bucket = tmp_path / "bucket" / "MTR-1"
+    put(bucket / "20260301T120000.jpg", meter_jpeg(seed=1), 1_000)
+    put(bucket / "20260302T120000.jpg", meter_jpeg(seed=2), 1_000)
+    config = config_for(tmp_path, "x")
+    scripted_night(config, monkeypatch, ["100", "900"])  # the second photo was misread as 900
+    put(bucket / "20260302T120000.jpg", meter_jpeg(seed=3), 2_000)  # re-uploaded: new content, new etag
+    second = scripted_night(config, monkeypatch, ["150"])
+    assert (second["processed"], second["already_done"]) == (1, 1)
+    newest = max(rows_of(config, "20260302"), key=lambda row: row["processed_at"])
+    assert newest["status"] == "accepted", newest["reasons"]  # not "decreased" against its own stale 900
+    put(bucket / "20260303T120000.jpg", meter_jpeg(seed=4), 3_000)
+    scripted_night(config, monkeypatch, ["160"])  # history holds the photo's current reading, 150, not 900
+    (third,) = rows_of(config, "20260303")
+    assert third["status"] == "accepted", third["reasons"]
+
+
+def test_the_same_content_under_a_new_etag_is_not_read_again(tmp_path, monkeypatch):
+    photo = tmp_path / "bucket" / "MTR-1" / "20260301T120000.jpg"
+    put(photo, meter_jpeg(seed=1), 1_000)
+    config = config_for(tmp_path, "x")
+    scripted_night(config, monkeypatch, ["100"])
+    os.utime(photo, (5_000, 5_000))  # a `touch`: new etag, same bytes
+    again = scripted_night(config, monkeypatch, [])  # the model is not asked
+    assert (again["listed"], again["already_done"], again["processed"]) == (1, 0, 0)
+    assert len(rows_of(config, "20260301")) == 1
+    assert scripted_night(replace(config, reprocess=True), monkeypatch, ["100"])["processed"] == 1  # unless asked
+
+
+def test_stray_files_in_the_output_do_not_stop_a_night(tmp_path, monkeypatch):
+    put(tmp_path / "bucket" / "MTR-1" / "20260301T120000.jpg", meter_jpeg(seed=1), 1_000)
+    config = config_for(tmp_path, "x")
+    scripted_night(config, monkeypatch, ["100"])
+    out = tmp_path / "out"
+    (out / "README.txt").write_text("readings, one Parquet file per shard\n")
+    (out / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    put(out / "photos" / "MTR-9" / "20260301T120000.jpg", meter_jpeg(seed=9), 1_000)
+    put(tmp_path / "bucket" / "MTR-1" / "20260302T120000.jpg", meter_jpeg(seed=2), 1_000)
+    night = scripted_night(config, monkeypatch, ["101"])
+    assert (night["processed"], night["already_done"]) == (1, 1)
+    assert output_rows(config).num_rows == 2
+
+
+@pytest.mark.parametrize(
+    ("source", "output", "says"),
+    [
+        ("/data/photos", "/data/photos/readings", "output /data/photos/readings lies inside source /data/photos"),
+        ("/data/photos/", "/data", "source /data/photos/ lies inside output /data"),
+        ("s3://b/in", "s3://b/in/out", "output s3://b/in/out lies inside source s3://b/in"),
+        ("s3://b/x/in", "s3a://b/x", "source s3://b/x/in lies inside output s3a://b/x"),
+    ],
+)
+def test_source_and_output_inside_one_another_are_refused_up_front(source, output, says):
+    with pytest.raises(ConfigError, match=says):
+        ReadConfig(source=source, output=output, model=ModelSpec(base="x")).validate()
+    ReadConfig(source=source.rstrip("/") + "-other", output=output + "-other", model=ModelSpec(base="x")).validate()

@@ -9,7 +9,8 @@ import torch
 
 from meterread.config import ReadConfig
 from meterread.data.synth import write_bucket
-from meterread.models.base import ModelSpec, load_reader
+from meterread.models.base import ModelSpec
+from meterread.models.registry import load_reader
 from meterread.pipeline import run_read
 
 ROOT = Path(__file__).resolve().parents[1]

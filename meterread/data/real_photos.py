@@ -119,7 +119,7 @@ def compose_real_photo(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Place a register window on a housing (or a round water-meter face) and photograph it (BGR, `size` = (w, h)).
     Returns the photo and the register window's corners in it (4x2)."""
-    from meterread.data.synth import add_glare, light_noise_blur
+    from meterread.data.synth import add_glare, light_noise_blur, tilt_camera
 
     width, height = size
     photo = np.empty((height, width, 3), np.uint8)
@@ -154,14 +154,7 @@ def compose_real_photo(
     bezel = int(rng.integers(20, 80)) if window.mean() > 110 else int(rng.integers(150, 230))
     cv2.rectangle(photo, (px - frame, py - frame), (px + ww + frame, py + wh + frame), (bezel,) * 3, frame)
     # camera: tilt + perspective, glare, shadow, uneven light, noise, blur
-    angle = rng.uniform(-max_tilt, max_tilt)
-    rotation = np.vstack([cv2.getRotationMatrix2D((width / 2, height / 2), angle, rng.uniform(0.85, 1.0)), [0, 0, 1]])
-    src = np.float32([[0, 0], [width, 0], [width, height], [0, height]])
-    jitter = np.float32(rng.uniform(-0.06, 0.06, (4, 2)) * [width, height])
-    warp = cv2.getPerspectiveTransform(src, src + jitter) @ rotation
-    photo = cv2.warpPerspective(photo, warp, (width, height), borderMode=cv2.BORDER_REPLICATE)
-    window_corners = np.float32([[px, py], [px + ww, py], [px + ww, py + wh], [px, py + wh]])
-    corners = cv2.perspectiveTransform(window_corners[None], warp)[0]
+    photo, corners = tilt_camera(photo, (px, py, ww, wh), rng, max_angle=max_tilt, jitter=0.06, scale=(0.85, 1.0))
     if rng.random() < 0.5:
         photo = add_glare(photo, rng)
     if rng.random() < 0.4:

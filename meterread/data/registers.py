@@ -99,7 +99,7 @@ def render_counter(
         top = pad + int(rng.integers(-jitter, jitter + 1))
         left = gap + index * (width + gap)
         window[top : top + cell_h, left : left + width] = cell
-    if decimals and rng.random() < 0.3:  # a separator mark between integer and decimal wheels
+    if decimals and (not red_decimals or rng.random() < 0.3):  # without red wheels a mark shows where decimals start
         x = gap + (len(images) - decimals) * (width + gap) - gap // 2 - 1
         ink = (235, 235, 235) if frame[0] < 100 else (20, 20, 20)
         cv2.circle(window, (x, pad + int(cell_h * 0.9)), max(1, gap // 2 + 1), ink, -1, cv2.LINE_AA)

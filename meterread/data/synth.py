@@ -195,17 +195,33 @@ def compose_photo(
         cv2.LINE_AA,
     )
     # 2. camera: rotation + perspective, glare, lighting gradient, noise, blur
-    angle = rng.uniform(-8, 8)
-    rotation = np.vstack([cv2.getRotationMatrix2D((width / 2, height / 2), angle, 1.0), [0, 0, 1]])
-    src = np.float32([[0, 0], [width, 0], [width, height], [0, height]])
-    jitter = np.float32(rng.uniform(-0.05, 0.05, (4, 2)) * [width, height])
-    warp = cv2.getPerspectiveTransform(src, src + jitter) @ rotation
-    photo = cv2.warpPerspective(photo, warp, (width, height), borderMode=cv2.BORDER_REPLICATE)
-    window_corners = np.float32([[px, py], [px + ww, py], [px + ww, py + wh], [px, py + wh]])
-    corners = cv2.perspectiveTransform(window_corners[None], warp)[0]
+    photo, corners = tilt_camera(photo, (px, py, ww, wh), rng, max_angle=8, jitter=0.05)
     if rng.random() < 0.5:
         photo = add_glare(photo, rng)
     return light_noise_blur(photo, rng), corners
+
+
+def tilt_camera(
+    photo: np.ndarray,
+    window: tuple[int, int, int, int],
+    rng: np.random.Generator,
+    max_angle: float,
+    jitter: float,
+    scale: tuple[float, float] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rotate (up to `max_angle` degrees, optionally zoomed by a factor drawn from `scale`) and perspective-warp the
+    photo (corners moved up to `jitter` of its size); returns it and where the `window` (x, y, w, h) landed (4x2)."""
+    height, width = photo.shape[:2]
+    angle = rng.uniform(-max_angle, max_angle)
+    zoom = rng.uniform(*scale) if scale else 1.0
+    rotation = np.vstack([cv2.getRotationMatrix2D((width / 2, height / 2), angle, zoom), [0, 0, 1]])
+    src = np.float32([[0, 0], [width, 0], [width, height], [0, height]])
+    moved = np.float32(rng.uniform(-jitter, jitter, (4, 2)) * [width, height])
+    warp = cv2.getPerspectiveTransform(src, src + moved) @ rotation
+    photo = cv2.warpPerspective(photo, warp, (width, height), borderMode=cv2.BORDER_REPLICATE)
+    x, y, w, h = window
+    corners = cv2.perspectiveTransform(np.float32([[[x, y], [x + w, y], [x + w, y + h], [x, y + h]]]), warp)[0]
+    return photo, corners
 
 
 def light_noise_blur(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:

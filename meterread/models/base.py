@@ -18,10 +18,10 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from meterread.models.patterns import ReadingPattern
+from meterread.models.registry import known_families
 from meterread.preprocess import InputLayout
 
 log = logging.getLogger(__name__)
-FAMILIES = ("paligemma", "florence2")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -71,8 +71,8 @@ class ModelSpec:
 
     def validate(self) -> ModelSpec:
         """Raise ValueError with an actionable message when the spec cannot work."""
-        if self.family not in FAMILIES:
-            raise ValueError(f"model family {self.family!r} is not one of {', '.join(FAMILIES)}")
+        if self.family not in known_families():
+            raise ValueError(f"model family {self.family!r} is not one of {', '.join(known_families())}")
         if not self.base:
             raise ValueError("model base is empty: give a hub id (google/paligemma2-3b-pt-224) or a local directory")
         if self.dtype not in DTYPES:
@@ -120,7 +120,8 @@ def check_family(spec: ModelSpec) -> None:
     model_type = checkpoint_model_type(spec.base)
     if model_type is None or model_type == spec.family:
         return
-    hint = f"; use --family {model_type}" if model_type in FAMILIES else f"; supported families: {', '.join(FAMILIES)}"
+    families = known_families()
+    hint = f"; use --family {model_type}" if model_type in families else f"; supported families: {', '.join(families)}"
     raise ModelLoadError(f"--family {spec.family} does not fit {spec.base}: its config.json says {model_type!r}{hint}")
 
 
@@ -204,18 +205,6 @@ def spec_fingerprint(spec: ModelSpec) -> str:
     adapter_dir = fetch_adapter(spec.adapter) if spec.adapter else None
     prompt = spec.prompt or DEFAULT_PROMPTS[spec.family]
     return fingerprint(spec, spec.base, adapter_dir, prompt, PREPROCESS_VERSION)
-
-
-def load_reader(spec: ModelSpec) -> Reader:
-    """Load the reader for `spec.family` (imports only that family's module)."""
-    spec.validate()
-    check_family(spec)
-    resolve_device(spec.device)  # fail before any weights are read
-    if spec.family == "paligemma":
-        from meterread.models import paligemma as family
-    else:
-        from meterread.models import florence2 as family
-    return family.load(spec)
 
 
 def read_with_backoff(reader: Reader, images: Sequence[np.ndarray], prompts: Sequence[str]) -> list[Prediction]:

@@ -154,3 +154,10 @@ def _has_processor(directory: str) -> bool:
     from pathlib import Path
 
     return (Path(directory) / "processor_config.json").is_file() or (Path(directory) / "tokenizer.json").is_file()
+
+
+def build_tiny(out_dir, size=None, seed: int = 0):
+    """A tiny random-weight PaliGemma saved to `out_dir` (see `meterread.models.tiny`)."""
+    from meterread.models.tiny import TinySize, build_tiny_paligemma
+
+    return build_tiny_paligemma(out_dir, size or TinySize(), seed)

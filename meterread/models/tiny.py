@@ -109,11 +109,7 @@ def build_tiny_paligemma(out_dir: str | Path, size: TinySize = TinySize(), seed:
 
 
 def build_tiny(family: str, out_dir: str | Path, size: TinySize = TinySize(), seed: int = 0) -> Path:
-    """Dispatch on family ('paligemma' or 'florence2')."""
-    if family == "paligemma":
-        return build_tiny_paligemma(out_dir, size, seed)
-    if family == "florence2":
-        from meterread.models.florence2 import build_tiny_florence2
+    """A tiny random-weight model of `family`, through the family registry. Raises ValueError for an unknown one."""
+    from meterread.models.registry import family_module
 
-        return build_tiny_florence2(out_dir, size, seed)
-    raise ValueError(f"unknown family {family!r}")
+    return family_module(family).build_tiny(out_dir, size, seed)

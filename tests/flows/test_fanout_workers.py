@@ -109,6 +109,7 @@ def prefect_cluster(tmp_path, s3_endpoint):
         processes.close()
 
 
+@pytest.mark.slow
 def test_fanout_reads_every_photo_once_across_two_gpu_workers(tmp_path, s3_bucket, prefect_cluster):
     env, processes = prefect_cluster
     fs, bucket = s3_bucket

@@ -6,9 +6,10 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import PaliGemmaForConditionalGeneration
 
-from meterread.models.base import ModelSpec, load_reader
+from meterread.models.base import ModelSpec
 from meterread.models.generation import pixel_values
 from meterread.models.paligemma import LORA_TARGETS, load_processor
+from meterread.models.registry import load_reader
 
 IMAGES = [np.random.default_rng(i).integers(0, 255, (64, 64, 3), dtype=np.uint8) for i in range(2)]
 

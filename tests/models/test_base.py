@@ -1,6 +1,7 @@
 import numpy as np
 
-from meterread.models.base import ModelSpec, Prediction, load_reader, read_in_length_order, read_padded
+from meterread.models.base import ModelSpec, Prediction, read_in_length_order, read_padded
+from meterread.models.registry import load_reader
 
 
 class RecordingReader:

@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meterread.models.base import ModelSpec, Reader, load_reader
+from meterread.models.base import ModelSpec, Reader
 from meterread.models.decoding import ReadingPattern
+from meterread.models.registry import load_reader
 from meterread.preprocess import preprocess_photo
 from tests.factories import meter_jpeg
 

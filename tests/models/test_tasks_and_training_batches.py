@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from meterread.models.base import ModelSpec, Prediction, load_reader, read_with_backoff
+from meterread.models.base import ModelSpec, Prediction, read_with_backoff
 from meterread.models.florence2 import parse_task_output
 from meterread.models.generation import sequence_logprobs
+from meterread.models.registry import load_reader
 
 IMAGES = [np.random.default_rng(i).integers(0, 255, (64, 64, 3), dtype=np.uint8) for i in range(2)]
 FAMILIES = ["paligemma", "florence2"]
