@@ -329,6 +329,23 @@ def bench(ctx: typer.Context) -> None:
     bench_main(list(ctx.args))
 
 
+@app.command()
+def tables(
+    output: str = typer.Argument(..., help="Folder or URL of the Parquet dataset."),
+    meters_table: str | None = typer.Option(None, help="CSV/Parquet meters table (its `digits` make rollovers usage)."),
+) -> None:
+    """Recompute the analyst tables (readings_current, consumption_daily, review_queue) into OUTPUT/_tables/."""
+    from meterread.meters import MetersTableError
+    from meterread.tables.store import refresh_tables
+
+    try:
+        written = refresh_tables(output, meters_table)
+    except MetersTableError as error:
+        typer.echo(f"Error: {error}", err=True)
+        raise typer.Exit(1) from error
+    typer.echo(json.dumps({name: table.num_rows for name, table in written.items()}, indent=2))
+
+
 def main() -> None:
     app()
 

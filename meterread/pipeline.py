@@ -39,6 +39,7 @@ from meterread.models.decoding import confidence_from_logprobs
 from meterread.models.registry import load_reader
 from meterread.parse import ParsedReading, parse_reading
 from meterread.preprocess import PREPROCESS_VERSION, DecodeError, InputLayout, Preprocessed, preprocess_photo
+from meterread.reasons import reason_codes
 from meterread.storage import ObjectInfo, is_transient, list_photos, printable_key, read_bytes, resolve
 from meterread.streaming import BackgroundWriter, ordered_map
 from meterread.validate import ACCEPTED, ERROR, FLAGGED, MeterProfile, PriorReading, Rules, validate_reading
@@ -426,7 +427,12 @@ def process_shard(
                     rows.append(with_description(judged, next(extras)))
             if on_batch:
                 on_batch(len(fetched_batch))
-    return rows
+    return [with_reason_codes(row) for row in rows]
+
+
+def with_reason_codes(row: dict) -> dict:
+    """The row with `reason_codes` for every reason (`meterread.reasons`), beside codes set where it failed."""
+    return {**row, "reason_codes": reason_codes(row["reasons"], row.get("reason_codes") or ())}
 
 
 def skip_unchanged(item: Fetched) -> bool:

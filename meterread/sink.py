@@ -3,6 +3,7 @@
 Layout under OUTPUT:
     capture_date=YYYY-MM-DD/part-{run_id}-{shard_id}.parquet   one file per (shard, date); deterministic names
     _manifests/{run_id}.json                                    run manifest (ignored by dataset readers)
+    _tables/{name}/{name}.parquet                               analyst tables (`meterread tables`; ignored too)
 
 Columns are only ever added (nullable), never renamed; `capture_date` lives in the directory name. Anything else
 under OUTPUT (a README, `.DS_Store`, a folder of images) is not part of the dataset: readers skip it with a warning.
@@ -67,7 +68,7 @@ PARTITION_COLUMN = "capture_date"
 FILE_SCHEMA = pa.schema([f for f in SCHEMA if f.name != PARTITION_COLUMN])
 PARTITIONING = ds.partitioning(pa.schema([SCHEMA.field(PARTITION_COLUMN)]), flavor="hive")
 MANIFEST_DIR = "_manifests"
-OWN_DIRS = (MANIFEST_DIR, "_leases", "_runs")  # meterread's own files under OUTPUT, beside the dataset
+OWN_DIRS = (MANIFEST_DIR, "_leases", "_runs", "_tables")  # meterread's own files under OUTPUT, beside the dataset
 log = logging.getLogger(__name__)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _DATA_FILE = re.compile(rf"^{PARTITION_COLUMN}=\d{{4}}-\d{{2}}-\d{{2}}/[^./][^/]*\.parquet$")
@@ -139,8 +140,8 @@ def write_shard(fs: AbstractFileSystem, root: str, rows: list[Mapping], run_id: 
 
 def dataset_files(fs: AbstractFileSystem, root: str) -> list[str]:
     """The dataset's Parquet files under `root` (`capture_date=YYYY-MM-DD/*.parquet`). Anything else is skipped
-    with one warning naming it (meterread's own `_manifests/`, `_leases/`, `_runs/` and in-flight `.*.tmp` files
-    silently): a stray file in OUTPUT must not fail a night."""
+    with one warning naming it (meterread's own `_manifests/`, `_leases/`, `_runs/`, `_tables/` and in-flight
+    `.*.tmp` files silently): a stray file in OUTPUT must not fail a night."""
     found = sorted(fs.find(root))
     files, strays = [], []
     for path in found:
