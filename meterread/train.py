@@ -357,7 +357,7 @@ def train(config: TrainConfig, progress: bool = True, log=print) -> dict:
 
     def run_eval_and_save() -> dict:
         reader.model.eval()
-        scored = evaluate_reader(reader, valid_images, valid_samples, config.eval_batch_size)
+        scored = evaluate_reader(reader, valid_images, valid_samples, config.eval_batch_size, progress)
         state["seconds"] = seconds_before + time.perf_counter() - run_started
         metrics = {
             "step": state["step"],

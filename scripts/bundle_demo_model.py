@@ -1,9 +1,11 @@
 """Copy a trained checkpoint into meterread/assets/demo-model/ with its provenance (`make demo-model` calls this).
 
-    python scripts/bundle_demo_model.py LAST_RUN_DIR --eval NAME DATA_COMMAND [--eval ...] \\
-        --stage RECIPE RUN_DIR MINUTES DATA_COMMAND [--stage ...] [--stages-from OLD_PROVENANCE]
+    python scripts/bundle_demo_model.py EVAL_DIR --eval NAME DATA_COMMAND [--eval ...] \\
+        --stage RECIPE RUN_DIR MINUTES DATA_COMMAND [--stage ...]
+    python scripts/bundle_demo_model.py EVAL_DIR --eval NAME DATA_COMMAND [--eval ...] \\
+        --annotate-only VALID_METRICS CHOSEN_ON       # re-measure the bundled model, keep its weights
 
-Each `--eval NAME` is the `meterread eval --baseline ppocr` output in LAST_RUN_DIR/eval-NAME/ (model and PP-OCRv4
+Each `--eval NAME` is the `meterread eval --baseline ppocr` output in EVAL_DIR/eval-NAME/ (model and PP-OCRv4
 on the same photos), made on the data DATA_COMMAND wrote; `synthetic` is also recorded as `heldout`. The bundle's
 `meterread.json` gets the `min_confidence` the last stage's validation set recommends (the lowest candidate at which
 at most 1% of accepted readings are wrong), so reads use it when none is given.
@@ -77,20 +79,43 @@ def stage_record(recipe: str, run_dir: Path, minutes: str, data_command: str) ->
     }
 
 
+def record_evaluations(target: Path, run_dir: Path, evals: list, valid: dict, chosen_on: str) -> None:
+    """Write the evaluations (model and baseline per set) and the recommended min_confidence into a bundle."""
+    evaluations = {name: evaluation_record(run_dir, name, data) for name, data in evals}
+    settings = json.loads((target / "meterread.json").read_text())
+    settings["min_confidence"] = recommended_min_confidence(valid)
+    (target / "meterread.json").write_text(json.dumps(settings, indent=2))
+    provenance = json.loads((target / "provenance.json").read_text())
+    synthetic = evaluations["synthetic"]
+    provenance["heldout"] = {"data": synthetic["data"], **{key: synthetic[key] for key in HELDOUT_KEYS}}
+    provenance["evaluations"] = evaluations
+    provenance["min_confidence"] = {"value": settings["min_confidence"], "chosen_on": chosen_on}
+    (target / "provenance.json").write_text(json.dumps(provenance, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("run_dir", type=Path, help="the last stage's run (its eval-NAME/ folders)")
+    parser.add_argument("run_dir", type=Path, help="where the eval-NAME/ folders of `meterread eval` are")
     parser.add_argument("--eval", nargs=2, action="append", required=True, metavar=("NAME", "DATA_COMMAND"))
     parser.add_argument(
-        "--stage", nargs=4, action="append", required=True, metavar=("RECIPE", "RUN_DIR", "MINUTES", "DATA_COMMAND")
+        "--stage", nargs=4, action="append", default=[], metavar=("RECIPE", "RUN_DIR", "MINUTES", "DATA_COMMAND")
     )
     parser.add_argument(
-        "--stages-from", type=Path, help="an earlier bundle's provenance.json: its stages come first (their runs gone)"
+        "--annotate-only",
+        nargs=2,
+        metavar=("VALID_METRICS", "CHOSEN_ON"),
+        help="leave the bundled weights and stages as they are; record the evaluations and the min_confidence that "
+        "VALID_METRICS (a `meterread eval` metrics.json on the last stage's validation set) recommends",
     )
     args = parser.parse_args()
-    earlier = json.loads(args.stages_from.read_text())["stages"] if args.stages_from else []
-    stages = earlier + [stage_record(recipe, Path(run), minutes, data) for recipe, run, minutes, data in args.stage]
-    evaluations = {name: evaluation_record(args.run_dir, name, data) for name, data in args.eval}
+    if args.annotate_only:
+        valid_metrics, chosen_on = args.annotate_only
+        record_evaluations(TARGET, args.run_dir, args.eval, json.loads(Path(valid_metrics).read_text()), chosen_on)
+        print(f"recorded {len(args.eval)} evaluations in {TARGET}")
+        return
+    if not args.stage:
+        parser.error("--stage is required unless --annotate-only")
+    stages = [stage_record(recipe, Path(run), minutes, data) for recipe, run, minutes, data in args.stage]
     best = Path(args.stage[-1][1]) / "best"
     shutil.rmtree(TARGET, ignore_errors=True)
     TARGET.mkdir(parents=True)
@@ -98,10 +123,6 @@ def main() -> None:
         if (best / name).is_file():
             shutil.copy2(best / name, TARGET / name)
     last = stages[-1]
-    settings = json.loads((TARGET / "meterread.json").read_text())
-    settings["min_confidence"] = recommended_min_confidence(last["valid"])
-    (TARGET / "meterread.json").write_text(json.dumps(settings, indent=2))
-    synthetic = evaluations["synthetic"]
     provenance = {
         "recipe": last["recipe"],
         "command": "make demo-model  # runs every stage below, then `meterread eval --baseline ppocr` on every set",
@@ -109,12 +130,10 @@ def main() -> None:
         "training_data": last["training_data"],
         "dataset_manifest": last["dataset_manifest"],
         "stages": stages,  # the last stage's validation metrics are also the bundle's metrics.json
-        "heldout": {"data": synthetic["data"], **{key: synthetic[key] for key in HELDOUT_KEYS}},
-        "evaluations": evaluations,
-        "min_confidence": {"value": settings["min_confidence"], "chosen_on": "the last stage's validation set"},
         "training_minutes_on_2_cpu_cores": sum(stage["training_minutes_on_2_cpu_cores"] for stage in stages),
     }
     (TARGET / "provenance.json").write_text(json.dumps(provenance, indent=2))
+    record_evaluations(TARGET, args.run_dir, args.eval, last["valid"], "the last stage's validation set")
     print(f"bundled {best} into {TARGET}")
 
 

@@ -103,3 +103,11 @@ def test_unlock_removes_a_crashed_runs_lease_and_says_who_held_it(tmp_path):
     assert result.exit_code == 0 and "removed the lease of run night-3 (host gpu-worker-2" in result.output
     assert not lease_file.exists()
     assert "nothing to unlock" in runner.invoke(app, ["unlock", str(tmp_path / "out")]).output
+
+
+def test_eval_of_a_missing_split_fails_with_the_path_it_looked_for(tmp_path):
+    write_bucket(tmp_path / "data" / "test", 2, seed=14)
+    result = runner.invoke(app, ["eval", str(tmp_path / "data"), "--split", "valid", "--out", str(tmp_path / "e")])
+    assert result.exit_code == 2
+    assert f"{tmp_path / 'data'}/valid/annotations.jsonl" in result.output, result.output
+    assert not (tmp_path / "e" / "metrics.json").exists()

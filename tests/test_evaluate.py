@@ -95,3 +95,16 @@ def test_summary_breaks_down_by_meter_model():
         "gasmeter/gmt": {"count": 1, "exact_match": 1.0},
         "unknown": {"count": 1, "exact_match": 0.0},
     }
+
+
+def test_report_answers_which_threshold_and_shows_calibration_and_the_baseline():
+    from meterread.report import accuracy_floor, render_html
+
+    examples = THRESHOLD_CASES + [Scored("5", "5", 1.0, meter_model="lcd/lcd2")]
+    metrics = {**summarise(examples), "baseline": {"name": "ppocr", **summarise([Scored("1", "7", 0.9)])}}
+    curve = risk_coverage_curve(examples, points=5)
+    page = render_html("eval", metrics, curve, [])
+    assert "Which threshold?" in page and "wrong among accepted" in page and page.count("<svg") == 2
+    assert "baseline: ppocr" in page and "lcd/lcd2" in page and "Reliability" in page
+    assert accuracy_floor([(0.5, 0.97), (1.0, 0.93)]) == 0.9  # the risk-coverage axis zooms to where it moves
+    assert accuracy_floor([]) == 0.0
