@@ -13,9 +13,10 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from meterread import registry
+from meterread.evaluation import evaluate_split
 from meterread.models.base import ModelSpec
 from meterread.models.loading import fetch_directory
-from meterread.train import TrainConfig, evaluate_split, inference_spec, train
+from meterread.train import TrainConfig, inference_spec, train
 
 STORAGE_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 5, 15], "cache_policy": NO_CACHE}
 

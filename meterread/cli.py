@@ -176,7 +176,7 @@ def evaluate(
 ) -> None:
     """Exact match, CER, parse rate, risk-coverage, per meter model and an HTML report for a model on a whole split
     (and, with --baseline, the same for a peer OCR on the same photos)."""
-    from meterread.train import evaluate_split
+    from meterread.evaluation import evaluate_split
 
     spec = model_spec(model, family, adapter, pattern, True, device, "auto")
     try:

@@ -77,8 +77,8 @@ def run_demo(workdir: Path, n: int, seed: int) -> None:
 
 def show_real_pixels(workdir: Path) -> None:
     """Read the bundled real-pixel samples (meter models held out of training) and print each set's accuracy."""
+    from meterread.evaluation import evaluate_split
     from meterread.models.base import ModelSpec
-    from meterread.train import evaluate_split
 
     print(f"\n4. real pixels: digit crops of meter models the model never saw ({REAL_SAMPLES / 'NOTICE'})")
     photos = REAL_SAMPLES / "photos"

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from meterread.data.synth import write_dataset
+from meterread.evaluation import evaluate_split
 from meterread.models.base import ModelSpec
 from meterread.models.registry import load_reader
 from meterread.registry import decide, publish, read_current
@@ -16,7 +17,6 @@ from meterread.train import (
     TrainConfigError,
     apply_strategy,
     count_parameters,
-    evaluate_split,
     inference_spec,
     lr_at,
     train,
