@@ -57,7 +57,9 @@ def finetune(recipe: str, registry_url: str, overrides: list[str] | None = None,
             ModelSpec(family=config.family, base=result["base"], adapter=current["path"], pattern=config.pattern)
             if config.strategy == "lora"
             else ModelSpec(
-                family=config.family, base=fetch_directory(current["path"], "config.json"), pattern=config.pattern
+                family=config.family,
+                base=fetch_directory(current["path"], "config.json", wanted=None),  # a whole model: every file
+                pattern=config.pattern,
             )
         )
         current_score = score_on_test(current_spec, config.dataset, f"{config.output}/eval-current")["exact_match"]

@@ -88,13 +88,20 @@ def threshold_table(examples: Sequence[Scored], thresholds: Sequence[float] = TH
     return rows
 
 
-def recommend_threshold(examples: Sequence[Scored], max_wrong: float = 0.01) -> float | None:
-    """The lowest candidate `min_confidence` at which at most `max_wrong` of accepted readings are wrong (None if
-    no candidate gets there). Choose it on validation data, report it on held-out data."""
-    for row in threshold_table(examples):
-        if row["wrong_accepted_share"] is not None and row["wrong_accepted_share"] <= max_wrong:
+def threshold_from_table(rows: Sequence[dict], max_wrong: float = 0.01, max_flagged: float = 0.25) -> float | None:
+    """The lowest candidate `min_confidence` of a `threshold_table` at which at most `max_wrong` of accepted readings
+    are wrong while at most `max_flagged` of readings are flagged (None if no candidate does both: a model that
+    must flag most readings to be trusted gets no recommendation)."""
+    for row in rows:
+        wrong, flagged = row["wrong_accepted_share"], row["flagged_share"]
+        if wrong is not None and wrong <= max_wrong and flagged is not None and flagged <= max_flagged:
             return row["min_confidence"]
     return None
+
+
+def recommend_threshold(examples: Sequence[Scored], max_wrong: float = 0.01, max_flagged: float = 0.25) -> float | None:
+    """`threshold_from_table` over the examples. Choose it on validation data, report it on held-out data."""
+    return threshold_from_table(threshold_table(examples), max_wrong, max_flagged)
 
 
 def calibration_bins(examples: Sequence[Scored], bins: int = 10) -> list[dict]:

@@ -17,7 +17,9 @@ import numpy as np
 def accuracy_floor(points: Sequence[tuple[float, float]], step: float = 0.05) -> float:
     """The y-axis floor that zooms the plot to where accuracy moves: the lowest accuracy, rounded down to `step`."""
     values = [a for _, a in points if a is not None]
-    return max(0.0, math.floor(min(values, default=0.0) / step) * step) if values else 0.0
+    if not values:
+        return 0.0
+    return max(0.0, min(math.floor(min(values) / step) * step, 1.0 - step))  # never a flat (1, 1) axis
 
 
 def svg_plot(

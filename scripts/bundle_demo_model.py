@@ -25,6 +25,8 @@ import json
 import shutil
 from pathlib import Path
 
+from meterread.evaluate import threshold_from_table
+
 TARGET = Path(__file__).resolve().parents[1] / "meterread" / "assets" / "demo-model"
 KEEP = (
     "config.json",
@@ -40,7 +42,6 @@ KEEP = (
 )
 HELDOUT_KEYS = ("count", "exact_match", "character_error_rate", "parse_rate", "accuracy_at_coverage", "by_meter_type")
 EVAL_KEYS = HELDOUT_KEYS + ("by_meter_model", "thresholds")
-MAX_WRONG_ACCEPTED = 0.01
 
 
 def evaluation_record(run_dir: Path, name: str, data_command: str) -> dict:
@@ -50,14 +51,6 @@ def evaluation_record(run_dir: Path, name: str, data_command: str) -> dict:
     if "baseline" in metrics:
         record["baseline"] = {"name": metrics["baseline"]["name"], **{k: metrics["baseline"][k] for k in EVAL_KEYS}}
     return record
-
-
-def recommended_min_confidence(valid: dict) -> float | None:
-    """The lowest candidate threshold whose accepted readings are at most 1% wrong on validation data."""
-    for row in valid.get("thresholds", []):
-        if row["wrong_accepted_share"] is not None and row["wrong_accepted_share"] <= MAX_WRONG_ACCEPTED:
-            return row["min_confidence"]
-    return None
 
 
 def stage_record(recipe: str, run_dir: Path, minutes: str, data_command: str) -> dict:
@@ -83,7 +76,7 @@ def record_evaluations(target: Path, run_dir: Path, evals: list, valid: dict, ch
     """Write the evaluations (model and baseline per set) and the recommended min_confidence into a bundle."""
     evaluations = {name: evaluation_record(run_dir, name, data) for name, data in evals}
     settings = json.loads((target / "meterread.json").read_text())
-    settings["min_confidence"] = recommended_min_confidence(valid)
+    settings["min_confidence"] = threshold_from_table(valid.get("thresholds", []))
     (target / "meterread.json").write_text(json.dumps(settings, indent=2))
     provenance = json.loads((target / "provenance.json").read_text())
     synthetic = evaluations["synthetic"]

@@ -76,9 +76,12 @@ def test_threshold_table_gives_flagged_and_wrong_accepted_shares():
 
 
 def test_recommended_threshold_is_the_lowest_that_keeps_accepted_readings_right():
-    assert recommend_threshold(THRESHOLD_CASES, max_wrong=0.01) == 0.8
+    assert recommend_threshold(THRESHOLD_CASES, max_wrong=0.01, max_flagged=0.5) == 0.8
+    assert recommend_threshold(THRESHOLD_CASES, max_wrong=0.01) is None  # 0.8 flags half: too many by default
     assert recommend_threshold(THRESHOLD_CASES, max_wrong=0.5) == 0.0
     assert recommend_threshold([Scored("1", "2", 0.999)]) is None
+    mostly_unsure = [Scored("1", "1", 0.995)] + [Scored("2", "3", 0.5)] * 9  # trusted only by flagging 90%
+    assert recommend_threshold(mostly_unsure) is None and recommend_threshold(mostly_unsure, max_flagged=0.95) == 0.6
 
 
 def test_calibration_bins_pair_confidence_with_accuracy():
@@ -108,3 +111,4 @@ def test_report_answers_which_threshold_and_shows_calibration_and_the_baseline()
     assert "baseline: ppocr" in page and "lcd/lcd2" in page and "Reliability" in page
     assert accuracy_floor([(0.5, 0.97), (1.0, 0.93)]) == 0.9  # the risk-coverage axis zooms to where it moves
     assert accuracy_floor([]) == 0.0
+    assert accuracy_floor([(0.5, 1.0), (1.0, 1.0)]) == 0.95  # all right: still an axis, not a flat line

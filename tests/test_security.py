@@ -122,3 +122,16 @@ def test_adapter_cache_follows_the_objects_not_the_url(s3_bucket, tmp_path, monk
     fs.pipe(f"{bucket}/adapters/current/adapter_model.safetensors", b"version two")
     second = Path(fetch_directory(url, "adapter_config.json"))
     assert second != first and (second / "adapter_model.safetensors").read_bytes() == b"version two"
+
+
+def test_a_whole_model_is_fetched_with_every_file_still_inside_the_cache(s3_bucket, tmp_path, monkeypatch):
+    from meterread.models.loading import fetch_directory
+
+    fs, bucket = s3_bucket
+    monkeypatch.setenv("METERREAD_CACHE", str(tmp_path / "cache"))
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        fs.pipe(f"{bucket}/models/v2/{name}", name.encode())
+    fetched = Path(fetch_directory(f"s3://{bucket}/models/v2", "config.json", wanted=None))
+    assert sorted(p.name for p in fetched.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
+    with pytest.raises(FileNotFoundError, match="has no adapter_config.json"):
+        fetch_directory(f"s3://{bucket}/models/v2", "adapter_config.json")

@@ -8,14 +8,12 @@ LCDs: the crops abut on one panel colour and a decimal point is drawn in the ink
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
 
 from meterread.data.crops import DigitCrop, inner_crops, is_lcd, rolled_crops
-
-CropLoader = Callable[[DigitCrop], np.ndarray]
 
 
 def load_crop(crop: DigitCrop) -> np.ndarray:
@@ -78,10 +76,8 @@ def _wheel_shading(cell: np.ndarray, depth: float) -> np.ndarray:
     return (cell.astype(np.float32) * profile).clip(0, 255).astype(np.uint8)
 
 
-def render_counter(
-    images: Sequence[np.ndarray], decimals: int, rng: np.random.Generator, cell_h: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """A counter window (BGR) of wheels; returns it and its frame colour."""
+def render_counter(images: Sequence[np.ndarray], decimals: int, rng: np.random.Generator, cell_h: int) -> np.ndarray:
+    """A counter window (BGR) of wheels."""
     frame = np.float32([rng.uniform(5, 60)] * 3) if rng.random() < 0.75 else np.float32([rng.uniform(150, 220)] * 3)
     gap = max(1, int(cell_h * rng.uniform(0.04, 0.25)))
     jitter = max(1, int(cell_h * 0.04))
@@ -103,11 +99,11 @@ def render_counter(
         x = gap + (len(images) - decimals) * (width + gap) - gap // 2 - 1
         ink = (235, 235, 235) if frame[0] < 100 else (20, 20, 20)
         cv2.circle(window, (x, pad + int(cell_h * 0.9)), max(1, gap // 2 + 1), ink, -1, cv2.LINE_AA)
-    return window.astype(np.uint8), frame
+    return window.astype(np.uint8)
 
 
-def render_lcd(images: Sequence[np.ndarray], decimals: int, rng: np.random.Generator, cell_h: int):
-    """An LCD panel (BGR) of abutting digit crops; returns it and its panel colour."""
+def render_lcd(images: Sequence[np.ndarray], decimals: int, rng: np.random.Generator, cell_h: int) -> np.ndarray:
+    """An LCD panel (BGR) of abutting digit crops, a decimal point drawn in the ink colour."""
     panel = np.mean([_border_colour(image) for image in images], axis=0).astype(np.float32)
     cells = [cv2.resize(image, (max(2, int(image.shape[1] * cell_h / image.shape[0])), cell_h)) for image in images]
     pad = max(1, int(cell_h * rng.uniform(0.05, 0.2)))
@@ -122,16 +118,14 @@ def render_lcd(images: Sequence[np.ndarray], decimals: int, rng: np.random.Gener
         if decimals and index == len(cells) - decimals - 1:
             radius = max(1, cell_h // 18)
             cv2.circle(window, (x - radius, pad + cell_h - 2 * radius), radius, ink.tolist(), -1, cv2.LINE_AA)
-    return window.astype(np.uint8), panel
+    return window.astype(np.uint8)
 
 
-def render_register(
-    picks: Sequence[DigitCrop], decimals: int, rng: np.random.Generator, cell_h: int, load: CropLoader = load_crop
-) -> np.ndarray:
+def render_register(picks: Sequence[DigitCrop], decimals: int, rng: np.random.Generator, cell_h: int) -> np.ndarray:
     """The register window (BGR) for `picks`: an LCD panel for LCD crops, else counter wheels."""
-    images = [load(crop) for crop in picks]
+    images = [load_crop(crop) for crop in picks]
     render = render_lcd if is_lcd(picks[0].model) else render_counter
-    return render(images, decimals, rng, cell_h)[0]
+    return render(images, decimals, rng, cell_h)
 
 
 def frame_register(window: np.ndarray, rng: np.random.Generator) -> np.ndarray:

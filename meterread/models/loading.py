@@ -30,10 +30,11 @@ def safe_target(root: Path, name: str) -> Path:
     return target
 
 
-def fetch_directory(url: str, required: str, wanted: tuple[str, ...] = ADAPTER_FILES) -> str:
+def fetch_directory(url: str, required: str, wanted: tuple[str, ...] | None = ADAPTER_FILES) -> str:
     """Local directory for a local dir or fsspec URL; a remote one is downloaded into the cache (only the `wanted`
-    files, keyed by the URL and the objects' etags, so a new upload to the same URL is fetched again). It must hold
-    `required`. Raises FileNotFoundError, or ValueError for an object name that would land outside the cache."""
+    files, every file when None, keyed by the URL and the objects' etags, so a new upload to the same URL is fetched
+    again). It must hold `required`. Raises FileNotFoundError, or ValueError for an object name that would land
+    outside the cache."""
     if "://" not in url or url.startswith("file://"):
         path = Path(url.removeprefix("file://"))
         if not (path / required).is_file():
@@ -47,7 +48,7 @@ def fetch_directory(url: str, required: str, wanted: tuple[str, ...] = ADAPTER_F
     staging = adapter_cache() / "staging"
     for name in names:
         safe_target(staging, name)  # refuse the whole adapter if any key tries to escape
-    chosen = {name: info for name, info in names.items() if name in wanted}
+    chosen = {name: info for name, info in names.items() if wanted is None or name in wanted}
     if required not in chosen:
         raise FileNotFoundError(f"{url!r} has no {required}")
     identity = url + "".join(f"|{name}:{object_etag(info)}" for name, info in sorted(chosen.items()))
@@ -57,10 +58,12 @@ def fetch_directory(url: str, required: str, wanted: tuple[str, ...] = ADAPTER_F
         partial.mkdir(parents=True, exist_ok=True)
         for name in chosen:
             safe_target(partial, name).write_bytes(fs.cat_file(f"{root.rstrip('/')}/{name}"))
-        if target.exists():  # another process fetched the same objects meanwhile
-            shutil.rmtree(partial)
-        else:
+        try:
             partial.rename(target)
+        except OSError:  # another process fetched the same objects meanwhile
+            shutil.rmtree(partial)
+    if not (target / required).is_file():
+        raise FileNotFoundError(f"{url!r} has no {required} (cache folder {target})")
     return str(target)
 
 

@@ -14,7 +14,6 @@ FAMILY_MODULES: dict[str, str] = {
     "paligemma": "meterread.models.paligemma",
     "florence2": "meterread.models.florence2",
 }
-FAMILIES = tuple(FAMILY_MODULES)  # the families shipped with meterread
 
 
 def register_family(name: str, module: str) -> None:
