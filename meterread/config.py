@@ -135,9 +135,7 @@ class ReadConfig:
             problems.append("source is empty: give a folder or s3://bucket/prefix with the photos")
         if not self.output:
             problems.append("output is empty: give a folder or s3://bucket/prefix for the Parquet dataset")
-        if self.source and self.output and self.source.rstrip("/") == self.output.rstrip("/"):
-            problems.append("output must differ from source")
-        elif self.source and self.output and (nested := nesting(self.source, self.output)):
+        if self.source and self.output and (nested := nesting(self.source, self.output)):
             problems.append(nested)
         for name in ("batch_size", "shard_size", "storage_attempts", "preprocess_workers", "prefetch_batches"):
             if getattr(self, name) < 1:

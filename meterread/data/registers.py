@@ -156,10 +156,3 @@ def photograph(image: np.ndarray, rng: np.random.Generator, max_angle: float = 6
     image = np.clip(image.astype(np.float32) * gx * gy * rng.uniform(0.7, 1.2) + noise, 0, 255).astype(np.uint8)
     sigma = float(rng.choice([0.0, 0.5, 0.9, 1.4]))
     return cv2.GaussianBlur(image, (0, 0), sigma) if sigma > 0 else image
-
-
-def encode_jpeg(image: np.ndarray, rng: np.random.Generator) -> bytes:
-    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(40, 95))])
-    if not ok:  # pragma: no cover - OpenCV always encodes uint8 BGR
-        raise RuntimeError("JPEG encoding failed")
-    return encoded.tobytes()

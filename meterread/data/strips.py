@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from meterread.data.crops import HELDOUT_MODELS, DigitCrop, index_crops, inner_crops, is_lcd, select_part
-from meterread.data.registers import encode_jpeg, frame_register, photograph, pick_crops, reading_label, render_register
+from meterread.data.registers import frame_register, photograph, pick_crops, reading_label, render_register
+from meterread.data.synth import encode_jpeg
 from meterread.models.prompts import DEFAULT_PROMPTS
 
 STRIP_SPLITS = ("train", "valid", "test", "heldout")
@@ -45,7 +46,7 @@ def make_strip(crops: list[DigitCrop], rng: np.random.Generator) -> tuple[bytes,
     picks = pick_crops(crops, digits, rng, rolled_last=ROLLED_LAST)
     window = render_register(picks, decimals, rng, cell_h=int(rng.integers(40, 97)))
     image = photograph(frame_register(window, rng), rng)
-    return encode_jpeg(image, rng), picks, reading_label(picks, decimals)
+    return encode_jpeg(image, rng, quality=(40, 95)), picks, reading_label(picks, decimals)
 
 
 def write_strips(grouped: dict[str, list[DigitCrop]], out_dir: str | Path, n: int, seed: int) -> list[dict]:

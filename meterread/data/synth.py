@@ -254,8 +254,9 @@ def render_meter(
     return compose_photo(render_register(label, rng, meter_type, roll), meter_type, rng, size)[0]
 
 
-def encode_jpeg(photo: np.ndarray, rng: np.random.Generator) -> bytes:
-    ok, encoded = cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(45, 95))])
+def encode_jpeg(photo: np.ndarray, rng: np.random.Generator, quality: tuple[int, int] = (45, 95)) -> bytes:
+    """JPEG bytes at a quality drawn from `quality` (low inclusive, high exclusive)."""
+    ok, encoded = cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(*quality))])
     if not ok:  # pragma: no cover - OpenCV always encodes uint8 BGR
         raise RuntimeError("JPEG encoding failed")
     return encoded.tobytes()

@@ -141,12 +141,17 @@ def local_files_only() -> bool:
     )
 
 
+def cache_root() -> Path:
+    """`$METERREAD_CACHE` (default `~/.cache/meterread`): fetched adapters and weight digests live below it."""
+    return Path(os.environ.get("METERREAD_CACHE", Path.home() / ".cache" / "meterread"))
+
+
 def file_digest(path: Path, chunk: int = 1 << 22) -> str:
     """SHA-256 of a whole file, streamed; cached on disk by path, size and mtime so an unchanged file is hashed
     once (`$METERREAD_CACHE/digests/`)."""
     stat = path.stat()
     key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:32]
-    cached = Path(os.environ.get("METERREAD_CACHE", Path.home() / ".cache" / "meterread")) / "digests" / key
+    cached = cache_root() / "digests" / key
     if cached.is_file():
         return cached.read_text().strip()
     digest = hashlib.sha256()

@@ -15,7 +15,9 @@ from meterread.preprocess import InputLayout
 
 def adapter_cache() -> Path:
     """`$METERREAD_CACHE/adapters` (default `~/.cache/meterread/adapters`)."""
-    return Path(os.environ.get("METERREAD_CACHE", Path.home() / ".cache" / "meterread")) / "adapters"
+    from meterread.models.base import cache_root
+
+    return cache_root() / "adapters"
 
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "meterread.json")
