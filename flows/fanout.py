@@ -24,6 +24,7 @@ from prefect.runtime import flow_run
 
 from flows.nightly_read import (
     STORAGE_RETRIES,
+    fold_state,
     list_source,
     publish_summary,
     release_lease,
@@ -228,6 +229,7 @@ def nightly_fanout(
         }
         results, failed = run_shards(config, plan, uris, options, logger)
         manifest = gather(config, plan, results, fingerprint, started_at, failed)
+        fold_state(config)
         flagged = [row for result in results for row in result["flagged"]][: pipeline.FLAGGED_SAMPLE]
         publish_summary(manifest, flagged)
     finally:

@@ -75,8 +75,9 @@ def renew_lease(held) -> None:
 
 
 @task(**STORAGE_RETRIES)
-def load_context(config: ReadConfig) -> tuple[MeterHistory, dict]:
-    return pipeline.load_history(config), pipeline.load_meter_profiles(config.meters_table)
+def load_context(config: ReadConfig, plan: pipeline.RunPlan) -> tuple[MeterHistory, dict]:
+    history = pipeline.load_history(config, pipeline.planned_photos(plan), plan.run_id)
+    return history, pipeline.load_meter_profiles(config.meters_table)
 
 
 @task(cache_policy=NO_CACHE)
@@ -96,6 +97,12 @@ def write_shard(config: ReadConfig, rows: list[dict], run_id: str, shard_id: str
 @task(**STORAGE_RETRIES)
 def finish_run(config, plan, counts, files, started_at) -> dict:
     return pipeline.finish_run(config, plan, pipeline.cached_reader(config.model), counts, files, started_at)
+
+
+@task(cache_policy=NO_CACHE)
+def fold_state(config: ReadConfig) -> None:
+    """The night's rows into the output's state; never fails the night (`pipeline.fold_state`)."""
+    pipeline.fold_state(config)
 
 
 @task(cache_policy=NO_CACHE)
@@ -158,7 +165,7 @@ def read_night(
     logger.info(
         "listed %d photos, %d already done, %d shards to read", plan.listed, plan.already_done, len(plan.shards)
     )
-    history, profiles = load_context(config)
+    history, profiles = load_context(config, plan)
     counts = {"accepted": 0, "flagged": 0, "error": 0}
     files: list[str] = []
     flagged: list[dict] = []
@@ -174,6 +181,7 @@ def read_night(
         logger.info("shard %d/%d: %d photos, totals %s", index, len(plan.shards), len(rows), counts)
     files += writing.result() if writing else []
     manifest = finish_run(config, plan, counts, files, started_at)
+    fold_state(config)
     publish_summary(manifest, flagged)
     return manifest, counts
 

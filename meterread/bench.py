@@ -537,6 +537,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--peak-tflops", type=float, default=None, help="device peak for the FLOP bound")
     parser.add_argument("--out", default=defaults.out, help="results JSON")
     parser.add_argument("--workdir", default=None, help="where the synthetic photos go (default: temp dir)")
+    parser.add_argument(
+        "--history", default=None, metavar="ROWS", help="e.g. 0,1000000: one night into outputs holding ROWS rows"
+    )
+    parser.add_argument("--night", type=int, default=24, help="photos in the --history night")
     parser.add_argument("--end-to-end", nargs=3, metavar=("SOURCE", "OUTPUT", "MODEL"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -546,13 +550,30 @@ def main(argv: list[str] | None = None) -> None:
     if args.end_to_end:  # the child process of bench_end_to_end
         print(json.dumps(end_to_end(*args.end_to_end, args.family, args.batch_size, args.workers)))
         return
-    values = {k: v for k, v in vars(args).items() if k != "end_to_end"}
+    if args.history is not None:
+        history_main(args)
+        return
+    values = {k: v for k, v in vars(args).items() if k not in ("end_to_end", "history", "night")}
     try:
         config = BenchConfig(**values).validate()
     except ValueError as error:
         raise SystemExit(f"meterread bench: {error}") from None
     results = run_bench(config)
     print(format_results(results))
+    print(f"results: {args.out}")
+
+
+def history_main(args: argparse.Namespace) -> None:
+    """`--history ROWS`: the night-cost-versus-history benchmark (`meterread.bench_history`)."""
+    from meterread.bench_history import bench_history, dump, format_history, parse_history
+
+    try:
+        sizes = parse_history(args.history)
+    except ValueError as error:
+        raise SystemExit(f"meterread bench: {error}") from None
+    results = bench_history(sizes, args.night, args.seed, args.model, args.batch_size, args.workdir)
+    dump(results, args.out)
+    print(format_history(results))
     print(f"results: {args.out}")
 
 

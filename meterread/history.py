@@ -125,7 +125,8 @@ class MeterHistory:
         return previous, PriorReading(value, at)
 
     def previous(self, meter_id: str | None, captured_at: datetime | None) -> PriorReading | None:
-        """Latest accepted reading of `meter_id` at or before `captured_at` (or the latest, if time unknown)."""
+        """Latest accepted reading of `meter_id` at or before `captured_at` (the latest, if the time is unknown);
+        None when there is none, also when every known reading is later (`following` is then the reference)."""
         if not meter_id or meter_id not in self.readings or not self.readings[meter_id]:
             return None
         series = self.readings[meter_id]
@@ -134,7 +135,18 @@ class MeterHistory:
             return PriorReading(value, at)
         index = bisect.bisect_right(series, (captured_at, Decimal("Infinity")))
         if index == 0:
-            at, value = series[0]  # everything known is later: report it so validation sees the order problem
-            return PriorReading(value, at)
+            return None
         at, value = series[index - 1]
+        return PriorReading(value, at)
+
+    def following(self, meter_id: str | None, captured_at: datetime | None) -> PriorReading | None:
+        """Earliest accepted reading of `meter_id` strictly after `captured_at`: what a late photo must also fit.
+        None when there is none or the time is unknown."""
+        if not meter_id or captured_at is None or not self.readings.get(meter_id):
+            return None
+        series = self.readings[meter_id]
+        index = bisect.bisect_right(series, (captured_at, Decimal("Infinity")))
+        if index == len(series):
+            return None
+        at, value = series[index]
         return PriorReading(value, at)

@@ -16,17 +16,15 @@ import logging
 import os
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from functools import lru_cache
 
-from meterread import lease, sink
+from meterread import lease, sink, state
 from meterread.config import ReadConfig, effective_min_confidence
 from meterread.history import (
-    HISTORY_COLUMNS,
-    LEDGER_COLUMNS,
     RETRIES_EXHAUSTED,
     STORAGE_ERROR,
     Ledger,
@@ -40,6 +38,7 @@ from meterread.models.registry import load_reader
 from meterread.parse import ParsedReading, parse_reading
 from meterread.preprocess import PREPROCESS_VERSION, DecodeError, InputLayout, Preprocessed, preprocess_photo
 from meterread.reasons import reason_codes
+from meterread.state import StateView
 from meterread.storage import ObjectInfo, is_transient, list_photos, printable_key, read_bytes, resolve
 from meterread.streaming import BackgroundWriter, ordered_map
 from meterread.validate import ACCEPTED, ERROR, FLAGGED, MeterProfile, PriorReading, Rules, validate_reading
@@ -106,21 +105,34 @@ def describe_photo(info: ObjectInfo, key_pattern: str) -> Photo:
 
 
 def shard_bounds(meter_ids: Sequence[str | None], shard_size: int) -> list[tuple[int, int]]:
-    """Cut points for shards of about `shard_size`: a shard closes at the first meter change once it is full, so
-    one meter's photos share a shard (its readings are validated in order) unless they exceed 2 x `shard_size`."""
+    """Cut points for shards of about `shard_size` over photos grouped by meter: a shard closes only at a meter
+    change once it is full, so one meter's photos always share a shard (shards run in parallel, and each validates
+    against the history it sees); a meter with more photos than `shard_size` makes one bigger shard. Photos
+    without a meter (None) may be cut anywhere."""
     bounds, start = [], 0
     for index in range(1, len(meter_ids) + 1):
         size = index - start
         at_end = index == len(meter_ids)
         meter_changes = at_end or meter_ids[index] != meter_ids[index - 1] or meter_ids[index] is None
-        if at_end or (size >= shard_size and meter_changes) or size >= 2 * shard_size:
+        if at_end or (size >= shard_size and meter_changes):
             bounds.append((start, index))
             start = index
     return bounds
 
 
+def capture_order(photo: Photo) -> tuple:
+    """Sort key: by meter, each meter's photos in capture time (unknown times last, then by key); photos without a
+    meter at the end, in key order. Key order is not capture order under every key pattern (a date folder before
+    the meter id). Naive times are taken as UTC, so comparisons never raise."""
+    at = photo.captured_at if photo.meter_id is not None else None
+    moment = datetime.min.replace(tzinfo=timezone.utc) if at is None else at.replace(tzinfo=at.tzinfo or timezone.utc)
+    return (photo.meter_id is None, photo.meter_id or "", at is None, moment, photo.key)
+
+
 def shard_photos(photos: Sequence[Photo], shard_size: int) -> tuple[Shard, ...]:
-    """Cut photos (in key order) into shards named by a digest of their URIs and etags."""
+    """Cut photos into shards named by a digest of their URIs and etags, each meter's photos whole in one shard and
+    in capture order (`capture_order`), so they are validated in the order they were taken."""
+    photos = sorted(photos, key=capture_order)
     shards = []
     for start, end in shard_bounds([photo.meter_id for photo in photos], shard_size):
         chunk = tuple(photos[start:end])
@@ -158,7 +170,7 @@ def plan_run(
     ledger = Ledger()
     if not config.reprocess:
         out_fs, out_root = resolve(config.output)
-        ledger = Ledger.from_table(sink.read_output(out_fs, out_root, columns=LEDGER_COLUMNS))
+        ledger = Ledger.from_table(StateView(out_fs, out_root).ledger(photo.uri for photo in listed))
     todo = [
         replace(
             photo,
@@ -178,9 +190,26 @@ def plan_run(
     )
 
 
-def load_history(config: ReadConfig) -> MeterHistory:
+def load_history(config: ReadConfig, photos: Iterable[Photo], exclude_run: str | None = None) -> MeterHistory:
+    """The accepted readings of the meters of `photos` (from the output's state, `meterread.state`), leaving out
+    the rows run `exclude_run` wrote (a retried shard's own)."""
     out_fs, out_root = resolve(config.output)
-    return MeterHistory.from_table(sink.read_output(out_fs, out_root, columns=HISTORY_COLUMNS))
+    view = StateView(out_fs, out_root, exclude_run)
+    return MeterHistory.from_table(view.history(photo.meter_id for photo in photos))
+
+
+def fold_state(config: ReadConfig) -> None:
+    """Fold the rows written so far into the output's state (under the run's lease). A failure is logged, not
+    raised: the rows are safe in the dataset and the next night reads them unfolded."""
+    out_fs, out_root = resolve(config.output)
+    try:
+        state.fold(out_fs, out_root)
+    except Exception as error:  # s3fs raises many types for network trouble
+        log.warning("could not fold this run's rows into %s/_state (%s): the next run folds them", config.output, error)
+
+
+def planned_photos(plan: RunPlan) -> list[Photo]:
+    return [photo for shard in plan.shards for photo in shard.photos]
 
 
 @dataclass(frozen=True)
@@ -297,8 +326,17 @@ def judge(
     profile = profiles.get(photo.meter_id) if photo.meter_id else None
     history.supersede(photo.uri)  # a new version of this photo: its own earlier reading is no reference
     previous, earlier = history.recent(photo.meter_id, photo.captured_at)
+    following = history.following(photo.meter_id, photo.captured_at)  # known when this photo arrives late
     verdict = validate_reading(
-        parsed, confidence, photo.captured_at, previous, profile, rules, earlier, processed_at=row["processed_at"]
+        parsed,
+        confidence,
+        photo.captured_at,
+        previous,
+        profile,
+        rules,
+        earlier,
+        processed_at=row["processed_at"],
+        following=following,
     )
     reasons = list(verdict.reasons) + ([photo.key_problem] if photo.key_problem else [])
     status = verdict.status if not (photo.key_problem and verdict.status == ACCEPTED) else FLAGGED
@@ -517,7 +555,7 @@ def run_read(config: ReadConfig, progress: bool = True) -> dict:
     held = take_lease(config, run_id)
     try:
         plan = plan_run(config, reader.fingerprint, run_id, listed)
-        history = load_history(config)
+        history = load_history(config, planned_photos(plan), plan.run_id)
         counts: Counter = Counter()
         total = sum(len(shard.photos) for shard in plan.shards)
         writer = BackgroundWriter(lambda item: write_rows(config, item[1], plan.run_id, item[0]), depth=1)
@@ -531,7 +569,9 @@ def run_read(config: ReadConfig, progress: bool = True) -> dict:
                 counts.update(status_counts(rows))
         files = [path for written in writer.results for path in written]
         totals = {k: counts.get(k, 0) for k in ("accepted", "flagged", "error")}
-        return finish_run(config, plan, reader, totals, files, started_at)
+        manifest = finish_run(config, plan, reader, totals, files, started_at)
+        fold_state(config)
+        return manifest
     finally:
         lease.release(held)
 

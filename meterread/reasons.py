@@ -16,6 +16,8 @@ uncoded. Codes are only ever added, never renamed.
 | same_instant_conflict | another accepted reading of the meter at the same instant differs | flagged |
 | decrease | lower than the previous accepted reading, not a rollover (reset or replacement?) | flagged |
 | rate_exceeded | usage since the previous accepted reading exceeds the meter's max rate | flagged |
+| exceeds_later_reading | a late photo reads above the meter's next (later) accepted reading, not a rollover | flagged |
+| later_reading_inconsistent | usage from this late photo to the next accepted reading exceeds the max rate | flagged |
 | rollover | note: a decrease explained as the register wrapping past all nines | accepted |
 | misread_reference | note: this reading shows the previous accepted one was a misread jump | accepted |
 | misread_jump | a jump contradicted by the next reading (a misread?) | flagged |
@@ -46,6 +48,8 @@ OUT_OF_ORDER = "out_of_order"
 SAME_INSTANT_CONFLICT = "same_instant_conflict"
 DECREASE = "decrease"
 RATE_EXCEEDED = "rate_exceeded"
+EXCEEDS_LATER_READING = "exceeds_later_reading"
+LATER_READING_INCONSISTENT = "later_reading_inconsistent"
 ROLLOVER = "rollover"
 MISREAD_REFERENCE = "misread_reference"
 MISREAD_JUMP = "misread_jump"
@@ -75,6 +79,8 @@ CODE_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         (SAME_INSTANT_CONFLICT, r"^conflicts with another accepted reading at the same instant"),
         (DECREASE, r"^reading decreased from "),
         (RATE_EXCEEDED, r"^consumption \S+ exceeds max rate "),
+        (EXCEEDS_LATER_READING, r"^reading \S+ exceeds the later accepted reading "),
+        (LATER_READING_INCONSISTENT, r"^later accepted reading .* is inconsistent with this one"),
         (ROLLOVER, r"^register rollover from "),
         (MISREAD_REFERENCE, r"^previous accepted reading .* looks like a misread"),
         (MISREAD_JUMP, r"^jump to \S+ contradicted by the next reading"),

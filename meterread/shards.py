@@ -88,7 +88,7 @@ def read_shard_file(config: ReadConfig, reader: Reader, shard_uri: str) -> dict:
     run_id, shard = load_shard(shard_uri)
     fs, root = resolve(config.output)
     lease.ensure_held(fs, root, run_id)  # the night is still on: no GPU time for a shard nobody waits for
-    history, profiles = load_history(config), load_meter_profiles(config.meters_table)
+    history, profiles = load_history(config, shard.photos, run_id), load_meter_profiles(config.meters_table)
     rows = process_shard(config, reader, shard, run_id, history, profiles)
     lease.ensure_held(fs, root, run_id)  # and still holds the output, now that there is something to write
     files = write_rows(config, rows, run_id, shard.shard_id)

@@ -4,6 +4,7 @@ Layout under OUTPUT:
     capture_date=YYYY-MM-DD/part-{run_id}-{shard_id}.parquet   one file per (shard, date); deterministic names
     _manifests/{run_id}.json                                    run manifest (ignored by dataset readers)
     _tables/{name}/{name}.parquet                               analyst tables (`meterread tables`; ignored too)
+    _state/...                                                  what a night needs from the past (`meterread.state`)
 
 Columns are only ever added (nullable), never renamed; `capture_date` lives in the directory name. Anything else
 under OUTPUT (a README, `.DS_Store`, a folder of images) is not part of the dataset: readers skip it with a warning.
@@ -68,7 +69,7 @@ PARTITION_COLUMN = "capture_date"
 FILE_SCHEMA = pa.schema([f for f in SCHEMA if f.name != PARTITION_COLUMN])
 PARTITIONING = ds.partitioning(pa.schema([SCHEMA.field(PARTITION_COLUMN)]), flavor="hive")
 MANIFEST_DIR = "_manifests"
-OWN_DIRS = (MANIFEST_DIR, "_leases", "_runs", "_tables")  # meterread's own files under OUTPUT, beside the dataset
+OWN_DIRS = (MANIFEST_DIR, "_leases", "_runs", "_tables", "_state")  # meterread's own, beside the dataset
 log = logging.getLogger(__name__)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _DATA_FILE = re.compile(rf"^{PARTITION_COLUMN}=\d{{4}}-\d{{2}}-\d{{2}}/[^./][^/]*\.parquet$")
@@ -140,7 +141,7 @@ def write_shard(fs: AbstractFileSystem, root: str, rows: list[Mapping], run_id: 
 
 def dataset_files(fs: AbstractFileSystem, root: str) -> list[str]:
     """The dataset's Parquet files under `root` (`capture_date=YYYY-MM-DD/*.parquet`). Anything else is skipped
-    with one warning naming it (meterread's own `_manifests/`, `_leases/`, `_runs/`, `_tables/` and in-flight
+    with one warning naming it (meterread's own `_manifests/`, `_leases/`, `_runs/`, `_tables/`, `_state/` and in-flight
     `.*.tmp` files silently): a stray file in OUTPUT must not fail a night."""
     found = sorted(fs.find(root))
     files, strays = [], []
@@ -162,11 +163,13 @@ def dataset_files(fs: AbstractFileSystem, root: str) -> list[str]:
     return files
 
 
-def _dataset(fs: AbstractFileSystem, root: str) -> ds.Dataset | None:
-    fs.invalidate_cache(root)
-    if not fs.exists(root):
-        return None
-    files = dataset_files(fs, root)
+def open_dataset(fs: AbstractFileSystem, root: str, files: list[str] | None = None) -> ds.Dataset | None:
+    """The dataset under `root` (or only `files` of it) with SCHEMA and its partition column; None when empty."""
+    if files is None:
+        fs.invalidate_cache(root)
+        if not fs.exists(root):
+            return None
+        files = dataset_files(fs, root)
     if not files:
         return None
     return ds.dataset(
@@ -180,13 +183,20 @@ def _dataset(fs: AbstractFileSystem, root: str) -> ds.Dataset | None:
     )
 
 
-def read_output(fs: AbstractFileSystem, root: str, columns: list[str] | None = None) -> pa.Table:
-    """The whole output dataset (or `columns` of it) with SCHEMA; empty table when nothing was written."""
-    dataset = _dataset(fs, root)
+def read_output(
+    fs: AbstractFileSystem,
+    root: str,
+    columns: list[str] | None = None,
+    files: list[str] | None = None,
+    where: ds.Expression | None = None,
+) -> pa.Table:
+    """The whole output dataset (or `columns` of it, or only `files` of it, rows matching `where`) with SCHEMA;
+    empty table when nothing was written. Files written before a column was added read it as null."""
+    dataset = open_dataset(fs, root, files)
     if dataset is None:
         empty = SCHEMA.empty_table()
         return empty.select(columns) if columns else empty
-    return dataset.to_table(columns=columns)
+    return dataset.to_table(columns=columns, filter=where)
 
 
 def write_manifest(fs: AbstractFileSystem, root: str, manifest: Mapping) -> str:

@@ -182,6 +182,34 @@ def check_history(
     return [], [], None
 
 
+def check_following(
+    value: Decimal, captured_at: datetime | None, following: PriorReading | None, profile: MeterProfile | None
+) -> list[str]:
+    """Problems of a late photo with the meter's next accepted reading (`following`, captured after it).
+
+    Above that reading (unless the register rolled over in between, `is_rollover`), or more use up to it than the
+    max rate allows: this reading or that one is a misread. Only this reading is flagged; the accepted one stays."""
+    if following is None or captured_at is None or _utc(following.captured_at) <= _utc(captured_at):
+        return []
+    days = _elapsed_days(captured_at, following.captured_at)
+    when = following.captured_at.isoformat()
+    if following.value < value:
+        if is_rollover(following.value, PriorReading(value, captured_at), days, profile):
+            return []
+        return [
+            f"reading {value} exceeds the later accepted reading {following.value} ({when}): this or that reading "
+            "is a misread"
+        ]
+    max_rate = profile.max_rate_per_day if profile else None
+    used = following.value - value
+    if max_rate is not None and used > _allowed_use(max_rate, days):
+        return [
+            f"later accepted reading {following.value} ({when}) is inconsistent with this one: consumption {used} "
+            f"exceeds max rate {max_rate}/day over {days:.2f} days"
+        ]
+    return []
+
+
 def validate_reading(
     parsed: ParsedReading,
     confidence: float | None,
@@ -191,11 +219,13 @@ def validate_reading(
     rules: Rules,
     earlier: PriorReading | None = None,
     processed_at: datetime | None = None,
+    following: PriorReading | None = None,
 ) -> Verdict:
     """All rules for one reading. Never raises.
 
     `earlier`: the accepted reading before `previous` (lets one misread jump be recognised); `processed_at`: when
-    the photo was read (bounds plausible capture times). An implausible capture time skips the history rules."""
+    the photo was read (bounds plausible capture times); `following`: the accepted reading after this one, known
+    when the photo arrives late (`check_following`). An implausible capture time skips the history rules."""
     problems = check_format(parsed, profile)
     if parsed.value is None:
         return Verdict(FLAGGED, tuple(problems))
@@ -206,7 +236,7 @@ def validate_reading(
     if time_problems:
         return Verdict(FLAGGED, tuple(problems + time_problems))
     history_problems, notes, contradicted = check_history(parsed.value, captured_at, previous, profile, earlier)
-    problems += history_problems
+    problems += history_problems + check_following(parsed.value, captured_at, following, profile)
     if problems:
         return Verdict(FLAGGED, tuple(problems + notes))
     return Verdict(ACCEPTED, tuple(notes), contradicted)

@@ -167,7 +167,7 @@ def test_flaky_storage_is_retried_and_a_dead_object_becomes_an_error_row(
 def test_crash_mid_run_then_rerun_completes_the_night_exactly_once(tmp_path, tiny_paligemma, monkeypatch):
     from meterread.data.synth import write_bucket
 
-    write_bucket(tmp_path / "bucket", 10, seed=12)
+    write_bucket(tmp_path / "bucket", 12, seed=12)  # two meters: two shards (a meter is never split)
     config = config_for(tmp_path, tiny_paligemma, run_id="night-9")
     real_process = pipeline.process_shard
     shards_done = []
@@ -189,9 +189,9 @@ def test_crash_mid_run_then_rerun_completes_the_night_exactly_once(tmp_path, tin
     monkeypatch.setattr(pipeline, "process_shard", real_process)
     manifest = run_read(config, progress=False)  # the same night again
     table = rows(config)
-    assert (manifest["already_done"], manifest["processed"]) == (written_before_crash, 10 - written_before_crash)
+    assert (manifest["already_done"], manifest["processed"]) == (written_before_crash, 12 - written_before_crash)
     uris = [row["image_uri"] for row in table]
-    assert len(uris) == len(set(uris)) == 10  # no duplicates, no gaps
+    assert len(uris) == len(set(uris)) == 12  # no duplicates, no gaps
 
 
 def test_a_transient_storage_error_is_read_again_the_next_night(s3_bucket, monkeypatch):

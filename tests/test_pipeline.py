@@ -2,7 +2,8 @@
 
 import os
 from dataclasses import replace
-from datetime import date
+from datetime import date, datetime, timezone
+from decimal import Decimal
 
 import pytest
 
@@ -10,10 +11,12 @@ from meterread import lease, pipeline, sink
 from meterread.config import ConfigError, ReadConfig
 from meterread.data.synth import write_bucket
 from meterread.history import MeterHistory
+from meterread.keys import DEFAULT_KEY_PATTERN
 from meterread.meters import MetersTableError
-from meterread.models.base import ModelSpec
+from meterread.models.base import ModelSpec, Prediction
 from meterread.pipeline import run_read, shard_bounds
-from meterread.storage import resolve
+from meterread.storage import ObjectInfo, resolve
+from meterread.validate import Rules
 from tests.factories import BAD_FILES, ScriptedReader, meter_jpeg
 
 
@@ -37,8 +40,8 @@ def test_every_photo_gets_one_row_and_reruns_add_none(tmp_path, tiny_paligemma):
     samples = write_bucket(tmp_path / "bucket", 12, seed=3)
     config = config_for(tmp_path, tiny_paligemma)
     first = run_read(config, progress=False)
-    meters_in_key_order = [s.meter_id for s in sorted(samples, key=lambda s: s.key)]
-    assert first["processed"] == 12 and first["shards"] == len(shard_bounds(meters_in_key_order, 5)) > 1
+    meters_grouped = sorted(s.meter_id for s in samples)
+    assert first["processed"] == 12 and first["shards"] == len(shard_bounds(meters_grouped, 5)) > 1
     table = output_rows(config)
     assert table.num_rows == 12 and table.schema == sink.SCHEMA
     assert sorted(table.column("image_uri").to_pylist()) == sorted(
@@ -187,13 +190,61 @@ def test_tasks_need_florence2_and_known_task_tokens():
     [
         ("aabbcc", 2, [(0, 2), (2, 4), (4, 6)]),
         ("aaabbc", 2, [(0, 3), (3, 5), (5, 6)]),  # a meter is not split across shards
-        ("aaaaaab", 2, [(0, 4), (4, 6), (6, 7)]),  # ... unless it exceeds twice the shard size
+        ("aaaaaab", 2, [(0, 6), (6, 7)]),  # ... even past twice the shard size: one bigger shard
         ("abcdef", 4, [(0, 4), (4, 6)]),
+        ([None] * 5, 2, [(0, 2), (2, 4), (4, 5)]),  # photos without a meter may be cut anywhere
         ("", 3, []),
     ],
 )
 def test_shards_keep_a_meters_photos_together(meters, size, expected):
     assert shard_bounds(list(meters), size) == expected
+
+
+def listed(*keys: str) -> list[pipeline.Photo]:
+    """Photos as the listing gives them (in key order), described by the default key pattern."""
+    infos = [ObjectInfo(f"file:///b/{key}", f"/b/{key}", key, 1, "e", None) for key in sorted(keys)]
+    return [pipeline.describe_photo(info, DEFAULT_KEY_PATTERN) for info in infos]
+
+
+def test_shards_hold_each_meters_photos_whole_and_in_capture_order():
+    photos = listed(  # day-first date folders: key order is not capture order
+        *(f"{d:02}-0{m}-2026/{meter}/20260{m}{d:02}T120000Z.jpg" for d in (1, 9, 15) for m in (1, 2) for meter in "AB"),
+        "loose-2.jpg",
+        "loose-1.jpg",
+    )
+    shards = pipeline.shard_photos(photos, 2)
+    by_meter = [[photo.meter_id for photo in shard.photos] for shard in shards]
+    assert by_meter == [["A"] * 6, ["B"] * 6, [None, None]]  # never split, though each meter has 3 x shard_size
+    for shard in shards[:2]:
+        times = [photo.captured_at for photo in shard.photos]
+        assert times == sorted(times) and len(set(times)) == 6
+    assert [photo.key for photo in shards[2].photos] == ["loose-1.jpg", "loose-2.jpg"]
+    assert pipeline.shard_photos(list(reversed(photos)), 2) == shards  # the same work, the same shards
+
+
+def judged(history: MeterHistory, key: str, text: str) -> dict:
+    """Judge one late photo against `history` as a run does (accepted readings join it)."""
+    (photo,) = listed(key)
+    row = {"processed_at": datetime(2026, 2, 1, tzinfo=timezone.utc), "meter_id": photo.meter_id}
+    return pipeline.judge(row, Prediction(text, (0.0,)), photo, history, {}, Rules())[0]
+
+
+def test_a_late_photo_is_judged_against_the_accepted_readings_on_both_sides():
+    history = MeterHistory()
+    history.add("M1", datetime(2026, 1, 1, tzinfo=timezone.utc), Decimal("451935.9"))
+    history.add("M1", datetime(2026, 1, 10, tzinfo=timezone.utc), Decimal("451963.9"))
+    late = judged(history, "M1/20260105T120000Z.jpg", "452038.8")
+    assert late["status"] == "flagged" and "exceeds the later accepted reading 451963.9" in late["reasons"][0]
+    fits = judged(history, "M1/20260106T120000Z.jpg", "451950.0")
+    assert (fits["status"], fits["reasons"]) == ("accepted", [])
+    assert len(history.readings["M1"]) == 3  # the accepted late reading joined the history; old ones untouched
+
+
+def test_a_photo_before_every_known_reading_has_no_previous():
+    history = MeterHistory()
+    history.add("M1", datetime(2026, 1, 10, tzinfo=timezone.utc), Decimal("200"))
+    first = judged(history, "M1/20260105T120000Z.jpg", "190")
+    assert (first["status"], first["reasons"]) == ("accepted", [])
 
 
 @pytest.mark.parametrize("state", ["missing", "empty", "no photos"])

@@ -24,16 +24,19 @@ DAY = timedelta(days=1)
 def test_the_enum_is_closed_and_pinned():
     assert reasons.REASON_CODES == (
         "unparsable", "format", "low_confidence", "implausible_time", "future_timestamp", "out_of_order",
-        "same_instant_conflict", "decrease", "rate_exceeded", "rollover", "misread_reference", "misread_jump",
+        "same_instant_conflict", "decrease", "rate_exceeded", "exceeds_later_reading", "later_reading_inconsistent",
+        "rollover", "misread_reference", "misread_jump",
         "off_layout_key", "bad_key_timestamp", "non_utf8_key", "unreadable", "storage_error", "retries_exhausted",
         "not_an_image", "corrupt_image", "image_too_large", "image_too_small", "other",
     )  # fmt: skip
     assert (reasons.STORAGE_ERROR, reasons.RETRIES_EXHAUSTED) == (STORAGE_ERROR, RETRIES_EXHAUSTED)
 
 
-def verdict_reasons(text, confidence=0.99, captured_at=T0, previous=None, profile=None, earlier=None):
+def verdict_reasons(text, confidence=0.99, captured_at=T0, previous=None, profile=None, earlier=None, following=None):
     parsed = text if isinstance(text, ParsedReading) else parse_reading(text)
-    verdict = validate_reading(parsed, confidence, captured_at, previous, profile, Rules(), earlier, T0 + DAY)
+    verdict = validate_reading(
+        parsed, confidence, captured_at, previous, profile, Rules(), earlier, T0 + DAY, following=following
+    )
     return verdict.reasons
 
 
@@ -64,6 +67,9 @@ PRODUCED = [  # (reason texts as the code produces them, expected codes)
     (verdict_reasons("101", captured_at=T0 - DAY, previous=PREVIOUS), ["same_instant_conflict"]),
     (verdict_reasons("90", previous=PREVIOUS), ["decrease"]),
     (verdict_reasons("190", previous=PREVIOUS, profile=WIDE), ["rate_exceeded"]),
+    (verdict_reasons("110", following=PriorReading(Decimal(105), T0 + DAY / 2)), ["exceeds_later_reading"]),
+    (verdict_reasons("110", following=PriorReading(Decimal(190), T0 + DAY), profile=WIDE),
+     ["later_reading_inconsistent"]),
     (verdict_reasons("010", previous=PriorReading(Decimal(990), T0 - DAY), profile=WIDE), ["rollover"]),
     (check_history(Decimal(110), T0, PriorReading(Decimal(900), T0 - DAY), None, PREVIOUS)[1], ["misread_reference"]),
     ([photo("loose.jpg").key_problem], ["off_layout_key"]),

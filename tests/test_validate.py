@@ -181,3 +181,73 @@ def judge_series(values, profile=None):
 )
 def test_one_misread_jump_does_not_poison_later_readings(case, profile, statuses, kept):
     assert judge_series(["100", "900", "105", "110", "112"], profile) == (statuses, [Decimal(v) for v in kept]), case
+
+
+def history_of(*readings: tuple[float, str]) -> MeterHistory:
+    history = MeterHistory()
+    for day, value in readings:
+        history.add("M", at(day), Decimal(value))
+    return history
+
+
+def test_history_gives_both_neighbours_and_no_previous_before_the_first_reading():
+    history = history_of((0, "100"), (9, "120"))
+    assert (history.previous("M", at(-1)), history.following("M", at(-1))) == (None, PriorReading(Decimal(100), T0))
+    assert (history.previous("M", at(4)), history.following("M", at(4))) == (
+        PriorReading(Decimal(100), T0),
+        PriorReading(Decimal(120), at(9)),
+    )
+    assert (history.previous("M", at(9)), history.following("M", at(9))) == (PriorReading(Decimal(120), at(9)), None)
+    assert history.previous("M", None) == PriorReading(Decimal(120), at(9)) and history.following("M", None) is None
+    assert history.recent("M", at(-1)) == (None, None)
+    assert history.following("other", at(0)) is None
+
+
+def late_verdict(history: MeterHistory, text: str, day: float, profile: MeterProfile | None = None):
+    """Validate a photo captured on `day` that arrives after `history` was accepted, with both neighbours."""
+    previous, earlier = history.recent("M", at(day))
+    following = history.following("M", at(day))
+    return validate_reading(
+        parse_reading(text), 0.9, at(day), previous, profile, RULES, earlier, at(30), following=following
+    )
+
+
+def test_a_late_photo_above_the_later_accepted_reading_is_flagged():
+    result = late_verdict(history_of((0, "451935.9"), (9, "451963.9")), "452038.8", 4)
+    assert result.status == FLAGGED
+    assert result.reasons == (
+        f"reading 452038.8 exceeds the later accepted reading 451963.9 ({at(9).isoformat()}): this or that reading "
+        "is a misread",
+    )
+
+
+def test_a_photo_before_every_known_reading_is_checked_against_the_following_one_only():
+    history = history_of((9, "120"))
+    assert late_verdict(history, "110", 4) == late_verdict(MeterHistory(), "110", 4)  # accepted, nothing to say
+    assert late_verdict(history, "110", 4).status == ACCEPTED
+    flagged = late_verdict(history, "130", 4)
+    assert flagged.status == FLAGGED and "exceeds the later accepted reading 120" in flagged.reasons[0]
+    assert not any("captured before" in reason for reason in flagged.reasons)
+
+
+@pytest.mark.parametrize(
+    ("case", "text", "following", "profile", "status", "reason_part"),
+    [
+        ("below the later reading", "01240.0", "01250.0", FIVE_DIGITS, ACCEPTED, None),
+        ("equal to the later reading", "01250.0", "01250.0", FIVE_DIGITS, ACCEPTED, None),
+        ("above it", "01260.0", "01250.0", FIVE_DIGITS, FLAGGED, "exceeds the later accepted reading 1250.0"),
+        ("rolled over before it", "99990.0", "00012.0", FIVE_DIGITS, ACCEPTED, None),
+        ("too far below it", "01000.0", "01250.0", FIVE_DIGITS, FLAGGED, "consumption 250.0 exceeds max rate 100"),
+        ("far below, no max rate", "01000.0", "01250.0", None, ACCEPTED, None),
+    ],
+)
+def test_check_against_the_following_reading(case, text, following, profile, status, reason_part):
+    later = PriorReading(Decimal(following), at(2))
+    result = validate_reading(
+        parse_reading(text), 0.9, at(1), None, profile, RULES, processed_at=at(3), following=later
+    )
+    assert result.status == status, (case, result)
+    if reason_part is None:
+        assert result.reasons == (), case
+    else:
+        assert any(reason_part in reason for reason in result.reasons), (case, result.reasons)

@@ -1,0 +1,213 @@
+"""What a night needs from the past, kept small and bucketed so a night reads only what it touches.
+
+A night asks two things of the output's history: whether each listed photo was already read by this model (the
+ledger), and the accepted readings of each meter it reads (validation). Both are kept as copies of a few columns
+of every row, hash-bucketed by the key a night looks them up by:
+
+    OUTPUT/_state/ledger/bucket=NNN/gen-GGGGGGGG.parquet   LEDGER_COLUMNS of every row, by hash(image_uri)
+    OUTPUT/_state/meters/bucket=NNN/gen-GGGGGGGG.parquet   HISTORY_COLUMNS of rows with a meter id, by hash(meter_id)
+    OUTPUT/_state/folded.parquet                            the dataset files whose rows the buckets hold
+
+The readings dataset stays the source of truth; the state is a cache of it. A run writes its rows to the dataset
+first and folds them into the state at its end, under its lease (`fold`). Dataset files not folded yet (a run that
+crashed before folding, files copied in by hand, an output written before this state existed) are read directly
+beside the state (`StateView`), so the answer never depends on whether a fold happened. Folding is idempotent: a
+bucket first drops the rows of the files it folds again. A bucket is replaced by writing its next generation and
+then removing older ones; readers use the newest generation only.
+
+Cost of one night: listing OUTPUT's file names, reading `folded.parquet` (one short row per dataset file), and the
+buckets its photos and meters hash to (at most one per photo), never the whole history. See docs/performance.md
+for the measured numbers (`meterread bench --history`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from fsspec import AbstractFileSystem
+
+from meterread import sink
+from meterread.history import HISTORY_COLUMNS, LEDGER_COLUMNS
+from meterread.storage import write_bytes
+
+STATE_DIR = "_state"
+BUCKETS = 256
+SOURCE_FILE = "source_file"  # the dataset file (relative to OUTPUT) a state row was copied from
+FOLDED_PATH = f"{STATE_DIR}/folded.parquet"
+_GENERATION = re.compile(r"^gen-(\d{8})\.parquet$")
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One of the two state tables: its folder, the column it is bucketed and looked up by, its columns."""
+
+    name: str
+    key: str
+    columns: tuple[str, ...]
+
+    @property
+    def schema(self) -> pa.Schema:
+        fields = [sink.SCHEMA.field(name) for name in self.columns]
+        return pa.schema([field.with_nullable(True) for field in fields] + [pa.field(SOURCE_FILE, pa.string())])
+
+
+LEDGER = Kind("ledger", "image_uri", tuple(LEDGER_COLUMNS))
+METERS = Kind("meters", "meter_id", tuple(HISTORY_COLUMNS))
+KINDS = (LEDGER, METERS)
+
+
+def bucket_of(key: str, buckets: int = BUCKETS) -> int:
+    """A key's bucket: stable across processes and Python versions (not `hash()`)."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") % buckets
+
+
+def bucket_dir(root: str, kind: Kind, bucket: int) -> str:
+    return f"{root}/{STATE_DIR}/{kind.name}/bucket={bucket:03d}"
+
+
+def relative(root: str, path: str) -> str:
+    return path[len(root) :].lstrip("/") if path.startswith(root) else path
+
+
+def generations(fs: AbstractFileSystem, folder: str) -> list[tuple[int, str]]:
+    """(generation, path) of a bucket's files, oldest first; none when the bucket was never written."""
+    try:
+        names = fs.ls(folder, detail=False)
+    except FileNotFoundError:
+        return []
+    found = []
+    for path in names:
+        match = _GENERATION.match(path.rsplit("/", 1)[-1])
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def read_parquet(fs: AbstractFileSystem, path: str, schema: pa.Schema) -> pa.Table:
+    with fs.open(path, "rb") as handle:
+        return pq.read_table(handle, schema=schema)
+
+
+def read_bucket(fs: AbstractFileSystem, root: str, kind: Kind, bucket: int) -> pa.Table:
+    """A bucket's newest generation (empty table with the kind's schema when there is none)."""
+    found = generations(fs, bucket_dir(root, kind, bucket))
+    return read_parquet(fs, found[-1][1], kind.schema) if found else kind.schema.empty_table()
+
+
+def read_folded(fs: AbstractFileSystem, root: str) -> frozenset[str]:
+    """The dataset files (relative to OUTPUT) the state holds."""
+    path = f"{root}/{FOLDED_PATH}"
+    if not fs.exists(path):
+        return frozenset()
+    table = read_parquet(fs, path, pa.schema([pa.field("path", pa.string())]))
+    return frozenset(table.column("path").to_pylist())
+
+
+def keep_keys(table: pa.Table, column: str, keys: Iterable[str]) -> pa.Table:
+    return table.filter(pc.is_in(table.column(column), value_set=pa.array(sorted(set(keys)), pa.string())))
+
+
+class StateView:
+    """A read-only look at the state for one night: the buckets plus the dataset files not folded yet.
+
+    `exclude_run`: a run whose own dataset files are left out (a retried shard must not see its own earlier rows as
+    history)."""
+
+    def __init__(self, fs: AbstractFileSystem, root: str, exclude_run: str | None = None):
+        self.fs, self.root = fs, root
+        fs.invalidate_cache(root)
+        folded = read_folded(fs, root)
+        files = sink.dataset_files(fs, root) if fs.exists(root) else []
+        own = f"part-{exclude_run}-" if exclude_run else None
+        self.unfolded = [
+            path
+            for path in files
+            if relative(root, path) not in folded and not (own and path.rsplit("/", 1)[-1].startswith(own))
+        ]
+
+    def rows(self, kind: Kind, keys: Iterable[str | None]) -> pa.Table:
+        """`kind`'s rows whose key is one of `keys` (None keys ignored): from their buckets and unfolded files."""
+        keys = {key for key in keys if key is not None}
+        if not keys:
+            return kind.schema.empty_table().drop_columns([SOURCE_FILE])
+        parts = [
+            keep_keys(read_bucket(self.fs, self.root, kind, bucket), kind.key, keys).drop_columns([SOURCE_FILE])
+            for bucket in sorted({bucket_of(key) for key in keys})
+        ]
+        if self.unfolded:
+            where = ds.field(kind.key).isin(sorted(keys))
+            loose = sink.read_output(self.fs, self.root, list(kind.columns), self.unfolded, where)
+            parts.append(loose.cast(kind.schema.remove(kind.schema.get_field_index(SOURCE_FILE))))
+        return pa.concat_tables(parts)
+
+    def ledger(self, uris: Iterable[str]) -> pa.Table:
+        return self.rows(LEDGER, uris)
+
+    def history(self, meter_ids: Iterable[str | None]) -> pa.Table:
+        return self.rows(METERS, meter_ids)
+
+
+def rows_to_fold(fs: AbstractFileSystem, root: str, files: list[str]) -> pa.Table | None:
+    """Every column either kind needs from `files`, plus each row's source file (relative to OUTPUT); None when
+    there is no file."""
+    dataset = sink.open_dataset(fs, root, files)
+    if dataset is None:
+        return None
+    columns = sorted(set(LEDGER.columns) | set(METERS.columns))
+    parts = []
+    for fragment in dataset.get_fragments():
+        table = fragment.to_table(columns=columns, schema=dataset.schema)
+        parts.append(table.append_column(SOURCE_FILE, pa.array([relative(root, fragment.path)] * len(table))))
+    return pa.concat_tables(parts)
+
+
+def merge_bucket(existing: pa.Table, new: pa.Table) -> pa.Table:
+    """The bucket's rows without those of the files folded again, then the new rows. Pure."""
+    again = pa.array(sorted(set(new.column(SOURCE_FILE).to_pylist())), pa.string())
+    kept = existing.filter(pc.invert(pc.is_in(existing.column(SOURCE_FILE), value_set=again)))
+    return pa.concat_tables([kept, new.cast(existing.schema)])
+
+
+def write_bucket(fs: AbstractFileSystem, root: str, kind: Kind, bucket: int, rows: pa.Table) -> None:
+    """Write the bucket's next generation, then remove the older ones (a reader in between reads the newest)."""
+    folder = bucket_dir(root, kind, bucket)
+    found = generations(fs, folder)
+    existing = read_parquet(fs, found[-1][1], kind.schema) if found else kind.schema.empty_table()
+    merged = merge_bucket(existing, rows.select(list(kind.schema.names)).cast(kind.schema))
+    number = found[-1][0] + 1 if found else 0
+    write_bytes(fs, f"{folder}/gen-{number:08d}.parquet", sink.table_to_parquet_bytes(merged))
+    for _, path in found:
+        fs.rm(path)
+
+
+def fold(fs: AbstractFileSystem, root: str) -> int:
+    """Fold every dataset file not in the state yet into its buckets; returns the number of rows folded.
+
+    Call under the output's lease (one writer). Safe to repeat, and safe after a crash at any point: the files list
+    is written last, and a file folded twice replaces its own rows."""
+    view = StateView(fs, root)
+    table = rows_to_fold(fs, root, view.unfolded)
+    if table is None:
+        return 0
+    for kind in KINDS:
+        keys = table.column(kind.key).to_pylist()
+        by_bucket: dict[int, list[int]] = {}
+        for index, key in enumerate(keys):
+            if key is not None:
+                by_bucket.setdefault(bucket_of(key), []).append(index)
+        for bucket, indices in sorted(by_bucket.items()):
+            write_bucket(fs, root, kind, bucket, table.take(pa.array(indices, pa.int64())))
+    folded = sorted(read_folded(fs, root) | {relative(root, path) for path in view.unfolded})
+    body = pa.table({"path": pa.array(folded, pa.string())})
+    write_bytes(fs, f"{root}/{FOLDED_PATH}", sink.table_to_parquet_bytes(body))
+    log.info("folded %d rows from %d dataset file(s) into %s", len(table), len(view.unfolded), STATE_DIR)
+    return len(table)

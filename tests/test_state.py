@@ -1,0 +1,166 @@
+"""The output's state: a night's ledger and history lookups read only the buckets they touch, give the same answer
+as the whole dataset, and survive crashes at any point of a fold."""
+
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pytest
+
+from meterread import sink, state
+from meterread.history import HISTORY_COLUMNS, LEDGER_COLUMNS, Ledger, MeterHistory
+from meterread.storage import resolve
+
+DAY0 = datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
+
+
+def row(meter, day, reading, run="r1", status="accepted", codes=(), etag="e1"):
+    at = DAY0 + timedelta(days=day)
+    return {
+        "run_id": run,
+        "image_uri": f"s3://b/{meter}/{at:%Y%m%dT%H%M%S}.jpg",
+        "image_etag": etag,
+        "content_sha256": f"sha-{meter}-{day}-{etag}",
+        "meter_id": meter,
+        "captured_at": at,
+        "capture_date": at.date(),
+        "reading": Decimal(reading),
+        "status": status,
+        "reasons": [],
+        "reason_codes": list(codes),
+        "model_fingerprint": "fp",
+        "processed_at": DAY0 + timedelta(days=day, hours=1),
+    }
+
+
+def write(root, rows, run="r1", shard="s1"):
+    fs, path = resolve(str(root))
+    return sink.write_shard(fs, path, rows, run, shard)
+
+
+def many_rows(meters=40, days=5):
+    return [row(f"M{m:03d}", d, 100 * m + d) for m in range(meters) for d in range(days)]
+
+
+def sorted_rows(table: pa.Table, columns) -> list[tuple]:
+    return sorted(zip(*(table.column(c).to_pylist() for c in columns)), key=repr)
+
+
+def whole(root, columns, key, keys) -> pa.Table:
+    fs, path = resolve(str(root))
+    table = sink.read_output(fs, path, columns)
+    return state.keep_keys(table, key, keys)
+
+
+@pytest.mark.parametrize("folded", [False, True])
+def test_lookups_equal_the_whole_dataset_folded_or_not(tmp_path, folded):
+    write(tmp_path, many_rows()[:100], shard="a")
+    write(tmp_path, many_rows()[100:], shard="b")
+    fs, root = resolve(str(tmp_path))
+    if folded:
+        assert state.fold(fs, root) == 200
+    view = state.StateView(fs, root)
+    assert (view.unfolded == []) is folded
+    meters = ["M003", "M017", "M999", None]
+    uris = [row("M005", 2, 0)["image_uri"], row("M039", 4, 0)["image_uri"], "s3://b/nowhere.jpg"]
+    assert sorted_rows(view.history(meters), HISTORY_COLUMNS) == sorted_rows(
+        whole(tmp_path, HISTORY_COLUMNS, "meter_id", ["M003", "M017"]), HISTORY_COLUMNS
+    )
+    assert len(view.history(meters)) == 10
+    assert sorted_rows(view.ledger(uris), LEDGER_COLUMNS) == sorted_rows(
+        whole(tmp_path, LEDGER_COLUMNS, "image_uri", uris), LEDGER_COLUMNS
+    )
+    assert len(view.ledger(uris)) == 2
+
+
+def test_a_lookup_opens_only_the_buckets_of_its_keys(tmp_path, monkeypatch):
+    write(tmp_path, many_rows(meters=200, days=2))
+    fs, root = resolve(str(tmp_path))
+    state.fold(fs, root)
+    opened = []
+    real = state.read_parquet
+    monkeypatch.setattr(state, "read_parquet", lambda fs, path, schema: opened.append(path) or real(fs, path, schema))
+    table = state.StateView(fs, root).history(["M007", "M150"])
+    buckets = {f"bucket={state.bucket_of(m):03d}" for m in ("M007", "M150")}
+    assert sorted(table.column("meter_id").to_pylist()) == ["M007", "M007", "M150", "M150"]
+    assert {path.split("/")[-2] for path in opened if "/meters/" in path} == buckets
+    assert len([path for path in opened if "/meters/" in path]) == len(buckets)
+
+
+def test_unfolded_files_of_a_crashed_run_are_read_and_folded_by_the_next(tmp_path):
+    write(tmp_path, many_rows(meters=5, days=2), run="night1")
+    fs, root = resolve(str(tmp_path))
+    state.fold(fs, root)
+    write(tmp_path, [row("M001", 9, 109, run="crashed")], run="crashed")  # written, never folded
+    view = state.StateView(fs, root)
+    assert [path.rsplit("/", 1)[-1] for path in view.unfolded] == ["part-crashed-s1.parquet"]
+    history = MeterHistory.from_table(view.history(["M001"]))
+    assert history.previous("M001", DAY0 + timedelta(days=30)).value == Decimal(109)
+    assert state.fold(fs, root) == 1
+    assert state.StateView(fs, root).unfolded == []
+    again = MeterHistory.from_table(state.StateView(fs, root).history(["M001"]))
+    assert again.readings["M001"] == history.readings["M001"]
+
+
+def test_a_fold_repeated_after_a_crash_never_duplicates_rows(tmp_path):
+    """A crash after the buckets were written but before the files list: the next fold folds the same files again
+    and must replace, not add, their rows (a duplicated transient error would count as two failed nights)."""
+    write(tmp_path, [row("M001", 1, 5, codes=("storage_error",)), row("M002", 1, 7)])
+    fs, root = resolve(str(tmp_path))
+    state.fold(fs, root)
+    fs.rm(f"{root}/{state.FOLDED_PATH}")  # the crash: buckets written, files list not
+    assert state.fold(fs, root) == 2
+    view = state.StateView(fs, root)
+    uri = row("M001", 1, 5)["image_uri"]
+    assert len(view.ledger([uri])) == 1
+    assert Ledger.from_table(view.ledger([uri])).transient_failures == {(uri, "e1", "fp"): 1}
+    assert len(view.history(["M002"])) == 1
+
+
+def test_a_bucket_keeps_one_generation_and_readers_use_the_newest(tmp_path):
+    fs, root = resolve(str(tmp_path))
+    write(tmp_path, [row("M001", 1, 5)], run="n1")
+    state.fold(fs, root)
+    write(tmp_path, [row("M001", 2, 6)], run="n2")
+    state.fold(fs, root)
+    folder = state.bucket_dir(root, state.METERS, state.bucket_of("M001"))
+    assert [number for number, _ in state.generations(fs, folder)] == [1]
+    # a writer that crashed between its new generation and removing the old one: readers take the newest
+    older = state.read_bucket(fs, root, state.METERS, state.bucket_of("M001")).slice(0, 1)
+    fs.pipe_file(f"{folder}/gen-00000000.parquet", sink.table_to_parquet_bytes(older))
+    assert len(state.StateView(fs, root).history(["M001"])) == 2
+
+
+def test_a_retried_shard_does_not_see_its_own_rows_as_history(tmp_path):
+    write(tmp_path, [row("M001", 1, 5, run="night-1")], run="night-1")
+    write(tmp_path, [row("M001", 2, 6, run="night-2")], run="night-2", shard="retried")
+    fs, root = resolve(str(tmp_path))
+    values = state.StateView(fs, root, exclude_run="night-2").history(["M001"]).column("reading").to_pylist()
+    assert values == [Decimal(5)]
+
+
+def test_the_state_is_not_part_of_the_dataset(tmp_path, caplog):
+    write(tmp_path, many_rows(meters=3, days=1))
+    fs, root = resolve(str(tmp_path))
+    state.fold(fs, root)
+    with caplog.at_level("WARNING"):
+        assert len(sink.read_output(fs, root)) == 3
+    assert "not part of the dataset" not in caplog.text
+    assert ds.dataset(str(tmp_path), format="parquet", partitioning="hive").count_rows() == 3
+
+
+def test_fold_and_lookup_on_s3(s3_bucket):
+    fs, bucket = s3_bucket
+    root = f"{bucket}/out"
+    sink.write_shard(fs, root, many_rows(meters=4, days=2), "r1", "s1")
+    assert state.fold(fs, root) == 8
+    fs.invalidate_cache()
+    view = state.StateView(fs, root)
+    assert view.unfolded == []
+    assert len(view.history(["M002"])) == 2
+    assert fs.exists(f"{root}/{state.FOLDED_PATH}")
+
+
+def test_buckets_are_stable_across_processes():
+    assert state.bucket_of("MTR-0001-0001") == 235  # blake2b, not Python's salted hash()
