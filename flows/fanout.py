@@ -196,6 +196,8 @@ def nightly_fanout(
     shard_timeout_seconds: float | None = None,
     allow_empty: bool = False,
     transient_retries: int | None = None,
+    prefixes: list[str] | None = None,
+    list_after: str | None = None,
 ) -> dict:
     """Read every new photo under `source` into `output` with one `read-shard` flow run per shard.
 
@@ -207,6 +209,7 @@ def nightly_fanout(
     use_credentials_block(credentials_block)
     names = ("source", "output", "model", "batch_size", "shard_size", "limit", "reprocess", "key_pattern")
     names += ("meters_table", "min_confidence", "meter_types", "tasks", "allow_empty", "transient_retries")
+    names += ("prefixes", "list_after")
     arguments = locals()
     settings = {name: arguments[name] for name in names if arguments[name] is not None}
     config = ReadConfig.from_mapping(settings).validate()

@@ -204,6 +204,8 @@ def nightly_read(
     credentials_block: str | None = None,
     allow_empty: bool = False,
     transient_retries: int | None = None,
+    prefixes: list[str] | None = None,
+    list_after: str | None = None,
 ) -> dict:
     """Read every new photo under `source` into the Parquet dataset at `output`; returns the run manifest.
 
@@ -212,6 +214,8 @@ def nightly_read(
     `run_id` defaults to this flow run's id, so a retried flow run rewrites its own files.
     A missing `source` or one with no photo fails the run (nothing written) unless `allow_empty`.
     `transient_retries`: later runs that read a photo again whose fetch failed transiently (default 3).
+    `prefixes`: list only keys under these (date folders of a bucket laid out by date); `list_after`: only keys
+    after this one. Both spare listing the whole bucket; a photo outside them is not read that night.
     """
     logger = get_run_logger()
     use_credentials_block(credentials_block)

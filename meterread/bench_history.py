@@ -3,13 +3,12 @@
 For each size, an output is filled with that many synthetic rows (written directly as Parquet, no model; one
 file per capture date, the night's own meters among them, folded into the state as the nights before would have),
 then one night of `n` new photos is read into it by `meterread read` in a fresh process. Reported per size: the
-night's wall time and peak RSS (of that process, from `wait4`), and both as ratios to the smallest size.
+night's wall time and peak RSS (that process's own high-water mark), and both as ratios to the first size.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -78,10 +77,12 @@ def history_file(rows: int, first_row: int, day: date, meters: list[str], rng: n
     return pa.Table.from_arrays(arrays, schema=sink.FILE_SCHEMA)
 
 
-def fill_history(output: Path, rows: int, night_meters: list[str], seed: int = 0) -> int:
-    """Write `rows` synthetic rows into the dataset at `output` (the night's meters first among HISTORY_METERS
+def fill_history(
+    output: Path, rows: int, night_meters: list[str], seed: int = 0, meter_count: int = HISTORY_METERS
+) -> int:
+    """Write `rows` synthetic rows into the dataset at `output` (the night's meters first among `meter_count`
     meters), ending the day before the night's first photo, and fold them into the state. Returns files written."""
-    meters = night_meters + [f"HIST-{i:06d}" for i in range(max(HISTORY_METERS - len(night_meters), 0))]
+    meters = night_meters + [f"HIST-{i:06d}" for i in range(max(meter_count - len(night_meters), 0))]
     rng = np.random.default_rng(seed)
     fs, root = resolve(str(output))
     files = -(-rows // ROWS_PER_FILE)
@@ -102,20 +103,33 @@ def night_meters(source: Path) -> list[str]:
     return sorted({path.parent.name for path in source.rglob("*.jpg")})
 
 
+NIGHT = """
+import json, sys
+from meterread.cli import main
+try:
+    main()
+except SystemExit as stop:
+    code = stop.code or 0
+else:
+    code = 0
+peak = [line for line in open("/proc/self/status") if line.startswith("VmHWM:")]
+print(json.dumps({"peak_rss_mb": int(peak[0].split()[1]) / 1024 if peak else None}))
+sys.exit(code)
+"""
+
+
 def run_night(source: Path, output: Path, model: str | None, batch_size: int) -> dict:
-    """`meterread read SOURCE OUTPUT` in a fresh process: wall seconds, peak RSS (MiB) and its manifest counts."""
-    command = [sys.executable, "-m", "meterread", "read", str(source), str(output)]
-    command += ["--batch-size", str(batch_size)] + (["--model", model] if model else [])
+    """`meterread read SOURCE OUTPUT` in a fresh process: wall seconds, peak RSS (MiB, the process's own high-water
+    mark `VmHWM`; `ru_maxrss` would carry the parent's size over the fork) and the tail of its output."""
+    command = [sys.executable, "-c", NIGHT, "read", str(source), str(output), "--batch-size", str(batch_size)]
+    command += ["--model", model] if model else []
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(process.pid, 0)
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - started
-    stdout, stderr = process.stdout.read(), process.stderr.read()
-    process.stdout.close()
-    process.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"history bench night failed:\n{stderr[-3000:]}")
-    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "stdout_tail": stdout[-400:]}
+    if result.returncode != 0:
+        raise RuntimeError(f"history bench night failed:\n{result.stderr[-3000:]}")
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    return {"wall_s": wall, "peak_rss_mb": measured["peak_rss_mb"], "stdout_tail": result.stdout[-400:]}
 
 
 def bench_history(

@@ -77,6 +77,10 @@ def read(
     ),
     allow_empty: bool = typer.Option(False, "--allow-empty", help="Succeed when SOURCE is missing or has no photo."),
     transient_retries: int = typer.Option(3, help="Later runs that retry a photo whose fetch failed transiently."),
+    prefix: list[str] | None = typer.Option(
+        None, help="List only keys under this prefix of SOURCE (repeatable; e.g. a date folder 2026-11-26/)."
+    ),
+    after: str | None = typer.Option(None, help="List only keys after this one (e.g. the last night's last key)."),
     prompt: str | None = typer.Option(None, help="Prompt sent with each image (default: the family's)."),
     key_pattern: str = typer.Option(
         DEFAULT_KEY_PATTERN, help="Regex with named groups meter_id and timestamp, matched against each key."
@@ -105,6 +109,8 @@ def read(
             allow_empty=allow_empty,
             key_pattern=key_pattern,
             transient_retries=transient_retries,
+            prefixes=tuple(prefix or ()),
+            list_after=after,
         ).validate()
     except ConfigError as error:
         raise typer.BadParameter(str(error)) from error

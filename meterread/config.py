@@ -113,13 +113,15 @@ class ReadConfig:
     meter_types: tuple[str, ...] | None = None
     tasks: tuple[str, ...] = ()
     allow_empty: bool = False  # a missing source or one with no photo is an error unless this is set
+    prefixes: tuple[str, ...] = ()  # list only keys under these (e.g. date folders), not the whole source
+    list_after: str | None = None  # list only keys sorting after this one (the previous night's last key)
 
     @classmethod
     def from_mapping(cls, values: Mapping) -> ReadConfig:
         """Build from plain values (CLI options, flow parameters, YAML); unknown keys are rejected."""
         reject_unknown_keys(values, cls, "read")
         values = dict(values)
-        for name in ("meter_types", "tasks"):
+        for name in ("meter_types", "tasks", "prefixes"):
             if isinstance(values.get(name), list):
                 values[name] = tuple(values[name])
         model = values.get("model")
@@ -157,6 +159,9 @@ class ReadConfig:
                 check_safe_name(self.run_id, "run_id")
             except ValueError as error:
                 problems.append(str(error))
+        bad_prefixes = [prefix for prefix in self.prefixes if not prefix or prefix.startswith("/") or ".." in prefix]
+        if bad_prefixes:
+            problems.append(f"prefixes {bad_prefixes}: give keys relative to source, e.g. 2026-11-26/")
         if self.meter_types is not None and len(self.meter_types) < 2:
             problems.append("meter_types needs at least two labels to choose between")
         if self.tasks:

@@ -146,13 +146,17 @@ class NothingToRead(RuntimeError):
 
 
 def list_source(config: ReadConfig) -> list[Photo]:
-    """Every photo under SOURCE, described by its key. Raises NothingToRead when there is none, unless
-    `config.allow_empty`: a night that finds nothing must not look like a quiet success."""
+    """Every photo under SOURCE (only under `config.prefixes` and after `config.list_after` when set), described
+    by its key. Raises NothingToRead when there is none, unless `config.allow_empty`: a night that finds nothing
+    must not look like a quiet success."""
     source_fs, source_root = resolve(config.source)
-    photos = [describe_photo(info, config.key_pattern) for info in list_photos(source_fs, source_root)]
+    listed = list_photos(source_fs, source_root, config.prefixes, config.list_after)
+    photos = [describe_photo(info, config.key_pattern) for info in listed]
     if photos or config.allow_empty:
         return photos
     what = "lists no photos (.jpg, .jpeg, .png)" if source_fs.exists(source_root) else "does not exist"
+    if source_fs.exists(source_root) and (config.prefixes or config.list_after):
+        what += f" under prefixes {list(config.prefixes)} after {config.list_after!r}"
     raise NothingToRead(
         f"source {config.source} {what}: check the path or bucket name; allow_empty (--allow-empty) accepts an "
         "empty night"

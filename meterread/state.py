@@ -28,6 +28,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -42,6 +43,7 @@ STATE_DIR = "_state"
 BUCKETS = 256
 SOURCE_FILE = "source_file"  # the dataset file (relative to OUTPUT) a state row was copied from
 FOLDED_PATH = f"{STATE_DIR}/folded.parquet"
+FOLD_CHUNK_FILES = 200  # dataset files folded at once (a shard writes one per capture date; ~1M rows at most)
 _GENERATION = re.compile(r"^gen-(\d{8})\.parquet$")
 log = logging.getLogger(__name__)
 
@@ -189,25 +191,38 @@ def write_bucket(fs: AbstractFileSystem, root: str, kind: Kind, bucket: int, row
         fs.rm(path)
 
 
-def fold(fs: AbstractFileSystem, root: str) -> int:
+def split_by_bucket(table: pa.Table, key: str) -> list[tuple[int, pa.Table]]:
+    """(bucket, rows) for every bucket `table`'s `key` column reaches, rows in table order; null keys dropped.
+    One sort and zero-copy slices, not one filter per bucket. Pure."""
+    buckets = np.array([-1 if value is None else bucket_of(value) for value in table.column(key).to_pylist()])
+    order = np.argsort(buckets, kind="stable")
+    ordered, sorted_buckets = table.take(pa.array(order, pa.int64())), buckets[order]
+    present = [int(bucket) for bucket in np.unique(sorted_buckets) if bucket >= 0]
+    starts = np.searchsorted(sorted_buckets, present, side="left")
+    ends = np.searchsorted(sorted_buckets, present, side="right")
+    return [(bucket, ordered.slice(start, end - start)) for bucket, start, end in zip(present, starts, ends)]
+
+
+def fold(fs: AbstractFileSystem, root: str, chunk_files: int = FOLD_CHUNK_FILES) -> int:
     """Fold every dataset file not in the state yet into its buckets; returns the number of rows folded.
 
-    Call under the output's lease (one writer). Safe to repeat, and safe after a crash at any point: the files list
-    is written last, and a file folded twice replaces its own rows."""
-    view = StateView(fs, root)
-    table = rows_to_fold(fs, root, view.unfolded)
-    if table is None:
-        return 0
-    for kind in KINDS:
-        keys = table.column(kind.key).to_pylist()
-        by_bucket: dict[int, list[int]] = {}
-        for index, key in enumerate(keys):
-            if key is not None:
-                by_bucket.setdefault(bucket_of(key), []).append(index)
-        for bucket, indices in sorted(by_bucket.items()):
-            write_bucket(fs, root, kind, bucket, table.take(pa.array(indices, pa.int64())))
-    folded = sorted(read_folded(fs, root) | {relative(root, path) for path in view.unfolded})
-    body = pa.table({"path": pa.array(folded, pa.string())})
-    write_bytes(fs, f"{root}/{FOLDED_PATH}", sink.table_to_parquet_bytes(body))
-    log.info("folded %d rows from %d dataset file(s) into %s", len(table), len(view.unfolded), STATE_DIR)
-    return len(table)
+    Call under the output's lease (one writer). Files are folded `chunk_files` at a time, so a first fold of a
+    large output written before the state existed holds one chunk in memory, not the whole history. Safe to repeat,
+    and safe after a crash at any point: each chunk's files list is written after its buckets, and a file folded
+    twice replaces its own rows."""
+    unfolded = StateView(fs, root).unfolded
+    folded_rows = 0
+    for start in range(0, len(unfolded), chunk_files):
+        chunk = unfolded[start : start + chunk_files]
+        table = rows_to_fold(fs, root, chunk)
+        if table is None:
+            continue
+        for kind in KINDS:
+            for bucket, rows in split_by_bucket(table, kind.key):
+                write_bucket(fs, root, kind, bucket, rows)
+        folded = sorted(read_folded(fs, root) | {relative(root, path) for path in chunk})
+        body = pa.table({"path": pa.array(folded, pa.string())})
+        write_bytes(fs, f"{root}/{FOLDED_PATH}", sink.table_to_parquet_bytes(body))
+        folded_rows += len(table)
+        log.info("folded %d rows from %d dataset file(s) into %s", len(table), len(chunk), STATE_DIR)
+    return folded_rows

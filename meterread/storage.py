@@ -12,7 +12,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TypeVar
@@ -109,14 +109,24 @@ def _modified_at(info: dict) -> datetime | None:
     return None
 
 
-def list_photos(fs: AbstractFileSystem, root: str) -> list[ObjectInfo]:
-    """All photo objects under `root`, sorted by key. Folders and non-photo suffixes are ignored."""
+def list_photos(
+    fs: AbstractFileSystem, root: str, prefixes: Sequence[str] = (), after: str | None = None
+) -> list[ObjectInfo]:
+    """Photo objects under `root`, sorted by key (relative to `root`). Folders and non-photo suffixes are ignored.
+
+    `prefixes`: list only keys starting with one of these (e.g. date folders `2026-11-26/`); only the folder each
+    names is listed, not the whole of `root`. `after`: only keys sorting after this one (a marker: the last key of
+    the previous night); on S3 the listing itself starts there (`StartAfter`)."""
     fs.invalidate_cache(root)  # listings must be fresh: a nightly run decides what is new from them
-    found = fs.find(root, detail=True) if fs.exists(root) else {}
+    found: dict[str, dict] = {}
+    for prefix in prefixes or ("",):
+        found.update(_list_under(fs, root, prefix, after))
     photos = []
     for path, info in found.items():
         key = printable_key(path[len(root) :].lstrip("/") if path.startswith(root) else path)
         if info.get("type") == "directory" or not is_photo_key(key):
+            continue
+        if (prefixes and not any(key.startswith(prefix) for prefix in prefixes)) or (after and key <= after):
             continue
         photos.append(
             ObjectInfo(
@@ -129,6 +139,33 @@ def list_photos(fs: AbstractFileSystem, root: str) -> list[ObjectInfo]:
             )
         )
     return sorted(photos, key=lambda item: item.key)
+
+
+def _list_under(fs: AbstractFileSystem, root: str, prefix: str, after: str | None) -> dict[str, dict]:
+    """path -> info of every object in the folder `prefix` names under `root` (its part up to the last `/`)."""
+    folder = f"{root}/{prefix.rsplit('/', 1)[0]}" if "/" in prefix else root
+    folder = folder.rstrip("/")
+    if after and "s3" in _protocols(fs):
+        return _list_s3_after(fs, folder, f"{root}/{after}")
+    return fs.find(folder, detail=True) if fs.exists(folder) else {}
+
+
+def _list_s3_after(fs: AbstractFileSystem, folder: str, marker: str) -> dict[str, dict]:
+    """ListObjectsV2 of `folder` starting after the key `marker` (both bucket/key paths): the objects before the
+    marker are never transferred."""
+    bucket, _, prefix = folder.partition("/")
+    start_after = marker.partition("/")[2]
+    found: dict[str, dict] = {}
+    token = None
+    request = {"Bucket": bucket, "Prefix": f"{prefix}/" if prefix else ""}
+    while True:
+        page_request = {**request, **({"ContinuationToken": token} if token else {"StartAfter": start_after})}
+        page = with_retries(lambda page_request=page_request: fs.call_s3("list_objects_v2", **page_request))
+        for item in page.get("Contents", []):
+            found[f"{bucket}/{item['Key']}"] = {**item, "size": item.get("Size"), "type": "file"}
+        token = page.get("NextContinuationToken")
+        if not page.get("IsTruncated") or not token:
+            return found
 
 
 def with_retries(

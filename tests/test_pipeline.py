@@ -260,6 +260,24 @@ def test_a_source_with_nothing_to_read_fails_before_anything_is_written(tmp_path
     assert pipeline.list_source(replace(config, allow_empty=True)) == []
 
 
+def test_a_night_lists_only_its_date_prefixes_and_says_so_when_they_are_empty(tmp_path):
+    for key in ("2026-11-26/M1/20261126T200000.jpg", "2026-11-27/M1/20261127T200000.jpg"):
+        (tmp_path / "bucket" / key).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "bucket" / key).write_bytes(meter_jpeg())
+    pattern = r"(?:^|/)(?P<meter_id>[^/]+)/(?P<timestamp>\d{8}T\d{6}Z?)\.jpg$"
+    config = ReadConfig(
+        source=str(tmp_path / "bucket"), output=str(tmp_path / "out"), model=ModelSpec(base="x"), key_pattern=pattern
+    )
+    night = replace(config, prefixes=("2026-11-27/",)).validate()
+    assert [photo.key for photo in pipeline.list_source(night)] == ["2026-11-27/M1/20261127T200000.jpg"]
+    after = replace(config, list_after="2026-11-26/M1/20261126T200000.jpg").validate()
+    assert [photo.meter_id for photo in pipeline.list_source(after)] == ["M1"]
+    with pytest.raises(pipeline.NothingToRead, match=r"under prefixes \['2026-11-28/'\]"):
+        pipeline.list_source(replace(config, prefixes=("2026-11-28/",)).validate())
+    with pytest.raises(ConfigError, match="relative to source"):
+        replace(config, prefixes=("/abs/",)).validate()
+
+
 def test_a_meters_table_typo_stops_the_run_up_front_naming_the_row(tmp_path):
     write_bucket(tmp_path / "bucket", 1, seed=3)
     (tmp_path / "meters.csv").write_text("meter_id,digits\nMTR-000,5\nMTR-001,1000000\n")

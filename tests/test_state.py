@@ -118,6 +118,19 @@ def test_a_fold_repeated_after_a_crash_never_duplicates_rows(tmp_path):
     assert len(view.history(["M002"])) == 1
 
 
+def test_a_fold_in_chunks_equals_one_fold(tmp_path):
+    for shard, start in (("a", 0), ("b", 60), ("c", 120)):
+        write(tmp_path / "chunked", many_rows()[start : start + 60], shard=shard)
+        write(tmp_path / "whole", many_rows()[start : start + 60], shard=shard)
+    chunked, whole_root = resolve(str(tmp_path / "chunked")), resolve(str(tmp_path / "whole"))
+    assert state.fold(*chunked, chunk_files=1) == state.fold(*whole_root) == 180
+    meters = [f"M{m:03d}" for m in range(40)]
+    assert sorted_rows(state.StateView(*chunked).history(meters), HISTORY_COLUMNS) == sorted_rows(
+        state.StateView(*whole_root).history(meters), HISTORY_COLUMNS
+    )
+    assert len(state.read_folded(*chunked)) == 15  # 3 shards x 5 capture dates
+
+
 def test_a_bucket_keeps_one_generation_and_readers_use_the_newest(tmp_path):
     fs, root = resolve(str(tmp_path))
     write(tmp_path, [row("M001", 1, 5)], run="n1")

@@ -18,6 +18,51 @@ def test_listing_a_missing_root_is_empty(tmp_path):
     assert list_photos(fs, root) == []
 
 
+DATED_KEYS = [
+    "2026-11-25/M1/20261125T200000.jpg",
+    "2026-11-26/M1/20261126T200000.jpg",
+    "2026-11-26/M2/20261126T210000.jpg",
+    "2026-11-27/M1/20261127T200000.jpg",
+]
+
+
+def test_listing_only_date_prefixes_lists_only_their_folders(tmp_path, monkeypatch):
+    for key in DATED_KEYS:
+        (tmp_path / key).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / key).write_bytes(b"x")
+    fs, root = resolve(str(tmp_path))
+    listed_folders = []
+    real_find = type(fs).find
+    monkeypatch.setattr(
+        type(fs), "find", lambda self, path, **kw: listed_folders.append(path) or real_find(self, path, **kw)
+    )
+    photos = list_photos(fs, root, prefixes=("2026-11-26/", "2026-11-27/M1/2026"))
+    assert [p.key for p in photos] == DATED_KEYS[1:]
+    assert listed_folders == [f"{root}/2026-11-26", f"{root}/2026-11-27/M1"]  # never the whole bucket
+
+
+def test_listing_after_a_marker_starts_the_s3_listing_there(s3_bucket, monkeypatch):
+    fs, bucket = s3_bucket
+    for key in DATED_KEYS + ["2026-11-26/M3/20261126T220000.jpg"]:
+        fs.pipe_file(f"{bucket}/in/{key}", b"x")
+    source_fs, root = resolve(f"s3://{bucket}/in")
+    returned = []
+    real_call = type(source_fs).call_s3
+
+    def spy(self, method, *args, **kwargs):
+        result = real_call(self, method, *args, **kwargs)
+        returned.extend(item["Key"] for item in result.get("Contents", []) if method == "list_objects_v2")
+        return result
+
+    monkeypatch.setattr(type(source_fs), "call_s3", spy)
+    photos = list_photos(source_fs, root, after=DATED_KEYS[1])
+    assert [p.key for p in photos] == sorted(DATED_KEYS[2:] + ["2026-11-26/M3/20261126T220000.jpg"])
+    assert all(p.etag and p.size == 1 and p.modified_at for p in photos)
+    assert f"in/{DATED_KEYS[0]}" not in returned and f"in/{DATED_KEYS[1]}" not in returned  # never transferred
+    both = list_photos(source_fs, root, prefixes=("2026-11-26/",), after=DATED_KEYS[1])
+    assert [p.key for p in both] == ["2026-11-26/M2/20261126T210000.jpg", "2026-11-26/M3/20261126T220000.jpg"]
+
+
 def test_transient_errors_are_retried_then_raised():
     calls = []
 
