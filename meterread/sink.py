@@ -12,13 +12,15 @@ under OUTPUT (a README, `.DS_Store`, a folder of images) is not part of the data
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
-from datetime import date
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
 from decimal import Decimal
 
 import pyarrow as pa
@@ -75,6 +77,56 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _DATA_FILE = re.compile(rf"^{PARTITION_COLUMN}=\d{{4}}-\d{{2}}-\d{{2}}/[^./][^/]*\.parquet$")
 
 
+class RowError(ValueError):
+    """A row that does not fit the dataset's columns: an unknown (misspelt) key or a missing required one."""
+
+
+@dataclass(frozen=True)
+class ReadingRow:
+    """One row of the readings dataset: exactly SCHEMA's columns (a test holds the two equal). The non-nullable
+    columns are required; every other field defaults to null."""
+
+    run_id: str
+    image_uri: str
+    capture_date: date
+    status: str
+    reasons: Sequence[str]
+    processed_at: datetime
+    image_etag: str | None = None
+    image_bytes: int | None = None
+    content_sha256: str | None = None
+    meter_id: str | None = None
+    captured_at: datetime | None = None
+    captured_at_source: str | None = None
+    reading_text: str | None = None
+    reading: Decimal | None = None
+    confidence: float | None = None
+    meter_type: str | None = None
+    model_id: str | None = None
+    adapter_id: str | None = None
+    model_fingerprint: str | None = None
+    prompt: str | None = None
+    preprocess_version: str | None = None
+    width: int | None = None
+    height: int | None = None
+    blur: float | None = None
+    brightness: float | None = None
+    meter_type_confidence: float | None = None
+    task_outputs: str | None = None
+    reason_codes: Sequence[str] | None = None
+
+    @classmethod
+    def from_mapping(cls, values: Mapping) -> ReadingRow:
+        """The row of a dict keyed by column names; RowError names unknown and missing keys."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
+        unknown, missing = sorted(set(values) - names), sorted(required - set(values))
+        if unknown or missing:
+            where = values.get("image_uri", "?")
+            raise RowError(f"row for {where}: unknown column(s) {unknown}, missing required column(s) {missing}")
+        return cls(**values)
+
+
 def check_safe_name(name: str, what: str) -> str:
     """Names used in output paths must be plain (no `/`, `..`, spaces): object keys never escape OUTPUT."""
     if not _SAFE_NAME.match(name) or ".." in name:
@@ -100,12 +152,13 @@ def quantize(value: Decimal | None) -> Decimal | None:
     return None if value is None else value.quantize(Decimal("0.000001"))
 
 
-def rows_to_table(rows: Iterable[Mapping]) -> pa.Table:
-    """Rows (dicts keyed by SCHEMA names) -> table with exactly SCHEMA. Missing nullable keys become null."""
-    rows = list(rows)
+def rows_to_table(rows: Iterable[ReadingRow | Mapping]) -> pa.Table:
+    """Rows (ReadingRow, or dicts keyed by SCHEMA names: `ReadingRow.from_mapping`, so a misspelt or missing
+    column raises RowError instead of becoming null) -> table with exactly SCHEMA."""
+    typed = [row if isinstance(row, ReadingRow) else ReadingRow.from_mapping(row) for row in rows]
     columns = {}
     for field in SCHEMA:
-        values = [row.get(field.name) for row in rows]
+        values = [getattr(row, field.name) for row in typed]
         if field.name == "reading":
             values = [quantize(value) for value in values]
         columns[field.name] = pa.array(values, type=field.type)

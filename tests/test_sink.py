@@ -1,3 +1,4 @@
+import dataclasses
 from datetime import date, datetime, timezone
 from decimal import Decimal
 
@@ -109,3 +110,61 @@ def test_files_in_the_output_that_are_not_the_dataset_are_skipped_with_a_warning
     (warning,) = [record.getMessage() for record in caplog.records]
     assert "ignoring 4 file(s)" in warning and all(name in warning for name in strays)
     assert "_manifests" not in warning and ".tmp" not in warning
+
+
+def test_the_row_type_has_exactly_the_dataset_columns():
+    fields = {f.name: f for f in dataclasses.fields(sink.ReadingRow)}
+    assert set(fields) == set(sink.SCHEMA.names)
+    required = {name for name, f in fields.items() if f.default is dataclasses.MISSING}
+    assert required == {f.name for f in sink.SCHEMA if not f.nullable}
+
+
+def test_every_column_of_a_full_row_round_trips_with_its_arrow_type():
+    full = sink.ReadingRow(
+        **{
+            **row(),
+            "image_etag": "e",
+            "image_bytes": 10,
+            "content_sha256": "s",
+            "meter_id": "M1",
+            "captured_at": NOW,
+            "captured_at_source": "key",
+            "reading_text": "12.5",
+            "confidence": 0.9,
+            "meter_type": "gas",
+            "model_id": "m",
+            "adapter_id": "a",
+            "model_fingerprint": "f",
+            "prompt": "p",
+            "preprocess_version": "v",
+            "width": 224,
+            "height": 224,
+            "blur": 1.5,
+            "brightness": 0.5,
+            "meter_type_confidence": 0.7,
+            "task_outputs": "{}",
+            "reason_codes": ["rollover"],
+            "reasons": ["register rollover from 9 to 1"],
+        }
+    )
+    table = sink.rows_to_table([full])
+    assert table.schema == sink.SCHEMA and all(column.null_count == 0 for column in table.columns)
+    back = table.to_pylist()[0]
+    assert {name: back[name] for name in back} == {
+        **dataclasses.asdict(full),
+        "reading": Decimal("12.500000"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"confidnce": 0.9}, r"unknown column\(s\) \['confidnce'\]"),
+        ({"status": None, "drop": "status"}, r"missing required column\(s\) \['status'\]"),
+    ],
+)
+def test_a_misspelt_or_missing_column_is_an_error_not_a_null(change, message):
+    values = {**row(), **change}
+    values.pop(values.pop("drop", None) or "", None)
+    with pytest.raises(sink.RowError, match=message):
+        sink.rows_to_table([values])
