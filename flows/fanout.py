@@ -232,6 +232,7 @@ def nightly_fanout(
         }
         results, failed = run_shards(config, plan, uris, options, logger)
         manifest = gather(config, plan, results, fingerprint, started_at, failed)
+        lease.renew(held)  # fold only while this night still holds the output: the state has one writer
         fold_state(config)
         flagged = [row for result in results for row in result["flagged"]][: pipeline.FLAGGED_SAMPLE]
         publish_summary(manifest, flagged)

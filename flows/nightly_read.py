@@ -181,6 +181,7 @@ def read_night(
         logger.info("shard %d/%d: %d photos, totals %s", index, len(plan.shards), len(rows), counts)
     files += writing.result() if writing else []
     manifest = finish_run(config, plan, counts, files, started_at)
+    renew_lease(held)  # fold only while this run still holds the output: the state has one writer
     fold_state(config)
     publish_summary(manifest, flagged)
     return manifest, counts

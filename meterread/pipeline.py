@@ -574,6 +574,7 @@ def run_read(config: ReadConfig, progress: bool = True) -> dict:
         files = [path for written in writer.results for path in written]
         totals = {k: counts.get(k, 0) for k in ("accepted", "flagged", "error")}
         manifest = finish_run(config, plan, reader, totals, files, started_at)
+        lease.renew(held)  # fold only while this run still holds the output: the state has one writer
         fold_state(config)
         return manifest
     finally:

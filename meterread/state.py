@@ -127,22 +127,27 @@ class StateView:
     def __init__(self, fs: AbstractFileSystem, root: str, exclude_run: str | None = None):
         self.fs, self.root = fs, root
         fs.invalidate_cache(root)
-        folded = read_folded(fs, root)
+        self.folded = read_folded(fs, root)
         files = sink.dataset_files(fs, root) if fs.exists(root) else []
+        present = {relative(root, path) for path in files}
         own = f"part-{exclude_run}-" if exclude_run else None
         self.unfolded = [
             path
             for path in files
-            if relative(root, path) not in folded and not (own and path.rsplit("/", 1)[-1].startswith(own))
+            if relative(root, path) not in self.folded and not (own and path.rsplit("/", 1)[-1].startswith(own))
         ]
+        self.removed = frozenset(self.folded - present)  # folded once, deleted from the dataset since: not history
 
     def rows(self, kind: Kind, keys: Iterable[str | None]) -> pa.Table:
-        """`kind`'s rows whose key is one of `keys` (None keys ignored): from their buckets and unfolded files."""
+        """`kind`'s rows whose key is one of `keys` (None keys ignored): from their buckets (less the rows of
+        dataset files removed since they were folded) and from unfolded files."""
         keys = {key for key in keys if key is not None}
         if not keys:
             return kind.schema.empty_table().drop_columns([SOURCE_FILE])
         parts = [
-            keep_keys(read_bucket(self.fs, self.root, kind, bucket), kind.key, keys).drop_columns([SOURCE_FILE])
+            without_files(
+                keep_keys(read_bucket(self.fs, self.root, kind, bucket), kind.key, keys), self.removed
+            ).drop_columns([SOURCE_FILE])
             for bucket in sorted({bucket_of(key) for key in keys})
         ]
         if self.unfolded:
@@ -172,19 +177,28 @@ def rows_to_fold(fs: AbstractFileSystem, root: str, files: list[str]) -> pa.Tabl
     return pa.concat_tables(parts)
 
 
-def merge_bucket(existing: pa.Table, new: pa.Table) -> pa.Table:
-    """The bucket's rows without those of the files folded again, then the new rows. Pure."""
-    again = pa.array(sorted(set(new.column(SOURCE_FILE).to_pylist())), pa.string())
-    kept = existing.filter(pc.invert(pc.is_in(existing.column(SOURCE_FILE), value_set=again)))
+def without_files(table: pa.Table, files: Iterable[str]) -> pa.Table:
+    """`table`'s rows whose source file is not one of `files`. Pure."""
+    files = sorted(set(files))
+    if not files:
+        return table
+    return table.filter(pc.invert(pc.is_in(table.column(SOURCE_FILE), value_set=pa.array(files, pa.string()))))
+
+
+def merge_bucket(existing: pa.Table, new: pa.Table, removed: Iterable[str] = ()) -> pa.Table:
+    """The bucket's rows without those of the files folded again or `removed`, then the new rows. Pure."""
+    kept = without_files(existing, set(new.column(SOURCE_FILE).to_pylist()) | set(removed))
     return pa.concat_tables([kept, new.cast(existing.schema)])
 
 
-def write_bucket(fs: AbstractFileSystem, root: str, kind: Kind, bucket: int, rows: pa.Table) -> None:
+def write_bucket(
+    fs: AbstractFileSystem, root: str, kind: Kind, bucket: int, rows: pa.Table, removed: Iterable[str] = ()
+) -> None:
     """Write the bucket's next generation, then remove the older ones (a reader in between reads the newest)."""
     folder = bucket_dir(root, kind, bucket)
     found = generations(fs, folder)
     existing = read_parquet(fs, found[-1][1], kind.schema) if found else kind.schema.empty_table()
-    merged = merge_bucket(existing, rows.select(list(kind.schema.names)).cast(kind.schema))
+    merged = merge_bucket(existing, rows.select(list(kind.schema.names)).cast(kind.schema), removed)
     number = found[-1][0] + 1 if found else 0
     write_bytes(fs, f"{folder}/gen-{number:08d}.parquet", sink.table_to_parquet_bytes(merged))
     for _, path in found:
@@ -204,25 +218,42 @@ def split_by_bucket(table: pa.Table, key: str) -> list[tuple[int, pa.Table]]:
 
 
 def fold(fs: AbstractFileSystem, root: str, chunk_files: int = FOLD_CHUNK_FILES) -> int:
-    """Fold every dataset file not in the state yet into its buckets; returns the number of rows folded.
+    """Fold every dataset file not in the state yet into its buckets, and drop the rows of folded files deleted
+    from the dataset since; returns the number of rows folded.
 
     Call under the output's lease (one writer). Files are folded `chunk_files` at a time, so a first fold of a
     large output written before the state existed holds one chunk in memory, not the whole history. Safe to repeat,
     and safe after a crash at any point: each chunk's files list is written after its buckets, and a file folded
     twice replaces its own rows."""
-    unfolded = StateView(fs, root).unfolded
+    view = StateView(fs, root)
+    if view.removed:
+        forget_files(fs, root, view.removed)
     folded_rows = 0
-    for start in range(0, len(unfolded), chunk_files):
-        chunk = unfolded[start : start + chunk_files]
+    for start in range(0, len(view.unfolded), chunk_files):
+        chunk = view.unfolded[start : start + chunk_files]
         table = rows_to_fold(fs, root, chunk)
         if table is None:
             continue
         for kind in KINDS:
             for bucket, rows in split_by_bucket(table, kind.key):
                 write_bucket(fs, root, kind, bucket, rows)
-        folded = sorted(read_folded(fs, root) | {relative(root, path) for path in chunk})
-        body = pa.table({"path": pa.array(folded, pa.string())})
-        write_bytes(fs, f"{root}/{FOLDED_PATH}", sink.table_to_parquet_bytes(body))
+        write_folded(fs, root, read_folded(fs, root) | {relative(root, path) for path in chunk})
         folded_rows += len(table)
         log.info("folded %d rows from %d dataset file(s) into %s", len(table), len(chunk), STATE_DIR)
     return folded_rows
+
+
+def write_folded(fs: AbstractFileSystem, root: str, files: Iterable[str]) -> None:
+    body = pa.table({"path": pa.array(sorted(files), pa.string())})
+    write_bytes(fs, f"{root}/{FOLDED_PATH}", sink.table_to_parquet_bytes(body))
+
+
+def forget_files(fs: AbstractFileSystem, root: str, removed: frozenset[str]) -> None:
+    """Drop the rows of `removed` dataset files from every bucket, then from the files list (rare: someone deleted
+    dataset files; every bucket is rewritten once)."""
+    for kind in KINDS:
+        for number in range(BUCKETS):
+            if generations(fs, bucket_dir(root, kind, number)):
+                write_bucket(fs, root, kind, number, kind.schema.empty_table(), removed)
+    write_folded(fs, root, read_folded(fs, root) - removed)
+    log.warning("dropped the state rows of %d dataset file(s) deleted from %s", len(removed), root)

@@ -131,6 +131,25 @@ def test_a_fold_in_chunks_equals_one_fold(tmp_path):
     assert len(state.read_folded(*chunked)) == 15  # 3 shards x 5 capture dates
 
 
+def test_rows_of_a_dataset_file_deleted_after_its_fold_are_no_history(tmp_path):
+    """The dataset is the source of truth: someone removes a bad night's files, and its readings stop counting."""
+    kept = write(tmp_path, [row("M001", 1, 5, run="good")], run="good")
+    bad = write(tmp_path, [row("M001", 2, 900, run="bad")], run="bad")
+    fs, root = resolve(str(tmp_path))
+    state.fold(fs, root)
+    for path in bad:
+        fs.rm(path)
+    view = state.StateView(fs, root)
+    assert view.removed == {state.relative(root, bad[0])}
+    assert view.history(["M001"]).column("reading").to_pylist() == [Decimal(5)]
+    assert view.ledger([row("M001", 2, 0)["image_uri"]]).num_rows == 0  # its photo is read again
+    state.fold(fs, root)
+    assert state.read_folded(fs, root) == {state.relative(root, kept[0])}
+    assert state.StateView(fs, root).removed == frozenset()
+    bucket = state.read_bucket(fs, root, state.METERS, state.bucket_of("M001"))
+    assert bucket.column("reading").to_pylist() == [Decimal(5)]
+
+
 def test_a_bucket_keeps_one_generation_and_readers_use_the_newest(tmp_path):
     fs, root = resolve(str(tmp_path))
     write(tmp_path, [row("M001", 1, 5)], run="n1")
