@@ -23,11 +23,12 @@ from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 
 from flows.nightly_read import (
-    STORAGE_RETRIES,
+    STORAGE_TASK,
     fold_state,
     list_source,
     publish_summary,
     release_lease,
+    show_library_logs,
     take_lease,
     use_credentials_block,
 )
@@ -55,6 +56,7 @@ def read_shard(config: dict, shard_uri: str, credentials_block: str | None = Non
     """Read one shard file written by `nightly-fanout` into the output; returns the shard's result.
 
     `config` holds ReadConfig's settings (as the orchestrator validated them); `shard_uri` names the shard file."""
+    show_library_logs()
     use_credentials_block(credentials_block)
     settings = ReadConfig.from_mapping(config).validate()
     result = read_shard_file(settings, shard_uri)
@@ -67,7 +69,7 @@ def read_shard(config: dict, shard_uri: str, credentials_block: str | None = Non
 # --- nightly-fanout: the orchestrator --------------------------------------------------------------------------
 
 
-@task(**STORAGE_RETRIES)
+@task(**STORAGE_TASK)
 def plan_night(
     config: ReadConfig, run_id: str, listed: list[pipeline.Photo]
 ) -> tuple[pipeline.RunPlan, str, list[str]]:
@@ -78,7 +80,7 @@ def plan_night(
     return plan, fingerprint, shards.save_shards(config, plan)
 
 
-@task(**STORAGE_RETRIES)
+@task(**STORAGE_TASK)
 def check_meters_table(config: ReadConfig) -> None:
     pipeline.load_meter_profiles(config.meters_table)
 
@@ -121,12 +123,12 @@ def wait_for_runs(
             time.sleep(poll_seconds)
 
 
-@task(**STORAGE_RETRIES)
+@task(**STORAGE_TASK)
 def shard_result(config: ReadConfig, run_id: str, shard_id: str) -> dict | None:
     return shards.load_shard_result(config, run_id, shard_id)
 
 
-@task(**STORAGE_RETRIES)
+@task(**STORAGE_TASK)
 def gather(config, plan, results, fingerprint, started_at, failed) -> dict:
     return shards.gather_manifest(config, plan, results, fingerprint, started_at, failed)
 
@@ -206,6 +208,7 @@ def nightly_fanout(
     picks up the rest); `shard_timeout_seconds`: give up waiting for an attempt after this long. A missing
     `source` or one with no photo fails the night (nothing written) unless `allow_empty`."""
     logger = get_run_logger()
+    show_library_logs()
     use_credentials_block(credentials_block)
     names = ("source", "output", "model", "batch_size", "shard_size", "limit", "reprocess", "key_pattern")
     names += ("meters_table", "min_confidence", "meter_types", "tasks", "allow_empty", "transient_retries")

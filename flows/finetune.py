@@ -12,13 +12,14 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.nightly_read import show_library_logs
 from meterread import registry
 from meterread.evaluation import evaluate_split
 from meterread.models.base import ModelSpec
 from meterread.models.loading import fetch_directory
 from meterread.train import TrainConfig, inference_spec, train
 
-STORAGE_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 5, 15], "cache_policy": NO_CACHE}
+STORAGE_TASK = {"cache_policy": NO_CACHE}  # no task retries: registry I/O retries per call (with_retries)
 
 
 @task(cache_policy=NO_CACHE)
@@ -31,12 +32,12 @@ def score_on_test(spec: ModelSpec, dataset: str, out_dir: str) -> dict:
     return evaluate_split(spec, dataset, "test", out_dir=out_dir, progress=False)
 
 
-@task(**STORAGE_RETRIES)
+@task(**STORAGE_TASK)
 def read_current(registry_url: str) -> dict | None:
     return registry.read_current(registry_url)
 
 
-@task(**STORAGE_RETRIES)
+@task(**STORAGE_TASK)
 def publish(registry_url: str, checkpoint: str, score: float) -> dict:
     return registry.publish(registry_url, checkpoint, score)
 
@@ -46,6 +47,7 @@ def finetune(recipe: str, registry_url: str, overrides: list[str] | None = None,
     """Train `recipe` (YAML path + `key=value` overrides), then publish its best checkpoint to `registry_url` only if
     it beats the registry's current model on the test split by `margin` (exact match)."""
     logger = get_run_logger()
+    show_library_logs()
     config = TrainConfig.from_yaml(recipe, overrides or []).validate()
     result = train_recipe(config)
     candidate_spec = inference_spec(config, Path(result["best"]), result["base"])

@@ -7,6 +7,7 @@ Deployments:  see prefect.yaml (`nightly-read` on a cron schedule, `read-now` ma
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from datetime import datetime, timezone
@@ -20,29 +21,20 @@ from meterread import lease, pipeline
 from meterread.config import ReadConfig
 from meterread.history import MeterHistory
 
-STORAGE_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 5, 15], "cache_policy": NO_CACHE}
+# Storage tasks do not retry: each storage call inside retries itself (`meterread.storage.with_retries`, the one
+# retry layer), so a task retry would multiply attempts. A lost lease or a missing source fails at once.
+STORAGE_TASK = {"cache_policy": NO_CACHE}
 FLAGGED_SAMPLE = pipeline.FLAGGED_SAMPLE
 
 
-def unless_nothing_to_read(task, task_run, state) -> bool:
-    """Retry condition: retry storage trouble, never a missing or empty source (that must fail the night)."""
-    try:
-        state.result()
-    except pipeline.NothingToRead:
-        return False
-    except Exception:
-        return True
-    return False
-
-
-@task(**{**STORAGE_RETRIES, "retry_condition_fn": unless_nothing_to_read})
+@task(**STORAGE_TASK)
 def list_source(config: ReadConfig) -> list[pipeline.Photo]:
     """SOURCE's photos, listed before the lease is taken: a missing or empty source fails the night (NothingToRead)
     with nothing written."""
     return pipeline.list_source(config)
 
 
-@task(**STORAGE_RETRIES)
+@task(**STORAGE_TASK)
 def plan_run(config: ReadConfig, fingerprint: str, run_id: str, listed: list[pipeline.Photo]) -> pipeline.RunPlan:
     return pipeline.plan_run(config, fingerprint, run_id, listed)
 
@@ -53,28 +45,17 @@ def take_lease(config: ReadConfig, run_id: str):
     return pipeline.take_lease(config, run_id)
 
 
-@task(**STORAGE_RETRIES)
+@task(**STORAGE_TASK)
 def release_lease(held) -> None:
     lease.release(held)
 
 
-def unless_lease_lost(task, task_run, state) -> bool:
-    """Retry condition: retry storage trouble, never a lost lease (that must stop the night)."""
-    try:
-        state.result()
-    except lease.RunLocked:
-        return False
-    except Exception:
-        return True
-    return False
-
-
-@task(**{**STORAGE_RETRIES, "retry_condition_fn": unless_lease_lost})
+@task(**STORAGE_TASK)
 def renew_lease(held) -> None:
     lease.renew(held)
 
 
-@task(**STORAGE_RETRIES)
+@task(**STORAGE_TASK)
 def load_context(config: ReadConfig, plan: pipeline.RunPlan) -> tuple[MeterHistory, dict]:
     history = pipeline.load_history(config, pipeline.planned_photos(plan), plan.run_id)
     return history, pipeline.load_meter_profiles(config.meters_table)
@@ -89,12 +70,12 @@ def read_shard(
     return pipeline.process_shard(config, reader, shard, run_id, history, profiles)
 
 
-@task(**STORAGE_RETRIES)
+@task(**STORAGE_TASK)
 def write_shard(config: ReadConfig, rows: list[dict], run_id: str, shard_id: str) -> list[str]:
     return pipeline.write_rows(config, rows, run_id, shard_id)
 
 
-@task(**STORAGE_RETRIES)
+@task(**STORAGE_TASK)
 def finish_run(config, plan, counts, files, started_at) -> dict:
     return pipeline.finish_run(config, plan, pipeline.cached_reader(config.model), counts, files, started_at)
 
@@ -132,6 +113,18 @@ def publish_summary(manifest: dict, flagged: list[dict]) -> None:
     create_markdown_artifact(
         key="read-manifest", markdown=f"```json\n{json.dumps(manifest, indent=2, default=str)}\n```"
     )
+
+
+def show_library_logs() -> None:
+    """Send the library's log records (`meterread.*`: storage retries, skipped files, state folds) to this flow
+    run's logs in the Prefect UI, as `PREFECT_LOGGING_EXTRA_LOGGERS=meterread` would: the library logs through the
+    standard `logging` module and knows nothing of Prefect."""
+    library = logging.getLogger("meterread")
+    for handler in logging.getLogger("prefect.extra").handlers:
+        if handler not in library.handlers:
+            library.addHandler(handler)
+    if library.level == logging.NOTSET:
+        library.setLevel(logging.INFO)
 
 
 def use_credentials_block(name: str | None) -> None:
@@ -219,6 +212,7 @@ def nightly_read(
     after this one. Both spare listing the whole bucket; a photo outside them is not read that night.
     """
     logger = get_run_logger()
+    show_library_logs()
     use_credentials_block(credentials_block)
     settings = {k: v for k, v in locals().items() if k not in ("logger", "credentials_block")}
     config = ReadConfig.from_mapping({k: v for k, v in settings.items() if v is not None}).validate()

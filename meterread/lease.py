@@ -203,4 +203,4 @@ def release(lease: Lease) -> None:
     """Drop the lease if this run still holds it."""
     holder = _holder(lease.fs, lease.path)
     if holder and holder.get("run_id") == lease.run_id:
-        lease.fs.rm_file(lease.path)
+        with_retries(lambda: lease.fs.rm_file(lease.path))

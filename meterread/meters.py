@@ -16,7 +16,7 @@ from decimal import Decimal, InvalidOperation
 
 from meterread.config import ConfigError
 from meterread.sink import READING_DECIMALS, READING_INTEGER_DIGITS
-from meterread.storage import resolve
+from meterread.storage import resolve, with_retries
 from meterread.validate import MeterProfile
 
 COLUMNS = ("meter_id", "digits", "decimals", "max_rate_per_day", "meter_type")
@@ -165,8 +165,7 @@ def load_meter_profiles(url: str | None) -> dict[str, MeterProfile]:
         return {}
     fs, path = resolve(url)
     try:
-        with fs.open(path, "rb") as handle:
-            data = handle.read()
+        data = with_retries(lambda: fs.cat_file(path))
     except FileNotFoundError:
         raise MetersTableError(f"meters table {url} not found") from None
     columns, rows, label_row = read_rows(data, path, url)

@@ -39,7 +39,15 @@ from meterread.parse import ParsedReading, parse_reading
 from meterread.preprocess import PREPROCESS_VERSION, DecodeError, InputLayout, Preprocessed, preprocess_photo
 from meterread.reasons import reason_codes
 from meterread.state import StateView
-from meterread.storage import ObjectInfo, is_transient, list_photos, printable_key, read_bytes, resolve
+from meterread.storage import (
+    ObjectInfo,
+    is_transient,
+    list_photos,
+    printable_key,
+    read_bytes,
+    resolve,
+    with_retries,
+)
 from meterread.streaming import BackgroundWriter, ordered_map
 from meterread.validate import ACCEPTED, ERROR, FLAGGED, MeterProfile, PriorReading, Rules, validate_reading
 
@@ -174,7 +182,8 @@ def plan_run(
     ledger = Ledger()
     if not config.reprocess:
         out_fs, out_root = resolve(config.output)
-        ledger = Ledger.from_table(StateView(out_fs, out_root).ledger(photo.uri for photo in listed))
+        uris = [photo.uri for photo in listed]
+        ledger = Ledger.from_table(with_retries(lambda: StateView(out_fs, out_root).ledger(uris)))
     todo = [
         replace(
             photo,
@@ -198,8 +207,8 @@ def load_history(config: ReadConfig, photos: Iterable[Photo], exclude_run: str |
     """The accepted readings of the meters of `photos` (from the output's state, `meterread.state`), leaving out
     the rows run `exclude_run` wrote (a retried shard's own)."""
     out_fs, out_root = resolve(config.output)
-    view = StateView(out_fs, out_root, exclude_run)
-    return MeterHistory.from_table(view.history(photo.meter_id for photo in photos))
+    meter_ids = [photo.meter_id for photo in photos]
+    return MeterHistory.from_table(with_retries(lambda: StateView(out_fs, out_root, exclude_run).history(meter_ids)))
 
 
 def fold_state(config: ReadConfig) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from meterread.storage import resolve, write_bytes
+from meterread.storage import resolve, with_retries, write_bytes
 
 POINTER = "current.json"
 
@@ -43,7 +43,7 @@ def read_current(registry: str) -> dict | None:
     fs, root = resolve(registry)
     fs.invalidate_cache(root)
     path = f"{root}/{POINTER}"
-    return json.loads(fs.cat_file(path)) if fs.exists(path) else None
+    return with_retries(lambda: json.loads(fs.cat_file(path)) if fs.exists(path) else None)
 
 
 def publish(registry: str, checkpoint: str | Path, score: float, metric: str = "exact_match") -> dict:

@@ -32,7 +32,7 @@ from meterread.pipeline import (
     write_run_manifest,
 )
 from meterread.sink import check_safe_name
-from meterread.storage import resolve, write_bytes
+from meterread.storage import resolve, with_retries, write_bytes
 
 RUNS_DIR = "_runs"
 
@@ -72,8 +72,7 @@ def save_shards(config: ReadConfig, plan: RunPlan) -> list[str]:
 def load_shard(uri: str) -> tuple[str, Shard]:
     """(run_id, shard) from a shard file written by `save_shards`."""
     fs, path = resolve(uri)
-    with fs.open(path, "rb") as handle:
-        body = json.loads(handle.read())
+    body = json.loads(with_retries(lambda: fs.cat_file(path)))
     return body["run_id"], Shard(body["shard_id"], tuple(photo_from_dict(p) for p in body["photos"]))
 
 
@@ -115,10 +114,10 @@ def load_shard_result(config: ReadConfig, run_id: str, shard_id: str) -> dict | 
     """A shard's result file, or None when the shard has not finished."""
     fs, root = resolve(config.output)
     path = shard_path(root, run_id, shard_id, ".result.json")
-    if not fs.exists(path):
+    try:
+        return json.loads(with_retries(lambda: fs.cat_file(path)))
+    except FileNotFoundError:
         return None
-    with fs.open(path, "rb") as handle:
-        return json.loads(handle.read())
 
 
 def gather_manifest(

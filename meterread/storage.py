@@ -2,6 +2,11 @@
 
 S3 endpoints and credentials come from the usual environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`, profiles) or explicit `storage_options`; they are never logged.
+
+Retries: one layer. Every storage call of a run goes through `with_retries` (jittered exponential backoff,
+`STORAGE_ATTEMPTS` attempts, missing objects never retried); the S3 client below it is set not to retry
+(`S3_CLIENT_RETRIES`, botocore's standard mode with one attempt, and s3fs's own loop off), and Prefect tasks do not
+retry storage errors on top. One failing S3 write is tried `STORAGE_ATTEMPTS` times, not 4 x 4 x 5.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Errors worth retrying: network and server trouble. Missing objects and bad permissions are final.
+STORAGE_ATTEMPTS = 4  # tries of one storage call (`with_retries`), the only retry layer
+S3_CLIENT_RETRIES = {"mode": "standard", "total_max_attempts": 1}  # botocore: one attempt, no retries
 _FINAL_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 # A fetch that failed with one of these is final across runs too: the object is not there (or not a file). Any
 # other failure (network, timeout, throttling, server errors, permissions) may pass: later runs try again.
@@ -46,17 +53,22 @@ class ObjectInfo:
 
 
 def env_storage_options(url: str) -> dict:
-    """Storage options implied by the environment for `url` (S3 endpoint override for MinIO, moto …)."""
+    """Storage options for `url`: the S3 client's retry mode (`S3_CLIENT_RETRIES`) and the environment's endpoint
+    override (MinIO, moto …)."""
     if not url.startswith(("s3://", "s3a://")):
         return {}
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    return {"endpoint_url": endpoint} if endpoint else {}
+    options: dict = {"config_kwargs": {"retries": dict(S3_CLIENT_RETRIES)}}
+    return {**options, "endpoint_url": endpoint} if endpoint else options
 
 
 def resolve(url: str, storage_options: dict | None = None) -> tuple[AbstractFileSystem, str]:
-    """fsspec URL (or local path) -> (filesystem, root path without protocol, no trailing slash)."""
+    """fsspec URL (or local path) -> (filesystem, root path without protocol, no trailing slash). Explicit
+    `storage_options` (credentials, endpoint) win over the environment's."""
     options = {**env_storage_options(url), **(storage_options or {})}
     fs, root = fsspec.core.url_to_fs(url, **options)
+    if "s3" in _protocols(fs):
+        fs.retries = 1  # s3fs's own retry loop (timeouts, dropped connections): `with_retries` is the one layer
     return fs, root.rstrip("/")
 
 
@@ -120,7 +132,7 @@ def list_photos(
     fs.invalidate_cache(root)  # listings must be fresh: a nightly run decides what is new from them
     found: dict[str, dict] = {}
     for prefix in prefixes or ("",):
-        found.update(_list_under(fs, root, prefix, after))
+        found.update(with_retries(lambda prefix=prefix: _list_under(fs, root, prefix, after)))
     photos = []
     for path, info in found.items():
         key = printable_key(path[len(root) :].lstrip("/") if path.startswith(root) else path)
@@ -160,7 +172,7 @@ def _list_s3_after(fs: AbstractFileSystem, folder: str, marker: str) -> dict[str
     request = {"Bucket": bucket, "Prefix": f"{prefix}/" if prefix else ""}
     while True:
         page_request = {**request, **({"ContinuationToken": token} if token else {"StartAfter": start_after})}
-        page = with_retries(lambda page_request=page_request: fs.call_s3("list_objects_v2", **page_request))
+        page = fs.call_s3("list_objects_v2", **page_request)  # retried as a whole by list_photos
         for item in page.get("Contents", []):
             found[f"{bucket}/{item['Key']}"] = {**item, "size": item.get("Size"), "type": "file"}
         token = page.get("NextContinuationToken")
@@ -170,7 +182,7 @@ def _list_s3_after(fs: AbstractFileSystem, folder: str, marker: str) -> dict[str
 
 def with_retries(
     action: Callable[[], T],
-    attempts: int = 4,
+    attempts: int = STORAGE_ATTEMPTS,
     base_delay_s: float = 0.2,
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
@@ -199,7 +211,7 @@ def is_transient(error: BaseException) -> bool:
     return not isinstance(error, _ABSENT_ERRORS)
 
 
-def read_bytes(fs: AbstractFileSystem, path: str, attempts: int = 4) -> bytes:
+def read_bytes(fs: AbstractFileSystem, path: str, attempts: int = STORAGE_ATTEMPTS) -> bytes:
     """Whole object as bytes, retried on transient errors. An S3 key containing `?versionId=` is read as it is
     (s3fs would take the rest of the key for a version id and read another key)."""
     if S3_VERSION_MARKER in path and "s3" in _protocols(fs):

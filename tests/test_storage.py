@@ -91,7 +91,7 @@ def test_missing_objects_are_not_retried():
 
 def test_endpoint_comes_from_environment(monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")
-    assert env_storage_options("s3://b/k") == {"endpoint_url": "http://127.0.0.1:9"}
+    assert env_storage_options("s3://b/k")["endpoint_url"] == "http://127.0.0.1:9"
     assert env_storage_options("/local/path") == {}
 
 
@@ -134,3 +134,35 @@ def test_s3_keys_that_fsspec_would_misparse_are_read_as_they_are(s3_bucket):
     for photo in photos:
         expected = f"photo {ODD_KEYS.index(photo.key)}".encode()
         assert read_bytes(source_fs, photo.path, attempts=1) == expected, photo.key
+
+
+def test_one_retry_layer_for_s3(s3_endpoint, monkeypatch):
+    """The S3 client is set not to retry (botocore standard mode, one attempt; s3fs's own loop off), so one failing
+    write is tried exactly STORAGE_ATTEMPTS times by `with_retries`; Prefect storage tasks add no retries."""
+    from meterread import storage
+    from meterread.storage import S3_CLIENT_RETRIES, STORAGE_ATTEMPTS
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
+    fs, root = resolve("s3://retry-layer/out")
+    assert fs.config_kwargs["retries"] == S3_CLIENT_RETRIES == {"mode": "standard", "total_max_attempts": 1}
+    assert fs.retries == 1
+    tries = []
+    monkeypatch.setattr(
+        fs,
+        "pipe_file",
+        lambda path, data: tries.append(path) or (_ for _ in ()).throw(ConnectionError("reset")),
+    )
+    monkeypatch.setattr(storage.time, "sleep", lambda _: None)
+    with pytest.raises(ConnectionError):
+        write_bytes(fs, f"{root}/x.json", b"{}")
+    assert len(tries) == STORAGE_ATTEMPTS == 4
+
+
+def test_prefect_storage_tasks_do_not_retry():
+    import flows.fanout as fanout
+    import flows.finetune as finetune
+    import flows.nightly_read as nightly
+
+    tasks = [nightly.list_source, nightly.plan_run, nightly.renew_lease, nightly.write_shard, nightly.finish_run]
+    tasks += [nightly.load_context, fanout.plan_night, fanout.shard_result, fanout.gather, finetune.publish]
+    assert {task.name: task.retries for task in tasks} == {task.name: 0 for task in tasks}

@@ -1,6 +1,8 @@
 """End to end over the real S3 protocol (moto server + s3fs) under one Prefect test harness."""
 
 import json
+import time
+from datetime import datetime, timezone
 
 import pyarrow.dataset as ds
 import pytest
@@ -167,36 +169,41 @@ def test_a_night_that_lost_its_lease_stops_before_writing(prefect_harness, s3_bu
     assert json.loads(out_fs.cat_file(f"{root}/{lease.LEASE_PATH}"))["run_id"] == "next-night"
 
 
-def test_lease_renewal_retries_storage_trouble_but_not_a_lost_lease(prefect_harness, monkeypatch):
+def test_lease_renewal_retries_storage_trouble_but_not_a_lost_lease(prefect_harness, s3_bucket, monkeypatch):
+    """One retry layer: the renewal's S3 write is retried by the storage helper, the task itself never retries, and
+    a lost lease stops the night at once."""
     from prefect import flow
 
     from flows import nightly_read as night
-    from meterread import lease
+    from meterread import lease, storage
+
+    fs, bucket = s3_bucket
+    held = lease.acquire(fs, f"{bucket}/out", "night-1")
 
     @flow
     def renew_once():  # inside a flow run, as in the night
-        night.renew_lease("held")
+        night.renew_lease(held)
 
-    calls = []
+    writes = []
+    real_pipe = fs.pipe_file
 
-    def flaky_storage(held):
-        calls.append(held)
-        if len(calls) == 1:
+    def flaky_pipe(path, data, **kwargs):
+        writes.append(path)
+        if len(writes) == 1:
             raise OSError("503 Slow Down")
+        return real_pipe(path, data, **kwargs)
 
-    monkeypatch.setattr(lease, "renew", flaky_storage)
+    monkeypatch.setattr(fs, "pipe_file", flaky_pipe)
+    monkeypatch.setattr(storage.time, "sleep", lambda _: None)
     renew_once()
-    assert len(calls) == 2  # retried once, then renewed
+    assert len(writes) == 2 and night.renew_lease.retries == 0  # retried once by with_retries, then renewed
 
-    def lost(held):
-        calls.append(held)
-        raise lease.RunLocked("run a lost the output's lease")
-
-    calls.clear()
-    monkeypatch.setattr(lease, "renew", lost)
+    now = datetime.now(timezone.utc)
+    real_pipe(held.path, json.dumps(lease.lease_record("night-2", now, now)).encode())  # another run took over
+    writes.clear()
     with pytest.raises(lease.RunLocked):
         renew_once()
-    assert len(calls) == 1  # not retried: the night stops
+    assert writes == []  # stopped before writing, and not retried
 
 
 def test_a_night_with_nothing_to_read_fails_and_writes_nothing(prefect_harness, s3_bucket):
@@ -217,3 +224,28 @@ def test_a_night_with_nothing_to_read_fails_and_writes_nothing(prefect_harness, 
             assert reason in str(state.result(raise_on_failure=False)), (night.name, source)
             fs.invalidate_cache()
             assert not fs.exists(f"{bucket}/readings"), (night.name, source)  # no lease, no _manifests
+
+
+def test_library_logs_reach_the_flow_runs_logs(prefect_harness, s3_bucket, tiny_paligemma):
+    """A `meterread.*` log record (here the state fold's) is in the flow run's logs, so it shows in the Prefect UI."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    from flows.nightly_read import nightly_read
+
+    fs, bucket = s3_bucket
+    put_photos(fs, bucket, 3)
+    model = {"family": "paligemma", "base": tiny_paligemma, "device": "cpu"}
+    state = nightly_read(
+        source=f"s3://{bucket}/photos", output=f"s3://{bucket}/readings", model=model, return_state=True
+    )
+    run_id = state.state_details.flow_run_id
+    messages = []
+    for _ in range(40):  # the API log handler ships records in the background
+        with get_client(sync_client=True) as client:
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+        messages = [log.message for log in logs if log.name.startswith("meterread")]
+        if any("folded 3 rows" in message for message in messages):
+            break
+        time.sleep(0.25)
+    assert any("folded 3 rows" in message for message in messages), messages
