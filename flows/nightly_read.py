@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from datetime import datetime, timezone
 
@@ -20,6 +19,7 @@ from prefect.runtime import flow_run
 from meterread import lease, pipeline
 from meterread.config import ReadConfig
 from meterread.history import MeterHistory
+from meterread.storage import use_s3_credentials
 
 # Storage tasks do not retry: each storage call inside retries itself (`meterread.storage.with_retries`, the one
 # retry layer), so a task retry would multiply attempts. A lost lease or a missing source fails at once.
@@ -129,23 +129,14 @@ def show_library_logs() -> None:
 
 def use_credentials_block(name: str | None) -> None:
     """Load S3 credentials from a Prefect Secret block (JSON with aws_access_key_id, aws_secret_access_key,
-    optional endpoint_url) into this worker's environment. Values are never logged."""
+    optional aws_session_token, endpoint_url, region) as this worker's S3 storage options
+    (`meterread.storage.use_s3_credentials`; not copied into the environment). Values are never logged."""
     if not name:
         return
     from prefect.blocks.system import Secret
 
     secret = Secret.load(name).get()
-    values = json.loads(secret) if isinstance(secret, str) else dict(secret)
-    mapping = {
-        "aws_access_key_id": "AWS_ACCESS_KEY_ID",
-        "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
-        "aws_session_token": "AWS_SESSION_TOKEN",
-        "endpoint_url": "AWS_ENDPOINT_URL_S3",
-        "region": "AWS_DEFAULT_REGION",
-    }
-    for key, env in mapping.items():
-        if values.get(key):
-            os.environ[env] = str(values[key])
+    use_s3_credentials(json.loads(secret) if isinstance(secret, str) else dict(secret))
 
 
 def read_night(

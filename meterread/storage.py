@@ -52,14 +52,38 @@ class ObjectInfo:
     modified_at: datetime | None
 
 
+_S3_CREDENTIALS: dict = {}  # storage options from `use_s3_credentials` (a Prefect Secret block), never logged
+_CREDENTIAL_OPTIONS = {
+    "aws_access_key_id": "key",
+    "aws_secret_access_key": "secret",
+    "aws_session_token": "token",
+    "endpoint_url": "endpoint_url",
+}
+
+
+def use_s3_credentials(values: dict) -> None:
+    """Use these S3 credentials (aws_access_key_id, aws_secret_access_key, optional aws_session_token,
+    endpoint_url, region) as storage options for every s3:// URL this process resolves, instead of the
+    environment's. Unknown keys are refused (a typo must not silently fall back to other credentials)."""
+    unknown = sorted(set(values) - set(_CREDENTIAL_OPTIONS) - {"region"})
+    if unknown:
+        raise ValueError(f"unknown S3 credential field(s) {unknown}; use {sorted(_CREDENTIAL_OPTIONS)} and region")
+    options = {option: values[name] for name, option in _CREDENTIAL_OPTIONS.items() if values.get(name)}
+    if values.get("region"):
+        options["client_kwargs"] = {"region_name": values["region"]}
+    _S3_CREDENTIALS.clear()
+    _S3_CREDENTIALS.update(options)
+
+
 def env_storage_options(url: str) -> dict:
-    """Storage options for `url`: the S3 client's retry mode (`S3_CLIENT_RETRIES`) and the environment's endpoint
-    override (MinIO, moto …)."""
+    """Storage options for `url`: the S3 client's retry mode (`S3_CLIENT_RETRIES`), the environment's endpoint
+    override (MinIO, moto …), and credentials given to `use_s3_credentials`."""
     if not url.startswith(("s3://", "s3a://")):
         return {}
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     options: dict = {"config_kwargs": {"retries": dict(S3_CLIENT_RETRIES)}}
-    return {**options, "endpoint_url": endpoint} if endpoint else options
+    options = {**options, "endpoint_url": endpoint} if endpoint else options
+    return {**options, **_S3_CREDENTIALS}
 
 
 def resolve(url: str, storage_options: dict | None = None) -> tuple[AbstractFileSystem, str]:

@@ -166,3 +166,26 @@ def test_prefect_storage_tasks_do_not_retry():
     tasks = [nightly.list_source, nightly.plan_run, nightly.renew_lease, nightly.write_shard, nightly.finish_run]
     tasks += [nightly.load_context, fanout.plan_night, fanout.shard_result, fanout.gather, finetune.publish]
     assert {task.name: task.retries for task in tasks} == {task.name: 0 for task in tasks}
+
+
+def test_credentials_from_a_secret_block_are_storage_options_not_environment(s3_endpoint, monkeypatch):
+    import os
+
+    import s3fs
+
+    from meterread import storage
+
+    monkeypatch.setattr(storage, "_S3_CREDENTIALS", {})
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "from-env")
+    storage.use_s3_credentials(
+        {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "endpoint_url": s3_endpoint}
+    )
+    options = env_storage_options("s3://b/k")
+    assert (options["key"], options["secret"], options["endpoint_url"]) == ("testing", "testing", s3_endpoint)
+    assert os.environ["AWS_ACCESS_KEY_ID"] == "from-env"  # the environment is left alone
+    s3fs.S3FileSystem(endpoint_url=s3_endpoint, key="testing", secret="testing").mkdir("creds-bucket")
+    fs, root = resolve("s3://creds-bucket/out")
+    write_bytes(fs, f"{root}/x.json", b"{}")  # through the options the block gave
+    assert fs.cat_file(f"{root}/x.json") == b"{}"
+    with pytest.raises(ValueError, match="unknown S3 credential field"):
+        storage.use_s3_credentials({"aws_acess_key_id": "typo"})

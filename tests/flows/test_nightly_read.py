@@ -249,3 +249,26 @@ def test_library_logs_reach_the_flow_runs_logs(prefect_harness, s3_bucket, tiny_
             break
         time.sleep(0.25)
     assert any("folded 3 rows" in message for message in messages), messages
+
+
+def test_a_credentials_block_becomes_storage_options(prefect_harness, s3_bucket, tiny_paligemma, monkeypatch):
+    from prefect.blocks.system import Secret
+
+    from flows.nightly_read import nightly_read
+    from meterread import storage
+
+    monkeypatch.setattr(storage, "_S3_CREDENTIALS", {})
+    fs, bucket = s3_bucket
+    put_photos(fs, bucket, 2)
+    secret = {"aws_access_key_id": "block-key", "aws_secret_access_key": "block-secret"}
+    Secret(value=json.dumps(secret)).save("meterread-test-s3", overwrite=True)
+    model = {"family": "paligemma", "base": tiny_paligemma, "device": "cpu"}
+    manifest = nightly_read(
+        source=f"s3://{bucket}/photos",
+        output=f"s3://{bucket}/readings",
+        model=model,
+        credentials_block="meterread-test-s3",
+    )
+    assert manifest["processed"] == 2
+    assert (storage._S3_CREDENTIALS["key"], storage._S3_CREDENTIALS["secret"]) == ("block-key", "block-secret")
+    assert "block-secret" not in json.dumps(manifest)  # never written
