@@ -5,6 +5,7 @@ Layout under OUTPUT:
     _manifests/{run_id}.json                                    run manifest (ignored by dataset readers)
     _tables/{name}/{name}.parquet                               analyst tables (`meterread tables`; ignored too)
     _state/...                                                  what a night needs from the past (`meterread.state`)
+    _corrections/corrections-*.parquet                          reviewers' corrections (`meterread review import`)
 
 Columns are only ever added (nullable), never renamed; `capture_date` lives in the directory name. Anything else
 under OUTPUT (a README, `.DS_Store`, a folder of images) is not part of the dataset: readers skip it with a warning.
@@ -71,7 +72,8 @@ PARTITION_COLUMN = "capture_date"
 FILE_SCHEMA = pa.schema([f for f in SCHEMA if f.name != PARTITION_COLUMN])
 PARTITIONING = ds.partitioning(pa.schema([SCHEMA.field(PARTITION_COLUMN)]), flavor="hive")
 MANIFEST_DIR = "_manifests"
-OWN_DIRS = (MANIFEST_DIR, "_leases", "_runs", "_tables", "_state")  # meterread's own, beside the dataset
+# meterread's own folders beside the dataset
+OWN_DIRS = (MANIFEST_DIR, "_leases", "_runs", "_tables", "_state", "_corrections")
 log = logging.getLogger(__name__)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _DATA_FILE = re.compile(rf"^{PARTITION_COLUMN}=\d{{4}}-\d{{2}}-\d{{2}}/[^./][^/]*\.parquet$")
@@ -194,7 +196,7 @@ def write_shard(fs: AbstractFileSystem, root: str, rows: list[Mapping], run_id: 
 
 def dataset_files(fs: AbstractFileSystem, root: str) -> list[str]:
     """The dataset's Parquet files under `root` (`capture_date=YYYY-MM-DD/*.parquet`). Anything else is skipped
-    with one warning naming it (meterread's own `_manifests/`, `_leases/`, `_runs/`, `_tables/`, `_state/` and in-flight
+    with one warning naming it (meterread's own folders, `OWN_DIRS`, and in-flight
     `.*.tmp` files silently): a stray file in OUTPUT must not fail a night."""
     found = sorted(fs.find(root))
     files, strays = [], []

@@ -1,22 +1,51 @@
 -- Analyst views over the readings dataset (DuckDB). The same logic as meterread/tables/logic.py; tests/tables/
 -- checks both give the same rows. See docs/tables.md.
 --
--- Needs two relations first: `readings` (the dataset) and `meters` (meter_id, digits), e.g.
+-- Needs three relations first: `readings` (the dataset), `meters` (meter_id, digits) and `corrections` (the human
+-- corrections of `meterread review import`), e.g.
 --   CREATE VIEW readings AS SELECT * FROM read_parquet('OUTPUT/capture_date=*/*.parquet',
 --       hive_partitioning = true, hive_types = {'capture_date': DATE}, union_by_name = true);
 --   CREATE VIEW meters AS SELECT meter_id, digits FROM read_csv('meters.csv');
 --   -- no meters table: CREATE VIEW meters AS SELECT NULL::VARCHAR AS meter_id, NULL::INTEGER AS digits LIMIT 0;
+--   CREATE VIEW corrections AS SELECT * FROM read_parquet('OUTPUT/_corrections/*.parquet', union_by_name = true);
+--   -- none yet: CREATE VIEW corrections AS SELECT NULL::VARCHAR AS image_uri, NULL::VARCHAR AS content_sha256,
+--   --     NULL::DECIMAL(24, 6) AS corrected_reading, NULL::VARCHAR AS corrected_by,
+--   --     NULL::TIMESTAMPTZ AS corrected_at LIMIT 0;
 -- then: .read sql/views.sql  (or con.execute(open('sql/views.sql').read()) in Python)
 
--- One row per photo: its newest row by (processed_at, run_id).
+-- One row per photo: its newest row by (processed_at, run_id). A human correction of the content that row read
+-- (same content_sha256; the newest by corrected_at, corrected_reading, corrected_by) wins: reading is the corrected
+-- value and status 'accepted'; model_status and model_reading keep the model's verdict.
 CREATE OR REPLACE VIEW readings_current AS
-SELECT * EXCLUDE (newest)
-FROM (
-    SELECT *, row_number() OVER (PARTITION BY image_uri ORDER BY processed_at DESC, run_id DESC) AS newest
-    FROM readings
+WITH newest AS (
+    SELECT * EXCLUDE (newest)
+    FROM (
+        SELECT *, row_number() OVER (PARTITION BY image_uri ORDER BY processed_at DESC, run_id DESC) AS newest
+        FROM readings
+    )
+    WHERE newest = 1
+),
+applied AS (
+    SELECT c.image_uri, c.corrected_reading, c.corrected_by, c.corrected_at
+    FROM corrections AS c
+    JOIN newest AS n ON n.image_uri = c.image_uri AND n.content_sha256 = c.content_sha256
+    QUALIFY row_number() OVER (
+        PARTITION BY c.image_uri ORDER BY c.corrected_at DESC, c.corrected_reading DESC, c.corrected_by DESC
+    ) = 1
 )
-WHERE newest = 1
-ORDER BY image_uri;
+SELECT
+    n.* REPLACE (
+        CASE WHEN a.image_uri IS NULL THEN n.reading ELSE a.corrected_reading END AS reading,
+        CASE WHEN a.image_uri IS NULL THEN n.status ELSE 'accepted' END AS status
+    ),
+    n.status AS model_status,
+    n.reading AS model_reading,
+    a.corrected_reading,
+    a.corrected_by,
+    a.corrected_at
+FROM newest AS n
+LEFT JOIN applied AS a ON a.image_uri = n.image_uri
+ORDER BY n.image_uri;
 
 -- Accepted current readings with a meter and a time (the reference series).
 CREATE OR REPLACE VIEW accepted_current AS
@@ -79,8 +108,9 @@ SELECT
 FROM used
 ORDER BY meter_id, capture_date;
 
--- Every photo whose current row is flagged or error, with the meter's accepted readings just before and after it,
--- newest capture first (at a tie in time: the higher reading before, the lower one after).
+-- Every photo whose current row is flagged or error (a corrected photo is accepted: it has left the queue), with the
+-- meter's accepted readings just before and after it, newest capture first (at a tie in time: the higher reading
+-- before, the lower one after).
 CREATE OR REPLACE VIEW review_queue AS
 WITH before_points AS (
     SELECT meter_id, captured_at, max(reading) AS reading FROM accepted_current GROUP BY ALL

@@ -3,13 +3,15 @@
 The same logic lives as DuckDB views in `sql/views.sql`; `tests/tables/` checks both give the same rows.
 
 - `readings_current`: one row per photo (`image_uri`), its newest row by (`processed_at`, `run_id`): a new version of
-  the photo, a retried storage error or a reprocess supersedes the rows before it (`history.current_rows`).
+  the photo, a retried storage error or a reprocess supersedes the rows before it (`history.current_rows`). A human
+  correction (`meterread review import`) of the content that row read wins: `reading` is the corrected value and
+  `status` is `accepted`; `model_status`/`model_reading` keep the model's verdict, `corrected_*` say who and when.
 - `consumption_daily`: per meter and capture day, the day's last accepted reading and the usage since the previous
   day with an accepted reading: gaps are marked (`gap`, `days_covered` > 1), never zero-filled; a decrease is
   usage across a rollover when the meter's register width (`digits`) is known (`rollover`), else marked
   (`decrease`) with null usage.
-- `review_queue`: every photo whose current row is `flagged` or `error`, with its codes and the meter's accepted
-  readings just before and after it, newest capture first.
+- `review_queue`: every photo whose current row is `flagged` or `error` (a corrected one is `accepted`: it has left
+  the queue), with its codes and the meter's accepted readings just before and after it, newest capture first.
 """
 
 from __future__ import annotations
@@ -25,7 +27,17 @@ import pyarrow as pa
 from meterread.sink import READING_TYPE, SCHEMA, TIMESTAMP
 from meterread.validate import ACCEPTED, ERROR, FLAGGED
 
-READINGS_CURRENT_SCHEMA = SCHEMA
+CORRECTION_COLUMNS = ["corrected_reading", "corrected_by", "corrected_at"]
+READINGS_CURRENT_SCHEMA = pa.schema(
+    [
+        *SCHEMA,
+        pa.field("model_status", pa.string()),  # the pipeline's status (`status` is `accepted` once corrected)
+        pa.field("model_reading", READING_TYPE),  # the model's parsed reading (`reading` is the corrected one)
+        pa.field("corrected_reading", READING_TYPE),  # null: no correction applies to the current content
+        pa.field("corrected_by", pa.string()),
+        pa.field("corrected_at", TIMESTAMP),
+    ]
+)
 CONSUMPTION_DAILY_SCHEMA = pa.schema(
     [
         pa.field("meter_id", pa.string()),
@@ -70,15 +82,51 @@ SCHEMAS = {
 }
 
 
-def readings_current(readings: pa.Table) -> pa.Table:
-    """Each photo's newest row by (`processed_at`, `run_id`), all SCHEMA columns, ordered by `image_uri`."""
-    rows = readings.select(SCHEMA.names).to_pylist()
+def newest_rows(readings: pa.Table) -> dict[str, dict]:
+    """Per `image_uri`, its newest row (SCHEMA columns) by (`processed_at`, `run_id`)."""
     newest: dict[str, dict] = {}
-    for row in rows:
+    for row in readings.select(SCHEMA.names).to_pylist():
         best = newest.get(row["image_uri"])
         if best is None or (row["processed_at"], row["run_id"]) > (best["processed_at"], best["run_id"]):
             newest[row["image_uri"]] = row
-    return pa.Table.from_pylist([newest[uri] for uri in sorted(newest)], schema=READINGS_CURRENT_SCHEMA)
+    return newest
+
+
+def applied_corrections(newest: Mapping[str, dict], corrections: pa.Table | None) -> dict[str, dict]:
+    """Per photo, the correction that applies to its current row: same `content_sha256` (a correction of an older
+    version of the photo does not), the newest by (`corrected_at`, `corrected_reading`, `corrected_by`)."""
+    applied: dict[str, dict] = {}
+    for correction in [] if corrections is None else corrections.to_pylist():
+        row = newest.get(correction["image_uri"])
+        if row is None or row["content_sha256"] is None or row["content_sha256"] != correction["content_sha256"]:
+            continue
+        best = applied.get(correction["image_uri"])
+        if best is None or correction_order(correction) > correction_order(best):
+            applied[correction["image_uri"]] = correction
+    return applied
+
+
+def correction_order(correction: dict) -> tuple:
+    return correction["corrected_at"], correction["corrected_reading"], correction["corrected_by"]
+
+
+def corrected(row: dict, correction: dict | None) -> dict:
+    """`row` with the READINGS_CURRENT_SCHEMA extras: the correction's reading and `accepted`, or the model's."""
+    out = {**row, "model_status": row["status"], "model_reading": row["reading"]}
+    out.update(dict.fromkeys(CORRECTION_COLUMNS))
+    if correction is not None:
+        out.update({name: correction[name] for name in CORRECTION_COLUMNS})
+        out.update(reading=correction["corrected_reading"], status=ACCEPTED)
+    return out
+
+
+def readings_current(readings: pa.Table, corrections: pa.Table | None = None) -> pa.Table:
+    """Each photo's newest row by (`processed_at`, `run_id`) with its applied correction (see the module docstring),
+    READINGS_CURRENT_SCHEMA, ordered by `image_uri`. `corrections`: `meterread.review.records.CORRECTIONS_SCHEMA`."""
+    newest = newest_rows(readings)
+    applied = applied_corrections(newest, corrections)
+    rows = [corrected(newest[uri], applied.get(uri)) for uri in sorted(newest)]
+    return pa.Table.from_pylist(rows, schema=READINGS_CURRENT_SCHEMA)
 
 
 def accepted_series(current: pa.Table) -> dict[str, list[tuple[datetime, Decimal]]]:
@@ -160,9 +208,12 @@ def review_queue(current: pa.Table) -> pa.Table:
     return pa.Table.from_pylist(ordered, schema=REVIEW_QUEUE_SCHEMA)
 
 
-def build_tables(readings: pa.Table, digits: Mapping[str, int | None] | None = None) -> dict[str, pa.Table]:
-    """All analyst tables from the readings dataset (`sink.read_output`) and meter register widths."""
-    current = readings_current(readings)
+def build_tables(
+    readings: pa.Table, digits: Mapping[str, int | None] | None = None, corrections: pa.Table | None = None
+) -> dict[str, pa.Table]:
+    """All analyst tables from the readings dataset (`sink.read_output`), meter register widths and the human
+    corrections (`meterread.review.store.read_corrections`)."""
+    current = readings_current(readings, corrections)
     return {
         "readings_current": current,
         "consumption_daily": consumption_daily(current, digits),

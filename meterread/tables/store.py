@@ -1,4 +1,5 @@
-"""The analyst tables' I/O: read the readings dataset and the meters table, write `OUTPUT/_tables/<name>/`.
+"""The analyst tables' I/O: read the readings dataset, the corrections (`OUTPUT/_corrections/`) and the meters table,
+write `OUTPUT/_tables/<name>/`.
 
 `_tables/` is one of meterread's own folders (`sink.OWN_DIRS`): dataset readers skip it. Each table is one Parquet
 file, replaced whole (atomic rename locally, single PUT on S3), so a reader never sees half a table.
@@ -14,6 +15,7 @@ from fsspec import AbstractFileSystem
 
 from meterread import sink
 from meterread.meters import load_meter_profiles
+from meterread.review.store import read_corrections
 from meterread.storage import resolve, write_bytes
 from meterread.tables.logic import build_tables
 
@@ -37,9 +39,11 @@ def write_tables(fs: AbstractFileSystem, root: str, tables: Mapping[str, pa.Tabl
 
 
 def refresh_tables(output: str, meters_table: str | None = None) -> dict[str, pa.Table]:
-    """Recompute every analyst table from OUTPUT (and the optional meters table's `digits`) and write them."""
+    """Recompute every analyst table from OUTPUT, its corrections (and the optional meters table's `digits`) and
+    write them."""
     profiles = load_meter_profiles(meters_table)
     fs, root = resolve(output)
-    tables = build_tables(sink.read_output(fs, root), {meter: p.digits for meter, p in profiles.items()})
+    digits = {meter: p.digits for meter, p in profiles.items()}
+    tables = build_tables(sink.read_output(fs, root), digits, read_corrections(fs, root))
     write_tables(fs, root, tables)
     return tables

@@ -1,11 +1,13 @@
-"""A constructed readings series (two meters, two runs) for the analyst-table tests."""
+"""A constructed readings series (two meters, two runs) and corrections of it, for the analyst-table tests."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import date, datetime, timezone
 from decimal import Decimal
 
 from meterread import sink
+from meterread.review.records import CSV, LABEL_STUDIO, Correction, corrections_to_table
 
 P1 = datetime(2026, 3, 7, 2, 0, tzinfo=timezone.utc)  # first run
 P2 = datetime(2026, 3, 8, 2, 0, tzinfo=timezone.utc)  # second run: a new version of B's 03-02 photo, a retry
@@ -20,11 +22,17 @@ def uri(meter: str, day: int, hour: int = 20) -> str:
     return f"file:///bucket/{meter}/202603{day:02d}T{hour:02d}0000.jpg"
 
 
+def content(meter: str, day: int, hour: int = 20, etag: str = "e1") -> str:
+    """A stand-in content sha256 of one version of a photo."""
+    return hashlib.sha256(f"{uri(meter, day, hour)}#{etag}".encode()).hexdigest()
+
+
 def row(meter, day, reading, status="accepted", hour=20, processed=P1, codes=(), confidence=0.99, etag="e1"):
     return {
         "run_id": "r1" if processed == P1 else "r2",
         "image_uri": uri(meter, day, hour),
         "image_etag": etag,
+        "content_sha256": None if "storage_error" in codes else content(meter, day, hour, etag),
         "meter_id": meter,
         "captured_at": at(day, hour),
         "capture_date": date(2026, 3, day),
@@ -64,3 +72,33 @@ ROWS = [
 
 def readings():
     return sink.rows_to_table(ROWS)
+
+
+C1 = datetime(2026, 3, 9, 10, 0, tzinfo=timezone.utc)  # first review import
+C2 = datetime(2026, 3, 10, 10, 0, tzinfo=timezone.utc)  # second review import
+
+
+def correction(meter, day, text, when, by="ana", etag="e1", source=CSV):
+    return Correction(
+        image_uri=uri(meter, day),
+        content_sha256=content(meter, day, etag=etag),
+        meter_id=meter,
+        captured_at=at(day),
+        corrected_text=text,
+        corrected_reading=Decimal(text),
+        corrected_by=by,
+        corrected_at=when,
+        source=source,
+    )
+
+
+CORRECTION_ROWS = [
+    correction("A", 5, "17", C1),  # the flagged 18 was 17: accepted, it leaves the queue and feeds 03-05's usage
+    correction("B", 2, "505", C1),  # of the old content (the misread 900): the new content's 510 stands
+    correction("B", 4, "405", C1, by="bo", source=LABEL_STUDIO),  # of the retry's content; superseded by ...
+    correction("B", 4, "406", C2),  # ... the next import's 406
+]
+
+
+def corrections():
+    return corrections_to_table(CORRECTION_ROWS)

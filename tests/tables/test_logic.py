@@ -1,13 +1,15 @@
 """The analyst tables' pure logic on a constructed series (tests/tables/series.py), expected rows written out."""
 
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 
 import pytest
 
 from meterread import sink
+from meterread.review.records import corrections_to_table
 from meterread.tables import SCHEMAS, build_tables, consumption_daily, readings_current, review_queue
-from tests.tables.series import DIGITS, JUNK_URI, at, readings, uri
+from tests.tables.series import C2, CORRECTION_ROWS, DIGITS, JUNK_URI, at, corrections, readings, uri
 
 D = Decimal
 APPROX_17_3 = pytest.approx(17 / 3)
@@ -19,7 +21,11 @@ def project(table, columns):
 
 def test_readings_current_keeps_each_photos_newest_row():
     current = readings_current(readings())
-    assert current.schema == sink.SCHEMA
+    assert current.schema == SCHEMAS["readings_current"]
+    assert current.schema.names[: len(sink.SCHEMA)] == sink.SCHEMA.names  # the dataset's columns, then the extras
+    assert current.column("model_status").equals(current.column("status"))
+    assert current.column("model_reading").equals(current.column("reading"))
+    assert current.column("corrected_reading").null_count == current.num_rows
     assert project(current, ["image_uri", "run_id", "status", "reading"]) == [
         (uri("A", 1), "r1", "accepted", D("9990")),
         (uri("A", 2), "r1", "accepted", D("9995")),
@@ -85,3 +91,53 @@ def test_without_digits_a_rollover_is_a_decrease_not_usage():
     daily = consumption_daily(readings_current(readings()), {}).to_pylist()
     wrapped = next(row for row in daily if row["meter_id"] == "A" and row["capture_date"] == date(2026, 3, 3))
     assert (wrapped["usage"], wrapped["rollover"], wrapped["decrease"]) == (None, False, True)
+
+
+CORRECTED_COLUMNS = ["image_uri", "status", "reading", "model_status", "model_reading", "corrected_by", "corrected_at"]
+
+
+def test_a_correction_of_the_current_content_wins_over_the_model():
+    current = readings_current(readings(), corrections())
+    assert project(current, CORRECTED_COLUMNS) == [
+        (uri("A", 1), "accepted", D("9990"), "accepted", D("9990"), None, None),
+        (uri("A", 2), "accepted", D("9995"), "accepted", D("9995"), None, None),
+        (uri("A", 3), "accepted", D("3"), "accepted", D("3"), None, None),
+        (uri("A", 5), "accepted", D("17"), "flagged", D("18"), "ana", at(9, 10)),  # corrected
+        (uri("A", 6, 8), "accepted", D("15"), "accepted", D("15"), None, None),
+        (uri("A", 6), "accepted", D("20"), "accepted", D("20"), None, None),
+        (uri("B", 1), "accepted", D("500"), "accepted", D("500"), None, None),
+        (uri("B", 2), "accepted", D("510"), "accepted", D("510"), None, None),  # 505 corrected the old content
+        (uri("B", 3), "accepted", D("400"), "accepted", D("400"), None, None),
+        (uri("B", 4), "accepted", D("406"), "flagged", D("9999"), "ana", C2),  # the newer of two corrections
+        (uri("B", 5), "accepted", D("410"), "accepted", D("410"), None, None),
+        (JUNK_URI, "error", None, "error", None, None, None),
+    ]  # fmt: skip
+    corrected_rows = [row for row in current.to_pylist() if row["corrected_reading"] is not None]
+    assert all(row["reading"] == row["corrected_reading"] for row in corrected_rows)
+    assert [row["reason_codes"] for row in corrected_rows] == [["low_confidence"], ["rate_exceeded"]]  # the model's
+
+
+def test_corrected_readings_count_as_accepted_in_consumption_and_leave_the_queue():
+    tables = build_tables(readings(), DIGITS, corrections())
+    assert project(tables["consumption_daily"], CONSUMPTION_COLUMNS) == [
+        ("A", date(2026, 3, 1), at(1), D("9990"), None, None, None, None, None, 4, False, False, False),
+        ("A", date(2026, 3, 2), at(2), D("9995"), at(1), D("9990"), 1, D("5"), 5.0, 4, False, False, False),
+        ("A", date(2026, 3, 3), at(3), D("3"), at(2), D("9995"), 1, D("8"), 8.0, 4, True, False, False),
+        ("A", date(2026, 3, 5), at(5), D("17"), at(3), D("3"), 2, D("14"), 7.0, 4, False, False, True),
+        ("A", date(2026, 3, 6), at(6), D("20"), at(5), D("17"), 1, D("3"), 3.0, 4, False, False, False),
+        ("B", date(2026, 3, 1), at(1), D("500"), None, None, None, None, None, None, False, False, False),
+        ("B", date(2026, 3, 2), at(2), D("510"), at(1), D("500"), 1, D("10"), 10.0, None, False, False, False),
+        ("B", date(2026, 3, 3), at(3), D("400"), at(2), D("510"), 1, None, None, None, False, True, False),
+        ("B", date(2026, 3, 4), at(4), D("406"), at(3), D("400"), 1, D("6"), 6.0, None, False, False, False),
+        ("B", date(2026, 3, 5), at(5), D("410"), at(4), D("406"), 1, D("4"), 4.0, None, False, False, False),
+    ]  # fmt: skip
+    assert project(tables["review_queue"], ["image_uri", "status"]) == [(JUNK_URI, "error")]
+
+
+def test_a_correction_of_a_photo_not_in_the_output_is_ignored():
+    stray = replace(CORRECTION_ROWS[0], image_uri="file:///bucket/gone.jpg")
+    current = readings_current(readings(), corrections_to_table([stray]))
+    assert current.column("corrected_reading").null_count == current.num_rows
+    assert current.drop_columns(["model_status", "model_reading"]).equals(
+        readings_current(readings()).drop_columns(["model_status", "model_reading"])
+    )

@@ -8,10 +8,11 @@ from typer.testing import CliRunner
 
 from meterread import sink
 from meterread.cli import app
+from meterread.review.store import write_corrections
 from meterread.storage import resolve
 from meterread.tables import SCHEMAS, build_tables
 from meterread.tables.store import refresh_tables, table_path
-from tests.tables.series import DIGITS, ROWS, readings
+from tests.tables.series import C2, CORRECTION_ROWS, DIGITS, ROWS, corrections, readings
 
 runner = CliRunner()
 
@@ -51,3 +52,13 @@ def test_a_bad_meters_table_stops_the_command_naming_it(tmp_path):
     result = runner.invoke(app, ["tables", str(tmp_path / "out"), "--meters-table", str(tmp_path / "nope.csv")])
     assert result.exit_code == 1
     assert "nope.csv" in result.output
+
+
+def test_the_tables_apply_the_corrections_under_the_output(tmp_path):
+    fs, root = write_series(tmp_path / "out")
+    write_corrections(fs, root, CORRECTION_ROWS[:3], C2)  # two imports: the newest correction of B4 wins
+    write_corrections(fs, root, CORRECTION_ROWS[3:], C2)
+    written = refresh_tables(str(tmp_path / "out"))
+    for name, table in build_tables(readings(), {}, corrections()).items():
+        assert written[name].equals(table)
+        assert pq.read_table(table_path(root, name)).equals(table)
