@@ -30,6 +30,7 @@ from flows.nightly_read import (
     release_lease,
     show_library_logs,
     take_lease,
+    update_tables,
     use_credentials_block,
 )
 from meterread import lease, pipeline, shards
@@ -237,6 +238,7 @@ def nightly_fanout(
         manifest = gather(config, plan, results, fingerprint, started_at, failed)
         lease.renew(held)  # fold only while this night still holds the output: the state has one writer
         fold_state(config)
+        update_tables(config)
         flagged = [row for result in results for row in result["flagged"]][: pipeline.FLAGGED_SAMPLE]
         publish_summary(manifest, flagged)
     finally:

@@ -87,6 +87,21 @@ def fold_state(config: ReadConfig) -> None:
 
 
 @task(cache_policy=NO_CACHE)
+def update_tables(config: ReadConfig) -> dict | None:
+    """The analyst tables, recomputed for the meters the night touched (`meterread.tables.store.update_tables`).
+    Never fails the night: the readings are written, and the next night or `meterread tables` catches up."""
+    from meterread.tables.store import update_tables as update
+
+    try:
+        return update(config.output, config.meters_table)
+    except Exception as error:  # storage trouble, a bad meters table edited mid-night: the readings are safe
+        get_run_logger().warning(
+            "analyst tables not updated (%s: %s); the next night catches up", type(error).__name__, error
+        )
+        return None
+
+
+@task(cache_policy=NO_CACHE)
 def publish_summary(manifest: dict, flagged: list[dict]) -> None:
     counts = manifest["counts"]
     create_table_artifact(
@@ -167,6 +182,7 @@ def read_night(
     manifest = finish_run(config, plan, counts, files, started_at)
     renew_lease(held)  # fold only while this run still holds the output: the state has one writer
     fold_state(config)
+    update_tables(config)
     publish_summary(manifest, flagged)
     return manifest, counts
 

@@ -208,6 +208,27 @@ def review_queue(current: pa.Table) -> pa.Table:
     return pa.Table.from_pylist(ordered, schema=REVIEW_QUEUE_SCHEMA)
 
 
+TABLE_ORDER = {  # how `build_tables` orders each table (a reader of the bucketed files sorts by this)
+    "readings_current": [("image_uri", "ascending", "at_end")],
+    "consumption_daily": [("meter_id", "ascending", "at_end"), ("capture_date", "ascending", "at_end")],
+    "review_queue": [("captured_at", "descending", "at_end"), ("image_uri", "ascending", "at_end")],
+}
+
+
+def in_table_order(name: str, table: pa.Table) -> pa.Table:
+    """`table` (a union of buckets of table `name`) in `build_tables`' order; unknown times last."""
+    return table.sort_by(TABLE_ORDER[name])
+
+
+def uncorrected(current: pa.Table) -> pa.Table:
+    """`readings_current` rows back to the dataset rows they came from (SCHEMA: the model's status and reading), so
+    they can be merged with newer rows and corrected again."""
+    restored = current.set_column(
+        current.schema.get_field_index("reading"), "reading", current.column("model_reading")
+    ).set_column(current.schema.get_field_index("status"), "status", current.column("model_status"))
+    return restored.select(SCHEMA.names).cast(SCHEMA)
+
+
 def build_tables(
     readings: pa.Table, digits: Mapping[str, int | None] | None = None, corrections: pa.Table | None = None
 ) -> dict[str, pa.Table]:

@@ -57,6 +57,10 @@ def test_nightly_read_against_s3(prefect_harness, s3_bucket, tiny_paligemma):
     plain = ds.dataset(f"{bucket}/readings", filesystem=fs, format="parquet", partitioning="hive").to_table()
     assert plain.num_rows == 8
     assert fs.exists(f"{bucket}/readings/_manifests/{manifest['run_id']}.json")
+    from meterread.tables.store import read_table
+
+    assert read_table(output, "readings_current").num_rows == 8  # the analyst tables, updated at the end
+    assert read_table(output, "review_queue").column("status").to_pylist().count("error") == 1
 
     # artifacts: counts by status and a sample of the flagged/error rows
     from prefect.client.orchestration import get_client
@@ -92,6 +96,7 @@ def test_nightly_read_against_s3(prefect_harness, s3_bucket, tiny_paligemma):
     assert (third["processed"], third["already_done"]) == (1, 8)
     final = read_back(output)
     assert final.num_rows == 9
+    assert read_table(output, "readings_current").num_rows == 9  # only the new photo's meter recomputed
     assert len(set(final.column("image_uri").to_pylist())) == 9
 
 

@@ -3,7 +3,6 @@
 import json
 import logging
 
-import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
 from meterread import sink
@@ -11,7 +10,7 @@ from meterread.cli import app
 from meterread.review.store import write_corrections
 from meterread.storage import resolve
 from meterread.tables import SCHEMAS, build_tables
-from meterread.tables.store import refresh_tables, table_path
+from meterread.tables.store import read_table, refresh_tables
 from tests.tables.series import C2, CORRECTION_ROWS, DIGITS, ROWS, corrections, readings
 
 runner = CliRunner()
@@ -33,7 +32,7 @@ def test_the_command_writes_each_table_and_readers_skip_them(tmp_path, caplog):
     assert json.loads(result.output) == {"readings_current": 12, "consumption_daily": 8, "review_queue": 3}
     expected = build_tables(readings(), DIGITS)
     for name, table in expected.items():
-        assert pq.read_table(table_path(root, name)).equals(table)
+        assert read_table(str(tmp_path / "out"), name).equals(table)
     with caplog.at_level(logging.WARNING):
         assert sink.read_output(fs, root).num_rows == len(ROWS)
     assert "not part of the dataset" not in caplog.text
@@ -43,7 +42,7 @@ def test_an_empty_output_gives_empty_tables_with_their_schemas(tmp_path):
     fs, root = resolve(str(tmp_path / "empty"))
     refresh_tables(str(tmp_path / "empty"))
     for name, schema in SCHEMAS.items():
-        table = pq.read_table(table_path(root, name))
+        table = read_table(str(tmp_path / "empty"), name)
         assert (table.num_rows, table.schema) == (0, schema)
 
 
@@ -61,4 +60,75 @@ def test_the_tables_apply_the_corrections_under_the_output(tmp_path):
     written = refresh_tables(str(tmp_path / "out"))
     for name, table in build_tables(readings(), {}, corrections()).items():
         assert written[name].equals(table)
-        assert pq.read_table(table_path(root, name)).equals(table)
+        assert read_table(str(tmp_path / "out"), name).equals(table)
+
+
+def test_a_night_updates_only_the_buckets_it_touched_and_equals_a_rebuild(tmp_path, monkeypatch):
+    """Night 1 is built whole; night 2's rows and a later import of corrections are folded in bucket by bucket, and
+    the tables equal a full rebuild over everything."""
+    from meterread.tables import store
+
+    output = str(tmp_path / "out")
+    fs, root = resolve(output)
+    sink.write_shard(fs, root, [row for row in ROWS if row["run_id"] == "r1"], "r1", "s1")
+    refresh_tables(output, None)
+    sink.write_shard(fs, root, [row for row in ROWS if row["run_id"] == "r2"], "r2", "s1")
+    night_meters = {row["meter_id"] for row in ROWS if row["run_id"] == "r2"}
+    written_buckets = []
+    real_write = store.write_buckets
+    monkeypatch.setattr(
+        store,
+        "write_buckets",
+        lambda fs, root, tables, buckets: written_buckets.extend(buckets) or real_write(fs, root, tables, buckets),
+    )
+    store.update_tables(output)
+    assert sorted(written_buckets) == sorted({store.bucket_name(meter) for meter in night_meters})
+    for name, table in build_tables(readings(), {}).items():
+        assert read_table(output, name).equals(table), name
+
+    write_corrections(fs, root, CORRECTION_ROWS, C2)  # an import between nights
+    written_buckets.clear()
+    store.update_tables(output)
+    assert sorted(written_buckets) == sorted({store.bucket_name(c.meter_id) for c in CORRECTION_ROWS})
+    for name, table in build_tables(readings(), {}, corrections()).items():
+        assert read_table(output, name).equals(table), name
+    written_buckets.clear()
+    assert store.update_tables(output) == dict.fromkeys(SCHEMAS, 0) and written_buckets == []  # nothing new
+
+
+def test_tables_are_rebuilt_when_a_dataset_file_they_hold_is_deleted(tmp_path):
+    from meterread.tables import store
+
+    output = str(tmp_path / "out")
+    fs, root = resolve(output)
+    sink.write_shard(fs, root, [row for row in ROWS if row["run_id"] == "r1"], "r1", "s1")
+    late = sink.write_shard(fs, root, [row for row in ROWS if row["run_id"] == "r2"], "r2", "s1")
+    refresh_tables(output, None)
+    for path in late:
+        fs.rm(path)
+    store.update_tables(output)
+    kept = sink.read_output(fs, root)
+    assert read_table(output, "readings_current").equals(build_tables(kept, {})["readings_current"])
+
+
+def test_the_readme_queries_run_over_the_written_tables(tmp_path):
+    import re
+    from pathlib import Path
+
+    import duckdb
+    import pandas as pd
+
+    output = str(tmp_path / "out")
+    write_series(tmp_path / "out")
+    refresh_tables(output)
+    readme = Path(__file__).resolve().parents[2].joinpath("README.md").read_text()
+    section = readme.split("## Analyst tables", 1)[1].split("\n## ", 1)[0]
+    sql = re.search(r"```sql\n(.*?)```", section, re.S).group(1).replace("OUTPUT", output).replace("MTR-1", "A")
+    statements = [s for s in re.sub(r"--[^\n]*", "", sql).split(";") if s.strip()]
+    counts = [len(duckdb.sql(statement).fetchall()) for statement in statements]
+    meter_a = build_tables(readings())["readings_current"].column("meter_id").to_pylist().count("A")
+    assert counts == [meter_a, 8, 3]
+    python = re.search(r"```python\n(.*?)```", section, re.S).group(1).replace("OUTPUT", output).replace("MTR-1", "A")
+    scope = {"pd": pd}
+    exec(python, scope)  # noqa: S102 - the README's own example
+    assert len(scope["queue"]) == 3 and len(scope["current"]) == counts[0]
