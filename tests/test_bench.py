@@ -6,7 +6,8 @@ import pytest
 import torch
 from transformers import Florence2ForConditionalGeneration, PaliGemmaForConditionalGeneration
 
-from meterread.bench import BenchConfig, architecture, format_results, run_bench
+from meterread.bench import BenchConfig, format_results, run_bench
+from meterread.bench_architecture import architecture
 
 
 @pytest.mark.parametrize(
@@ -56,7 +57,8 @@ def test_product_bench_runs_every_stage_and_reports_the_three_ratios(tmp_path):
 
 def test_bench_and_model_code_import_neither_prefect_nor_s3fs():
     code = (
-        "import sys, meterread.bench, meterread.models.paligemma, meterread.models.florence2, meterread.train;"
+        "import sys, meterread.bench, meterread.bench_architecture, meterread.bench_history,"
+        " meterread.models.paligemma, meterread.models.florence2, meterread.train;"
         "bad = [m for m in ('prefect', 's3fs', 'typer') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
