@@ -17,7 +17,7 @@ import time
 from datetime import datetime, timezone
 from uuid import UUID
 
-from prefect import flow, get_client, get_run_logger, task
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
@@ -28,12 +28,13 @@ from flows.nightly_read import (
     list_source,
     publish_summary,
     release_lease,
+    resolve_model,
     show_library_logs,
     take_lease,
     update_tables,
     use_credentials_block,
 )
-from meterread import lease, pipeline, shards
+from meterread import lease, pipeline, registry, shards
 from meterread.config import ReadConfig
 from meterread.models.base import spec_fingerprint
 
@@ -56,10 +57,11 @@ def read_shard_file(config: ReadConfig, shard_uri: str) -> dict:
 def read_shard(config: dict, shard_uri: str, credentials_block: str | None = None) -> dict:
     """Read one shard file written by `nightly-fanout` into the output; returns the shard's result.
 
-    `config` holds ReadConfig's settings (as the orchestrator validated them); `shard_uri` names the shard file."""
+    `config` holds ReadConfig's settings (as the orchestrator validated them, the model pinned to the night's
+    registry version, `registry://URL@VERSION`); `shard_uri` names the shard file."""
     show_library_logs()
     use_credentials_block(credentials_block)
-    settings = ReadConfig.from_mapping(config).validate()
+    settings = resolve_model(ReadConfig.from_mapping(config).validate())  # the pinned version, fetched here
     result = read_shard_file(settings, shard_uri)
     get_run_logger().info(
         "shard %s: %d photos -> %s on %s", result["shard_id"], result["photos"], result["counts"], result["worker"]
@@ -97,31 +99,25 @@ def submit_shard(deployment: str, parameters: dict, idempotency_key: str) -> UUI
 
 @task(cache_policy=NO_CACHE)
 def wait_for_runs(
-    run_ids: list[UUID], poll_seconds: float, timeout_seconds: float | None, held: lease.Lease | None = None
+    run_ids: list[UUID], timeout_seconds: float | None, held: lease.Lease | None = None
 ) -> dict[UUID, str]:
-    """Poll until every flow run is in a final state; returns each one's state type (COMPLETED, FAILED, ...).
-    Renews the orchestrator's lease `held` every RENEW_LEASE_EVERY_S meanwhile."""
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    """Wait on the shard runs through Prefect's flow-run futures (completion events, not polling); returns each
+    one's final state type (COMPLETED, FAILED, ...), TIMED_OUT for those unfinished after `timeout_seconds`.
+    Renews the orchestrator's lease `held` every RENEW_LEASE_EVERY_S meanwhile (a lost lease raises RunLocked)."""
+    from prefect.futures import PrefectFlowRunFuture, wait
 
+    futures = [PrefectFlowRunFuture(run_id) for run_id in run_ids]
     deadline = time.monotonic() + timeout_seconds if timeout_seconds else None
-    next_renewal = time.monotonic() + RENEW_LEASE_EVERY_S
-    states: dict[UUID, str] = {}
-    with get_client(sync_client=True) as client:
-        while True:
-            if held is not None and time.monotonic() >= next_renewal:
-                next_renewal = time.monotonic() + renew_while_waiting(held)
-            waiting = [run_id for run_id in run_ids if run_id not in states]
-            for start in range(0, len(waiting), 200):  # one API call per 200 runs, not one per run
-                chunk = waiting[start : start + 200]
-                runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=chunk)))
-                for run in runs:
-                    if run.state is not None and run.state.is_final():
-                        states[run.id] = run.state.type.value
-            if len(states) == len(run_ids):
-                return states
-            if deadline is not None and time.monotonic() > deadline:
-                return {**{r: "TIMED_OUT" for r in run_ids if r not in states}, **states}
-            time.sleep(poll_seconds)
+    pending, next_renewal = futures, time.monotonic() + RENEW_LEASE_EVERY_S
+    while True:
+        if held is not None and time.monotonic() >= next_renewal:
+            next_renewal = time.monotonic() + renew_while_waiting(held)
+        if not pending or (deadline is not None and time.monotonic() >= deadline):
+            break
+        until = min(next_renewal if held is not None else float("inf"), deadline or float("inf"))
+        window = None if until == float("inf") else max(until - time.monotonic(), 0.01)
+        pending = list(wait(pending, timeout=window).not_done)
+    return {future.flow_run_id: future.state.type.value if future not in pending else "TIMED_OUT" for future in futures}
 
 
 @task(**STORAGE_TASK)
@@ -163,9 +159,7 @@ def run_shards(config: ReadConfig, plan, uris: list[str], options: dict, logger)
             for shard_id, uri in pending.items()
         }
         logger.info("attempt %d: %d shard runs submitted to %s", attempt, len(launched), options["read_deployment"])
-        states = wait_for_runs(
-            list(launched), options["poll_seconds"], options["shard_timeout_seconds"], options.get("lease")
-        )
+        states = wait_for_runs(list(launched), options["shard_timeout_seconds"], options.get("lease"))
         for run_id, shard_id in launched.items():
             result = shard_result(config, plan.run_id, shard_id) if states[run_id] == "COMPLETED" else None
             if result is not None:
@@ -195,7 +189,6 @@ def nightly_fanout(
     credentials_block: str | None = None,
     read_deployment: str = READ_SHARD_DEPLOYMENT,
     shard_attempts: int = 2,
-    poll_seconds: float = 5.0,
     shard_timeout_seconds: float | None = None,
     allow_empty: bool = False,
     transient_retries: int | None = None,
@@ -218,6 +211,8 @@ def nightly_fanout(
     settings = {name: arguments[name] for name in names if arguments[name] is not None}
     config = ReadConfig.from_mapping(settings).validate()
     listed = list_source(config)
+    config = resolve_model(config)  # registry:// -> the version tonight reads, recorded in the night's manifest
+    settings = {**settings, **registry.shard_model_settings(config.model)}  # every shard reads that same version
     run_id = f"flow-{flow_run.get_id() or pipeline.new_run_id()}"
     started_at = datetime.now(timezone.utc)
     held = take_lease(config, run_id)
@@ -230,7 +225,6 @@ def nightly_fanout(
             "read_deployment": read_deployment,
             "credentials_block": credentials_block,
             "shard_attempts": shard_attempts,
-            "poll_seconds": poll_seconds,
             "shard_timeout_seconds": shard_timeout_seconds,
             "lease": held,
         }

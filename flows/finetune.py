@@ -1,11 +1,13 @@
-"""Fine-tune flow: train a recipe -> evaluate candidate and current model on the test split -> promotion gate.
+"""Fine-tune flow: train a recipe -> evaluate candidate and current model on the same sets (the recipe's test split
+plus extra held-out sets such as the real-meter sets) -> promotion gate on the test split -> publish with a model card.
 
-Run locally:  python -m flows.finetune configs/<recipe>.yaml REGISTRY
+Run locally:  python -m flows.finetune configs/<recipe>.yaml REGISTRY [name:dataset:split ...]
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -16,10 +18,33 @@ from flows.nightly_read import show_library_logs
 from meterread import registry
 from meterread.evaluation import evaluate_split
 from meterread.models.base import ModelSpec
-from meterread.models.loading import fetch_directory
 from meterread.train import TrainConfig, inference_spec, train
 
 STORAGE_TASK = {"cache_policy": NO_CACHE}  # no task retries: registry I/O retries per call (with_retries)
+GATE_SET = "test"  # the set the promotion gate decides on: the recipe's own test split
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """A held-out set both models are scored on: `split` of the dataset at `dataset` (folder or s3:// prefix)."""
+
+    name: str
+    dataset: str
+    split: str = "test"
+
+
+def parse_eval_set(text: str) -> EvalSet:
+    """`name:dataset:split` (the Makefile's EVAL_SETS form; the dataset may be an s3:// URL) -> EvalSet. Pure.
+    Raises ValueError for another shape or the reserved name `test` (the recipe's test split)."""
+    name, _, rest = text.partition(":")
+    dataset, _, split = rest.rpartition(":")
+    if not (name and dataset and split) or "/" in split:
+        raise ValueError(
+            f"eval set {text!r} must look like name:dataset:split, e.g. real-strips-seen-models:data/strips-eval:test"
+        )
+    if name == GATE_SET:
+        raise ValueError(f"eval set {text!r}: the name {GATE_SET!r} is the recipe's test split; choose another")
+    return EvalSet(name, dataset, split)
 
 
 @task(cache_policy=NO_CACHE)
@@ -28,8 +53,8 @@ def train_recipe(config: TrainConfig) -> dict:
 
 
 @task(cache_policy=NO_CACHE)
-def score_on_test(spec: ModelSpec, dataset: str, out_dir: str) -> dict:
-    return evaluate_split(spec, dataset, "test", out_dir=out_dir, progress=False)
+def score_split(spec: ModelSpec, dataset: str, split: str, out_dir: str) -> dict:
+    return evaluate_split(spec, dataset, split, out_dir=out_dir, progress=False)
 
 
 @task(**STORAGE_TASK)
@@ -38,35 +63,55 @@ def read_current(registry_url: str) -> dict | None:
 
 
 @task(**STORAGE_TASK)
-def publish(registry_url: str, checkpoint: str, score: float) -> dict:
-    return registry.publish(registry_url, checkpoint, score)
+def current_model(registry_url: str, current: dict, config: TrainConfig, base: str) -> ModelSpec:
+    """How to read the registry's current version (a whole model is fetched). A pointer from before versions
+    recorded how to load them is read as this recipe's family and strategy on its base."""
+    recipe = {"family": config.family, "strategy": config.strategy, "base": base, "pattern": config.pattern}
+    facts = {**recipe, **{name: value for name, value in current.items() if value is not None}}
+    return registry.loadable_version_spec(ModelSpec(), facts, registry_url)
 
 
-@flow(name="finetune")
-def finetune(recipe: str, registry_url: str, overrides: list[str] | None = None, margin: float = 0.0) -> dict:
-    """Train `recipe` (YAML path + `key=value` overrides), then publish its best checkpoint to `registry_url` only if
-    it beats the registry's current model on the test split by `margin` (exact match)."""
-    logger = get_run_logger()
-    show_library_logs()
-    config = TrainConfig.from_yaml(recipe, overrides or []).validate()
-    result = train_recipe(config)
-    candidate_spec = inference_spec(config, Path(result["best"]), result["base"])
-    candidate = score_on_test(candidate_spec, config.dataset, f"{config.output}/eval-candidate")
-    current = read_current(registry_url)
-    current_score = None
-    if current:
-        current_spec = (
-            ModelSpec(family=config.family, base=result["base"], adapter=current["path"], pattern=config.pattern)
-            if config.strategy == "lora"
-            else ModelSpec(
-                family=config.family,
-                base=fetch_directory(current["path"], "config.json", wanted=None),  # a whole model: every file
-                pattern=config.pattern,
-            )
+@task(**STORAGE_TASK)
+def publish(registry_url: str, checkpoint: str, record: dict, evaluations: dict, decision: registry.Decision) -> dict:
+    return registry.publish(
+        registry_url, checkpoint, decision.candidate_score, record=record, evaluations=evaluations, decision=decision
+    )
+
+
+def compare_on_sets(
+    candidate: ModelSpec, current: ModelSpec | None, sets: list[EvalSet], output: str, logger
+) -> tuple[dict, dict]:
+    """Score both models on every set, the same photos for both: (per-set record for the registry: dataset, split,
+    headline metrics of "candidate" and "current", "missing"; the candidate's full metrics on the gate set). The
+    gate set must be present (FileNotFoundError); another set that is not is recorded as missing."""
+    evaluations, gate_metrics = {}, {}
+    for eval_set in sets:
+        entry = {"dataset": eval_set.dataset, "split": eval_set.split, "candidate": None, "current": None}
+        try:
+            mine = score_split(candidate, eval_set.dataset, eval_set.split, f"{output}/eval-{eval_set.name}-candidate")
+        except FileNotFoundError as error:
+            if eval_set.name == GATE_SET:
+                raise
+            logger.warning("eval set %s not present, not scored: %s", eval_set.name, error)
+            evaluations[eval_set.name] = {**entry, "missing": str(error)}
+            continue
+        theirs = (
+            score_split(current, eval_set.dataset, eval_set.split, f"{output}/eval-{eval_set.name}-current")
+            if current
+            else None
         )
-        current_score = score_on_test(current_spec, config.dataset, f"{config.output}/eval-current")["exact_match"]
-    decision = registry.decide(candidate["exact_match"], current_score, margin)
-    pointer = publish(registry_url, result["best"], candidate["exact_match"]) if decision.promote else current
+        gate_metrics = mine if eval_set.name == GATE_SET else gate_metrics
+        evaluations[eval_set.name] = {
+            **entry,
+            "candidate": registry.headline(mine),
+            "current": registry.headline(theirs) if theirs else None,
+            "missing": None,
+        }
+    return evaluations, gate_metrics
+
+
+def record_gate(recipe: str, margin: float, decision: registry.Decision, pointer: dict | None, evaluations: dict):
+    """The `promotion-decision` artifact (the gate) and `promotion-evaluations` (both models per set)."""
     create_table_artifact(
         key="promotion-decision",
         table=[
@@ -75,14 +120,71 @@ def finetune(recipe: str, registry_url: str, overrides: list[str] | None = None,
                 "reason": decision.reason,
                 "candidate_exact_match": decision.candidate_score,
                 "current_exact_match": decision.current_score,
+                "floor": decision.floor,
                 "current_version": (pointer or {}).get("version"),
             }
         ],
-        description=f"Promotion gate for {recipe} (margin {margin})",
+        description=f"Promotion gate for {recipe} (test split exact match; margin {margin})",
     )
+    create_table_artifact(
+        key="promotion-evaluations",
+        table=[
+            {
+                "set": name,
+                "data": f"{entry['dataset']} {entry['split']}",
+                "photos": (entry["candidate"] or {}).get("count"),
+                "candidate_exact_match": (entry["candidate"] or {}).get("exact_match"),
+                "current_exact_match": (entry["current"] or {}).get("exact_match"),
+                "missing": entry["missing"],
+            }
+            for name, entry in evaluations.items()
+        ],
+        description=f"Candidate and current model on the same sets ({recipe}); the gate uses {GATE_SET}",
+    )
+
+
+@flow(name="finetune")
+def finetune(
+    recipe: str,
+    registry_url: str,
+    overrides: list[str] | None = None,
+    margin: float = 0.0,
+    floor: float | None = None,
+    eval_sets: list[str] | None = None,
+) -> dict:
+    """Train `recipe` (YAML path + `key=value` overrides), score the candidate and the registry's current model on
+    the same sets, and publish the candidate to `registry_url` (with its model card) only if it passes the gate.
+
+    The gate decides on exact match on the recipe's **test split** only: the candidate must reach the floor
+    (`floor`; default the current model's score on that split; never below registry.MIN_PROMOTION_FLOOR, so also
+    on a first promotion) and beat the current model by `margin`. `eval_sets` (`name:dataset:split`, e.g.
+    `real-strips-heldout-models:data/strips-eval:heldout`, the real-meter sets of `make eval-sets`) are scored for
+    both models too and recorded per set (artifact, version.json, model card); a set that is not present is
+    recorded as missing."""
+    logger = get_run_logger()
+    show_library_logs()
+    config = TrainConfig.from_yaml(recipe, overrides or []).validate()
+    sets = [EvalSet(GATE_SET, config.dataset, "test"), *map(parse_eval_set, eval_sets or [])]
+    registry.promotion_floor(None, floor)  # a floor outside [0, 1] fails before training
+    result = train_recipe(config)
+    candidate_spec = inference_spec(config, Path(result["best"]), result["base"])
+    current = read_current(registry_url)
+    current_spec = current_model(registry_url, current, config, result["base"]) if current else None
+    evaluations, candidate = compare_on_sets(candidate_spec, current_spec, sets, config.output, logger)
+    current_score = (evaluations[GATE_SET]["current"] or {}).get("exact_match")
+    decision = registry.decide(candidate["exact_match"], current_score, margin, floor)
+    record = {"base": result["base"], "recipe_file": recipe, "overrides": list(overrides or []), "margin": margin}
+    pointer = publish(registry_url, result["best"], record, evaluations, decision) if decision.promote else current
+    record_gate(recipe, margin, decision, pointer, evaluations)
     logger.info("promotion decision: %s", decision.reason)
-    return {"decision": decision.__dict__, "pointer": pointer, "train": result, "candidate": candidate}
+    return {
+        "decision": decision.__dict__,
+        "pointer": pointer,
+        "train": result,
+        "candidate": candidate,
+        "evaluations": evaluations,
+    }
 
 
 if __name__ == "__main__":
-    finetune(recipe=sys.argv[1], registry_url=sys.argv[2])
+    finetune(recipe=sys.argv[1], registry_url=sys.argv[2], eval_sets=sys.argv[3:])

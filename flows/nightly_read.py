@@ -35,6 +35,16 @@ def list_source(config: ReadConfig) -> list[pipeline.Photo]:
 
 
 @task(**STORAGE_TASK)
+def resolve_model(config: ReadConfig) -> ReadConfig:
+    """A model reference (`model.base: registry://URL`) -> the registry version this run reads, resolved once at
+    its start (`pipeline.resolve_model`); a registry without a current model fails the run (ModelLoadError)."""
+    resolved = pipeline.resolve_model(config)
+    if resolved.model.reference:
+        get_run_logger().info("model %s -> %s", config.model.base, resolved.model.reference)
+    return resolved
+
+
+@task(**STORAGE_TASK)
 def plan_run(config: ReadConfig, fingerprint: str, run_id: str, listed: list[pipeline.Photo]) -> pipeline.RunPlan:
     return pipeline.plan_run(config, fingerprint, run_id, listed)
 
@@ -130,14 +140,26 @@ def publish_summary(manifest: dict, flagged: list[dict]) -> None:
     )
 
 
+class _InsideARun(logging.Filter):
+    """Pass records logged inside a Prefect flow or task run only (elsewhere there is no run to attach them to)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from prefect.context import FlowRunContext, TaskRunContext
+
+        return FlowRunContext.get() is not None or TaskRunContext.get() is not None
+
+
 def show_library_logs() -> None:
-    """Send the library's log records (`meterread.*`: storage retries, skipped files, state folds) to this flow
-    run's logs in the Prefect UI, as `PREFECT_LOGGING_EXTRA_LOGGERS=meterread` would: the library logs through the
-    standard `logging` module and knows nothing of Prefect."""
+    """Send the library's log records (`meterread.*`: storage retries, skipped files, state folds) to the current
+    flow run's logs in the Prefect UI, as `PREFECT_LOGGING_EXTRA_LOGGERS=meterread` would, but only from inside a run:
+    the same process may use the library outside flows (tests, the CLI), whose records stay local."""
+    from prefect.logging.handlers import APILogHandler
+
     library = logging.getLogger("meterread")
-    for handler in logging.getLogger("prefect.extra").handlers:
-        if handler not in library.handlers:
-            library.addHandler(handler)
+    if not any(isinstance(handler, APILogHandler) for handler in library.handlers):
+        handler = APILogHandler()
+        handler.addFilter(_InsideARun())
+        library.addHandler(handler)
     if library.level == logging.NOTSET:
         library.setLevel(logging.INFO)
 
@@ -210,7 +232,8 @@ def nightly_read(
 ) -> dict:
     """Read every new photo under `source` into the Parquet dataset at `output`; returns the run manifest.
 
-    `model` is a model spec: {"family": "paligemma"|"florence2", "base": hub id or dir, "adapter": dir or s3 URL}.
+    `model` is a model spec: {"family": "paligemma"|"florence2", "base": hub id or dir, "adapter": dir or s3 URL};
+    `base: registry://URL` reads the model registry's current version, resolved once at the start of the run.
     `meter_types` (labels to recognise) and `tasks` (Florence-2 task tokens) add optional columns per photo.
     `run_id` defaults to this flow run's id, so a retried flow run rewrites its own files.
     A missing `source` or one with no photo fails the run (nothing written) unless `allow_empty`.
@@ -224,6 +247,7 @@ def nightly_read(
     settings = {k: v for k, v in locals().items() if k not in ("logger", "credentials_block")}
     config = ReadConfig.from_mapping({k: v for k, v in settings.items() if v is not None}).validate()
     listed = list_source(config)
+    config = resolve_model(config)  # registry:// -> the version this night reads, recorded in its manifest
     run_id = config.run_id or f"flow-{flow_run.get_id() or pipeline.new_run_id()}"
     started_at = datetime.now(timezone.utc)
     reader = pipeline.cached_reader(config.model)

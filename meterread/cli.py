@@ -50,7 +50,15 @@ def model_spec(
 def read(
     source: str = typer.Argument(..., help="Folder or URL with photos (file://, s3://bucket/prefix)."),
     output: str = typer.Argument(..., help="Folder or URL of the Parquet dataset."),
-    model: str | None = typer.Option(None, help="Base model: hub id or local dir (default: bundled demo model)."),
+    model: str | None = typer.Option(
+        None,
+        help="Base model: hub id, local dir or registry://URL (default: bundled demo model).",
+    ),
+    model_registry: str | None = typer.Option(
+        None,
+        help="Read with this model registry's current version (folder or s3:// prefix); same as "
+        "--model registry://URL. Resolved once at the start of the run; recorded in the manifest.",
+    ),
     family: str = typer.Option("paligemma", help="Model family: paligemma or florence2."),
     adapter: str | None = typer.Option(None, help="LoRA adapter dir or s3:// URL, merged for inference."),
     pattern: str | None = typer.Option(None, help="Exact reading shape, e.g. 6.1 = 6 digits + 1 decimal."),
@@ -90,7 +98,11 @@ def read(
     from meterread.config import ConfigError, ReadConfig
     from meterread.models.base import ModelLoadError
     from meterread.pipeline import NothingToRead, run_read
+    from meterread.registry import model_reference
 
+    if model and model_registry:
+        raise typer.BadParameter("give --model or --model-registry, not both")
+    model = model_reference(model_registry) if model_registry else model
     spec = model_spec(model, family, adapter, pattern, constrained, device, dtype, compile_model, prompt)
     try:
         config = ReadConfig(

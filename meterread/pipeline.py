@@ -38,6 +38,7 @@ from meterread.models.registry import load_reader
 from meterread.parse import ParsedReading, parse_reading
 from meterread.preprocess import PREPROCESS_VERSION, DecodeError, InputLayout, Preprocessed, preprocess_photo
 from meterread.reasons import reason_codes
+from meterread.registry import resolve_spec, run_model_fields
 from meterread.state import StateView
 from meterread.storage import (
     ObjectInfo,
@@ -547,6 +548,7 @@ def write_run_manifest(
         "files": sorted(files),
         "model_id": config.model.base,
         "adapter_id": config.model.adapter,
+        **run_model_fields(config.model),  # model_reference, model_version: the registry version this run read
         "model_fingerprint": model_fingerprint,
         "config": config.describe(),
         **extra,
@@ -556,12 +558,22 @@ def write_run_manifest(
     return manifest
 
 
+def resolve_model(config: ReadConfig) -> ReadConfig:
+    """The config with a model reference (`registry://URL`) resolved to the version this run reads
+    (`meterread.registry.resolve_spec`): called once, at the start of a run, so every shard reads that version even
+    if another is promoted meanwhile. A fixed model is returned as it is. Raises ModelLoadError naming the registry
+    when it has no current model."""
+    resolved = resolve_spec(config.model)
+    return config if resolved is config.model else replace(config, model=resolved).validate()
+
+
 def run_read(config: ReadConfig, progress: bool = True) -> dict:
     """The whole read run without Prefect (the CLI path); returns the manifest."""
     from tqdm.auto import tqdm
 
     config.validate()
     listed, profiles = list_source(config), load_meter_profiles(config.meters_table)  # before any model or write
+    config = resolve_model(config)  # registry:// -> the version this run reads
     started_at = datetime.now(timezone.utc)
     reader = cached_reader(config.model)
     run_id = config.run_id or new_run_id(started_at)
@@ -594,7 +606,3 @@ def take_lease(config: ReadConfig, run_id: str) -> lease.Lease:
     """One writer per output (raises lease.RunLocked naming the holder)."""
     fs, root = resolve(config.output)
     return lease.acquire(fs, root, run_id)
-
-
-def with_run_id(config: ReadConfig, run_id: str) -> ReadConfig:
-    return replace(config, run_id=run_id)

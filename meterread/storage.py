@@ -81,7 +81,9 @@ def env_storage_options(url: str) -> dict:
     if not url.startswith(("s3://", "s3a://")):
         return {}
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    options: dict = {"config_kwargs": {"retries": dict(S3_CLIENT_RETRIES)}}
+    # no listings cache: a night must see objects added beside ones an earlier night listed (s3fs answers `info`
+    # and `exists` from a cached parent listing, and only forgets the listed folder itself, not its subfolders)
+    options: dict = {"config_kwargs": {"retries": dict(S3_CLIENT_RETRIES)}, "use_listings_cache": False}
     options = {**options, "endpoint_url": endpoint} if endpoint else options
     return {**options, **_S3_CREDENTIALS}
 

@@ -61,6 +61,25 @@ def test_read_with_the_wrong_family_says_so_in_one_line(tmp_path):
     assert result.output.strip().count("\n") == 0 and "use --family paligemma" in result.output, result.output
 
 
+def test_read_follows_a_model_registry(tmp_path, tiny_paligemma):
+    from meterread.registry import publish
+
+    write_bucket(tmp_path / "bucket", 2, seed=14)
+    folder = tmp_path / "registry"
+    args = ["read", str(tmp_path / "bucket"), str(tmp_path / "out"), "--model-registry", str(folder), "--device", "cpu"]
+    both = runner.invoke(app, [*args, "--model", tiny_paligemma])
+    assert both.exit_code != 0 and "not both" in both.output, both.output
+    empty = runner.invoke(app, args)
+    assert empty.exit_code == 1 and f"model registry {folder} has no current model" in empty.output, empty.output
+    assert not (tmp_path / "out").exists()
+
+    pointer = publish(str(folder), tiny_paligemma, 0.95, record={"family": "paligemma", "strategy": "full"})
+    result = runner.invoke(app, [*args, "--run-id", "reg-1"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "_manifests" / "reg-1.json").read_text())
+    assert (manifest["model_reference"], manifest["model_version"]) == (f"registry://{folder}", pointer["version"])
+
+
 def test_read_takes_the_flows_prompt_and_key_pattern(tmp_path, tiny_paligemma):
     write_bucket(tmp_path / "bucket", 2, seed=13)
     pattern = r"^(?P<meter_id>MTR-[0-9-]+)/(?P<timestamp>\d{8}T\d{6})\.jpg$"

@@ -26,6 +26,33 @@ def test_finetune_deployment_points_at_an_existing_recipe():
     assert (ROOT / finetune["parameters"]["recipe"]).is_file()
 
 
+def test_read_deployments_follow_the_model_registry_the_finetune_deployment_promotes_to():
+    from meterread.registry import parse_reference
+
+    registry = DEPLOYMENTS["finetune"]["parameters"]["registry_url"]
+    assert registry == "{{ $METERREAD_REGISTRY }}"
+    for name in ("nightly-read", "read-now", "nightly-fanout"):
+        model = DEPLOYMENTS[name]["parameters"]["model"]
+        assert model["base"] == f"registry://{registry}" and model["adapter"] is None, name
+        assert parse_reference(model["base"].replace(registry, "s3://meter-models/registry")) == (
+            "s3://meter-models/registry",
+            None,
+        )
+
+
+def test_finetune_deployment_scores_the_makefiles_eval_sets():
+    import re
+
+    from flows.finetune import parse_eval_set
+
+    parameters = DEPLOYMENTS["finetune"]["parameters"]
+    assert parameters["floor"] is None  # the current model's score, never below MIN_PROMOTION_FLOOR
+    deployed = [parse_eval_set(text) for text in parameters["eval_sets"]]
+    makefile = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    listed = re.search(r"^EVAL_SETS := (.*)$", makefile, re.MULTILINE).group(1).replace("$(DATA)", "data").split()
+    assert [f"{s.name}:{s.dataset}:{s.split}" for s in deployed] == listed
+
+
 def test_nightly_and_manual_deployments_point_at_the_same_flow():
     assert {"nightly-read", "read-now"} <= set(DEPLOYMENTS)
     nightly, manual = DEPLOYMENTS["nightly-read"], DEPLOYMENTS["read-now"]

@@ -189,3 +189,17 @@ def test_credentials_from_a_secret_block_are_storage_options_not_environment(s3_
     assert fs.cat_file(f"{root}/x.json") == b"{}"
     with pytest.raises(ValueError, match="unknown S3 credential field"):
         storage.use_s3_credentials({"aws_acess_key_id": "typo"})
+
+
+def test_a_photo_added_beside_listed_ones_is_listed_and_read_the_next_night(s3_bucket, s3_endpoint, monkeypatch):
+    """s3fs answers `info` (and so `cat_file`, `exists`) from a cached listing of the parent folder; a night must
+    see an object an earlier night's listing did not (it once became a FileNotFoundError row)."""
+    fs, bucket = s3_bucket
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
+    fs.pipe_file(f"{bucket}/in/M1/20260101T000000.jpg", b"night 1")
+    source_fs, root = resolve(f"s3://{bucket}/in")
+    assert [p.key for p in list_photos(source_fs, root)] == ["M1/20260101T000000.jpg"]
+    fs.pipe_file(f"{bucket}/in/M1/20260102T000000.jpg", b"night 2")
+    photos = list_photos(source_fs, root)
+    assert [read_bytes(source_fs, photo.path, attempts=1) for photo in photos] == [b"night 1", b"night 2"]
+    assert source_fs.exists(f"{root}/M1/20260102T000000.jpg")

@@ -149,10 +149,11 @@ def test_train_checkpoint_resume_eval_promote(tmp_path, tiny_dataset):
 
     registry = str(tmp_path / "registry")
     assert read_current(registry) is None
-    assert decide(scores["exact_match"], None, 0.0).promote
-    pointer = publish(registry, best, scores["exact_match"])
+    assert scores["exact_match"] < 0.9 and not decide(scores["exact_match"], None, 0.0).promote  # below the floor
+    pointer = publish(registry, best, scores["exact_match"], record={"base": first["base"]})
     assert read_current(registry)["version"] == pointer["version"]
-    assert not decide(0.50, 0.49, margin=0.02).promote and decide(0.52, 0.49, margin=0.02).promote
+    assert (pointer["strategy"], pointer["base"]) == ("lora", first["base"])  # how to load it (train_config.json)
+    assert not decide(0.95, 0.94, margin=0.02).promote and decide(0.96, 0.94, margin=0.02).promote
     assert not decide(None, 0.1, 0.0).promote
     assert not list((tmp_path / "registry").rglob("trainer_state.pt"))
     reloaded = load_reader(ModelSpec(base=first["base"], adapter=pointer["path"], device="cpu"))

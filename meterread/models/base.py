@@ -11,7 +11,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -33,7 +33,6 @@ class Prediction:
     text: str
     token_logprobs: tuple[float, ...] = ()
     elapsed_s: float = 0.0
-    extra: dict = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -56,7 +55,11 @@ class Reader(Protocol):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Which model reads: `family`, `base` (hub id or local dir), optional LoRA `adapter` (local dir or s3:// URL)."""
+    """Which model reads: `family`, `base` (hub id or local dir), optional LoRA `adapter` (local dir or s3:// URL).
+
+    `base` may also be a model reference, `registry://URL` (the registry's current version) or
+    `registry://URL@VERSION`: `meterread.registry.resolve_spec` turns it into a concrete spec whose `reference` names
+    the version it read (`registry://URL@VERSION`; None for a spec that was never a reference)."""
 
     family: str = "paligemma"
     base: str = ""
@@ -68,6 +71,7 @@ class ModelSpec:
     prompt: str | None = None
     max_new_tokens: int | None = None
     compile: bool = False  # torch.compile the forward with a static KV cache (GPU; batches padded to one shape)
+    reference: str | None = None  # set by resolution: the registry version this spec reads (recorded in manifests)
 
     def validate(self) -> ModelSpec:
         """Raise ValueError with an actionable message when the spec cannot work."""
@@ -75,6 +79,7 @@ class ModelSpec:
             raise ValueError(f"model family {self.family!r} is not one of {', '.join(known_families())}")
         if not self.base:
             raise ValueError("model base is empty: give a hub id (google/paligemma2-3b-pt-224) or a local directory")
+        check_reference(self)
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
         if self.device not in ("auto", "cpu") and not self.device.startswith(("cuda", "mps")):
@@ -86,6 +91,19 @@ class ModelSpec:
 
     def reading_pattern(self) -> ReadingPattern:
         return ReadingPattern.parse(self.pattern)
+
+
+def check_reference(spec: ModelSpec) -> None:
+    """Refuse a malformed model reference (ValueError): `registry://` without a URL, an adapter beside a reference
+    (the version names its own), a reference in `adapter`, or a `reference` that names no fixed version. Pure."""
+    from meterread.registry import parse_reference
+
+    if parse_reference(spec.base) is not None and spec.adapter:
+        raise ValueError(f"adapter {spec.adapter!r} beside {spec.base!r}: a registry version names its own adapter")
+    if parse_reference(spec.adapter) is not None:
+        raise ValueError(f"adapter {spec.adapter!r}: give a registry reference as base, not as adapter")
+    if spec.reference is not None and (parse_reference(spec.reference) or (None, None))[1] is None:
+        raise ValueError(f"reference {spec.reference!r} must name a version: registry://URL@VERSION")
 
 
 class ModelLoadError(ValueError):
@@ -201,12 +219,14 @@ def fingerprint(spec: ModelSpec, base_dir: str, adapter_dir: str | None, prompt:
 
 def spec_fingerprint(spec: ModelSpec) -> str:
     """The fingerprint `load_reader(spec)` would report, without loading weights (fan-out orchestrators plan with
-    it). Fetches an s3:// adapter into the local cache, as loading would."""
+    it). Fetches an s3:// adapter into the local cache, as loading would; resolves a model reference as loading
+    would (pass a resolved spec to fingerprint the version a run reads)."""
     from meterread.models.loading import fetch_adapter
     from meterread.models.prompts import DEFAULT_PROMPTS
     from meterread.preprocess import PREPROCESS_VERSION
+    from meterread.registry import resolve_spec
 
-    spec.validate()
+    spec = resolve_spec(spec.validate())
     adapter_dir = fetch_adapter(spec.adapter) if spec.adapter else None
     prompt = spec.prompt or DEFAULT_PROMPTS[spec.family]
     return fingerprint(spec, spec.base, adapter_dir, prompt, PREPROCESS_VERSION)

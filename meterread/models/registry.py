@@ -34,10 +34,12 @@ def family_module(name: str) -> ModuleType:
 
 def load_reader(spec):
     """Load the reader for `spec` through its family's module: the family is checked against the checkpoint and
-    the device is checked before any weights are read."""
+    the device is checked before any weights are read. A model reference (`registry://URL`) is resolved first
+    (`meterread.registry.resolve_spec`); a run resolves it once at its start and loads the resolved spec."""
     from meterread.models.base import check_family, resolve_device
+    from meterread.registry import resolve_spec
 
-    spec.validate()
+    spec = resolve_spec(spec.validate())
     check_family(spec)
     resolve_device(spec.device)
     return family_module(spec.family).load(spec)

@@ -89,7 +89,6 @@ def test_orchestrator_reruns_a_failed_shard_and_reports_one_that_keeps_failing(
         "read_deployment": "read-shard/read-shard",
         "credentials_block": None,
         "shard_attempts": 2,
-        "poll_seconds": 0,
         "shard_timeout_seconds": None,
     }
     results, failed = fanout.run_shards(config, plan, uris, options, logger=pipeline.log)
@@ -111,13 +110,13 @@ def test_orchestrator_renews_its_lease_while_waiting_and_stops_if_it_was_taken(p
     out_fs, root = resolve(f"s3://{bucket}/readings")
     monkeypatch.setattr(fanout, "RENEW_LEASE_EVERY_S", 0.0)  # renew at the first poll
     held = lease.acquire(out_fs, root, "orchestrator", ttl=timedelta(minutes=1))
-    assert fanout.wait_for_runs.fn([], 0.01, None, held) == {}
+    assert fanout.wait_for_runs.fn([], None, held) == {}
     expires = json.loads(out_fs.cat_file(f"{root}/{lease.LEASE_PATH}"))["expires_at"]
     assert datetime.fromisoformat(expires) > datetime.now(timezone.utc) + timedelta(hours=5)  # a fresh TTL
     out_fs.rm_file(f"{root}/{lease.LEASE_PATH}")
     lease.acquire(out_fs, root, "next-night")
     with pytest.raises(lease.RunLocked, match="orchestrator lost the output's lease: run next-night holds it"):
-        fanout.wait_for_runs.fn([], 0.01, None, held)
+        fanout.wait_for_runs.fn([], None, held)
 
 
 def test_storage_trouble_while_renewing_is_retried_soon_not_fatal(monkeypatch):
@@ -128,3 +127,59 @@ def test_storage_trouble_while_renewing_is_retried_soon_not_fatal(monkeypatch):
 
     monkeypatch.setattr(lease, "renew", slow_down)
     assert fanout.renew_while_waiting("held") == fanout.RETRY_RENEWAL_S
+
+
+def test_the_orchestrator_waits_on_shard_runs_through_prefect_futures(prefect_harness):
+    """Real flow runs on the test server: one finished (its completion is seen), one never picked up (timed out)."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import Completed, Scheduled
+
+    import flows.fanout as fanout
+
+    @flow(name="shard-stand-in")
+    def shard_stand_in():
+        return None
+
+    with get_client(sync_client=True) as client:
+        finished = client.create_flow_run(shard_stand_in, state=Scheduled())
+        stuck = client.create_flow_run(shard_stand_in, state=Scheduled())
+        client.set_flow_run_state(finished.id, Completed(), force=True)
+    states = fanout.wait_for_runs.fn([finished.id, stuck.id], 1.0)
+    assert states == {finished.id: "COMPLETED", stuck.id: "TIMED_OUT"}
+
+
+def test_every_shard_reads_the_version_resolved_at_the_start_of_the_night(
+    prefect_harness, s3_bucket, tiny_paligemma, tmp_path, monkeypatch
+):
+    import flows.fanout as fanout
+    from meterread.registry import publish
+
+    fs, bucket = s3_bucket
+    put_photos(fs, bucket, 6)
+    folder = tmp_path / "registry"
+    first = publish(str(folder), tiny_paligemma, 0.95, record={"family": "paligemma", "strategy": "full"})
+    submitted: dict[uuid.UUID, dict] = {}
+
+    def submit(deployment, parameters, idempotency_key):  # stands in for run_deployment + a GPU worker
+        if not submitted:  # a promotion lands while the night runs
+            publish(str(folder), tiny_paligemma, 0.97, record={"family": "paligemma", "strategy": "full"})
+        run_id = uuid.uuid4()
+        submitted[run_id] = parameters
+        fanout.read_shard.fn(**parameters)
+        return run_id
+
+    monkeypatch.setattr(fanout, "submit_shard", submit)
+    monkeypatch.setattr(fanout, "wait_for_runs", lambda ids, *_, **__: {i: "COMPLETED" for i in ids})
+    model = {"base": f"registry://{folder}", "device": "cpu"}
+    night = {"source": f"s3://{bucket}/photos", "output": f"s3://{bucket}/readings", "shard_size": 2}
+    manifest = fanout.nightly_fanout(**night, model=model)
+
+    pinned = f"registry://{folder}@{first['version']}"
+    assert len(submitted) == manifest["shards"] > 1
+    assert {parameters["config"]["model"]["base"] for parameters in submitted.values()} == {pinned}
+    assert (manifest["model_reference"], manifest["model_version"]) == (f"registry://{folder}", first["version"])
+    rows = sink.read_output(*resolve(night["output"]))
+    assert rows.num_rows == 6 and set(rows.column("model_id").to_pylist()) == {
+        str(folder / "versions" / first["version"])
+    }

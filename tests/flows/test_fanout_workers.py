@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from meterread import sink
+from meterread.config import DEMO_MODEL_DIR
 from meterread.data.synth import write_bucket
+from meterread.registry import publish
 from meterread.storage import resolve
 from tests.conftest import free_port
 
@@ -113,14 +115,16 @@ def prefect_cluster(tmp_path, s3_endpoint):
 def test_fanout_reads_every_photo_once_across_two_gpu_workers(tmp_path, s3_bucket, prefect_cluster):
     env, processes = prefect_cluster
     fs, bucket = s3_bucket
-    samples = write_bucket(tmp_path / "photos", 16, seed=41)
+    samples = write_bucket(tmp_path / "photos", 24, seed=41)  # 4 meters x 6 photos
     fs.put(str(tmp_path / "photos") + "/", f"{bucket}/incoming/", recursive=True)
     fs.rm(f"{bucket}/incoming/annotations.jsonl")
     source, output = f"s3://{bucket}/incoming", f"s3://{bucket}/readings"
-    deploy_env = {**env, "METERREAD_SOURCE": source, "METERREAD_OUTPUT": output, "METERREAD_REGISTRY": str(tmp_path)}
+    registry = tmp_path / "registry"  # prefect.yaml's read deployments follow it (registry://): promote a model
+    pointer = publish(str(registry), DEMO_MODEL_DIR, 0.983)  # a whole model; its train_config.json says so
+    deploy_env = {**env, "METERREAD_SOURCE": source, "METERREAD_OUTPUT": output, "METERREAD_REGISTRY": str(registry)}
     run_cli(["--no-prompt", "deploy", "--all"], deploy_env)
 
-    params = {"shard_size": 2, "batch_size": 4, "poll_seconds": 1}  # 2 meters x 8 photos -> 4 shards
+    params = {"shard_size": 2, "batch_size": 4}  # a meter is never split: 4 meters -> 4 shards
     run = subprocess.run(
         PREFECT
         + ["deployment", "run", "nightly-fanout/nightly-fanout", "--params", json.dumps(params)]
@@ -140,7 +144,11 @@ def test_fanout_reads_every_photo_once_across_two_gpu_workers(tmp_path, s3_bucke
     assert sorted(uris) == sorted(f"s3://{bucket}/incoming/{s.key}" for s in samples)  # exactly one row each
     (manifest_path,) = out_fs.glob(f"{root}/_manifests/*.json")
     manifest = json.loads(out_fs.cat(manifest_path))
-    assert manifest["processed"] == 16 and manifest["failed_shards"] == []
+    assert manifest["processed"] == 24 and manifest["failed_shards"] == []
+    assert manifest["model_version"] == pointer["version"]  # resolved once, read by every shard
     assert set(manifest["workers"]) == {"gpu-1", "gpu-2"}, manifest["workers"]  # both GPU workers read shards
     assert sum(manifest["workers"].values()) == manifest["shards"] >= 3
     assert not out_fs.exists(f"{root}/_leases/active-run.json")  # the night's lease was released
+    from meterread.tables.store import read_table
+
+    assert read_table(output, "readings_current").num_rows == 24  # the gather updated the analyst tables

@@ -65,10 +65,16 @@ def test_nightly_read_against_s3(prefect_harness, s3_bucket, tiny_paligemma):
     # artifacts: counts by status and a sample of the flagged/error rows
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
 
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["read-summary"])))
-        sample = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["flagged-sample"])))
+    with get_client(sync_client=True) as client:  # the newest: other tests' nights publish the same keys
+        newest_first = {"sort": ArtifactSort.CREATED_DESC, "limit": 1}
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["read-summary"])), **newest_first
+        )
+        sample = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["flagged-sample"])), **newest_first
+        )
     summary = {row["status"]: row["photos"] for row in json.loads(artifacts[0].data)}
     assert sum(summary[s] for s in ("accepted", "flagged", "error")) == 8 and summary["error"] == 1
     assert any("MTR-BAD" in row["image_uri"] for row in json.loads(sample[0].data))
@@ -77,8 +83,6 @@ def test_nightly_read_against_s3(prefect_harness, s3_bucket, tiny_paligemma):
     rerun = nightly_read(source=source, output=output, model=model, batch_size=4, shard_size=3)
     assert (rerun["processed"], rerun["already_done"]) == (0, 8)
     assert read_back(output).num_rows == 8
-    from prefect.client.schemas.sorting import ArtifactSort
-
     with get_client(sync_client=True) as client:
         newest = client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["flagged-sample"])),
@@ -277,3 +281,26 @@ def test_a_credentials_block_becomes_storage_options(prefect_harness, s3_bucket,
     assert manifest["processed"] == 2
     assert (storage._S3_CREDENTIALS["key"], storage._S3_CREDENTIALS["secret"]) == ("block-key", "block-secret")
     assert "block-secret" not in json.dumps(manifest)  # never written
+
+
+def test_a_night_reads_the_registrys_current_version_and_records_it(prefect_harness, s3_bucket, tiny_paligemma):
+    from flows.nightly_read import nightly_read
+    from meterread.models.base import ModelLoadError
+    from meterread.registry import publish
+
+    fs, bucket = s3_bucket
+    put_photos(fs, bucket, 3)
+    registry = f"s3://{bucket}/registry"
+    night = {"source": f"s3://{bucket}/photos", "output": f"s3://{bucket}/readings"}
+    model = {"base": f"registry://{registry}", "device": "cpu"}
+    with pytest.raises(ModelLoadError, match=f"model registry {registry} has no current model"):
+        nightly_read(**night, model=model)
+    assert not fs.exists(f"{bucket}/readings")  # nothing written, no lease taken
+
+    pointer = publish(registry, tiny_paligemma, 0.95, record={"family": "paligemma", "strategy": "full"})
+    manifest = nightly_read(**night, model=model)
+    assert (manifest["model_reference"], manifest["model_version"]) == (f"registry://{registry}", pointer["version"])
+    assert manifest["config"]["model"]["reference"] == f"registry://{registry}@{pointer['version']}"
+    assert manifest["processed"] == 3 and set(read_back(night["output"]).column("model_id").to_pylist()) == {
+        manifest["model_id"]
+    }
