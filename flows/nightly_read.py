@@ -25,6 +25,7 @@ from meterread.storage import use_s3_credentials
 # retry layer), so a task retry would multiply attempts. A lost lease or a missing source fails at once.
 STORAGE_TASK = {"cache_policy": NO_CACHE}
 FLAGGED_SAMPLE = pipeline.FLAGGED_SAMPLE
+NIGHTLY_REBUILD_FILES = 500  # a night rebuilds never-built tables only over an output this small (files)
 
 
 @task(**STORAGE_TASK)
@@ -99,12 +100,14 @@ def fold_state(config: ReadConfig) -> None:
 @task(cache_policy=NO_CACHE)
 def update_tables(config: ReadConfig) -> dict | None:
     """The analyst tables, recomputed for the meters the night touched (`meterread.tables.store.update_tables`).
-    Never fails the night: the readings are written, and the next night or `meterread tables` catches up."""
+    Never fails the night, and rebuilds them whole only for a small output (at most NIGHTLY_REBUILD_FILES files:
+    the first nights); a larger one is rebuilt by `meterread tables OUTPUT` (once after deploying on an existing
+    output, or after dataset files were deleted), and the night logs that. The readings are written either way."""
     from meterread.tables.store import update_tables as update
 
     try:
-        return update(config.output, config.meters_table)
-    except Exception as error:  # storage trouble, a bad meters table edited mid-night: the readings are safe
+        return update(config.output, config.meters_table, max_rebuild_files=NIGHTLY_REBUILD_FILES)
+    except Exception as error:  # storage trouble, never-built tables, a bad meters table: the readings are safe
         get_run_logger().warning(
             "analyst tables not updated (%s: %s); the next night catches up", type(error).__name__, error
         )

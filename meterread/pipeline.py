@@ -206,10 +206,16 @@ def plan_run(
 
 def load_history(config: ReadConfig, photos: Iterable[Photo], exclude_run: str | None = None) -> MeterHistory:
     """The accepted readings of the meters of `photos` (from the output's state, `meterread.state`), leaving out
-    the rows run `exclude_run` wrote (a retried shard's own)."""
+    the rows run `exclude_run` wrote (a retried shard's own) and the earlier readings of `photos` themselves: they
+    are read again tonight (a new model, a new version, `--reprocess`), so an old misread of one must not be the
+    reference, before or after, of another."""
+    photos = list(photos)
     out_fs, out_root = resolve(config.output)
     meter_ids = [photo.meter_id for photo in photos]
-    return MeterHistory.from_table(with_retries(lambda: StateView(out_fs, out_root, exclude_run).history(meter_ids)))
+    history = MeterHistory.from_table(with_retries(lambda: StateView(out_fs, out_root, exclude_run).history(meter_ids)))
+    for photo in photos:
+        history.supersede(photo.uri)
+    return history
 
 
 def fold_state(config: ReadConfig) -> None:

@@ -114,6 +114,15 @@ def read_folded(fs: AbstractFileSystem, root: str) -> frozenset[str]:
     return frozenset(table.column("path").to_pylist())
 
 
+def is_gone(fs: AbstractFileSystem, path: str) -> bool:
+    """Whether `path` is absent (FileNotFoundError); any other storage error propagates."""
+    try:
+        fs.info(path)
+    except FileNotFoundError:
+        return True
+    return False
+
+
 def keep_keys(table: pa.Table, column: str, keys: Iterable[str]) -> pa.Table:
     return table.filter(pc.is_in(table.column(column), value_set=pa.array(sorted(set(keys)), pa.string())))
 
@@ -128,7 +137,8 @@ class StateView:
         self.fs, self.root = fs, root
         fs.invalidate_cache(root)
         self.folded = read_folded(fs, root)
-        files = sink.dataset_files(fs, root) if fs.exists(root) else []
+        # a state exists, so the output does: never let an `exists` that swallowed an error hide the whole dataset
+        files = sink.dataset_files(fs, root) if self.folded or fs.exists(root) else []
         present = {relative(root, path) for path in files}
         own = f"part-{exclude_run}-" if exclude_run else None
         self.unfolded = [
@@ -136,7 +146,10 @@ class StateView:
             for path in files
             if relative(root, path) not in self.folded and not (own and path.rsplit("/", 1)[-1].startswith(own))
         ]
-        self.removed = frozenset(self.folded - present)  # folded once, deleted from the dataset since: not history
+        self.unfolded_names = frozenset(relative(root, path) for path in self.unfolded)
+        # folded once and deleted from the dataset since: not history. Each one is checked on its own, so a listing
+        # that came back short (a storage blip) raises instead of making every folded file look deleted.
+        self.removed = frozenset(name for name in self.folded - present if is_gone(fs, f"{root}/{name}"))
 
     def rows(self, kind: Kind, keys: Iterable[str | None]) -> pa.Table:
         """`kind`'s rows whose key is one of `keys` (None keys ignored): from their buckets (less the rows of
@@ -145,8 +158,9 @@ class StateView:
         if not keys:
             return kind.schema.empty_table().drop_columns([SOURCE_FILE])
         parts = [
-            without_files(
-                keep_keys(read_bucket(self.fs, self.root, kind, bucket), kind.key, keys), self.removed
+            without_files(  # rows of unfolded files too: a fold that crashed before its files list wrote them
+                keep_keys(read_bucket(self.fs, self.root, kind, bucket), kind.key, keys),
+                self.removed | self.unfolded_names,
             ).drop_columns([SOURCE_FILE])
             for bucket in sorted({bucket_of(key) for key in keys})
         ]

@@ -394,3 +394,40 @@ def test_source_and_output_inside_one_another_are_refused_up_front(source, outpu
     with pytest.raises(ConfigError, match=says):
         ReadConfig(source=source, output=output, model=ModelSpec(base="x")).validate()
     ReadConfig(source=source.rstrip("/") + "-other", output=output + "-other", model=ModelSpec(base="x")).validate()
+
+
+def test_photos_read_again_tonight_are_no_reference_for_each_other(tmp_path):
+    """The night after a promotion reads every photo again: the old model's accepted misread of a later photo must
+    not flag the new, right reading of an earlier one (it did, as `exceeds_later_reading`)."""
+    first, misread = listed("M1/20260101T120000Z.jpg", "M1/20260102T120000Z.jpg")
+    old = [
+        {
+            "run_id": "old",
+            "image_uri": photo.uri,
+            "meter_id": "M1",
+            "captured_at": photo.captured_at,
+            "capture_date": photo.captured_at.date(),
+            "reading": Decimal(value),
+            "status": "accepted",
+            "reasons": [],
+            "processed_at": datetime(2026, 1, 3, tzinfo=timezone.utc),
+        }
+        for photo, value in ((first, "100"), (misread, "50"))  # the old model's rows; 50 is a misread
+    ]
+    config = config_for(tmp_path, "x")
+    fs, root = resolve(config.output)
+    sink.write_shard(fs, root, old, "old", "s1")
+    history = pipeline.load_history(config, [first, misread], "tonight")
+    assert history.following("M1", first.captured_at) is None and history.previous("M1", misread.captured_at) is None
+    judged_first = pipeline.judge(
+        {"processed_at": datetime(2026, 2, 1, tzinfo=timezone.utc), "meter_id": "M1"},
+        Prediction("100", (0.0,)),
+        first,
+        history,
+        {},
+        Rules(),
+    )[0]
+    assert (judged_first["status"], judged_first["reasons"]) == ("accepted", [])
+    (later,) = listed("M1/20260105T120000Z.jpg")
+    others = pipeline.load_history(config, [later], "tonight")  # photos not read tonight keep their readings
+    assert others.previous("M1", later.captured_at).value == Decimal("50")

@@ -110,9 +110,12 @@ def test_a_fold_repeated_after_a_crash_never_duplicates_rows(tmp_path):
     fs, root = resolve(str(tmp_path))
     state.fold(fs, root)
     fs.rm(f"{root}/{state.FOLDED_PATH}")  # the crash: buckets written, files list not
+    uri = row("M001", 1, 5)["image_uri"]
+    before = state.StateView(fs, root)  # the next night reads before it folds: still one row, one failure
+    assert len(before.ledger([uri])) == 1 and len(before.history(["M002"])) == 1
+    assert Ledger.from_table(before.ledger([uri])).transient_failures == {(uri, "e1", "fp"): 1}
     assert state.fold(fs, root) == 2
     view = state.StateView(fs, root)
-    uri = row("M001", 1, 5)["image_uri"]
     assert len(view.ledger([uri])) == 1
     assert Ledger.from_table(view.ledger([uri])).transient_failures == {(uri, "e1", "fp"): 1}
     assert len(view.history(["M002"])) == 1
@@ -170,6 +173,25 @@ def test_a_retried_shard_does_not_see_its_own_rows_as_history(tmp_path):
     fs, root = resolve(str(tmp_path))
     values = state.StateView(fs, root, exclude_run="night-2").history(["M001"]).column("reading").to_pylist()
     assert values == [Decimal(5)]
+
+
+def test_a_short_listing_is_not_taken_for_deleted_files(tmp_path, monkeypatch):
+    """A storage blip that makes the listing come back empty must fail the lookup, not empty the ledger (every
+    photo would be read again)."""
+    write(tmp_path, many_rows(meters=3, days=1))
+    fs, root = resolve(str(tmp_path))
+    state.fold(fs, root)
+    monkeypatch.setattr(sink, "dataset_files", lambda fs, root: [])
+    real_info = type(fs).info
+
+    def flaky_info(self, path, **kwargs):
+        if "capture_date=" in path:
+            raise ConnectionError("reset")
+        return real_info(self, path, **kwargs)
+
+    monkeypatch.setattr(type(fs), "info", flaky_info)
+    with pytest.raises(ConnectionError):
+        state.StateView(fs, root)
 
 
 def test_the_state_is_not_part_of_the_dataset(tmp_path, caplog):

@@ -123,14 +123,22 @@ def refresh_tables(output: str, meters_table: str | None = None) -> dict[str, pa
     return tables
 
 
-def update_tables(output: str, meters_table: str | None = None) -> dict[str, int]:
+class TablesNeedRebuild(RuntimeError):
+    """The tables were never built, or a file they hold is gone: only a whole rebuild (`meterread tables`) fits."""
+
+
+def update_tables(output: str, meters_table: str | None = None, max_rebuild_files: int | None = None) -> dict[str, int]:
     """Bring the tables up to date with the dataset and corrections files they do not hold yet, recomputing only
-    the buckets of the meters those files touch; returns {table: rows written}. Falls back to `refresh_tables` when
-    the tables were never built or a file they hold was deleted."""
+    the buckets of the meters those files touch; returns {table: rows written}. When the tables were never built or
+    a file they hold was deleted: `refresh_tables`, unless the output holds more than `max_rebuild_files` files
+    (TablesNeedRebuild: a night must not read a whole large history; `meterread tables OUTPUT` does)."""
     fs, root = resolve(output)
     included = read_included(fs, root)
     data, corrections = source_files(fs, root)
     if included is None or not included <= set(data) | set(corrections):
+        if max_rebuild_files is not None and len(data) + len(corrections) > max_rebuild_files:
+            what = "were never built" if included is None else "hold a file deleted since"
+            raise TablesNeedRebuild(f"the analyst tables of {output} {what}: run `meterread tables {output}` once")
         return {name: table.num_rows for name, table in refresh_tables(output, meters_table).items()}
     new_data = [f"{root}/{path}" for path in data if path not in included]
     new_corrections = [path for path in corrections if path not in included]
@@ -142,9 +150,10 @@ def update_tables(output: str, meters_table: str | None = None) -> dict[str, int
     touched |= {bucket_name(meter) for meter in corrected_meters(fs, root, new_corrections)}
     written = dict.fromkeys(SCHEMAS, 0)
     digits = meter_digits(meters_table)
+    new_by_bucket = split_by_meter_bucket(new_rows)
     for bucket in sorted(touched):
         old = uncorrected(read_bucket(fs, root, "readings_current", bucket))
-        rows = pa.concat_tables([old, split_by_meter_bucket(new_rows).get(bucket, sink.SCHEMA.empty_table())])
+        rows = pa.concat_tables([old, new_by_bucket.get(bucket, sink.SCHEMA.empty_table())])
         tables = build_tables(rows, digits, all_corrections)
         write_buckets(fs, root, tables, [bucket])
         for name, table in tables.items():

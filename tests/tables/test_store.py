@@ -3,6 +3,7 @@
 import json
 import logging
 
+import pytest
 from typer.testing import CliRunner
 
 from meterread import sink
@@ -132,3 +133,16 @@ def test_the_readme_queries_run_over_the_written_tables(tmp_path):
     scope = {"pd": pd}
     exec(python, scope)  # noqa: S102 - the README's own example
     assert len(scope["queue"]) == 3 and len(scope["current"]) == counts[0]
+
+
+def test_a_night_does_not_rebuild_the_tables_of_a_large_output(tmp_path):
+    """Tables never built over an output bigger than the night's limit: the update refuses (the night logs it and
+    goes on) instead of reading the whole history; `meterread tables` builds them."""
+    from meterread.tables import store
+
+    output = str(tmp_path / "out")
+    fs, root = write_series(tmp_path / "out")
+    with pytest.raises(store.TablesNeedRebuild, match="run `meterread tables"):
+        store.update_tables(output, max_rebuild_files=1)
+    assert not fs.exists(f"{root}/{store.TABLES_DIR}")
+    assert store.update_tables(output, max_rebuild_files=100)["readings_current"] == 12  # a small one: built
