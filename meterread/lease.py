@@ -49,7 +49,7 @@ def create_exclusive(fs: AbstractFileSystem, path: str, data: bytes) -> bool:
         except FileExistsError:
             return False
     try:
-        fs.pipe_file(path, data, mode="create")
+        with_retries(lambda: fs.pipe_file(path, data, mode="create"))  # a retry after a lost success: exists
         return True
     except (FileExistsError, OSError) as error:
         if "PreconditionFailed" in repr(error) or isinstance(error, FileExistsError) or "412" in str(error):
@@ -134,7 +134,7 @@ def acquire(
                 f"If that run is dead, run `meterread unlock {fs.unstrip_protocol(root)}` or wait for the lease "
                 "to expire."
             )
-        fs.rm_file(path)  # expired, or its process is gone: a crashed run left it
+        with_retries(lambda: fs.rm_file(path))  # expired, or its process is gone: a crashed run left it
     raise RunLocked(f"could not take the lease at {fs.unstrip_protocol(path)}")
 
 
@@ -195,7 +195,7 @@ def break_lease(fs: AbstractFileSystem, root: str, force: bool = False) -> dict 
         return None
     if holder_alive(holder) and not force:
         raise RunLocked(f"output is locked by {describe_holder(holder)}, which is still running; not unlocking")
-    fs.rm_file(path)
+    with_retries(lambda: fs.rm_file(path))
     return holder
 
 

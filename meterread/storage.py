@@ -33,7 +33,7 @@ T = TypeVar("T")
 # Errors worth retrying: network and server trouble. Missing objects and bad permissions are final.
 STORAGE_ATTEMPTS = 4  # tries of one storage call (`with_retries`), the only retry layer
 S3_CLIENT_RETRIES = {"mode": "standard", "total_max_attempts": 1}  # botocore: one attempt, no retries
-_FINAL_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+_FINAL_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
 # A fetch that failed with one of these is final across runs too: the object is not there (or not a file). Any
 # other failure (network, timeout, throttling, server errors, permissions) may pass: later runs try again.
 _ABSENT_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError)

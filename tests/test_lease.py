@@ -120,3 +120,26 @@ def test_a_lease_held_elsewhere_or_by_a_live_process_waits_for_its_ttl(output):
         break_lease(fs, root)
     assert break_lease(fs, root, force=True)["run_id"] == "live"
     assert acquire(fs, root, "next-night", now=T0 + timedelta(minutes=5)).run_id == "next-night"
+
+
+def test_taking_the_lease_survives_a_storage_blip(s3_bucket, monkeypatch):
+    """The S3 client no longer retries by itself: the exclusive create is retried by the storage helper, and a
+    retry after a lost success finds the lease there (FileExistsError is final, never retried)."""
+    from meterread import storage
+
+    fs, bucket = s3_bucket
+    real_pipe, calls = fs.pipe_file, []
+
+    def blip_once(path, data, **kwargs):
+        calls.append(path)
+        if len(calls) == 1:
+            raise ConnectionError("reset by peer")
+        return real_pipe(path, data, **kwargs)
+
+    monkeypatch.setattr(fs, "pipe_file", blip_once)
+    monkeypatch.setattr(storage.time, "sleep", lambda _: None)
+    held = acquire(fs, f"{bucket}/out", "night-1")
+    assert held.run_id == "night-1" and len(calls) == 2
+    with pytest.raises(RunLocked, match="locked by run night-1"):
+        acquire(fs, f"{bucket}/out", "night-2")
+    assert len(calls) == 3  # the second run's create met the lease once: not retried
