@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 READ_SHARD_DEPLOYMENT = "read-shard/read-shard"
 RENEW_LEASE_EVERY_S = 600.0  # while waiting on shard runs; the lease's TTL is hours
 RETRY_RENEWAL_S = 30.0  # after storage trouble while renewing
+DEFAULT_SHARD_TIMEOUT_S = 4 * 3600.0  # give up on (and cancel) an attempt's shard runs after this long
 
 
 # --- read-shard: runs on a GPU worker ----------------------------------------------------------------------------
@@ -143,6 +144,24 @@ def renew_while_waiting(held: lease.Lease) -> float:
     return RENEW_LEASE_EVERY_S
 
 
+@task(cache_policy=NO_CACHE)
+def cancel_runs(run_ids: list[UUID]) -> None:
+    """Cancel shard runs given up on (still queued: Cancelled; running: Cancelling, the worker stops it), so a
+    late finisher never writes beside the next attempt's run of the same shard."""
+    if not run_ids:
+        return
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelled, Cancelling
+
+    with get_client(sync_client=True) as client:
+        for run_id in run_ids:
+            run = client.read_flow_run(run_id)
+            if run.state is None or run.state.is_final():
+                continue
+            state = Cancelling() if run.state.is_running() else Cancelled()
+            client.set_flow_run_state(run_id, state, force=True)
+
+
 def run_shards(config: ReadConfig, plan, uris: list[str], options: dict, logger) -> tuple[list[dict], list[str]]:
     """Run every shard as a `read-shard` flow run, rerunning failed ones; returns (results, failed shard ids)."""
     pending = {shard.shard_id: uri for shard, uri in zip(plan.shards, uris)}
@@ -154,12 +173,13 @@ def run_shards(config: ReadConfig, plan, uris: list[str], options: dict, logger)
             submit_shard(
                 options["read_deployment"],
                 {"config": options["config"], "shard_uri": uri, "credentials_block": options["credentials_block"]},
-                f"{plan.run_id}:{shard_id}:{attempt}",
+                f"{plan.run_id}:{shard_id}:{attempt}:{flow_run.get_run_count() or 1}",  # a retried night: new runs
             ): shard_id
             for shard_id, uri in pending.items()
         }
         logger.info("attempt %d: %d shard runs submitted to %s", attempt, len(launched), options["read_deployment"])
         states = wait_for_runs(list(launched), options["shard_timeout_seconds"], options.get("lease"))
+        cancel_runs([run_id for run_id, state in states.items() if state == "TIMED_OUT"])
         for run_id, shard_id in launched.items():
             result = shard_result(config, plan.run_id, shard_id) if states[run_id] == "COMPLETED" else None
             if result is not None:
@@ -189,7 +209,7 @@ def nightly_fanout(
     credentials_block: str | None = None,
     read_deployment: str = READ_SHARD_DEPLOYMENT,
     shard_attempts: int = 2,
-    shard_timeout_seconds: float | None = None,
+    shard_timeout_seconds: float | None = DEFAULT_SHARD_TIMEOUT_S,
     allow_empty: bool = False,
     transient_retries: int | None = None,
     prefixes: list[str] | None = None,
@@ -199,7 +219,8 @@ def nightly_fanout(
 
     Read settings as in `nightly-read`. `read_deployment`: the shard deployment (`flow-name/deployment-name`);
     `shard_attempts`: runs per shard before the night fails (rows of finished shards stay; a rerun of the night
-    picks up the rest); `shard_timeout_seconds`: give up waiting for an attempt after this long. A missing
+    picks up the rest); `shard_timeout_seconds`: give up on an attempt's runs after this long (default 4 h; they
+    are cancelled, so a late one never writes beside the next attempt; None waits forever). A missing
     `source` or one with no photo fails the night (nothing written) unless `allow_empty`."""
     logger = get_run_logger()
     show_library_logs()

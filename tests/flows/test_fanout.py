@@ -147,6 +147,10 @@ def test_the_orchestrator_waits_on_shard_runs_through_prefect_futures(prefect_ha
         client.set_flow_run_state(finished.id, Completed(), force=True)
     states = fanout.wait_for_runs.fn([finished.id, stuck.id], 1.0)
     assert states == {finished.id: "COMPLETED", stuck.id: "TIMED_OUT"}
+    fanout.cancel_runs.fn([finished.id, stuck.id])  # given up on: cancelled, so it never writes late
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(stuck.id).state.type.value == "CANCELLED"
+        assert client.read_flow_run(finished.id).state.type.value == "COMPLETED"
 
 
 def test_every_shard_reads_the_version_resolved_at_the_start_of_the_night(
