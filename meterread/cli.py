@@ -352,15 +352,27 @@ def tables(
     output: str = typer.Argument(..., help="Folder or URL of the Parquet dataset."),
     meters_table: str | None = typer.Option(None, help="CSV/Parquet meters table (its `digits` make rollovers usage)."),
 ) -> None:
-    """Recompute the analyst tables (readings_current, consumption_daily, review_queue) into OUTPUT/_tables/."""
+    """Recompute the analyst tables (readings_current, consumption_daily, review_queue) into OUTPUT/_tables/, under
+    the output's lease (a night updating them meanwhile would lose its buckets)."""
+    from meterread import lease
     from meterread.meters import MetersTableError
+    from meterread.pipeline import new_run_id
+    from meterread.storage import resolve
     from meterread.tables.store import refresh_tables
 
+    fs, root = resolve(output)
+    try:
+        held = lease.acquire(fs, root, f"tables-{new_run_id()}")
+    except lease.RunLocked as error:
+        typer.echo(f"Error: {error}", err=True)
+        raise typer.Exit(1) from error
     try:
         written = refresh_tables(output, meters_table)
     except MetersTableError as error:
         typer.echo(f"Error: {error}", err=True)
         raise typer.Exit(1) from error
+    finally:
+        lease.release(held)
     typer.echo(json.dumps({name: table.num_rows for name, table in written.items()}, indent=2))
 
 

@@ -146,3 +146,17 @@ def test_a_night_does_not_rebuild_the_tables_of_a_large_output(tmp_path):
         store.update_tables(output, max_rebuild_files=1)
     assert not fs.exists(f"{root}/{store.TABLES_DIR}")
     assert store.update_tables(output, max_rebuild_files=100)["readings_current"] == 12  # a small one: built
+
+
+def test_the_command_refuses_to_rebuild_beside_a_night(tmp_path):
+    """`meterread tables` rebuilds under the output's lease: beside a night that holds it, it stops, writing nothing."""
+    from meterread import lease
+
+    fs, root = write_series(tmp_path / "out")
+    night = lease.acquire(fs, root, "night-7")
+    result = runner.invoke(app, ["tables", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "locked by run night-7" in result.output
+    assert not fs.exists(f"{root}/_tables")
+    lease.release(night)
+    assert runner.invoke(app, ["tables", str(tmp_path / "out")]).exit_code == 0
+    assert not fs.exists(f"{root}/{lease.LEASE_PATH}")  # released after the rebuild
