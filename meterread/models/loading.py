@@ -42,10 +42,10 @@ def fetch_directory(url: str, required: str, wanted: tuple[str, ...] | None = AD
         if not (path / required).is_file():
             raise FileNotFoundError(f"{url!r} has no {required}")
         return str(path)
-    from meterread.storage import object_etag, resolve
+    from meterread.storage import object_etag, resolve, with_retries
 
     fs, root = resolve(url)
-    listing = fs.find(root, detail=True)
+    listing = with_retries(lambda: fs.find(root, detail=True))
     names = {path[len(root) :].lstrip("/"): info for path, info in listing.items()}
     staging = adapter_cache() / "staging"
     for name in names:
@@ -58,8 +58,11 @@ def fetch_directory(url: str, required: str, wanted: tuple[str, ...] | None = AD
     if not (target / required).is_file():
         partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
         partial.mkdir(parents=True, exist_ok=True)
-        for name in chosen:
-            safe_target(partial, name).write_bytes(fs.cat_file(f"{root.rstrip('/')}/{name}"))
+        for name in chosen:  # streamed to disk (a safetensors file need not fit in memory), each retried
+            destination = safe_target(partial, name)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            source = f"{root.rstrip('/')}/{name}"
+            with_retries(lambda source=source, destination=destination: fs.get_file(source, str(destination)))
         try:
             partial.rename(target)
         except OSError:  # another process fetched the same objects meanwhile

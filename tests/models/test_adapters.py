@@ -1,5 +1,7 @@
 """LoRA adapters: trained for a few steps they change the reading; merged == unmerged; strict loading."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -110,3 +112,28 @@ def test_florence2_adapter_changes_output_and_merges_faithfully(tiny_florence2, 
     peft_model.eval()
     with torch.no_grad():
         assert torch.allclose(tuned.model(**inputs).logits, peft_model(**inputs).logits, atol=1e-4)
+
+
+def test_a_model_download_survives_a_storage_blip(s3_bucket, tmp_path, monkeypatch):
+    """The S3 client does not retry by itself: each file of a model download is retried by the storage helper, and
+    streamed to disk rather than held in memory."""
+    from meterread import storage
+    from meterread.models.loading import fetch_directory
+
+    fs, bucket = s3_bucket
+    monkeypatch.setenv("METERREAD_CACHE", str(tmp_path / "cache"))
+    fs.pipe(f"{bucket}/adapters/v1/adapter_config.json", b"{}")
+    fs.pipe(f"{bucket}/adapters/v1/adapter_model.safetensors", b"weights")
+    source_fs, _ = storage.resolve(f"s3://{bucket}/adapters/v1")
+    real_get, calls = source_fs.get_file, []
+
+    def blip_once(rpath, lpath, **kwargs):
+        calls.append(rpath)
+        if len(calls) == 1:
+            raise ConnectionError("reset by peer")
+        return real_get(rpath, lpath, **kwargs)
+
+    monkeypatch.setattr(source_fs, "get_file", blip_once)
+    monkeypatch.setattr(storage.time, "sleep", lambda _: None)
+    local = Path(fetch_directory(f"s3://{bucket}/adapters/v1", "adapter_config.json"))
+    assert (local / "adapter_model.safetensors").read_bytes() == b"weights" and len(calls) == 3
