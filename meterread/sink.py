@@ -29,7 +29,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from fsspec import AbstractFileSystem
 
-from meterread.storage import write_bytes
+from meterread.storage import read_bytes, relative_path, write_bytes
 
 READING_TYPE = pa.decimal128(24, 6)
 READING_DECIMALS = READING_TYPE.scale  # 6
@@ -201,7 +201,7 @@ def dataset_files(fs: AbstractFileSystem, root: str) -> list[str]:
     found = sorted(fs.find(root))
     files, strays = [], []
     for path in found:
-        relative = path[len(root) :].lstrip("/") if path.startswith(root) else path
+        relative = relative_path(root, path)
         name = relative.rsplit("/", 1)[-1]
         if _DATA_FILE.match(relative):
             files.append(path)
@@ -252,6 +252,18 @@ def read_output(
         empty = SCHEMA.empty_table()
         return empty.select(columns) if columns else empty
     return dataset.to_table(columns=columns, filter=where)
+
+
+def read_path_list(fs: AbstractFileSystem, path: str) -> frozenset[str] | None:
+    """The paths a `write_path_list` file holds; None when there is no such file."""
+    if not fs.exists(path):
+        return None
+    return frozenset(pq.read_table(pa.BufferReader(read_bytes(fs, path))).column("path").to_pylist())
+
+
+def write_path_list(fs: AbstractFileSystem, path: str, paths: Iterable[str]) -> None:
+    """Write a set of paths as a one-column (`path`) Parquet file, sorted, whole or not at all."""
+    write_bytes(fs, path, table_to_parquet_bytes(pa.table({"path": pa.array(sorted(set(paths)), pa.string())})))
 
 
 def write_manifest(fs: AbstractFileSystem, root: str, manifest: Mapping) -> str:

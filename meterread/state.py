@@ -37,7 +37,7 @@ from fsspec import AbstractFileSystem
 
 from meterread import sink
 from meterread.history import HISTORY_COLUMNS, LEDGER_COLUMNS
-from meterread.storage import write_bytes
+from meterread.storage import relative_path, write_bytes
 
 STATE_DIR = "_state"
 BUCKETS = 256
@@ -76,10 +76,6 @@ def bucket_dir(root: str, kind: Kind, bucket: int) -> str:
     return f"{root}/{STATE_DIR}/{kind.name}/bucket={bucket:03d}"
 
 
-def relative(root: str, path: str) -> str:
-    return path[len(root) :].lstrip("/") if path.startswith(root) else path
-
-
 def generations(fs: AbstractFileSystem, folder: str) -> list[tuple[int, str]]:
     """(generation, path) of a bucket's files, oldest first; none when the bucket was never written."""
     try:
@@ -107,11 +103,7 @@ def read_bucket(fs: AbstractFileSystem, root: str, kind: Kind, bucket: int) -> p
 
 def read_folded(fs: AbstractFileSystem, root: str) -> frozenset[str]:
     """The dataset files (relative to OUTPUT) the state holds."""
-    path = f"{root}/{FOLDED_PATH}"
-    if not fs.exists(path):
-        return frozenset()
-    table = read_parquet(fs, path, pa.schema([pa.field("path", pa.string())]))
-    return frozenset(table.column("path").to_pylist())
+    return sink.read_path_list(fs, f"{root}/{FOLDED_PATH}") or frozenset()
 
 
 def is_gone(fs: AbstractFileSystem, path: str) -> bool:
@@ -139,14 +131,14 @@ class StateView:
         self.folded = read_folded(fs, root)
         # a state exists, so the output does: never let an `exists` that swallowed an error hide the whole dataset
         files = sink.dataset_files(fs, root) if self.folded or fs.exists(root) else []
-        present = {relative(root, path) for path in files}
+        present = {relative_path(root, path) for path in files}
         own = f"part-{exclude_run}-" if exclude_run else None
         self.unfolded = [
             path
             for path in files
-            if relative(root, path) not in self.folded and not (own and path.rsplit("/", 1)[-1].startswith(own))
+            if relative_path(root, path) not in self.folded and not (own and path.rsplit("/", 1)[-1].startswith(own))
         ]
-        self.unfolded_names = frozenset(relative(root, path) for path in self.unfolded)
+        self.unfolded_names = frozenset(relative_path(root, path) for path in self.unfolded)
         # folded once and deleted from the dataset since: not history. Each one is checked on its own, so a listing
         # that came back short (a storage blip) raises instead of making every folded file look deleted.
         self.removed = frozenset(name for name in self.folded - present if is_gone(fs, f"{root}/{name}"))
@@ -187,7 +179,7 @@ def rows_to_fold(fs: AbstractFileSystem, root: str, files: list[str]) -> pa.Tabl
     parts = []
     for fragment in dataset.get_fragments():
         table = fragment.to_table(columns=columns, schema=dataset.schema)
-        parts.append(table.append_column(SOURCE_FILE, pa.array([relative(root, fragment.path)] * len(table))))
+        parts.append(table.append_column(SOURCE_FILE, pa.array([relative_path(root, fragment.path)] * len(table))))
     return pa.concat_tables(parts)
 
 
@@ -251,15 +243,14 @@ def fold(fs: AbstractFileSystem, root: str, chunk_files: int = FOLD_CHUNK_FILES)
         for kind in KINDS:
             for bucket, rows in split_by_bucket(table, kind.key):
                 write_bucket(fs, root, kind, bucket, rows)
-        write_folded(fs, root, read_folded(fs, root) | {relative(root, path) for path in chunk})
+        write_folded(fs, root, read_folded(fs, root) | {relative_path(root, path) for path in chunk})
         folded_rows += len(table)
         log.info("folded %d rows from %d dataset file(s) into %s", len(table), len(chunk), STATE_DIR)
     return folded_rows
 
 
 def write_folded(fs: AbstractFileSystem, root: str, files: Iterable[str]) -> None:
-    body = pa.table({"path": pa.array(sorted(files), pa.string())})
-    write_bytes(fs, f"{root}/{FOLDED_PATH}", sink.table_to_parquet_bytes(body))
+    sink.write_path_list(fs, f"{root}/{FOLDED_PATH}", files)
 
 
 def forget_files(fs: AbstractFileSystem, root: str, removed: frozenset[str]) -> None:

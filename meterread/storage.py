@@ -98,6 +98,11 @@ def resolve(url: str, storage_options: dict | None = None) -> tuple[AbstractFile
     return fs, root.rstrip("/")
 
 
+def relative_path(root: str, path: str) -> str:
+    """`path` relative to `root` (no leading slash); `path` itself when it is not under `root`."""
+    return path[len(root) :].lstrip("/") if path.startswith(root) else path
+
+
 def to_uri(fs: AbstractFileSystem, path: str) -> str:
     """Absolute URI of `path` on `fs` (`s3://bucket/key`, `file:///abs/path`), always valid UTF-8: bytes of a name
     that is not UTF-8 (kept by Python as surrogate escapes) are percent-encoded."""
@@ -161,7 +166,7 @@ def list_photos(
         found.update(with_retries(lambda prefix=prefix: _list_under(fs, root, prefix, after)))
     photos = []
     for path, info in found.items():
-        key = printable_key(path[len(root) :].lstrip("/") if path.startswith(root) else path)
+        key = printable_key(relative_path(root, path))
         if info.get("type") == "directory" or not is_photo_key(key):
             continue
         if (prefixes and not any(key.startswith(prefix) for prefix in prefixes)) or (after and key <= after):

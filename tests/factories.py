@@ -37,3 +37,17 @@ class ScriptedReader:
 
     def read(self, images, prompts):
         return [Prediction(next(self.texts), (0.0,)) for _ in images]
+
+
+def failing_once(real, error: Exception):
+    """`real`, except that its first call raises `error`; `.calls` holds each call's first argument."""
+    calls: list = []
+
+    def wrapper(first, *args, **kwargs):
+        calls.append(first)
+        if len(calls) == 1:
+            raise error
+        return real(first, *args, **kwargs)
+
+    wrapper.calls = calls
+    return wrapper

@@ -8,6 +8,7 @@ import pytest
 
 from meterread.lease import LEASE_PATH, RunLocked, acquire, break_lease, ensure_held, release, renew
 from meterread.storage import resolve
+from tests.factories import failing_once
 
 T0 = datetime(2026, 3, 1, 2, 0, tzinfo=timezone.utc)
 
@@ -128,14 +129,8 @@ def test_taking_the_lease_survives_a_storage_blip(s3_bucket, monkeypatch):
     from meterread import storage
 
     fs, bucket = s3_bucket
-    real_pipe, calls = fs.pipe_file, []
-
-    def blip_once(path, data, **kwargs):
-        calls.append(path)
-        if len(calls) == 1:
-            raise ConnectionError("reset by peer")
-        return real_pipe(path, data, **kwargs)
-
+    blip_once = failing_once(fs.pipe_file, ConnectionError("reset by peer"))
+    calls = blip_once.calls
     monkeypatch.setattr(fs, "pipe_file", blip_once)
     monkeypatch.setattr(storage.time, "sleep", lambda _: None)
     held = acquire(fs, f"{bucket}/out", "night-1")

@@ -10,7 +10,7 @@ import pytest
 
 from meterread import sink, state
 from meterread.history import HISTORY_COLUMNS, LEDGER_COLUMNS, Ledger, MeterHistory
-from meterread.storage import resolve
+from meterread.storage import relative_path, resolve
 
 DAY0 = datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
 
@@ -143,11 +143,11 @@ def test_rows_of_a_dataset_file_deleted_after_its_fold_are_no_history(tmp_path):
     for path in bad:
         fs.rm(path)
     view = state.StateView(fs, root)
-    assert view.removed == {state.relative(root, bad[0])}
+    assert view.removed == {relative_path(root, bad[0])}
     assert view.history(["M001"]).column("reading").to_pylist() == [Decimal(5)]
     assert view.ledger([row("M001", 2, 0)["image_uri"]]).num_rows == 0  # its photo is read again
     state.fold(fs, root)
-    assert state.read_folded(fs, root) == {state.relative(root, kept[0])}
+    assert state.read_folded(fs, root) == {relative_path(root, kept[0])}
     assert state.StateView(fs, root).removed == frozenset()
     bucket = state.read_bucket(fs, root, state.METERS, state.bucket_of("M001"))
     assert bucket.column("reading").to_pylist() == [Decimal(5)]

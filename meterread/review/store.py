@@ -29,15 +29,19 @@ CORRECTIONS_DIR = "_corrections"
 EXPORT_FILES = ("tasks.json", "review.csv", "label_config.xml")
 
 
-def read_corrections(fs: AbstractFileSystem, root: str) -> pa.Table:
-    """Every correction under `root/_corrections/` with CORRECTIONS_SCHEMA (empty when there is none)."""
+def correction_files(fs: AbstractFileSystem, root: str) -> list[str]:
+    """The corrections files under `root/_corrections/`, sorted (none when the folder does not exist)."""
     folder = f"{root}/{CORRECTIONS_DIR}"
     fs.invalidate_cache(folder)
     if not fs.exists(folder):
-        return CORRECTIONS_SCHEMA.empty_table()
+        return []
     found = with_retries(lambda: fs.find(folder))
-    paths = sorted(path for path in found if path.endswith(".parquet") and not path.rsplit("/", 1)[-1].startswith("."))
-    tables = [pq.read_table(pa.BufferReader(read_bytes(fs, path))) for path in paths]
+    return sorted(path for path in found if path.endswith(".parquet") and not path.rsplit("/", 1)[-1].startswith("."))
+
+
+def read_corrections(fs: AbstractFileSystem, root: str) -> pa.Table:
+    """Every correction under `root/_corrections/` with CORRECTIONS_SCHEMA (empty when there is none)."""
+    tables = [pq.read_table(pa.BufferReader(read_bytes(fs, path))) for path in correction_files(fs, root)]
     return pa.concat_tables(
         [table.select(CORRECTIONS_SCHEMA.names).cast(CORRECTIONS_SCHEMA) for table in tables]
         or [CORRECTIONS_SCHEMA.empty_table()]

@@ -26,9 +26,9 @@ from fsspec import AbstractFileSystem
 
 from meterread import sink
 from meterread.meters import load_meter_profiles
-from meterread.review.store import CORRECTIONS_DIR, read_corrections
-from meterread.state import bucket_of, relative
-from meterread.storage import read_bytes, resolve, with_retries, write_bytes
+from meterread.review.store import correction_files, read_corrections
+from meterread.state import bucket_of
+from meterread.storage import read_bytes, relative_path, resolve, with_retries, write_bytes
 from meterread.tables.logic import SCHEMAS, build_tables, in_table_order, uncorrected
 
 TABLES_DIR = "_tables"
@@ -85,23 +85,17 @@ def read_table(output: str, name: str) -> pa.Table:
 def source_files(fs: AbstractFileSystem, root: str) -> tuple[list[str], list[str]]:
     """(dataset files, correction files), relative to `root`: what the tables are built from."""
     fs.invalidate_cache(root)
-    data = [relative(root, path) for path in sink.dataset_files(fs, root)] if fs.exists(root) else []
-    folder = f"{root}/{CORRECTIONS_DIR}"
-    found = with_retries(lambda: fs.find(folder)) if fs.exists(folder) else []
-    corrections = [relative(root, path) for path in found if path.endswith(".parquet")]
-    return data, sorted(corrections)
+    data = [relative_path(root, path) for path in sink.dataset_files(fs, root)] if fs.exists(root) else []
+    return data, [relative_path(root, path) for path in correction_files(fs, root)]
 
 
 def read_included(fs: AbstractFileSystem, root: str) -> frozenset[str] | None:
-    path = f"{root}/{INCLUDED_PATH}"
-    if not fs.exists(path):
-        return None
-    return frozenset(pq.read_table(pa.BufferReader(read_bytes(fs, path))).column("path").to_pylist())
+    """The dataset and corrections files the tables hold; None when they were never built."""
+    return sink.read_path_list(fs, f"{root}/{INCLUDED_PATH}")
 
 
 def write_included(fs: AbstractFileSystem, root: str, files: Iterable[str]) -> None:
-    body = pa.table({"path": pa.array(sorted(set(files)), pa.string())})
-    write_bytes(fs, f"{root}/{INCLUDED_PATH}", sink.table_to_parquet_bytes(body))
+    sink.write_path_list(fs, f"{root}/{INCLUDED_PATH}", files)
 
 
 def meter_digits(meters_table: str | None) -> dict[str, int | None]:

@@ -10,7 +10,7 @@ import pytest
 from meterread import sink
 from meterread.data.synth import format_reading, render_meter
 from meterread.storage import resolve
-from tests.factories import BAD_FILES, meter_jpeg
+from tests.factories import BAD_FILES, failing_once, meter_jpeg
 
 pytestmark = pytest.mark.prefect
 
@@ -193,15 +193,9 @@ def test_lease_renewal_retries_storage_trouble_but_not_a_lost_lease(prefect_harn
     def renew_once():  # inside a flow run, as in the night
         night.renew_lease(held)
 
-    writes = []
     real_pipe = fs.pipe_file
-
-    def flaky_pipe(path, data, **kwargs):
-        writes.append(path)
-        if len(writes) == 1:
-            raise OSError("503 Slow Down")
-        return real_pipe(path, data, **kwargs)
-
+    flaky_pipe = failing_once(real_pipe, OSError("503 Slow Down"))
+    writes = flaky_pipe.calls
     monkeypatch.setattr(fs, "pipe_file", flaky_pipe)
     monkeypatch.setattr(storage.time, "sleep", lambda _: None)
     renew_once()

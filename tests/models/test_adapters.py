@@ -119,20 +119,15 @@ def test_a_model_download_survives_a_storage_blip(s3_bucket, tmp_path, monkeypat
     streamed to disk rather than held in memory."""
     from meterread import storage
     from meterread.models.loading import fetch_directory
+    from tests.factories import failing_once
 
     fs, bucket = s3_bucket
     monkeypatch.setenv("METERREAD_CACHE", str(tmp_path / "cache"))
     fs.pipe(f"{bucket}/adapters/v1/adapter_config.json", b"{}")
     fs.pipe(f"{bucket}/adapters/v1/adapter_model.safetensors", b"weights")
     source_fs, _ = storage.resolve(f"s3://{bucket}/adapters/v1")
-    real_get, calls = source_fs.get_file, []
-
-    def blip_once(rpath, lpath, **kwargs):
-        calls.append(rpath)
-        if len(calls) == 1:
-            raise ConnectionError("reset by peer")
-        return real_get(rpath, lpath, **kwargs)
-
+    blip_once = failing_once(source_fs.get_file, ConnectionError("reset by peer"))
+    calls = blip_once.calls
     monkeypatch.setattr(source_fs, "get_file", blip_once)
     monkeypatch.setattr(storage.time, "sleep", lambda _: None)
     local = Path(fetch_directory(f"s3://{bucket}/adapters/v1", "adapter_config.json"))
