@@ -34,9 +34,11 @@ from flows.nightly_read import (
     update_tables,
     use_credentials_block,
 )
-from meterread import lease, pipeline, registry, shards
 from meterread.config import ReadConfig
 from meterread.models.base import spec_fingerprint
+from meterread.read import fanout, lease, planning, runner
+from meterread.read.meters import load_meter_profiles
+from meterread.training import registry
 
 log = logging.getLogger(__name__)
 READ_SHARD_DEPLOYMENT = "read-shard/read-shard"
@@ -51,7 +53,7 @@ DEFAULT_SHARD_TIMEOUT_S = 4 * 3600.0  # give up on (and cancel) an attempt's sha
 @task(cache_policy=NO_CACHE)
 def read_shard_file(config: ReadConfig, shard_uri: str) -> dict:
     """No task retries: photo reads retry inside; the orchestrator reruns a failed shard as a whole."""
-    return shards.read_shard_file(config, pipeline.cached_reader(config.model), shard_uri)
+    return fanout.read_shard_file(config, runner.cached_reader(config.model), shard_uri)
 
 
 @flow(name="read-shard")
@@ -75,18 +77,18 @@ def read_shard(config: dict, shard_uri: str, credentials_block: str | None = Non
 
 @task(**STORAGE_TASK)
 def plan_night(
-    config: ReadConfig, run_id: str, listed: list[pipeline.Photo]
-) -> tuple[pipeline.RunPlan, str, list[str]]:
+    config: ReadConfig, run_id: str, listed: list[planning.Photo]
+) -> tuple[planning.RunPlan, str, list[str]]:
     """Skip what the output has of the night's one listing, cut shards, write the shard files: (plan, fingerprint,
     shard URIs)."""
     fingerprint = spec_fingerprint(config.model)
-    plan = pipeline.plan_run(config, fingerprint, run_id, listed)
-    return plan, fingerprint, shards.save_shards(config, plan)
+    plan = planning.plan_run(config, fingerprint, run_id, listed)
+    return plan, fingerprint, fanout.save_shards(config, plan)
 
 
 @task(**STORAGE_TASK)
 def check_meters_table(config: ReadConfig) -> None:
-    pipeline.load_meter_profiles(config.meters_table)
+    load_meter_profiles(config.meters_table)
 
 
 @task(cache_policy=NO_CACHE)
@@ -123,12 +125,12 @@ def wait_for_runs(
 
 @task(**STORAGE_TASK)
 def shard_result(config: ReadConfig, run_id: str, shard_id: str) -> dict | None:
-    return shards.load_shard_result(config, run_id, shard_id)
+    return fanout.load_shard_result(config, run_id, shard_id)
 
 
 @task(**STORAGE_TASK)
 def gather(config, plan, results, fingerprint, started_at, failed) -> dict:
-    return shards.gather_manifest(config, plan, results, fingerprint, started_at, failed)
+    return fanout.gather_manifest(config, plan, results, fingerprint, started_at, failed)
 
 
 def renew_while_waiting(held: lease.Lease) -> float:
@@ -234,7 +236,7 @@ def nightly_fanout(
     listed = list_source(config)
     config = resolve_model(config)  # registry:// -> the version tonight reads, recorded in the night's manifest
     settings = {**settings, **registry.shard_model_settings(config.model)}  # every shard reads that same version
-    run_id = f"flow-{flow_run.get_id() or pipeline.new_run_id()}"
+    run_id = f"flow-{flow_run.get_id() or planning.new_run_id()}"
     started_at = datetime.now(timezone.utc)
     held = take_lease(config, run_id)
     try:
@@ -254,7 +256,7 @@ def nightly_fanout(
         lease.renew(held)  # fold only while this night still holds the output: the state has one writer
         fold_state(config)
         update_tables(config)
-        flagged = [row for result in results for row in result["flagged"]][: pipeline.FLAGGED_SAMPLE]
+        flagged = [row for result in results for row in result["flagged"]][: runner.FLAGGED_SAMPLE]
         publish_summary(manifest, flagged)
     finally:
         release_lease(held)

@@ -16,44 +16,46 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from meterread import lease, pipeline
 from meterread.config import ReadConfig
-from meterread.history import MeterHistory
+from meterread.read import lease, planning, runner
+from meterread.read.history import MeterHistory
+from meterread.read.meters import load_meter_profiles
+from meterread.read.rows import status_counts
 from meterread.storage import use_s3_credentials
 
 # Storage tasks do not retry: each storage call inside retries itself (`meterread.storage.with_retries`, the one
 # retry layer), so a task retry would multiply attempts. A lost lease or a missing source fails at once.
 STORAGE_TASK = {"cache_policy": NO_CACHE}
-FLAGGED_SAMPLE = pipeline.FLAGGED_SAMPLE
+FLAGGED_SAMPLE = runner.FLAGGED_SAMPLE
 NIGHTLY_REBUILD_FILES = 500  # a night rebuilds never-built tables only over an output this small (files)
 
 
 @task(**STORAGE_TASK)
-def list_source(config: ReadConfig) -> list[pipeline.Photo]:
+def list_source(config: ReadConfig) -> list[planning.Photo]:
     """SOURCE's photos, listed before the lease is taken: a missing or empty source fails the night (NothingToRead)
     with nothing written."""
-    return pipeline.list_source(config)
+    return planning.list_source(config)
 
 
 @task(**STORAGE_TASK)
 def resolve_model(config: ReadConfig) -> ReadConfig:
     """A model reference (`model.base: registry://URL`) -> the registry version this run reads, resolved once at
-    its start (`pipeline.resolve_model`); a registry without a current model fails the run (ModelLoadError)."""
-    resolved = pipeline.resolve_model(config)
+    its start (`runner.resolve_model`); a registry without a current model fails the run (ModelLoadError)."""
+    resolved = runner.resolve_model(config)
     if resolved.model.reference:
         get_run_logger().info("model %s -> %s", config.model.base, resolved.model.reference)
     return resolved
 
 
 @task(**STORAGE_TASK)
-def plan_run(config: ReadConfig, fingerprint: str, run_id: str, listed: list[pipeline.Photo]) -> pipeline.RunPlan:
-    return pipeline.plan_run(config, fingerprint, run_id, listed)
+def plan_run(config: ReadConfig, fingerprint: str, run_id: str, listed: list[planning.Photo]) -> planning.RunPlan:
+    return planning.plan_run(config, fingerprint, run_id, listed)
 
 
 @task(cache_policy=NO_CACHE)
 def take_lease(config: ReadConfig, run_id: str):
     """No retries: a held lease means another run is writing this output."""
-    return pipeline.take_lease(config, run_id)
+    return runner.take_lease(config, run_id)
 
 
 @task(**STORAGE_TASK)
@@ -67,34 +69,34 @@ def renew_lease(held) -> None:
 
 
 @task(**STORAGE_TASK)
-def load_context(config: ReadConfig, plan: pipeline.RunPlan) -> tuple[MeterHistory, dict]:
-    history = pipeline.load_history(config, pipeline.planned_photos(plan), plan.run_id)
-    return history, pipeline.load_meter_profiles(config.meters_table)
+def load_context(config: ReadConfig, plan: planning.RunPlan) -> tuple[MeterHistory, dict]:
+    history = planning.load_history(config, planning.planned_photos(plan), plan.run_id)
+    return history, load_meter_profiles(config.meters_table)
 
 
 @task(cache_policy=NO_CACHE)
 def read_shard(
-    config: ReadConfig, shard: pipeline.Shard, run_id: str, history: MeterHistory, profiles: dict
+    config: ReadConfig, shard: planning.Shard, run_id: str, history: MeterHistory, profiles: dict
 ) -> list[dict]:
     """No retries: storage reads inside are retried per photo, and model errors should surface."""
-    reader = pipeline.cached_reader(config.model)
-    return pipeline.process_shard(config, reader, shard, run_id, history, profiles)
+    reader = runner.cached_reader(config.model)
+    return runner.process_shard(config, reader, shard, run_id, history, profiles)
 
 
 @task(**STORAGE_TASK)
 def write_shard(config: ReadConfig, rows: list[dict], run_id: str, shard_id: str) -> list[str]:
-    return pipeline.write_rows(config, rows, run_id, shard_id)
+    return runner.write_rows(config, rows, run_id, shard_id)
 
 
 @task(**STORAGE_TASK)
 def finish_run(config, plan, counts, files, started_at) -> dict:
-    return pipeline.finish_run(config, plan, pipeline.cached_reader(config.model), counts, files, started_at)
+    return runner.finish_run(config, plan, runner.cached_reader(config.model), counts, files, started_at)
 
 
 @task(cache_policy=NO_CACHE)
 def fold_state(config: ReadConfig) -> None:
-    """The night's rows into the output's state; never fails the night (`pipeline.fold_state`)."""
-    pipeline.fold_state(config)
+    """The night's rows into the output's state; never fails the night (`runner.fold_state`)."""
+    runner.fold_state(config)
 
 
 @task(cache_policy=NO_CACHE)
@@ -180,7 +182,7 @@ def use_credentials_block(name: str | None) -> None:
 
 
 def read_night(
-    config: ReadConfig, reader, held, listed: list[pipeline.Photo], started_at: datetime, logger
+    config: ReadConfig, reader, held, listed: list[planning.Photo], started_at: datetime, logger
 ) -> tuple[dict, dict]:
     """The night's tasks in order: plan, then per shard read + lease renewal + write (shard k is written while
     shard k+1 is read), then manifest and summary. `held`: this run's lease on the output; `listed`: SOURCE's photos."""
@@ -199,7 +201,7 @@ def read_night(
         files += writing.result() if writing else []
         renew_lease(held)
         writing = write_shard.submit(config, rows, run_id, shard.shard_id)
-        for status, count in pipeline.status_counts(rows).items():
+        for status, count in status_counts(rows).items():
             counts[status] += count
         flagged += [row for row in rows if row["status"] != "accepted"][: FLAGGED_SAMPLE - len(flagged)]
         logger.info("shard %d/%d: %d photos, totals %s", index, len(plan.shards), len(rows), counts)
@@ -251,9 +253,9 @@ def nightly_read(
     config = ReadConfig.from_mapping({k: v for k, v in settings.items() if v is not None}).validate()
     listed = list_source(config)
     config = resolve_model(config)  # registry:// -> the version this night reads, recorded in its manifest
-    run_id = config.run_id or f"flow-{flow_run.get_id() or pipeline.new_run_id()}"
+    run_id = config.run_id or f"flow-{flow_run.get_id() or planning.new_run_id()}"
     started_at = datetime.now(timezone.utc)
-    reader = pipeline.cached_reader(config.model)
+    reader = runner.cached_reader(config.model)
     logger.info("model %s (fingerprint %s) on %s", reader.model_id, reader.fingerprint, getattr(reader, "device", "?"))
     held = take_lease(config, run_id)
     try:

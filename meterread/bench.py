@@ -184,7 +184,7 @@ def end_to_end(source: str, output: str, model: str, family: str, batch_size: in
     Meant to run in a fresh process (see `bench_end_to_end`)."""
     from meterread.config import ReadConfig
     from meterread.models.base import ModelSpec
-    from meterread.pipeline import cached_reader, run_read
+    from meterread.read.runner import cached_reader, run_read
 
     spec = ModelSpec(family=family, base=model, device="cpu")
     reader = cached_reader(spec)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from meterread import sink, state
+from meterread.read import sink, state
 from meterread.storage import resolve
 
 ROWS_PER_FILE = 5_000  # rows per synthetic dataset file (about one busy shard of one night)

@@ -97,8 +97,9 @@ def read(
     """Read every new photo under SOURCE and append one row per photo to the dataset at OUTPUT."""
     from meterread.config import ConfigError, ReadConfig
     from meterread.models.base import ModelLoadError
-    from meterread.pipeline import NothingToRead, run_read
-    from meterread.registry import model_reference
+    from meterread.read.planning import NothingToRead
+    from meterread.read.runner import run_read
+    from meterread.training.registry import model_reference
 
     if model and model_registry:
         raise typer.BadParameter("give --model or --model-registry, not both")
@@ -145,7 +146,7 @@ def unlock(
     force: bool = typer.Option(False, "--force", help="Also when the holder's process still runs on this host."),
 ) -> None:
     """Remove OUTPUT's run lease left by a crashed run, saying who held it (a live holder is refused)."""
-    from meterread.lease import RunLocked, break_lease, describe_holder
+    from meterread.read.lease import RunLocked, break_lease, describe_holder
     from meterread.storage import resolve
 
     fs, root = resolve(output)
@@ -167,8 +168,8 @@ def train(
     resume: bool = typer.Option(False, help="Continue from OUTPUT/latest/ (weights, optimizer, step)."),
 ) -> None:
     """Fine-tune a model on a labelled dataset; writes best/ and latest/ checkpoints."""
-    from meterread.train import TrainConfig, TrainConfigError
-    from meterread.train import train as run_training
+    from meterread.training.train import TrainConfig, TrainConfigError
+    from meterread.training.train import train as run_training
 
     try:
         config = TrainConfig.from_yaml(recipe, list(overrides or []) + (["resume=true"] if resume else [])).validate()
@@ -194,7 +195,7 @@ def evaluate(
 ) -> None:
     """Exact match, CER, parse rate, risk-coverage, per meter model and an HTML report for a model on a whole split
     (and, with --baseline, the same for a peer OCR on the same photos)."""
-    from meterread.evaluation import evaluate_split
+    from meterread.training.evaluation import evaluate_split
 
     spec = model_spec(model, family, adapter, pattern, True, device, "auto")
     try:
@@ -354,9 +355,9 @@ def tables(
 ) -> None:
     """Recompute the analyst tables (readings_current, consumption_daily, review_queue) into OUTPUT/_tables/, under
     the output's lease (a night updating them meanwhile would lose its buckets)."""
-    from meterread import lease
-    from meterread.meters import MetersTableError
-    from meterread.pipeline import new_run_id
+    from meterread.read import lease
+    from meterread.read.meters import MetersTableError
+    from meterread.read.planning import new_run_id
     from meterread.storage import resolve
     from meterread.tables.store import refresh_tables
 

@@ -13,7 +13,7 @@ from meterread.keys import DEFAULT_KEY_PATTERN, compile_key_pattern
 from meterread.models.base import ModelSpec
 from meterread.models.patterns import ReadingPattern
 from meterread.preprocess import DEFAULT_MAX_PIXELS
-from meterread.sink import READING_DECIMALS, READING_INTEGER_DIGITS, READING_TYPE, check_safe_name
+from meterread.read.sink import READING_DECIMALS, READING_INTEGER_DIGITS, READING_TYPE, check_safe_name
 
 DEMO_MODEL_DIR = Path(__file__).parent / "assets" / "demo-model"
 

@@ -6,10 +6,10 @@ import json
 import shutil
 from pathlib import Path
 
-from meterread import sink
 from meterread.config import DEMO_MODEL_DIR
 from meterread.data.synth import write_bucket
 from meterread.parse import parse_reading
+from meterread.read import sink
 from meterread.storage import resolve
 
 REAL_SAMPLES = Path(__file__).parent / "assets" / "real-samples"
@@ -77,8 +77,8 @@ def run_demo(workdir: Path, n: int, seed: int) -> None:
 
 def show_real_pixels(workdir: Path) -> None:
     """Read the bundled real-pixel samples (meter models held out of training) and print each set's accuracy."""
-    from meterread.evaluation import evaluate_split
     from meterread.models.base import ModelSpec
+    from meterread.training.evaluation import evaluate_split
 
     print(f"\n4. real pixels: digit crops of meter models the model never saw ({REAL_SAMPLES / 'NOTICE'})")
     photos = REAL_SAMPLES / "photos"

@@ -25,7 +25,7 @@ import json
 import shutil
 from pathlib import Path
 
-from meterread.evaluate import threshold_from_table
+from meterread.training.evaluate import threshold_from_table
 
 TARGET = Path(__file__).resolve().parents[1] / "meterread" / "assets" / "demo-model"
 KEEP = (

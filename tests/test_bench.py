@@ -58,7 +58,7 @@ def test_product_bench_runs_every_stage_and_reports_the_three_ratios(tmp_path):
 def test_bench_and_model_code_import_neither_prefect_nor_s3fs():
     code = (
         "import sys, meterread.bench, meterread.bench_architecture, meterread.bench_history,"
-        " meterread.models.paligemma, meterread.models.florence2, meterread.train;"
+        " meterread.models.paligemma, meterread.models.florence2, meterread.training.train;"
         "bad = [m for m in ('prefect', 's3fs', 'typer') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -5,9 +5,9 @@ import sys
 
 import pytest
 
-from meterread import sink, state
 from meterread.bench_history import bench_history, fill_history, format_history, parse_history
-from meterread.history import MeterHistory
+from meterread.read import sink, state
+from meterread.read.history import MeterHistory
 from meterread.storage import resolve
 
 

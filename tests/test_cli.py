@@ -62,7 +62,7 @@ def test_read_with_the_wrong_family_says_so_in_one_line(tmp_path):
 
 
 def test_read_follows_a_model_registry(tmp_path, tiny_paligemma):
-    from meterread.registry import publish
+    from meterread.training.registry import publish
 
     write_bucket(tmp_path / "bucket", 2, seed=14)
     folder = tmp_path / "registry"
@@ -109,7 +109,7 @@ def test_help_starts_without_heavy_imports():
 
 
 def test_unlock_removes_a_crashed_runs_lease_and_says_who_held_it(tmp_path):
-    from meterread.lease import LEASE_PATH, acquire
+    from meterread.read.lease import LEASE_PATH, acquire
     from meterread.storage import resolve
 
     fs, root = resolve(str(tmp_path / "out"))

@@ -3,8 +3,8 @@
 import json
 
 from meterread.data.crops import HELDOUT_MODELS
-from meterread.dataset import load_split
 from meterread.demo import REAL_SAMPLES, labels_in
+from meterread.training.dataset import load_split
 
 
 def test_real_samples_are_small_licensed_and_held_out():

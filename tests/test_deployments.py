@@ -27,7 +27,7 @@ def test_finetune_deployment_points_at_an_existing_recipe():
 
 
 def test_read_deployments_follow_the_model_registry_the_finetune_deployment_promotes_to():
-    from meterread.registry import parse_reference
+    from meterread.training.registry import parse_reference
 
     registry = DEPLOYMENTS["finetune"]["parameters"]["registry_url"]
     assert registry == "{{ $METERREAD_REGISTRY }}"

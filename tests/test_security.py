@@ -11,7 +11,7 @@ from meterread.config import ReadConfig
 from meterread.data.synth import write_bucket
 from meterread.models.base import ModelSpec
 from meterread.models.registry import load_reader
-from meterread.pipeline import run_read
+from meterread.read.runner import run_read
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,7 +62,7 @@ class _Planted:
 
 
 def test_resume_refuses_a_planted_pickle(tmp_path):
-    from meterread.train import load_trainer_state
+    from meterread.training.train import load_trainer_state
 
     marker = tmp_path / "pwned"
     torch.save({"step": 3, "payload": _Planted(marker)}, tmp_path / "trainer_state.pt")

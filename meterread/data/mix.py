@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from meterread.dataset import ANNOTATIONS, SPLITS
+from meterread.training.dataset import ANNOTATIONS, SPLITS
 
 
 def prefixed_lines(text: str, prefix: str) -> list[str]:

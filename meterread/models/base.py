@@ -58,7 +58,7 @@ class ModelSpec:
     """Which model reads: `family`, `base` (hub id or local dir), optional LoRA `adapter` (local dir or s3:// URL).
 
     `base` may also be a model reference, `registry://URL` (the registry's current version) or
-    `registry://URL@VERSION`: `meterread.registry.resolve_spec` turns it into a concrete spec whose `reference` names
+    `registry://URL@VERSION`: `training.registry.resolve_spec` turns it into a concrete spec whose `reference` names
     the version it read (`registry://URL@VERSION`; None for a spec that was never a reference)."""
 
     family: str = "paligemma"
@@ -96,7 +96,7 @@ class ModelSpec:
 def check_reference(spec: ModelSpec) -> None:
     """Refuse a malformed model reference (ValueError): `registry://` without a URL, an adapter beside a reference
     (the version names its own), a reference in `adapter`, or a `reference` that names no fixed version. Pure."""
-    from meterread.registry import parse_reference
+    from meterread.training.registry import parse_reference
 
     if parse_reference(spec.base) is not None and spec.adapter:
         raise ValueError(f"adapter {spec.adapter!r} beside {spec.base!r}: a registry version names its own adapter")
@@ -224,7 +224,7 @@ def spec_fingerprint(spec: ModelSpec) -> str:
     from meterread.models.loading import fetch_adapter
     from meterread.models.prompts import DEFAULT_PROMPTS
     from meterread.preprocess import PREPROCESS_VERSION
-    from meterread.registry import resolve_spec
+    from meterread.training.registry import resolve_spec
 
     spec = resolve_spec(spec.validate())
     adapter_dir = fetch_adapter(spec.adapter) if spec.adapter else None

@@ -35,9 +35,9 @@ def family_module(name: str) -> ModuleType:
 def load_reader(spec):
     """Load the reader for `spec` through its family's module: the family is checked against the checkpoint and
     the device is checked before any weights are read. A model reference (`registry://URL`) is resolved first
-    (`meterread.registry.resolve_spec`); a run resolves it once at its start and loads the resolved spec."""
+    (`meterread.training.registry.resolve_spec`); a run resolves it once at its start and loads the resolved spec."""
     from meterread.models.base import check_family, resolve_device
-    from meterread.registry import resolve_spec
+    from meterread.training.registry import resolve_spec
 
     spec = resolve_spec(spec.validate())
     check_family(spec)

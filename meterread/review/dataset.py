@@ -1,4 +1,4 @@
-"""Corrections -> a labelled dataset in the format `meterread train` reads (`meterread.dataset`). Pure.
+"""Corrections -> a labelled dataset in the format `meterread train` reads (`meterread.training.dataset`). Pure.
 
 Each corrected photo goes to one split by a hash of its URI (80/10/10 train/valid/test: the same photo always lands
 in the same split, whatever else was corrected), as `images/<content hash><suffix>` with one annotation line whose
@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 
-from meterread.dataset import SPLITS
+from meterread.training.dataset import SPLITS
 
 SPLIT_BUCKETS = {"train": range(0, 8), "valid": range(8, 9), "test": range(9, 10)}  # of 10 buckets
 _SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,5}$")
@@ -32,7 +32,7 @@ def image_name(image_uri: str, content_sha256: str) -> str:
 
 
 def annotation(correction: Mapping, meter_type: str | None) -> dict:
-    """The annotation line of one correction (`meterread.dataset.parse_annotation_line` reads it)."""
+    """The annotation line of one correction (`meterread.training.dataset.parse_annotation_line` reads it)."""
     line = {
         "image": image_name(correction["image_uri"], correction["content_sha256"]),
         "suffix": correction["corrected_text"],

@@ -17,9 +17,9 @@ from datetime import datetime
 from decimal import Decimal
 
 from meterread.parse import normalise_text, parse_reading
+from meterread.read.sink import quantize, reading_problem
 from meterread.review.export import READING_FIELD
 from meterread.review.records import CSV, LABEL_STUDIO, Correction, Entry, ReviewImportError
-from meterread.sink import quantize, reading_problem
 
 REQUIRED_CSV_COLUMNS = ("image_uri", "corrected_reading")
 

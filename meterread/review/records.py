@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pyarrow as pa
 
-from meterread.sink import READING_TYPE, TIMESTAMP
+from meterread.read.sink import READING_TYPE, TIMESTAMP
 
 LABEL_STUDIO, CSV = "label-studio", "csv"
 SOURCES = (LABEL_STUDIO, CSV)

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec import AbstractFileSystem
 
-from meterread import sink
+from meterread.read import sink
 from meterread.review.dataset import annotations_text, plan_splits
 from meterread.review.export import LABEL_CONFIG, label_studio_tasks, review_csv
 from meterread.review.imports import check_entries, parse_review_file

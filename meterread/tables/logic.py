@@ -24,8 +24,8 @@ from decimal import Decimal
 
 import pyarrow as pa
 
-from meterread.sink import READING_TYPE, SCHEMA, TIMESTAMP
-from meterread.validate import ACCEPTED, ERROR, FLAGGED
+from meterread.read.sink import READING_TYPE, SCHEMA, TIMESTAMP
+from meterread.read.validate import ACCEPTED, ERROR, FLAGGED
 
 CORRECTION_COLUMNS = ["corrected_reading", "corrected_by", "corrected_at"]
 READINGS_CURRENT_SCHEMA = pa.schema(

@@ -1,7 +1,7 @@
 """The analyst tables' I/O: read the readings dataset, the corrections and the meters table, write
 `OUTPUT/_tables/<name>/bucket=<b>/<name>.parquet`.
 
-Every table is split by meter into the state's 256 hash buckets (`meterread.state.bucket_of`; photos without a
+Every table is split by meter into the state's 256 hash buckets (`meterread.read.state.bucket_of`; photos without a
 meter id in `bucket=none`), since all of their logic is per meter. A night then recomputes only the buckets of the
 meters it touched (`update_tables`): the bucket's current rows (`readings_current` keeps the model's reading beside a
 correction) merged with the night's new rows and corrections give exactly what a full rebuild would.
@@ -24,10 +24,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec import AbstractFileSystem
 
-from meterread import sink
-from meterread.meters import load_meter_profiles
+from meterread.read import sink
+from meterread.read.meters import load_meter_profiles
+from meterread.read.state import bucket_of
 from meterread.review.store import correction_files, read_corrections
-from meterread.state import bucket_of
 from meterread.storage import read_bytes, relative_path, resolve, with_retries, write_bytes
 from meterread.tables.logic import SCHEMAS, build_tables, in_table_order, uncorrected
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from meterread.data.mix import mix_datasets, prefixed_lines
-from meterread.dataset import load_split
+from meterread.training.dataset import load_split
 
 
 def test_prefixed_lines_keep_every_field():

@@ -8,7 +8,7 @@ import pytest
 from meterread.data.crops import HELDOUT_MODELS, index_crops, parse_crop_name
 from meterread.data.registers import reading_label
 from meterread.data.strips import write_strip_dataset
-from meterread.dataset import load_split
+from meterread.training.dataset import load_split
 
 SIZES = {"train": 24, "valid": 6, "test": 6, "heldout": 12}
 

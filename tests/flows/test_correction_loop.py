@@ -11,10 +11,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from meterread import registry
 from meterread.cli import app
 from meterread.storage import resolve
 from meterread.tables.store import read_table
+from meterread.training import registry
 from tests.factories import meter_jpeg
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]

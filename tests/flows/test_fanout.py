@@ -2,14 +2,15 @@
 orchestrator's retry of failed shard runs (the two-worker end-to-end run is test_fanout_workers.py)."""
 
 import json
+import logging
 import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from meterread import lease, pipeline, shards, sink
 from meterread.config import ReadConfig
 from meterread.models.base import ModelSpec, spec_fingerprint
+from meterread.read import fanout, lease, planning, runner, sink
 from meterread.storage import resolve
 from tests.flows.test_nightly_read import put_photos
 
@@ -29,26 +30,26 @@ def planned_night(s3_bucket, tiny_paligemma, run_id):
     put_photos(fs, bucket, 6)
     config = config_for(bucket, tiny_paligemma)
     lease.acquire(*resolve(config.output), run_id)
-    plan = pipeline.plan_run(config, spec_fingerprint(config.model), run_id)
-    return config, plan, shards.save_shards(config, plan), pipeline.cached_reader(config.model)
+    plan = planning.plan_run(config, spec_fingerprint(config.model), run_id)
+    return config, plan, fanout.save_shards(config, plan), runner.cached_reader(config.model)
 
 
 def test_planner_fingerprint_matches_the_loaded_reader(tiny_paligemma):
     spec = ModelSpec(family="paligemma", base=tiny_paligemma, device="cpu")
-    assert spec_fingerprint(spec) == pipeline.cached_reader(spec).fingerprint
+    assert spec_fingerprint(spec) == runner.cached_reader(spec).fingerprint
 
 
 def test_a_shard_read_twice_rewrites_its_files_without_new_rows(s3_bucket, tiny_paligemma):
     config, plan, uris, reader = planned_night(s3_bucket, tiny_paligemma, "night-1")
-    first = [shards.read_shard_file(config, reader, uri) for uri in uris]
-    again = shards.read_shard_file(config, reader, uris[0])  # a retried shard
+    first = [fanout.read_shard_file(config, reader, uri) for uri in uris]
+    again = fanout.read_shard_file(config, reader, uris[0])  # a retried shard
     assert again["files"] == first[0]["files"]
     out_fs, root = resolve(config.output)
     table = sink.read_output(out_fs, root)
     assert table.num_rows == 6 and len(set(table.column("image_uri").to_pylist())) == 6
-    assert shards.load_shard_result(config, "night-1", plan.shards[0].shard_id)["rows"] == len(plan.shards[0].photos)
+    assert fanout.load_shard_result(config, "night-1", plan.shards[0].shard_id)["rows"] == len(plan.shards[0].photos)
     photo = plan.shards[0].photos[0]
-    assert shards.load_shard(uris[0])[1].photos[0] == photo  # photos round-trip through the shard file
+    assert fanout.load_shard(uris[0])[1].photos[0] == photo  # photos round-trip through the shard file
 
 
 def test_a_shard_run_writes_only_under_its_nights_lease(s3_bucket, tiny_paligemma):
@@ -56,18 +57,18 @@ def test_a_shard_run_writes_only_under_its_nights_lease(s3_bucket, tiny_paligemm
     out_fs, root = resolve(config.output)
     out_fs.rm_file(f"{root}/{lease.LEASE_PATH}")  # the orchestrator gave up on the night and released it
     with pytest.raises(lease.RunLocked, match="run night-3 no longer holds the output's lease: no run holds it"):
-        shards.read_shard_file(config, reader, uris[0])
+        fanout.read_shard_file(config, reader, uris[0])
     lease.acquire(out_fs, root, "next-night")
     with pytest.raises(lease.RunLocked, match="night-3 no longer holds the output's lease: run next-night holds it"):
-        shards.read_shard_file(config, reader, uris[0])
+        fanout.read_shard_file(config, reader, uris[0])
     assert sink.read_output(out_fs, root).num_rows == 0
-    assert shards.load_shard_result(config, "night-3", plan.shards[0].shard_id) is None  # the shard did not finish
+    assert fanout.load_shard_result(config, "night-3", plan.shards[0].shard_id) is None  # the shard did not finish
 
 
 def test_orchestrator_reruns_a_failed_shard_and_reports_one_that_keeps_failing(
     prefect_harness, s3_bucket, tiny_paligemma, monkeypatch
 ):
-    import flows.fanout as fanout
+    import flows.fanout as fanout_flow
 
     config, plan, uris, reader = planned_night(s3_bucket, tiny_paligemma, "night-2")
     flaky, broken = plan.shards[0].shard_id, plan.shards[-1].shard_id
@@ -78,12 +79,12 @@ def test_orchestrator_reruns_a_failed_shard_and_reports_one_that_keeps_failing(
         shard_id, attempt = idempotency_key.split(":")[1], int(idempotency_key.split(":")[2])
         fails = shard_id == broken or (shard_id == flaky and attempt == 1)
         if not fails:
-            shards.read_shard_file(ReadConfig.from_mapping(parameters["config"]), reader, parameters["shard_uri"])
+            fanout.read_shard_file(ReadConfig.from_mapping(parameters["config"]), reader, parameters["shard_uri"])
         submitted[run_id] = (shard_id, "FAILED" if fails else "COMPLETED")
         return run_id
 
-    monkeypatch.setattr(fanout, "submit_shard", submit)
-    monkeypatch.setattr(fanout, "wait_for_runs", lambda ids, *_: {i: submitted[i][1] for i in ids})
+    monkeypatch.setattr(fanout_flow, "submit_shard", submit)
+    monkeypatch.setattr(fanout_flow, "wait_for_runs", lambda ids, *_: {i: submitted[i][1] for i in ids})
     options = {
         "config": {"source": config.source, "output": config.output, "model": {"base": tiny_paligemma}},
         "read_deployment": "read-shard/read-shard",
@@ -91,12 +92,12 @@ def test_orchestrator_reruns_a_failed_shard_and_reports_one_that_keeps_failing(
         "shard_attempts": 2,
         "shard_timeout_seconds": None,
     }
-    results, failed = fanout.run_shards(config, plan, uris, options, logger=pipeline.log)
+    results, failed = fanout_flow.run_shards(config, plan, uris, options, logger=logging.getLogger("test"))
     assert failed == [broken]
     attempts = [shard_id for shard_id, _ in submitted.values()]
     assert attempts.count(flaky) == 2 and attempts.count(broken) == 2
     assert {r["shard_id"] for r in results} == {s.shard_id for s in plan.shards} - {broken}
-    manifest = shards.gather_manifest(config, plan, results, reader.fingerprint, pipeline.datetime.now(), failed)
+    manifest = fanout.gather_manifest(config, plan, results, reader.fingerprint, datetime.now(timezone.utc), failed)
     missing = len(plan.shards[-1].photos)
     assert manifest["processed"] == 6 - missing and manifest["failed_shards"] == [broken]
     out_fs, root = resolve(config.output)
@@ -104,29 +105,29 @@ def test_orchestrator_reruns_a_failed_shard_and_reports_one_that_keeps_failing(
 
 
 def test_orchestrator_renews_its_lease_while_waiting_and_stops_if_it_was_taken(prefect_harness, s3_bucket, monkeypatch):
-    import flows.fanout as fanout
+    import flows.fanout as fanout_flow
 
     fs, bucket = s3_bucket
     out_fs, root = resolve(f"s3://{bucket}/readings")
-    monkeypatch.setattr(fanout, "RENEW_LEASE_EVERY_S", 0.0)  # renew at the first poll
+    monkeypatch.setattr(fanout_flow, "RENEW_LEASE_EVERY_S", 0.0)  # renew at the first poll
     held = lease.acquire(out_fs, root, "orchestrator", ttl=timedelta(minutes=1))
-    assert fanout.wait_for_runs.fn([], None, held) == {}
+    assert fanout_flow.wait_for_runs.fn([], None, held) == {}
     expires = json.loads(out_fs.cat_file(f"{root}/{lease.LEASE_PATH}"))["expires_at"]
     assert datetime.fromisoformat(expires) > datetime.now(timezone.utc) + timedelta(hours=5)  # a fresh TTL
     out_fs.rm_file(f"{root}/{lease.LEASE_PATH}")
     lease.acquire(out_fs, root, "next-night")
     with pytest.raises(lease.RunLocked, match="orchestrator lost the output's lease: run next-night holds it"):
-        fanout.wait_for_runs.fn([], None, held)
+        fanout_flow.wait_for_runs.fn([], None, held)
 
 
 def test_storage_trouble_while_renewing_is_retried_soon_not_fatal(monkeypatch):
-    import flows.fanout as fanout
+    import flows.fanout as fanout_flow
 
     def slow_down(held):
         raise OSError("503 Slow Down")
 
     monkeypatch.setattr(lease, "renew", slow_down)
-    assert fanout.renew_while_waiting("held") == fanout.RETRY_RENEWAL_S
+    assert fanout_flow.renew_while_waiting("held") == fanout_flow.RETRY_RENEWAL_S
 
 
 def test_the_orchestrator_waits_on_shard_runs_through_prefect_futures(prefect_harness):
@@ -135,7 +136,7 @@ def test_the_orchestrator_waits_on_shard_runs_through_prefect_futures(prefect_ha
     from prefect.client.orchestration import get_client
     from prefect.states import Completed, Scheduled
 
-    import flows.fanout as fanout
+    import flows.fanout as fanout_flow
 
     @flow(name="shard-stand-in")
     def shard_stand_in():
@@ -145,9 +146,9 @@ def test_the_orchestrator_waits_on_shard_runs_through_prefect_futures(prefect_ha
         finished = client.create_flow_run(shard_stand_in, state=Scheduled())
         stuck = client.create_flow_run(shard_stand_in, state=Scheduled())
         client.set_flow_run_state(finished.id, Completed(), force=True)
-    states = fanout.wait_for_runs.fn([finished.id, stuck.id], 1.0)
+    states = fanout_flow.wait_for_runs.fn([finished.id, stuck.id], 1.0)
     assert states == {finished.id: "COMPLETED", stuck.id: "TIMED_OUT"}
-    fanout.cancel_runs.fn([finished.id, stuck.id])  # given up on: cancelled, so it never writes late
+    fanout_flow.cancel_runs.fn([finished.id, stuck.id])  # given up on: cancelled, so it never writes late
     with get_client(sync_client=True) as client:
         assert client.read_flow_run(stuck.id).state.type.value == "CANCELLED"
         assert client.read_flow_run(finished.id).state.type.value == "COMPLETED"
@@ -156,8 +157,8 @@ def test_the_orchestrator_waits_on_shard_runs_through_prefect_futures(prefect_ha
 def test_every_shard_reads_the_version_resolved_at_the_start_of_the_night(
     prefect_harness, s3_bucket, tiny_paligemma, tmp_path, monkeypatch
 ):
-    import flows.fanout as fanout
-    from meterread.registry import publish
+    import flows.fanout as fanout_flow
+    from meterread.training.registry import publish
 
     fs, bucket = s3_bucket
     put_photos(fs, bucket, 6)
@@ -170,14 +171,14 @@ def test_every_shard_reads_the_version_resolved_at_the_start_of_the_night(
             publish(str(folder), tiny_paligemma, 0.97, record={"family": "paligemma", "strategy": "full"})
         run_id = uuid.uuid4()
         submitted[run_id] = parameters
-        fanout.read_shard.fn(**parameters)
+        fanout_flow.read_shard.fn(**parameters)
         return run_id
 
-    monkeypatch.setattr(fanout, "submit_shard", submit)
-    monkeypatch.setattr(fanout, "wait_for_runs", lambda ids, *_, **__: {i: "COMPLETED" for i in ids})
+    monkeypatch.setattr(fanout_flow, "submit_shard", submit)
+    monkeypatch.setattr(fanout_flow, "wait_for_runs", lambda ids, *_, **__: {i: "COMPLETED" for i in ids})
     model = {"base": f"registry://{folder}", "device": "cpu"}
     night = {"source": f"s3://{bucket}/photos", "output": f"s3://{bucket}/readings", "shard_size": 2}
-    manifest = fanout.nightly_fanout(**night, model=model)
+    manifest = fanout_flow.nightly_fanout(**night, model=model)
 
     pinned = f"registry://{folder}@{first['version']}"
     assert len(submitted) == manifest["shards"] > 1

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from meterread import sink
 from meterread.config import DEMO_MODEL_DIR
 from meterread.data.synth import write_bucket
-from meterread.registry import publish
+from meterread.read import sink
 from meterread.storage import resolve
+from meterread.training.registry import publish
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,9 +6,9 @@ import json
 import pytest
 import yaml
 
-from meterread import registry
 from meterread.data.synth import write_dataset
-from meterread.registry import read_current
+from meterread.training import registry
+from meterread.training.registry import read_current
 
 pytestmark = pytest.mark.prefect
 

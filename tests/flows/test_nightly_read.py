@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 import pyarrow.dataset as ds
 import pytest
 
-from meterread import sink
 from meterread.data.synth import format_reading, render_meter
+from meterread.read import runner, sink
 from meterread.storage import resolve
 from tests.factories import BAD_FILES, failing_once, meter_jpeg
 
@@ -141,7 +141,7 @@ def test_florence2_runs_through_the_nightly_flow(prefect_harness, s3_bucket, tin
 
 def test_a_second_run_for_the_same_output_is_refused(prefect_harness, s3_bucket, tiny_paligemma):
     from flows.nightly_read import nightly_read
-    from meterread.lease import RunLocked, acquire, release
+    from meterread.read.lease import RunLocked, acquire, release
 
     fs, bucket = s3_bucket
     put_photos(fs, bucket, 2)
@@ -157,12 +157,12 @@ def test_a_second_run_for_the_same_output_is_refused(prefect_harness, s3_bucket,
 
 def test_a_night_that_lost_its_lease_stops_before_writing(prefect_harness, s3_bucket, tiny_paligemma, monkeypatch):
     from flows.nightly_read import nightly_read
-    from meterread import lease, pipeline
+    from meterread.read import lease
 
     fs, bucket = s3_bucket
     put_photos(fs, bucket, 2)
     out_fs, root = resolve(f"s3://{bucket}/readings")
-    process_shard = pipeline.process_shard
+    process_shard = runner.process_shard
 
     def taken_over_while_reading(*args, **kwargs):  # this night stalls past its TTL; another run takes over
         rows = process_shard(*args, **kwargs)
@@ -170,7 +170,7 @@ def test_a_night_that_lost_its_lease_stops_before_writing(prefect_harness, s3_bu
         lease.acquire(out_fs, root, "next-night")
         return rows
 
-    monkeypatch.setattr(pipeline, "process_shard", taken_over_while_reading)
+    monkeypatch.setattr(runner, "process_shard", taken_over_while_reading)
     model = {"family": "paligemma", "base": tiny_paligemma, "device": "cpu"}
     with pytest.raises(lease.RunLocked, match="lost the output's lease: run next-night holds it"):
         nightly_read(source=f"s3://{bucket}/photos", output=f"s3://{bucket}/readings", model=model)
@@ -184,7 +184,8 @@ def test_lease_renewal_retries_storage_trouble_but_not_a_lost_lease(prefect_harn
     from prefect import flow
 
     from flows import nightly_read as night
-    from meterread import lease, storage
+    from meterread import storage
+    from meterread.read import lease
 
     fs, bucket = s3_bucket
     held = lease.acquire(fs, f"{bucket}/out", "night-1")
@@ -280,7 +281,7 @@ def test_a_credentials_block_becomes_storage_options(prefect_harness, s3_bucket,
 def test_a_night_reads_the_registrys_current_version_and_records_it(prefect_harness, s3_bucket, tiny_paligemma):
     from flows.nightly_read import nightly_read
     from meterread.models.base import ModelLoadError
-    from meterread.registry import publish
+    from meterread.training.registry import publish
 
     fs, bucket = s3_bucket
     put_photos(fs, bucket, 3)

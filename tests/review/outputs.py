@@ -6,7 +6,7 @@ import hashlib
 from datetime import date, datetime, timezone
 from decimal import Decimal
 
-from meterread import sink
+from meterread.read import sink
 from meterread.storage import resolve, write_bytes
 
 PROCESSED = datetime(2026, 3, 7, 2, 0, tzinfo=timezone.utc)

@@ -3,8 +3,8 @@
 import dataclasses
 from collections import Counter
 
-from meterread.dataset import parse_annotations
 from meterread.review.dataset import annotations_text, image_name, plan_splits, split_of
+from meterread.training.dataset import parse_annotations
 from tests.tables.series import CORRECTION_ROWS, content, uri
 
 

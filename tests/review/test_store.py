@@ -8,14 +8,14 @@ import logging
 import pytest
 from typer.testing import CliRunner
 
-from meterread import sink
 from meterread.cli import app
-from meterread.dataset import load_dataset
+from meterread.read import sink
 from meterread.review.dataset import split_of
 from meterread.review.records import CORRECTIONS_SCHEMA
 from meterread.review.store import CORRECTIONS_DIR, read_corrections
 from meterread.storage import read_bytes, resolve, write_bytes
 from meterread.tables.store import refresh_tables
+from meterread.training.dataset import load_dataset
 from tests.review.outputs import photo_bytes, write_output
 
 runner = CliRunner()

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from meterread import sink
+from meterread.read import sink
 from meterread.review.records import corrections_to_table
 from meterread.tables import SCHEMAS, build_tables, consumption_daily, readings_current, review_queue
 from tests.tables.series import C2, CORRECTION_ROWS, DIGITS, JUNK_URI, at, corrections, readings, uri

@@ -6,8 +6,8 @@ import logging
 import pytest
 from typer.testing import CliRunner
 
-from meterread import sink
 from meterread.cli import app
+from meterread.read import sink
 from meterread.review.store import write_corrections
 from meterread.storage import resolve
 from meterread.tables import SCHEMAS, build_tables
@@ -150,7 +150,7 @@ def test_a_night_does_not_rebuild_the_tables_of_a_large_output(tmp_path):
 
 def test_the_command_refuses_to_rebuild_beside_a_night(tmp_path):
     """`meterread tables` rebuilds under the output's lease: beside a night that holds it, it stops, writing nothing."""
-    from meterread import lease
+    from meterread.read import lease
 
     fs, root = write_series(tmp_path / "out")
     night = lease.acquire(fs, root, "night-7")

@@ -4,7 +4,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from meterread import sink
+from meterread.read import sink
 from meterread.review.records import CORRECTIONS_SCHEMA
 from meterread.storage import resolve
 from meterread.tables import SCHEMAS, build_tables

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from meterread import sink
+from meterread.read import sink
 from meterread.storage import resolve
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
@@ -104,7 +104,7 @@ def test_files_in_the_output_that_are_not_the_dataset_are_skipped_with_a_warning
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"not parquet")
     (tmp_path / "capture_date=2026-01-01" / ".0123abcd.tmp").write_bytes(b"a write in flight")
-    with caplog.at_level("WARNING", logger="meterread.sink"):
+    with caplog.at_level("WARNING", logger="meterread.read.sink"):
         table = sink.read_output(fs, root)
     assert table.num_rows == 1 and table.schema == sink.SCHEMA
     (warning,) = [record.getMessage() for record in caplog.records]

@@ -3,9 +3,9 @@ from decimal import Decimal
 
 import pytest
 
-from meterread.history import MeterHistory
 from meterread.parse import parse_reading
-from meterread.validate import ACCEPTED, FLAGGED, MeterProfile, PriorReading, Rules, validate_reading
+from meterread.read.history import MeterHistory
+from meterread.read.validate import ACCEPTED, FLAGGED, MeterProfile, PriorReading, Rules, validate_reading
 
 UTC = timezone.utc
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -7,16 +7,17 @@ from decimal import Decimal
 
 import pytest
 
-from meterread import lease, pipeline, sink
 from meterread.config import ConfigError, ReadConfig
 from meterread.data.synth import write_bucket
-from meterread.history import MeterHistory
 from meterread.keys import DEFAULT_KEY_PATTERN
-from meterread.meters import MetersTableError
 from meterread.models.base import ModelSpec, Prediction
-from meterread.pipeline import run_read, shard_bounds
+from meterread.read import fetching, lease, planning, rows, runner, sink
+from meterread.read.history import MeterHistory
+from meterread.read.meters import MetersTableError
+from meterread.read.planning import shard_bounds
+from meterread.read.runner import run_read
+from meterread.read.validate import Rules
 from meterread.storage import ObjectInfo, resolve
-from meterread.validate import Rules
 from tests.factories import BAD_FILES, ScriptedReader, meter_jpeg
 
 
@@ -89,7 +90,7 @@ def test_new_photo_adds_exactly_one_row(tmp_path, tiny_paligemma):
 def test_a_run_that_lost_its_lease_stops_before_writing(tmp_path, tiny_paligemma, monkeypatch):
     write_bucket(tmp_path / "bucket", 8, seed=3)
     config = config_for(tmp_path, tiny_paligemma)
-    process_shard = pipeline.process_shard
+    process_shard = runner.process_shard
 
     def taken_over_while_reading(*args, **kwargs):  # another run takes the output while shard 1 is read
         rows = process_shard(*args, **kwargs)
@@ -98,7 +99,7 @@ def test_a_run_that_lost_its_lease_stops_before_writing(tmp_path, tiny_paligemma
         lease.acquire(fs, root, "other-run")
         return rows
 
-    monkeypatch.setattr(pipeline, "process_shard", taken_over_while_reading)
+    monkeypatch.setattr(runner, "process_shard", taken_over_while_reading)
     with pytest.raises(lease.RunLocked, match="lost the output's lease: run other-run holds it"):
         run_read(config, progress=False)
     fs, root = resolve(config.output)
@@ -200,10 +201,10 @@ def test_shards_keep_a_meters_photos_together(meters, size, expected):
     assert shard_bounds(list(meters), size) == expected
 
 
-def listed(*keys: str) -> list[pipeline.Photo]:
+def listed(*keys: str) -> list[planning.Photo]:
     """Photos as the listing gives them (in key order), described by the default key pattern."""
     infos = [ObjectInfo(f"file:///b/{key}", f"/b/{key}", key, 1, "e", None) for key in sorted(keys)]
-    return [pipeline.describe_photo(info, DEFAULT_KEY_PATTERN) for info in infos]
+    return [planning.photo_from_object(info, DEFAULT_KEY_PATTERN) for info in infos]
 
 
 def test_shards_hold_each_meters_photos_whole_and_in_capture_order():
@@ -212,21 +213,21 @@ def test_shards_hold_each_meters_photos_whole_and_in_capture_order():
         "loose-2.jpg",
         "loose-1.jpg",
     )
-    shards = pipeline.shard_photos(photos, 2)
+    shards = planning.shard_photos(photos, 2)
     by_meter = [[photo.meter_id for photo in shard.photos] for shard in shards]
     assert by_meter == [["A"] * 6, ["B"] * 6, [None, None]]  # never split, though each meter has 3 x shard_size
     for shard in shards[:2]:
         times = [photo.captured_at for photo in shard.photos]
         assert times == sorted(times) and len(set(times)) == 6
     assert [photo.key for photo in shards[2].photos] == ["loose-1.jpg", "loose-2.jpg"]
-    assert pipeline.shard_photos(list(reversed(photos)), 2) == shards  # the same work, the same shards
+    assert planning.shard_photos(list(reversed(photos)), 2) == shards  # the same work, the same shards
 
 
 def judged(history: MeterHistory, key: str, text: str) -> dict:
     """Judge one late photo against `history` as a run does (accepted readings join it)."""
     (photo,) = listed(key)
     row = {"processed_at": datetime(2026, 2, 1, tzinfo=timezone.utc), "meter_id": photo.meter_id}
-    return pipeline.judge(row, Prediction(text, (0.0,)), photo, history, {}, Rules())[0]
+    return rows.judge(row, Prediction(text, (0.0,)), photo, history, {}, Rules())[0]
 
 
 def test_a_late_photo_is_judged_against_the_accepted_readings_on_both_sides():
@@ -254,10 +255,10 @@ def test_a_source_with_nothing_to_read_fails_before_anything_is_written(tmp_path
     if state == "no photos":
         (tmp_path / "bucket" / "notes.txt").write_text("not a photo")
     config = ReadConfig(source=str(tmp_path / "bucket"), output=str(tmp_path / "out"), model=ModelSpec(base="x"))
-    with pytest.raises(pipeline.NothingToRead, match="does not exist" if state == "missing" else "lists no photos"):
+    with pytest.raises(planning.NothingToRead, match="does not exist" if state == "missing" else "lists no photos"):
         run_read(config.validate(), progress=False)  # fails before the (unloadable) model "x" is needed
     assert not (tmp_path / "out").exists()  # no _manifests, no lease
-    assert pipeline.list_source(replace(config, allow_empty=True)) == []
+    assert planning.list_source(replace(config, allow_empty=True)) == []
 
 
 def test_a_night_lists_only_its_date_prefixes_and_says_so_when_they_are_empty(tmp_path):
@@ -269,11 +270,11 @@ def test_a_night_lists_only_its_date_prefixes_and_says_so_when_they_are_empty(tm
         source=str(tmp_path / "bucket"), output=str(tmp_path / "out"), model=ModelSpec(base="x"), key_pattern=pattern
     )
     night = replace(config, prefixes=("2026-11-27/",)).validate()
-    assert [photo.key for photo in pipeline.list_source(night)] == ["2026-11-27/M1/20261127T200000.jpg"]
+    assert [photo.key for photo in planning.list_source(night)] == ["2026-11-27/M1/20261127T200000.jpg"]
     after = replace(config, list_after="2026-11-26/M1/20261126T200000.jpg").validate()
-    assert [photo.meter_id for photo in pipeline.list_source(after)] == ["M1"]
-    with pytest.raises(pipeline.NothingToRead, match=r"under prefixes \['2026-11-28/'\]"):
-        pipeline.list_source(replace(config, prefixes=("2026-11-28/",)).validate())
+    assert [photo.meter_id for photo in planning.list_source(after)] == ["M1"]
+    with pytest.raises(planning.NothingToRead, match=r"under prefixes \['2026-11-28/'\]"):
+        planning.list_source(replace(config, prefixes=("2026-11-28/",)).validate())
     with pytest.raises(ConfigError, match="relative to source"):
         replace(config, prefixes=("/abs/",)).validate()
 
@@ -297,10 +298,10 @@ def test_photos_under_odd_s3_keys_are_read(s3_bucket):
     for key in ("site::a/MTR-1/20260301T120000.jpg", "site?versionId=2/MTR-2/20260301T120000.jpg"):
         fs.call_s3("put_object", Bucket=bucket, Key=f"in/{key}", Body=meter_jpeg())  # s3fs could not write these
     config = ReadConfig(source=f"s3://{bucket}/in", output=f"s3://{bucket}/out", model=ModelSpec(base="x")).validate()
-    photos = pipeline.list_source(config)
+    photos = planning.list_source(config)
     assert [photo.meter_id for photo in photos] == ["MTR-1", "MTR-2"]
     for photo in photos:
-        fetched = pipeline.fetch_and_preprocess(photo, 64, config)
+        fetched = fetching.fetch_and_preprocess(photo, 64, config)
         assert fetched.error is None and fetched.image is not None, (photo.key, fetched.error)
 
 
@@ -312,10 +313,10 @@ def test_a_contradicted_jump_is_flagged_and_later_readings_are_not(tmp_path):
         (bucket / meter).mkdir(parents=True, exist_ok=True)
         (bucket / meter / f"{stamp}.jpg").write_bytes(meter_jpeg(seed=len(stamp)))
     config = config_for(tmp_path, "x")
-    photos = pipeline.list_source(config)
-    shard = pipeline.Shard("s1", tuple(photos))
+    photos = planning.list_source(config)
+    shard = planning.Shard("s1", tuple(photos))
     reader = ScriptedReader(["100", "900", "105", "110", "5"])
-    rows = pipeline.process_shard(config, reader, shard, "run-1", MeterHistory(), {})
+    rows = runner.process_shard(config, reader, shard, "run-1", MeterHistory(), {})
     assert [row["status"] for row in rows] == ["accepted", "flagged", "accepted", "accepted", "flagged"]
     assert any("contradicted by the next reading 105" in reason for reason in rows[1]["reasons"])
     assert any("looks like a misread" in reason for reason in rows[2]["reasons"])
@@ -324,7 +325,7 @@ def test_a_contradicted_jump_is_flagged_and_later_readings_are_not(tmp_path):
 
 def scripted_night(config, monkeypatch, texts):
     """One run_read with a ScriptedReader answering `texts` in order (a StopIteration if it is asked for more)."""
-    monkeypatch.setattr(pipeline, "cached_reader", lambda spec: ScriptedReader(texts))
+    monkeypatch.setattr(runner, "cached_reader", lambda spec: ScriptedReader(texts))
     return run_read(config, progress=False)
 
 
@@ -417,9 +418,9 @@ def test_photos_read_again_tonight_are_no_reference_for_each_other(tmp_path):
     config = config_for(tmp_path, "x")
     fs, root = resolve(config.output)
     sink.write_shard(fs, root, old, "old", "s1")
-    history = pipeline.load_history(config, [first, misread], "tonight")
+    history = planning.load_history(config, [first, misread], "tonight")
     assert history.following("M1", first.captured_at) is None and history.previous("M1", misread.captured_at) is None
-    judged_first = pipeline.judge(
+    judged_first = rows.judge(
         {"processed_at": datetime(2026, 2, 1, tzinfo=timezone.utc), "meter_id": "M1"},
         Prediction("100", (0.0,)),
         first,
@@ -429,5 +430,5 @@ def test_photos_read_again_tonight_are_no_reference_for_each_other(tmp_path):
     )[0]
     assert (judged_first["status"], judged_first["reasons"]) == ("accepted", [])
     (later,) = listed("M1/20260105T120000Z.jpg")
-    others = pipeline.load_history(config, [later], "tonight")  # photos not read tonight keep their readings
+    others = planning.load_history(config, [later], "tonight")  # photos not read tonight keep their readings
     assert others.previous("M1", later.captured_at).value == Decimal("50")

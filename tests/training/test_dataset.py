@@ -1,4 +1,4 @@
-from meterread.dataset import load_dataset, manifest_digest, parse_annotations
+from meterread.training.dataset import load_dataset, manifest_digest, parse_annotations
 
 
 def test_bad_lines_are_counted_with_line_numbers():

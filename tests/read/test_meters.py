@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from meterread.config import ConfigError
-from meterread.meters import MetersTableError, load_meter_profiles
-from meterread.validate import MeterProfile
+from meterread.read.meters import MetersTableError, load_meter_profiles
+from meterread.read.validate import MeterProfile
 
 HEADER = "meter_id,digits,decimals,max_rate_per_day,meter_type\n"
 

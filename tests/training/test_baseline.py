@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from meterread.baseline import baseline_text, load_baseline, register_image
 from meterread.preprocess import InputLayout
+from meterread.training.baseline import baseline_text, load_baseline, register_image
 
 
 @pytest.mark.parametrize(

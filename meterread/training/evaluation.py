@@ -1,5 +1,5 @@
 """Reading a labelled split with a model (and a peer baseline) and scoring it: `meterread eval`, the validation
-during training and the promotion gate all go through here. Metrics themselves are pure (`meterread.evaluate`)."""
+during training and the promotion gate all go through here. Metrics themselves are pure (`training.evaluate`)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from meterread.dataset import ANNOTATIONS, Split, load_dataset, manifest_digest, read_image_bytes
-from meterread.evaluate import Scored, summarise
 from meterread.models.base import ModelSpec, read_in_length_order
 from meterread.models.decoding import confidence_from_logprobs
 from meterread.models.registry import load_reader
 from meterread.preprocess import DecodeError, InputLayout, preprocess_photo
+from meterread.training.dataset import ANNOTATIONS, Split, load_dataset, manifest_digest, read_image_bytes
+from meterread.training.evaluate import Scored, summarise
 
 
 def prepare_images(
@@ -80,8 +80,8 @@ def evaluate_split(
 ) -> dict:
     """`meterread eval`: read a whole split, compute metrics (and a peer `baseline`'s on the same photos),
     optionally write metrics.json + report.html. Raises FileNotFoundError when the split has no labelled samples."""
-    from meterread.evaluate import risk_coverage_curve
-    from meterread.report import thumbnail_data_uri, write_report
+    from meterread.training.evaluate import risk_coverage_curve
+    from meterread.training.report import thumbnail_data_uri, write_report
 
     data = load_dataset(dataset, (split,))[split]
     if not data.samples:
@@ -114,10 +114,10 @@ def evaluate_split(
 
 
 def score_baseline(name: str, samples: Sequence, layout, progress: bool = True) -> list[Scored]:
-    """Read `samples` with a peer baseline (see `meterread.baseline`) and pair its readings with the labels."""
+    """Read `samples` with a peer baseline (see `meterread.training.baseline`) and pair its readings with the labels."""
     from tqdm.auto import tqdm
 
-    from meterread.baseline import baseline_text, load_baseline, register_image
+    from meterread.training.baseline import baseline_text, load_baseline, register_image
 
     reader = load_baseline(name)
     scored = []

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
-from meterread import sink, state
-from meterread.history import HISTORY_COLUMNS, LEDGER_COLUMNS, Ledger, MeterHistory
+from meterread.read import sink, state
+from meterread.read.history import HISTORY_COLUMNS, LEDGER_COLUMNS, Ledger, MeterHistory
 from meterread.storage import relative_path, resolve
 
 DAY0 = datetime(2026, 1, 1, 12, tzinfo=timezone.utc)

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from meterread.lease import LEASE_PATH, RunLocked, acquire, break_lease, ensure_held, release, renew
+from meterread.read.lease import LEASE_PATH, RunLocked, acquire, break_lease, ensure_held, release, renew
 from meterread.storage import resolve
 from tests.factories import failing_once
 
@@ -102,7 +102,7 @@ def left_by(fs, root, run_id: str, **record) -> None:
 def test_a_lease_whose_process_is_gone_on_this_host_is_taken_over_at_once(output, caplog):
     fs, root = output
     left_by(fs, root, "crashed", pid=dead_pid())
-    with caplog.at_level("WARNING", logger="meterread.lease"):
+    with caplog.at_level("WARNING", logger="meterread.read.lease"):
         taken = acquire(fs, root, "next-night", now=T0 + timedelta(minutes=5))  # well within the crashed run's TTL
     assert taken.run_id == "next-night"
     assert "taking over the output's lease from run crashed" in caplog.text and "its process is gone" in caplog.text

@@ -15,7 +15,7 @@ from decimal import Decimal
 
 import pyarrow as pa
 
-from meterread.validate import ACCEPTED, PriorReading
+from meterread.read.validate import ACCEPTED, PriorReading
 
 LEDGER_COLUMNS = ["image_uri", "image_etag", "content_sha256", "model_fingerprint", "reason_codes"]
 HISTORY_COLUMNS = ["image_uri", "meter_id", "captured_at", "reading", "status", "processed_at"]

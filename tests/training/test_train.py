@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from meterread.data.synth import write_dataset
-from meterread.evaluation import evaluate_split
 from meterread.models.base import ModelSpec
 from meterread.models.registry import load_reader
-from meterread.registry import decide, publish, read_current
-from meterread.train import (
+from meterread.training.evaluation import evaluate_split
+from meterread.training.registry import decide, publish, read_current
+from meterread.training.train import (
     LoraSettings,
     TrainConfig,
     TrainConfigError,
@@ -55,7 +55,7 @@ def test_warmup_then_cosine_schedule():
     assert all(lr_at(s, 100, 0, 1.0) >= lr_at(s + 1, 100, 0, 1.0) for s in range(100))
 
 
-RECIPES = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+RECIPES = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("recipe_path", RECIPES, ids=lambda path: path.name)
@@ -186,7 +186,7 @@ def test_a_tiny_model_memorises_a_tiny_dataset(tmp_path, tiny_dataset):
 
 def test_full_fine_tune_resumes_with_the_saved_weights(tmp_path, tiny_dataset):
     """Full checkpoints are saved in checkpoint key format; resuming must map them back (it once refused)."""
-    from meterread.train import STATE_FILE, model_spec_for, restore
+    from meterread.training.train import STATE_FILE, model_spec_for, restore
 
     config = recipe(tmp_path, tiny_dataset, strategy="full")
     train(config, progress=False, log=lambda *_: None)

@@ -20,12 +20,12 @@ import torch
 import yaml
 
 from meterread.config import reject_unknown_keys
-from meterread.dataset import load_dataset, manifest_digest
-from meterread.evaluate import summarise
-from meterread.evaluation import evaluate_reader, prepare_images
 from meterread.models.base import ModelSpec
 from meterread.models.registry import family_module, known_families, load_reader
 from meterread.preprocess import InputLayout
+from meterread.training.dataset import load_dataset, manifest_digest
+from meterread.training.evaluate import summarise
+from meterread.training.evaluation import evaluate_reader, prepare_images
 
 STRATEGIES = ("lora", "freeze-vision", "full")
 PREPROCESS_FILE = "meterread.json"
@@ -283,7 +283,7 @@ def train(config: TrainConfig, progress: bool = True, log=print) -> dict:
         state = restore(reader, optimizer, output / "latest")
         log(f"resumed from {output / 'latest'} at step {state['step']}")
     elif config.warm_start_steps:
-        from meterread.warmstart import warm_start_vision
+        from meterread.training.warmstart import warm_start_vision
 
         labels = [sample.suffix for sample in train_samples]
         state["warm_start_accuracy"] = warm_start_vision(

@@ -4,7 +4,7 @@ Layout under OUTPUT:
     capture_date=YYYY-MM-DD/part-{run_id}-{shard_id}.parquet   one file per (shard, date); deterministic names
     _manifests/{run_id}.json                                    run manifest (ignored by dataset readers)
     _tables/{name}/{name}.parquet                               analyst tables (`meterread tables`; ignored too)
-    _state/...                                                  what a night needs from the past (`meterread.state`)
+    _state/...                                                  what a night needs from the past (`read.state`)
     _corrections/corrections-*.parquet                          reviewers' corrections (`meterread review import`)
 
 Columns are only ever added (nullable), never renamed; `capture_date` lives in the directory name. Anything else

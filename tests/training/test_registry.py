@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from meterread import sink
 from meterread.config import ConfigError, ReadConfig
 from meterread.data.synth import write_bucket
 from meterread.models.base import ModelLoadError, ModelSpec
-from meterread.pipeline import run_read
-from meterread.registry import (
+from meterread.read import sink
+from meterread.read.runner import run_read
+from meterread.storage import resolve
+from meterread.training.registry import (
     MIN_PROMOTION_FLOOR,
     decide,
     model_card,
@@ -27,7 +28,6 @@ from meterread.registry import (
     shard_model_settings,
     version_spec,
 )
-from meterread.storage import resolve
 
 VERSION = "v20261201T020000123456Z"
 FULL = {"family": "paligemma", "strategy": "full"}  # what a tiny model's folder cannot say of itself

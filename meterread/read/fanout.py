@@ -16,22 +16,14 @@ from collections import Counter
 from dataclasses import asdict
 from datetime import datetime, timezone
 
-from meterread import lease
 from meterread.config import ReadConfig
 from meterread.models.base import Reader
-from meterread.pipeline import (
-    FLAGGED_SAMPLE,
-    Photo,
-    RunPlan,
-    Shard,
-    load_history,
-    load_meter_profiles,
-    process_shard,
-    status_counts,
-    write_rows,
-    write_run_manifest,
-)
-from meterread.sink import check_safe_name
+from meterread.read import lease
+from meterread.read.meters import load_meter_profiles
+from meterread.read.planning import Photo, RunPlan, Shard, load_history
+from meterread.read.rows import status_counts
+from meterread.read.runner import FLAGGED_SAMPLE, process_shard, write_rows, write_run_manifest
+from meterread.read.sink import check_safe_name
 from meterread.storage import resolve, with_retries, write_bytes
 
 RUNS_DIR = "_runs"

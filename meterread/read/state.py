@@ -35,8 +35,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from fsspec import AbstractFileSystem
 
-from meterread import sink
-from meterread.history import HISTORY_COLUMNS, LEDGER_COLUMNS
+from meterread.read import sink
+from meterread.read.history import HISTORY_COLUMNS, LEDGER_COLUMNS
 from meterread.storage import relative_path, write_bytes
 
 STATE_DIR = "_state"

@@ -1,6 +1,6 @@
 import pytest
 
-from meterread.evaluate import (
+from meterread.training.evaluate import (
     Scored,
     accuracy_at_coverage,
     calibration_bins,
@@ -101,7 +101,7 @@ def test_summary_breaks_down_by_meter_model():
 
 
 def test_report_answers_which_threshold_and_shows_calibration_and_the_baseline():
-    from meterread.report import accuracy_floor, render_html
+    from meterread.training.report import accuracy_floor, render_html
 
     examples = THRESHOLD_CASES + [Scored("5", "5", 1.0, meter_model="lcd/lcd2")]
     metrics = {**summarise(examples), "baseline": {"name": "ppocr", **summarise([Scored("1", "7", 0.9)])}}

@@ -7,15 +7,15 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from meterread import pipeline, reasons, sink
-from meterread.history import RETRIES_EXHAUSTED, STORAGE_ERROR, MeterHistory
 from meterread.keys import DEFAULT_KEY_PATTERN
 from meterread.parse import ParsedReading, parse_reading
 from meterread.preprocess import DecodeError, preprocess_photo
+from meterread.read import fetching, planning, reasons, runner, sink
+from meterread.read.history import RETRIES_EXHAUSTED, STORAGE_ERROR, MeterHistory
+from meterread.read.validate import MeterProfile, PriorReading, Rules, check_history, validate_reading
 from meterread.storage import ObjectInfo
-from meterread.validate import MeterProfile, PriorReading, Rules, check_history, validate_reading
 from tests.factories import BAD_FILES, ScriptedReader, meter_jpeg, png_bytes
-from tests.test_pipeline import config_for
+from tests.read.test_runner import config_for
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
 DAY = timedelta(days=1)
@@ -46,8 +46,8 @@ def decode_error(data: bytes, max_pixels: int = 64_000_000) -> str:
     return str(error.value)
 
 
-def photo(key: str) -> pipeline.Photo:
-    return pipeline.describe_photo(ObjectInfo(f"file:///b/{key}", f"/b/{key}", key, 1, "e", T0), DEFAULT_KEY_PATTERN)
+def photo(key: str) -> planning.Photo:
+    return planning.photo_from_object(ObjectInfo(f"file:///b/{key}", f"/b/{key}", key, 1, "e", T0), DEFAULT_KEY_PATTERN)
 
 
 PREVIOUS = PriorReading(Decimal(100), T0 - DAY)
@@ -80,9 +80,9 @@ PRODUCED = [  # (reason texts as the code produces them, expected codes)
     ([decode_error(meter_jpeg()[:-200])], ["corrupt_image"]),
     ([decode_error(meter_jpeg(), max_pixels=100)], ["image_too_large"]),
     ([decode_error(png_bytes(np.zeros((8, 8, 3), np.uint8)))], ["image_too_small"]),
-    ([pipeline.storage_failure(photo("M1/20260301T000000.jpg"), FileNotFoundError("gone"), 3).error], ["unreadable"]),
-    ([pipeline.storage_failure(photo("M1/20260301T000000.jpg"), TimeoutError("slow"), 3).error], ["storage_error"]),
-    ([pipeline.storage_failure(replace(photo("M1/20260301T000000.jpg"), transient_failures=3), TimeoutError("slow"),
+    ([fetching.storage_failure(photo("M1/20260301T000000.jpg"), FileNotFoundError("gone"), 3).error], ["unreadable"]),
+    ([fetching.storage_failure(photo("M1/20260301T000000.jpg"), TimeoutError("slow"), 3).error], ["storage_error"]),
+    ([fetching.storage_failure(replace(photo("M1/20260301T000000.jpg"), transient_failures=3), TimeoutError("slow"),
                                3).error], ["storage_error", "retries_exhausted"]),
     (["key does not match the photo layout 'x'; object key is not valid UTF-8; recorded percent-encoded"],
      ["off_layout_key", "non_utf8_key"]),
@@ -106,8 +106,8 @@ def test_rows_of_a_run_carry_codes_beside_their_reasons(tmp_path):
         (bucket / "MTR-1" / f"2026030{day}T120000.jpg").write_bytes(meter_jpeg(seed=day))
     (bucket / "MTR-1" / "20260305T120000.jpg").write_bytes(b"")
     config = config_for(tmp_path, "x")
-    shard = pipeline.Shard("s1", tuple(pipeline.list_source(config)))
-    rows = pipeline.process_shard(config, ScriptedReader(["100", "900", "105", "abc"]), shard, "r", MeterHistory())
+    shard = planning.Shard("s1", tuple(planning.list_source(config)))
+    rows = runner.process_shard(config, ScriptedReader(["100", "900", "105", "abc"]), shard, "r", MeterHistory())
     assert {row["image_uri"].rsplit("/", 1)[-1]: row["reason_codes"] for row in rows} == {
         "20260301T120000.jpg": [],
         "20260302T120000.jpg": ["misread_jump"],
@@ -123,6 +123,6 @@ def test_a_photo_off_the_layout_is_coded(tmp_path):
     (tmp_path / "bucket").mkdir()
     (tmp_path / "bucket" / "loose.jpg").write_bytes(meter_jpeg())
     config = config_for(tmp_path, "x")
-    shard = pipeline.Shard("s1", tuple(pipeline.list_source(config)))
-    (row,) = pipeline.process_shard(config, ScriptedReader(["100"]), shard, "r", MeterHistory())
+    shard = planning.Shard("s1", tuple(planning.list_source(config)))
+    (row,) = runner.process_shard(config, ScriptedReader(["100"]), shard, "r", MeterHistory())
     assert (row["status"], row["reason_codes"]) == ("flagged", ["off_layout_key"])

@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 
 from meterread.config import ConfigError
-from meterread.sink import READING_DECIMALS, READING_INTEGER_DIGITS
+from meterread.read.sink import READING_DECIMALS, READING_INTEGER_DIGITS
+from meterread.read.validate import MeterProfile
 from meterread.storage import resolve, with_retries
-from meterread.validate import MeterProfile
 
 COLUMNS = ("meter_id", "digits", "decimals", "max_rate_per_day", "meter_type")
 MAX_RATE = Decimal(10) ** READING_INTEGER_DIGITS

@@ -14,10 +14,10 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from meterread import history, pipeline, sink
 from meterread.config import ReadConfig
 from meterread.models.base import ModelSpec
-from meterread.pipeline import run_read
+from meterread.read import history, planning, runner, sink
+from meterread.read.runner import run_read
 from meterread.storage import resolve
 from tests.factories import ScriptedReader, meter_jpeg, png_bytes
 
@@ -169,10 +169,10 @@ def test_crash_mid_run_then_rerun_completes_the_night_exactly_once(tmp_path, tin
 
     write_bucket(tmp_path / "bucket", 12, seed=12)  # two meters: two shards (a meter is never split)
     config = config_for(tmp_path, tiny_paligemma, run_id="night-9")
-    real_process = pipeline.process_shard
+    real_process = runner.process_shard
     shards_done = []
 
-    plan = pipeline.plan_run(config, pipeline.cached_reader(config.model).fingerprint)
+    plan = planning.plan_run(config, runner.cached_reader(config.model).fingerprint)
     assert len(plan.shards) >= 2
     written_before_crash = len(plan.shards[0].photos)
 
@@ -182,11 +182,11 @@ def test_crash_mid_run_then_rerun_completes_the_night_exactly_once(tmp_path, tin
         shards_done.append(1)
         return real_process(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "process_shard", crashing)
+    monkeypatch.setattr(runner, "process_shard", crashing)
     with pytest.raises(RuntimeError, match="worker lost"):
         run_read(config, progress=False)
     assert len(rows(config)) == written_before_crash  # the first shard was written whole before the crash
-    monkeypatch.setattr(pipeline, "process_shard", real_process)
+    monkeypatch.setattr(runner, "process_shard", real_process)
     manifest = run_read(config, progress=False)  # the same night again
     table = rows(config)
     assert (manifest["already_done"], manifest["processed"]) == (written_before_crash, 12 - written_before_crash)
@@ -219,7 +219,7 @@ def test_a_transient_storage_error_is_read_again_the_next_night(s3_bucket, monke
     ).validate()
 
     def night(texts, **overrides):
-        monkeypatch.setattr(pipeline, "cached_reader", lambda spec: ScriptedReader(texts))
+        monkeypatch.setattr(runner, "cached_reader", lambda spec: ScriptedReader(texts))
         return run_read(replace(config, **overrides), progress=False)
 
     assert night(["100"])["processed"] == 3

@@ -1,0 +1,1 @@
+"""The nightly read path: plan, fetch + preprocess, rows, validate, sink, state, lease, runner, fan-out."""

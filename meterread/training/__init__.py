@@ -1,0 +1,1 @@
+"""Training and evaluation: datasets, train, warm start, evaluate (metrics, baselines), report, model registry."""
