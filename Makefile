@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/meterread demo --workdir demo
+	$(BIN)/python -m flows.demo --workdir demo
 
 # Tests by tier: `make test` is the fast tier (everything but @pytest.mark.slow); `make test-slow` the slow tier
 # (training from scratch, two Prefect workers, the bundled model's held-out bars); `make test-all` both.

@@ -57,14 +57,14 @@ def read_shard_file(config: ReadConfig, shard_uri: str) -> dict:
 
 
 @flow(name="read-shard")
-def read_shard(config: dict, shard_uri: str, credentials_block: str | None = None) -> dict:
+def read_shard(config: ReadConfig, shard_uri: str, credentials_block: str | None = None) -> dict:
     """Read one shard file written by `nightly-fanout` into the output; returns the shard's result.
 
-    `config` holds ReadConfig's settings (as the orchestrator validated them, the model pinned to the night's
-    registry version, `registry://URL@VERSION`); `shard_uri` names the shard file."""
+    `config`: the night's settings as the orchestrator validated them, with its run id and the model pinned to the
+    night's registry version (`registry://URL@VERSION`); `shard_uri` names the shard file."""
     show_library_logs()
     use_credentials_block(credentials_block)
-    settings = resolve_model(ReadConfig.from_mapping(config).validate())  # the pinned version, fetched here
+    settings = resolve_model(config.validate())  # the pinned version, fetched here
     result = read_shard_file(settings, shard_uri)
     get_run_logger().info(
         "shard %s: %d photos -> %s on %s", result["shard_id"], result["photos"], result["counts"], result["worker"]
@@ -196,47 +196,28 @@ def run_shards(config: ReadConfig, plan, uris: list[str], options: dict, logger)
 
 @flow(name="nightly-fanout")
 def nightly_fanout(
-    source: str,
-    output: str,
-    model: dict | None = None,
-    batch_size: int = 16,
-    shard_size: int = 256,
-    limit: int | None = None,
-    reprocess: bool = False,
-    key_pattern: str | None = None,
-    meters_table: str | None = None,
-    min_confidence: float | None = None,
-    meter_types: list[str] | None = None,
-    tasks: list[str] | None = None,
+    config: ReadConfig,
     credentials_block: str | None = None,
     read_deployment: str = READ_SHARD_DEPLOYMENT,
     shard_attempts: int = 2,
     shard_timeout_seconds: float | None = DEFAULT_SHARD_TIMEOUT_S,
-    allow_empty: bool = False,
-    transient_retries: int | None = None,
-    prefixes: list[str] | None = None,
-    list_after: str | None = None,
 ) -> dict:
-    """Read every new photo under `source` into `output` with one `read-shard` flow run per shard.
+    """Read every new photo under `config.source` into `config.output` with one `read-shard` flow run per shard.
 
-    Read settings as in `nightly-read`. `read_deployment`: the shard deployment (`flow-name/deployment-name`);
-    `shard_attempts`: runs per shard before the night fails (rows of finished shards stay; a rerun of the night
-    picks up the rest); `shard_timeout_seconds`: give up on an attempt's runs after this long (default 4 h; they
-    are cancelled, so a late one never writes beside the next attempt; None waits forever). A missing
-    `source` or one with no photo fails the night (nothing written) unless `allow_empty`."""
+    `config` as in `nightly-read` (its `run_id` is this flow run's). `read_deployment`: the shard deployment
+    (`flow-name/deployment-name`); `shard_attempts`: runs per shard before the night fails (rows of finished shards
+    stay; a rerun of the night picks up the rest); `shard_timeout_seconds`: give up on an attempt's runs after this
+    long (default 4 h; they are cancelled, so a late one never writes beside the next attempt; None waits forever).
+    A missing source or one with no photo fails the night (nothing written) unless `config.allow_empty`."""
     logger = get_run_logger()
     show_library_logs()
     use_credentials_block(credentials_block)
-    names = ("source", "output", "model", "batch_size", "shard_size", "limit", "reprocess", "key_pattern")
-    names += ("meters_table", "min_confidence", "meter_types", "tasks", "allow_empty", "transient_retries")
-    names += ("prefixes", "list_after")
-    arguments = locals()
-    settings = {name: arguments[name] for name in names if arguments[name] is not None}
-    config = ReadConfig.from_mapping(settings).validate()
-    listed = list_source(config)
-    config = resolve_model(config)  # registry:// -> the version tonight reads, recorded in the night's manifest
-    settings = {**settings, **registry.shard_model_settings(config.model)}  # every shard reads that same version
+    given = config.validate()
+    listed = list_source(given)
+    config = resolve_model(given)  # registry:// -> the version tonight reads, recorded in the night's manifest
     run_id = f"flow-{flow_run.get_id() or planning.new_run_id()}"
+    pinned = registry.shard_model_settings(config.model)  # every shard reads that same version
+    shard_config = given.replace(run_id=run_id, **pinned)
     started_at = datetime.now(timezone.utc)
     held = take_lease(config, run_id)
     try:
@@ -244,7 +225,7 @@ def nightly_fanout(
         plan, fingerprint, uris = plan_night(config, run_id, listed)
         logger.info("listed %d photos, %d already done, %d shards", plan.listed, plan.already_done, len(plan.shards))
         options = {
-            "config": {**settings, "run_id": run_id},
+            "config": shard_config.settings(),
             "read_deployment": read_deployment,
             "credentials_block": credentials_block,
             "shard_attempts": shard_attempts,

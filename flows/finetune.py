@@ -15,10 +15,10 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.nightly_read import show_library_logs
-from meterread.models.base import ModelSpec
+from meterread.config import ModelSpec, TrainConfig
 from meterread.training import registry
 from meterread.training.evaluation import evaluate_split
-from meterread.training.train import TrainConfig, inference_spec, train
+from meterread.training.train import inference_spec, train
 
 STORAGE_TASK = {"cache_policy": NO_CACHE}  # no task retries: registry I/O retries per call (with_retries)
 GATE_SET = "test"  # the set the promotion gate decides on: the recipe's own test split

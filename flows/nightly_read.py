@@ -215,42 +215,19 @@ def read_night(
 
 
 @flow(name="nightly-read", log_prints=False)
-def nightly_read(
-    source: str,
-    output: str,
-    model: dict | None = None,
-    batch_size: int = 16,
-    shard_size: int = 256,
-    limit: int | None = None,
-    reprocess: bool = False,
-    run_id: str | None = None,
-    key_pattern: str | None = None,
-    meters_table: str | None = None,
-    min_confidence: float | None = None,
-    meter_types: list[str] | None = None,
-    tasks: list[str] | None = None,
-    credentials_block: str | None = None,
-    allow_empty: bool = False,
-    transient_retries: int | None = None,
-    prefixes: list[str] | None = None,
-    list_after: str | None = None,
-) -> dict:
-    """Read every new photo under `source` into the Parquet dataset at `output`; returns the run manifest.
+def nightly_read(config: ReadConfig, credentials_block: str | None = None) -> dict:
+    """Read every new photo under `config.source` into the Parquet dataset at `config.output`; returns the run
+    manifest. `config` is `meterread.config.ReadConfig` (the UI shows its fields with their defaults and help).
 
-    `model` is a model spec: {"family": "paligemma"|"florence2", "base": hub id or dir, "adapter": dir or s3 URL};
-    `base: registry://URL` reads the model registry's current version, resolved once at the start of the run.
-    `meter_types` (labels to recognise) and `tasks` (Florence-2 task tokens) add optional columns per photo.
-    `run_id` defaults to this flow run's id, so a retried flow run rewrites its own files.
-    A missing `source` or one with no photo fails the run (nothing written) unless `allow_empty`.
-    `transient_retries`: later runs that read a photo again whose fetch failed transiently (default 3).
-    `prefixes`: list only keys under these (date folders of a bucket laid out by date); `list_after`: only keys
-    after this one. Both spare listing the whole bucket; a photo outside them is not read that night.
+    `config.model.base: registry://URL` reads the model registry's current version, resolved once at the start of
+    the run. `config.run_id` defaults to this flow run's id, so a retried flow run rewrites its own files. A missing
+    source or one with no photo fails the run (nothing written) unless `config.allow_empty`.
+    `credentials_block`: a Secret block with S3 credentials for this run (`use_credentials_block`).
     """
     logger = get_run_logger()
     show_library_logs()
     use_credentials_block(credentials_block)
-    settings = {k: v for k, v in locals().items() if k not in ("logger", "credentials_block")}
-    config = ReadConfig.from_mapping({k: v for k, v in settings.items() if v is not None}).validate()
+    config = config.validate()
     listed = list_source(config)
     config = resolve_model(config)  # registry:// -> the version this night reads, recorded in its manifest
     run_id = config.run_id or f"flow-{flow_run.get_id() or planning.new_run_id()}"
@@ -267,4 +244,4 @@ def nightly_read(
 
 
 if __name__ == "__main__":
-    nightly_read(source=sys.argv[1], output=sys.argv[2])
+    nightly_read(ReadConfig(source=sys.argv[1], output=sys.argv[2]))

@@ -182,8 +182,7 @@ def bench_model_only(reader, images: list[np.ndarray], batch_size: int, passes: 
 def end_to_end(source: str, output: str, model: str, family: str, batch_size: int, workers: int) -> dict:
     """One `run_read` over `source` with the model loaded and warmed up first; images/s and this process's peak RSS.
     Meant to run in a fresh process (see `bench_end_to_end`)."""
-    from meterread.config import ReadConfig
-    from meterread.models.base import ModelSpec
+    from meterread.config import ModelSpec, ReadConfig
     from meterread.read.runner import cached_reader, run_read
 
     spec = ModelSpec(family=family, base=model, device="cpu")
@@ -217,8 +216,7 @@ def bench_cpu(config: BenchConfig, log=print) -> dict:
     """The product path with the bundled demo model (or `config.model`)."""
     import torch
 
-    from meterread.config import DEMO_MODEL_DIR
-    from meterread.models.base import ModelSpec
+    from meterread.config import DEMO_MODEL_DIR, ModelSpec
     from meterread.models.registry import load_reader
     from meterread.preprocess import preprocess_photo
 

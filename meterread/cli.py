@@ -1,130 +1,123 @@
-"""`meterread` command line (Typer). Each command builds the same typed config the flows use."""
+"""`meterread` command line (Typer). Each command builds the same typed settings the flows take
+(`meterread.config`): option defaults and help are the settings' own fields, declared once there."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
+from click.core import ParameterSource
 
-from meterread.keys import DEFAULT_KEY_PATTERN
+from meterread.config import ConfigError, ModelSpec, ReadConfig, set_dotted
+from meterread.review.cli import review_app
 
 # Heavy modules (numpy, OpenCV, pyarrow, torch) are imported inside the commands, so `meterread --help` is instant.
 ROLL_SHARE = 0.4  # meterread.data.synth.ROLL_SHARE (a test holds them equal)
 
-if TYPE_CHECKING:
-    from meterread.models.base import ModelSpec
-
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Batch meter reading with fine-tuned VLMs.")
 
+# CLI option -> the setting it sets (dotted: inside `model`). Only options given on the command line are applied,
+# over the settings file; `key=value` overrides come last.
+READ_OPTIONS = {
+    "family": "model.family",
+    "adapter": "model.adapter",
+    "pattern": "model.pattern",
+    "constrained": "model.constrained",
+    "device": "model.device",
+    "dtype": "model.dtype",
+    "compile_model": "model.compile",
+    "prompt": "model.prompt",
+    "batch_size": "batch_size",
+    "shard_size": "shard_size",
+    "limit": "limit",
+    "reprocess": "reprocess",
+    "run_id": "run_id",
+    "meters_table": "meters_table",
+    "min_confidence": "min_confidence",
+    "allow_empty": "allow_empty",
+    "transient_retries": "transient_retries",
+    "after": "list_after",
+    "key_pattern": "key_pattern",
+}
 
-def model_spec(
-    model: str | None,
-    family: str,
-    adapter: str | None,
-    pattern: str | None,
-    constrained: bool,
-    device: str,
-    dtype: str,
-    compile_model: bool = False,
-    prompt: str | None = None,
-) -> ModelSpec:
-    from meterread.config import DEMO_MODEL_DIR
-    from meterread.models.base import ModelSpec
 
-    return ModelSpec(
-        family=family,
-        prompt=prompt,
-        base=model or str(DEMO_MODEL_DIR),
-        adapter=adapter,
-        pattern=pattern,
-        constrained=constrained,
-        device=device,
-        dtype=dtype,
-        compile=compile_model,
-    )
+def setting(settings: type, name: str, *flags: str, **extra) -> typer.models.OptionInfo:
+    """A Typer option whose default and help are the field `name` of `settings` (a `meterread.config` model)."""
+    field = settings.model_fields[name]
+    return typer.Option(field.default, *flags, help=field.description, **extra)
+
+
+def given_settings(ctx: typer.Context, options: dict[str, str]) -> dict:
+    """The settings the options given on the command line set (not those left at their defaults), nested."""
+    values: dict = {}
+    for option, key in options.items():
+        if ctx.get_parameter_source(option) not in (ParameterSource.DEFAULT, None):
+            set_dotted(values, key, ctx.params[option])
+    return values
 
 
 @app.command()
 def read(
-    source: str = typer.Argument(..., help="Folder or URL with photos (file://, s3://bucket/prefix)."),
-    output: str = typer.Argument(..., help="Folder or URL of the Parquet dataset."),
-    model: str | None = typer.Option(
-        None,
-        help="Base model: hub id, local dir or registry://URL (default: bundled demo model).",
+    ctx: typer.Context,
+    source: str = typer.Argument(..., help=ReadConfig.model_fields["source"].description),
+    output: str = typer.Argument(..., help=ReadConfig.model_fields["output"].description),
+    overrides: list[str] = typer.Argument(None, help="key=value settings, e.g. batch_size=8 model.pattern=6.1"),
+    config_file: Path | None = typer.Option(
+        None, "--config", help="YAML file of read settings (meterread.config.ReadConfig); options and key=value win."
     ),
+    model: str | None = typer.Option(None, help=ModelSpec.model_fields["base"].description),
     model_registry: str | None = typer.Option(
         None,
         help="Read with this model registry's current version (folder or s3:// prefix); same as "
         "--model registry://URL. Resolved once at the start of the run; recorded in the manifest.",
     ),
-    family: str = typer.Option("paligemma", help="Model family: paligemma or florence2."),
-    adapter: str | None = typer.Option(None, help="LoRA adapter dir or s3:// URL, merged for inference."),
-    pattern: str | None = typer.Option(None, help="Exact reading shape, e.g. 6.1 = 6 digits + 1 decimal."),
-    constrained: bool = typer.Option(True, help="Constrain decoding to numbers."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
-    dtype: str = typer.Option("auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16."),
-    compile_model: bool = typer.Option(
-        False, "--compile", help="torch.compile with a static KV cache; batches padded to one shape (GPU)."
-    ),
-    batch_size: int = typer.Option(16, help="Images per model call."),
-    shard_size: int = typer.Option(256, help="Photos per shard (one Parquet file per shard and date)."),
-    limit: int | None = typer.Option(None, help="Read at most this many new photos."),
-    reprocess: bool = typer.Option(False, help="Read photos again even if the output already has them."),
-    run_id: str | None = typer.Option(None, help="Run id (default: UTC time + random suffix)."),
-    meters_table: str | None = typer.Option(None, help="CSV/Parquet: meter_id, digits, decimals, max_rate_per_day."),
-    min_confidence: float | None = typer.Option(
-        None, help="Readings below this confidence are flagged (default: the model's recommended threshold, else 0.5)."
-    ),
+    family: str = setting(ModelSpec, "family"),
+    adapter: str | None = setting(ModelSpec, "adapter"),
+    pattern: str | None = setting(ModelSpec, "pattern"),
+    constrained: bool = setting(ModelSpec, "constrained", "--constrained/--no-constrained"),
+    device: str = setting(ModelSpec, "device"),
+    dtype: str = setting(ModelSpec, "dtype"),
+    compile_model: bool = setting(ModelSpec, "compile", "--compile"),
+    prompt: str | None = setting(ModelSpec, "prompt"),
+    batch_size: int = setting(ReadConfig, "batch_size"),
+    shard_size: int = setting(ReadConfig, "shard_size"),
+    limit: int | None = setting(ReadConfig, "limit"),
+    reprocess: bool = setting(ReadConfig, "reprocess", "--reprocess/--no-reprocess"),
+    run_id: str | None = setting(ReadConfig, "run_id"),
+    meters_table: str | None = setting(ReadConfig, "meters_table"),
+    min_confidence: float | None = setting(ReadConfig, "min_confidence"),
     meter_types: str | None = typer.Option(
         None, help="Comma-separated meter types to recognise, e.g. electricity-lcd,gas-mechanical,water-mechanical."
     ),
     task: list[str] | None = typer.Option(
         None, help="Florence-2 task to record per photo (repeatable): <OCR>, <OCR_WITH_REGION>, <OD>, <CAPTION>."
     ),
-    allow_empty: bool = typer.Option(False, "--allow-empty", help="Succeed when SOURCE is missing or has no photo."),
-    transient_retries: int = typer.Option(3, help="Later runs that retry a photo whose fetch failed transiently."),
+    allow_empty: bool = setting(ReadConfig, "allow_empty", "--allow-empty"),
+    transient_retries: int = setting(ReadConfig, "transient_retries"),
     prefix: list[str] | None = typer.Option(
         None, help="List only keys under this prefix of SOURCE (repeatable; e.g. a date folder 2026-11-26/)."
     ),
-    after: str | None = typer.Option(None, help="List only keys after this one (e.g. the last night's last key)."),
-    prompt: str | None = typer.Option(None, help="Prompt sent with each image (default: the family's)."),
-    key_pattern: str = typer.Option(
-        DEFAULT_KEY_PATTERN, help="Regex with named groups meter_id and timestamp, matched against each key."
-    ),
+    after: str | None = setting(ReadConfig, "list_after"),
+    key_pattern: str = setting(ReadConfig, "key_pattern"),
 ) -> None:
     """Read every new photo under SOURCE and append one row per photo to the dataset at OUTPUT."""
-    from meterread.config import ConfigError, ReadConfig
     from meterread.models.base import ModelLoadError
+    from meterread.models.references import model_reference
     from meterread.read.planning import NothingToRead
     from meterread.read.runner import run_read
-    from meterread.training.registry import model_reference
 
     if model and model_registry:
         raise typer.BadParameter("give --model or --model-registry, not both")
-    model = model_reference(model_registry) if model_registry else model
-    spec = model_spec(model, family, adapter, pattern, constrained, device, dtype, compile_model, prompt)
+    values = {"source": source, "output": output, **given_settings(ctx, READ_OPTIONS)}
+    if model or model_registry:
+        set_dotted(values, "model.base", model_reference(model_registry) if model_registry else model)
+    if meter_types:
+        values["meter_types"] = [t.strip() for t in meter_types.split(",")]
+    values |= {"tasks": task} if task else {}
+    values |= {"prefixes": prefix} if prefix else {}
     try:
-        config = ReadConfig(
-            source=source,
-            output=output,
-            model=spec,
-            batch_size=batch_size,
-            shard_size=shard_size,
-            limit=limit,
-            reprocess=reprocess,
-            run_id=run_id,
-            meters_table=meters_table,
-            min_confidence=min_confidence,
-            meter_types=tuple(t.strip() for t in meter_types.split(",")) if meter_types else None,
-            tasks=tuple(task or ()),
-            allow_empty=allow_empty,
-            key_pattern=key_pattern,
-            transient_retries=transient_retries,
-            prefixes=tuple(prefix or ()),
-            list_after=after,
-        ).validate()
+        config = ReadConfig.from_yaml(config_file, overrides or (), **values).validate()
     except ConfigError as error:
         raise typer.BadParameter(str(error)) from error
     try:
@@ -168,7 +161,7 @@ def train(
     resume: bool = typer.Option(False, help="Continue from OUTPUT/latest/ (weights, optimizer, step)."),
 ) -> None:
     """Fine-tune a model on a labelled dataset; writes best/ and latest/ checkpoints."""
-    from meterread.training.train import TrainConfig, TrainConfigError
+    from meterread.config import TrainConfig, TrainConfigError
     from meterread.training.train import train as run_training
 
     try:
@@ -183,13 +176,13 @@ def train(
 @app.command(name="eval")
 def evaluate(
     dataset: str = typer.Argument(..., help="Dataset root with train/ valid/ test/ splits (local or s3://)."),
-    model: str | None = typer.Option(None, help="Base model: hub id or local dir (default: bundled demo model)."),
-    family: str = typer.Option("paligemma", help="paligemma or florence2."),
-    adapter: str | None = typer.Option(None, help="LoRA adapter dir or s3:// URL."),
+    model: str | None = typer.Option(None, help=ModelSpec.model_fields["base"].description),
+    family: str = setting(ModelSpec, "family"),
+    adapter: str | None = setting(ModelSpec, "adapter"),
     split: str = typer.Option("test", help="Split to evaluate."),
-    pattern: str | None = typer.Option(None, help="Exact reading shape, e.g. 5.1."),
-    batch_size: int = typer.Option(32),
-    device: str = typer.Option("auto"),
+    pattern: str | None = setting(ModelSpec, "pattern"),
+    batch_size: int = typer.Option(32, help="Images per model call."),
+    device: str = setting(ModelSpec, "device"),
     out: Path = typer.Option(Path("eval"), help="Folder for metrics.json and report.html."),
     baseline: str | None = typer.Option(None, help="Also read the split with a peer OCR: ppocr (PP-OCRv4)."),
 ) -> None:
@@ -197,7 +190,11 @@ def evaluate(
     (and, with --baseline, the same for a peer OCR on the same photos)."""
     from meterread.training.evaluation import evaluate_split
 
-    spec = model_spec(model, family, adapter, pattern, True, device, "auto")
+    chosen = {"family": family, "adapter": adapter, "pattern": pattern, "device": device}
+    try:
+        spec = ModelSpec.from_mapping(chosen | ({"base": model} if model else {})).validate()
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
     try:
         metrics = evaluate_split(spec, dataset, split, batch_size, str(out), baseline=baseline)
     except (FileNotFoundError, ValueError, RuntimeError) as error:
@@ -331,7 +328,8 @@ def demo(
     n: int = typer.Option(36, help="Number of sample photos."),
     seed: int = typer.Option(2026, help="Seed for the sample photos."),
 ) -> None:
-    """Synthesise sample photos, run the nightly flow on them with the bundled model, print a summary."""
+    """Synthesise sample photos, read them with the bundled model (the library's read path, no Prefect server;
+    `make demo` runs the same through the nightly-read flow), print a summary and the accuracy on real pixels."""
     from meterread.demo import run_demo
 
     run_demo(workdir, n, seed)
@@ -377,55 +375,7 @@ def tables(
     typer.echo(json.dumps({name: table.num_rows for name, table in written.items()}, indent=2))
 
 
-review_app = typer.Typer(
-    no_args_is_help=True,
-    help="The review round trip: the review queue out (Label Studio, CSV), corrections in, a training dataset.",
-)
 app.add_typer(review_app, name="review")
-
-
-@review_app.command("export")
-def review_export(
-    output: str = typer.Argument(..., help="Folder or URL of the Parquet dataset."),
-    directory: str = typer.Argument(..., help="Folder or URL for tasks.json, label_config.xml and review.csv."),
-    limit: int | None = typer.Option(None, min=1, help="Export only the first N photos of the queue (newest first)."),
-) -> None:
-    """Write OUTPUT's review queue as Label Studio tasks (the model's reading prefilled) and a plain CSV."""
-    from meterread.review.store import export_review
-
-    typer.echo(json.dumps(export_review(output, directory, limit), indent=2))
-
-
-@review_app.command("import")
-def review_import(
-    output: str = typer.Argument(..., help="Folder or URL of the Parquet dataset."),
-    file: str = typer.Argument(
-        ..., help="A Label Studio JSON export, or the review CSV with corrected_reading filled in."
-    ),
-    reviewer: str | None = typer.Option(None, help="Who reviewed, for rows that do not say (CSV `reviewer` empty)."),
-) -> None:
-    """Check every reviewed row of FILE and append them to OUTPUT/_corrections/; any problem: nothing is written."""
-    from meterread.review.records import ReviewImportError
-    from meterread.review.store import import_review
-
-    try:
-        result = import_review(output, file, reviewer)
-    except ReviewImportError as error:
-        typer.echo(f"Error: {error}", err=True)
-        raise typer.Exit(1) from error
-    typer.echo(json.dumps(result, indent=2))
-
-
-@review_app.command("dataset")
-def review_dataset(
-    output: str = typer.Argument(..., help="Folder or URL of the Parquet dataset."),
-    directory: str = typer.Argument(..., help="Dataset folder or URL to write train/ valid/ test/ into."),
-) -> None:
-    """Turn OUTPUT's corrections into a train/valid/test dataset (photos + annotations.jsonl) for `meterread train`."""
-    from meterread.review.store import write_review_dataset
-
-    manifest = write_review_dataset(output, directory)
-    typer.echo(json.dumps(manifest, indent=2))
 
 
 def main() -> None:

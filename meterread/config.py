@@ -1,33 +1,348 @@
-"""Typed settings for a nightly read, checked up front. One config, shared by the CLI and the Prefect flow."""
+"""Typed settings, declared once: `ModelSpec`, `ReadConfig`, `TrainConfig` (pydantic, frozen, unknown keys rejected).
+
+The CLI builds them from options, a YAML file and `key=value` overrides; the Prefect flows take them as typed
+parameters (the UI renders a form from these fields and descriptions); prefect.yaml holds only what differs from
+the defaults. Construction checks types and names; `validate()` checks what needs several fields or the
+environment and raises one error listing every problem. Imports neither torch nor pyarrow.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, ClassVar
 
-from meterread.keys import DEFAULT_KEY_PATTERN, compile_key_pattern
-from meterread.models.base import ModelSpec
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from meterread.keys import DEFAULT_KEY_PATTERN, check_safe_name, compile_key_pattern
 from meterread.models.patterns import ReadingPattern
-from meterread.preprocess import DEFAULT_MAX_PIXELS
-from meterread.read.sink import READING_DECIMALS, READING_INTEGER_DIGITS, READING_TYPE, check_safe_name
+from meterread.models.references import check_reference
+from meterread.models.registry import known_families
+from meterread.parse import READING_DECIMALS, READING_INTEGER_DIGITS, READING_TYPE_NAME
 
 DEMO_MODEL_DIR = Path(__file__).parent / "assets" / "demo-model"
+DEFAULT_MAX_PIXELS = 64_000_000  # decompression-bomb guard: 8000 x 8000
+DEFAULT_MIN_CONFIDENCE = 0.5  # for a model that recommends no threshold
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+STRATEGIES = ("lora", "freeze-vision", "full")
 
 
 class ConfigError(ValueError):
     """A setting that cannot work; the message says which and how to fix it."""
 
 
-def reject_unknown_keys(values: Mapping, settings_type, what: str, error: type[Exception] = ConfigError) -> None:
-    """Raise `error` naming every key of `values` that is not a field of the dataclass `settings_type`."""
-    known = {f.name for f in dataclasses.fields(settings_type)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise error(f"unknown {what} setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+class TrainConfigError(ConfigError):
+    """A training setting that cannot work."""
+
+
+class Settings(BaseModel):
+    """Frozen settings with unknown keys rejected; `from_mapping`/`from_yaml` raise `error` with readable text."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: ClassVar[str] = "settings"  # names the settings in error messages ("unknown read setting(s)")
+    error: ClassVar[type[ConfigError]] = ConfigError
+
+    @classmethod
+    def from_mapping(cls, values: Mapping):
+        """Build from plain values (YAML, JSON, flow parameters). Raises `cls.error` naming each bad key."""
+        try:
+            return cls.model_validate(dict(values))
+        except ValidationError as error:
+            raise cls.error(readable(error, cls)) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path | None, overrides: Sequence[str] = (), **values: Any):
+        """A YAML file (optional), then `values`, then `key=value` overrides (dotted keys reach into `model.`,
+        `lora.`, `init_tiny.`; values parse as YAML: `lr=1e-4`, `tasks=[a, b]`)."""
+        import yaml
+
+        loaded = (yaml.safe_load(Path(path).read_text()) or {}) if path else {}
+        if not isinstance(loaded, Mapping):
+            raise cls.error(f"{path}: a settings file holds a mapping of key: value")
+        merged = merged_settings(loaded, values)
+        for override in overrides:
+            key, sep, raw = override.partition("=")
+            if not sep or not key.strip():
+                raise cls.error(f"override {override!r} must look like key=value")
+            set_dotted(merged, key.strip(), yaml.safe_load(raw))
+        return cls.from_mapping(merged)
+
+    def replace(self, **changes: Any):
+        """A copy with `changes`, checked like a new one."""
+        return type(self).from_mapping({**self.model_dump(), **changes})
+
+
+def merged_settings(base: Mapping, changes: Mapping) -> dict:
+    """`base` with `changes` laid over it; nested mappings (`model:`) merge key by key instead of replacing."""
+    merged = dict(base)
+    for key, value in changes.items():
+        inner = merged.get(key)
+        both_mappings = isinstance(value, Mapping) and isinstance(inner, Mapping)
+        merged[key] = merged_settings(inner, value) if both_mappings else value
+    return merged
+
+
+def set_dotted(values: dict, key: str, value: Any) -> None:
+    """`values[a][b] = value` for key `a.b` (copies nested mappings, so `values` shares nothing with its source)."""
+    *parents, leaf = key.split(".")
+    target = values
+    for parent in parents:
+        child = target.get(parent)
+        if isinstance(child, BaseModel):
+            child = child.model_dump()
+        target[parent] = dict(child or {})
+        target = target[parent]
+    target[leaf] = value
+
+
+def readable(error: ValidationError, settings: type[Settings]) -> str:
+    """One line per problem: unknown keys with the known ones, else `key: what is wrong (got value)`."""
+    lines = []
+    for problem in error.errors():
+        location = [str(part) for part in problem["loc"]]
+        if problem["type"] == "extra_forbidden":
+            owner = location[-2] if len(location) > 1 else settings.kind
+            known = known_fields(settings, location[:-1])
+            lines.append(f"unknown {owner} setting(s): {location[-1]}; known: {', '.join(known)}")
+        else:
+            lines.append(f"{'.'.join(location)}: {problem['msg']} (got {problem.get('input')!r})")
+    return f"invalid {settings.kind} settings:\n  - " + "\n  - ".join(lines)
+
+
+def known_fields(settings: type[BaseModel], path: Sequence[str]) -> list[str]:
+    model = settings
+    for part in path:
+        annotation = model.model_fields[part].annotation if part in model.model_fields else None
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else model
+    return sorted(model.model_fields)
+
+
+class ModelSpec(Settings):
+    """Which model reads: `family`, `base` (hub id or local dir), optional LoRA `adapter` (local dir or s3:// URL).
+
+    `base` may also be a model reference, `registry://URL` (the registry's current version) or
+    `registry://URL@VERSION`: `training.registry.resolve_spec` turns it into a concrete spec whose `reference`
+    names the version it read (`registry://URL@VERSION`; None for a spec that was never a reference)."""
+
+    kind: ClassVar[str] = "model"
+
+    family: str = Field("paligemma", description="Model family: paligemma or florence2.")
+    base: str = Field(
+        str(DEMO_MODEL_DIR),
+        description="Base model: hub id, local dir or registry://URL[@VERSION] (default: the bundled demo model).",
+    )
+    adapter: str | None = Field(None, description="LoRA adapter dir or s3:// URL, merged for inference.")
+    dtype: str = Field("auto", description="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16.")
+    device: str = Field("auto", description="auto, cpu or cuda[:N].")
+    constrained: bool = Field(True, description="Constrain decoding to numbers.")
+    pattern: str | None = Field(None, description="Exact reading shape, e.g. 6.1 = 6 digits + 1 decimal.")
+    prompt: str | None = Field(None, description="Prompt sent with each image (default: the family's).")
+    max_new_tokens: int | None = Field(None, description="Longest answer in tokens (default: from the pattern).")
+    compile: bool = Field(
+        False, description="torch.compile with a static KV cache; batches padded to one shape (GPU)."
+    )
+    reference: str | None = Field(
+        None, description="Set by resolution: the registry version this spec reads (recorded in manifests)."
+    )
+
+    def validate(self) -> ModelSpec:
+        """Raise ValueError with an actionable message when the spec cannot work."""
+        if self.family not in known_families():
+            raise ValueError(f"model family {self.family!r} is not one of {', '.join(known_families())}")
+        if not self.base:
+            raise ValueError("model base is empty: give a hub id (google/paligemma2-3b-pt-224) or a local directory")
+        check_reference(self.base, self.adapter, self.reference)
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
+        if self.device not in ("auto", "cpu") and not self.device.startswith(("cuda", "mps")):
+            raise ValueError(f"device {self.device!r} must be auto, cpu, cuda[:N] or mps")
+        ReadingPattern.parse(self.pattern)
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be at least 1")
+        return self
+
+    def reading_pattern(self) -> ReadingPattern:
+        return ReadingPattern.parse(self.pattern)
+
+
+class ReadConfig(Settings):
+    """Everything a read run needs. `source`/`output`/`meters_table` are fsspec URLs or local paths."""
+
+    kind: ClassVar[str] = "read"
+
+    source: str = Field(description="Folder or URL with photos (file://, s3://bucket/prefix).")
+    output: str = Field(description="Folder or URL of the Parquet dataset.")
+    model: ModelSpec = Field(default_factory=ModelSpec, description="The model that reads.")
+    batch_size: int = Field(16, description="Images per model call.")
+    shard_size: int = Field(256, description="Photos per shard (one Parquet file per shard and date).")
+    limit: int | None = Field(None, description="Read at most this many new photos.")
+    reprocess: bool = Field(False, description="Read photos again even if the output already has them.")
+    run_id: str | None = Field(None, description="Run id (default: UTC time + random suffix; in a flow: its run id).")
+    key_pattern: str = Field(
+        DEFAULT_KEY_PATTERN, description="Regex with named groups meter_id and timestamp, matched against each key."
+    )
+    meters_table: str | None = Field(None, description="CSV/Parquet: meter_id, digits, decimals, max_rate_per_day.")
+    min_confidence: float | None = Field(
+        None, description="Readings below this confidence are flagged (default: the model's recommendation, else 0.5)."
+    )
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, description="Refuse images larger than this (decompression bombs).")
+    storage_attempts: int = Field(4, description="Attempts per storage call before a photo's read fails.")
+    transient_retries: int = Field(3, description="Later runs that retry a photo whose fetch failed transiently.")
+    preprocess_workers: int = Field(2, description="Threads that fetch and preprocess photos beside the model.")
+    prefetch_batches: int = Field(2, description="Batches preprocessed ahead of the model (bounds memory).")
+    meter_types: tuple[str, ...] | None = Field(
+        None, description="Meter types to recognise per photo, e.g. electricity-lcd, gas-mechanical."
+    )
+    tasks: tuple[str, ...] = Field((), description="Florence-2 tasks to record per photo: <OCR>, <OD>, <CAPTION>.")
+    allow_empty: bool = Field(False, description="Succeed when SOURCE is missing or has no photo.")
+    prefixes: tuple[str, ...] = Field((), description="List only keys under these prefixes (e.g. date folders).")
+    list_after: str | None = Field(None, description="List only keys after this one (the last night's last key).")
+
+    def validate(self) -> ReadConfig:
+        """Raise ConfigError naming the setting when something cannot work."""
+        problems = self.storage_problems() + self.run_problems() + self.model_problems()
+        if problems:
+            raise ConfigError("invalid read config:\n  - " + "\n  - ".join(problems))
+        return self
+
+    def storage_problems(self) -> list[str]:
+        problems = []
+        if not self.source:
+            problems.append("source is empty: give a folder or s3://bucket/prefix with the photos")
+        if not self.output:
+            problems.append("output is empty: give a folder or s3://bucket/prefix for the Parquet dataset")
+        if self.source and self.output and (nested := nesting(self.source, self.output)):
+            problems.append(nested)
+        bad_prefixes = [prefix for prefix in self.prefixes if not prefix or prefix.startswith("/") or ".." in prefix]
+        if bad_prefixes:
+            problems.append(f"prefixes {bad_prefixes}: give keys relative to source, e.g. 2026-11-26/")
+        try:
+            compile_key_pattern(self.key_pattern)
+        except (re.error, ValueError) as error:
+            problems.append(f"key_pattern: {error}")
+        return problems
+
+    def run_problems(self) -> list[str]:
+        problems = []
+        for name in ("batch_size", "shard_size", "storage_attempts", "preprocess_workers", "prefetch_batches"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1 (got {getattr(self, name)})")
+        if self.transient_retries < 0:
+            problems.append(f"transient_retries must be >= 0 (got {self.transient_retries})")
+        if self.limit is not None and self.limit < 0:
+            problems.append(f"limit must be >= 0 (got {self.limit})")
+        if self.min_confidence is not None and not 0.0 <= self.min_confidence <= 1.0:
+            problems.append(f"min_confidence must be within [0, 1] (got {self.min_confidence})")
+        if self.max_pixels < 1:
+            problems.append("max_pixels must be positive")
+        if self.run_id is not None:
+            try:
+                check_safe_name(self.run_id, "run_id")
+            except ValueError as error:
+                problems.append(str(error))
+        return problems
+
+    def model_problems(self) -> list[str]:
+        problems = []
+        if self.meter_types is not None and len(self.meter_types) < 2:
+            problems.append("meter_types needs at least two labels to choose between")
+        if self.tasks:
+            from meterread.models.florence2 import TASKS
+
+            if self.model.family != "florence2":
+                problems.append(f"tasks {list(self.tasks)} need the florence2 family (model is {self.model.family})")
+            unknown = [task for task in self.tasks if task not in TASKS]
+            if unknown:
+                problems.append(f"unknown Florence-2 task(s) {unknown}; use {', '.join(TASKS)}")
+        try:
+            self.model.validate()
+        except ValueError as error:
+            problems.append(f"model: {error}")
+        return problems + [f"model: {problem}" for problem in check_pattern_fits(self.model.pattern)]
+
+    def settings(self) -> dict:
+        """Settings safe to log and store in manifests (no credentials live in this config), JSON-ready."""
+        return self.model_dump(mode="json")
+
+
+class LoraSettings(Settings):
+    kind: ClassVar[str] = "lora"
+    error: ClassVar[type[ConfigError]] = TrainConfigError
+
+    rank: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    targets: tuple[str, ...] | None = Field(None, description="Module names (default: the family's LORA_TARGETS).")
+
+
+class TrainConfig(Settings):
+    """One training recipe. Every key of a YAML recipe must be a field here (unknown keys are rejected)."""
+
+    kind: ClassVar[str] = "training"
+    error: ClassVar[type[ConfigError]] = TrainConfigError
+
+    family: str = "paligemma"
+    base: str = ""
+    init_tiny: dict | None = Field(None, description="Build a tiny model from config (TinySize fields), not `base`.")
+    dataset: str = ""
+    output: str = ""
+    strategy: str = "lora"
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    epochs: int = 2
+    max_steps: int | None = None
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 2e-5
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    eval_batch_size: int = 32
+    eval_every_steps: int | None = Field(None, description="Also evaluate every N steps (default: once per epoch).")
+    crop_display: bool = Field(False, description="Locate and rectify the display before the model sees it.")
+    display_rows: int = Field(1, description="Fold the (cropped) image into this many stacked slices of the input.")
+    warm_start_steps: int = Field(0, description="Pretrain the vision encoder as a per-position classifier first.")
+    warm_start_lr: float = 2e-3
+    warm_start_batch_size: int = 64
+    pattern: str | None = None
+    prompt: str | None = None
+    device: str = "auto"
+    resume: bool = False
+
+    @property
+    def layout(self):
+        from meterread.preprocess import InputLayout
+
+        return InputLayout(crop_display=self.crop_display, rows=self.display_rows)
+
+    def validate(self) -> TrainConfig:
+        problems = []
+        if self.family not in known_families():
+            problems.append(f"family must be one of {', '.join(known_families())}")
+        if not self.base and not self.init_tiny:
+            problems.append("give base (hub id or local dir) or init_tiny (build a tiny model from config)")
+        if not self.dataset:
+            problems.append("dataset is empty: a folder or s3:// prefix with train/ valid/ test/ splits")
+        if not self.output:
+            problems.append("output is empty: the folder for checkpoints")
+        if self.strategy not in STRATEGIES:
+            problems.append(f"strategy must be one of {', '.join(STRATEGIES)}")
+        for name in ("epochs", "batch_size", "grad_accum", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1")
+        if self.lr <= 0:
+            problems.append("lr must be positive")
+        if self.max_steps is not None and self.max_steps < 1:
+            problems.append("max_steps must be at least 1")
+        if self.display_rows < 1:
+            problems.append("display_rows must be at least 1")
+        if self.strategy == "lora" and self.lora.rank < 1:
+            problems.append("lora.rank must be at least 1")
+        if problems:
+            raise TrainConfigError("invalid training config:\n  - " + "\n  - ".join(problems))
+        return self
 
 
 def check_pattern_fits(pattern: str | None) -> list[str]:
@@ -41,12 +356,12 @@ def check_pattern_fits(pattern: str | None) -> list[str]:
     problems = []
     if (shape.integer_digits or 0) > READING_INTEGER_DIGITS:
         problems.append(
-            f"pattern {pattern!r} has {shape.integer_digits} integer digits; the reading column ({READING_TYPE}) "
-            f"holds at most {READING_INTEGER_DIGITS}"
+            f"pattern {pattern!r} has {shape.integer_digits} integer digits; the reading column "
+            f"({READING_TYPE_NAME}) holds at most {READING_INTEGER_DIGITS}"
         )
     if (shape.decimals or 0) > READING_DECIMALS:
         problems.append(
-            f"pattern {pattern!r} has {shape.decimals} decimals; the reading column ({READING_TYPE}) holds "
+            f"pattern {pattern!r} has {shape.decimals} decimals; the reading column ({READING_TYPE_NAME}) holds "
             f"{READING_DECIMALS}, more would be rounded"
         )
     return problems
@@ -76,111 +391,8 @@ def nesting(source: str, output: str) -> str | None:
     return None
 
 
-def default_model() -> ModelSpec:
-    return ModelSpec(family="paligemma", base=str(DEMO_MODEL_DIR))
-
-
-DEFAULT_MIN_CONFIDENCE = 0.5  # for a model that recommends no threshold
-
-
 def effective_min_confidence(given: float | None, recommended: float | None) -> float:
     """The threshold a run uses: the one given, else the model's recommendation, else DEFAULT_MIN_CONFIDENCE."""
     if given is not None:
         return given
     return recommended if recommended is not None else DEFAULT_MIN_CONFIDENCE
-
-
-@dataclass(frozen=True)
-class ReadConfig:
-    """Everything a read run needs. `source`/`output`/`meters_table` are fsspec URLs or local paths."""
-
-    source: str
-    output: str
-    model: ModelSpec = field(default_factory=default_model)
-    batch_size: int = 16
-    shard_size: int = 256
-    limit: int | None = None
-    reprocess: bool = False
-    run_id: str | None = None
-    key_pattern: str = DEFAULT_KEY_PATTERN
-    meters_table: str | None = None
-    min_confidence: float | None = None  # None: the model's recommended threshold, else DEFAULT_MIN_CONFIDENCE
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    storage_attempts: int = 4
-    transient_retries: int = 3  # later runs that retry a photo whose read failed transiently (storage, timeout)
-    preprocess_workers: int = 2
-    prefetch_batches: int = 2  # batches preprocessed ahead of the model (bounds memory)
-    meter_types: tuple[str, ...] | None = None
-    tasks: tuple[str, ...] = ()
-    allow_empty: bool = False  # a missing source or one with no photo is an error unless this is set
-    prefixes: tuple[str, ...] = ()  # list only keys under these (e.g. date folders), not the whole source
-    list_after: str | None = None  # list only keys sorting after this one (the previous night's last key)
-
-    @classmethod
-    def from_mapping(cls, values: Mapping) -> ReadConfig:
-        """Build from plain values (CLI options, flow parameters, YAML); unknown keys are rejected."""
-        reject_unknown_keys(values, cls, "read")
-        values = dict(values)
-        for name in ("meter_types", "tasks", "prefixes"):
-            if isinstance(values.get(name), list):
-                values[name] = tuple(values[name])
-        model = values.get("model")
-        if isinstance(model, Mapping):
-            reject_unknown_keys(model, ModelSpec, "model")
-            values["model"] = ModelSpec(**model)
-        return cls(**{k: v for k, v in values.items() if v is not None or k in ("limit", "run_id", "meters_table")})
-
-    def validate(self) -> ReadConfig:
-        """Raise ConfigError naming the setting when something cannot work."""
-        problems = []
-        if not self.source:
-            problems.append("source is empty: give a folder or s3://bucket/prefix with the photos")
-        if not self.output:
-            problems.append("output is empty: give a folder or s3://bucket/prefix for the Parquet dataset")
-        if self.source and self.output and (nested := nesting(self.source, self.output)):
-            problems.append(nested)
-        for name in ("batch_size", "shard_size", "storage_attempts", "preprocess_workers", "prefetch_batches"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be at least 1 (got {getattr(self, name)})")
-        if self.transient_retries < 0:
-            problems.append(f"transient_retries must be >= 0 (got {self.transient_retries})")
-        if self.limit is not None and self.limit < 0:
-            problems.append(f"limit must be >= 0 (got {self.limit})")
-        if self.min_confidence is not None and not 0.0 <= self.min_confidence <= 1.0:
-            problems.append(f"min_confidence must be within [0, 1] (got {self.min_confidence})")
-        if self.max_pixels < 1:
-            problems.append("max_pixels must be positive")
-        try:
-            compile_key_pattern(self.key_pattern)
-        except (re.error, ValueError) as error:
-            problems.append(f"key_pattern: {error}")
-        if self.run_id is not None:
-            try:
-                check_safe_name(self.run_id, "run_id")
-            except ValueError as error:
-                problems.append(str(error))
-        bad_prefixes = [prefix for prefix in self.prefixes if not prefix or prefix.startswith("/") or ".." in prefix]
-        if bad_prefixes:
-            problems.append(f"prefixes {bad_prefixes}: give keys relative to source, e.g. 2026-11-26/")
-        if self.meter_types is not None and len(self.meter_types) < 2:
-            problems.append("meter_types needs at least two labels to choose between")
-        if self.tasks:
-            from meterread.models.florence2 import TASKS
-
-            if self.model.family != "florence2":
-                problems.append(f"tasks {list(self.tasks)} need the florence2 family (model is {self.model.family})")
-            unknown = [task for task in self.tasks if task not in TASKS]
-            if unknown:
-                problems.append(f"unknown Florence-2 task(s) {unknown}; use {', '.join(TASKS)}")
-        try:
-            self.model.validate()
-        except ValueError as error:
-            problems.append(f"model: {error}")
-        problems += [f"model: {problem}" for problem in check_pattern_fits(self.model.pattern)]
-        if problems:
-            raise ConfigError("invalid read config:\n  - " + "\n  - ".join(problems))
-        return self
-
-    def describe(self) -> dict:
-        """Settings safe to log and store in manifests (no credentials live in this config)."""
-        return dataclasses.asdict(self)

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 # `{prefix}/{meter_id}/{YYYYmmddTHHMMSS}.{jpg|jpeg|png}`; the prefix may be empty or several folders deep.
 DEFAULT_KEY_PATTERN = r"(?:^|/)(?P<meter_id>[^/]+)/(?P<timestamp>\d{8}T\d{6}Z?)\.(?:jpe?g|png)$"
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -51,3 +52,10 @@ def parse_key(key: str, pattern: re.Pattern[str]) -> KeyFacts:
         return KeyFacts(meter_id, parse_timestamp(stamp))
     except ValueError:
         return KeyFacts(meter_id, None, f"timestamp {stamp!r} in key is not a valid YYYYmmddTHHMMSS time")
+
+
+def check_safe_name(name: str, what: str) -> str:
+    """Names used in output paths must be plain (no `/`, `..`, spaces): object keys never escape OUTPUT."""
+    if not _SAFE_NAME.match(name) or ".." in name:
+        raise ValueError(f"{what} {name!r} must match {_SAFE_NAME.pattern} (no slashes or '..')")
+    return name

@@ -6,6 +6,11 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
+# The output's `reading` column: decimal128(24, 6), so readings of up to 18 integer digits and 6 decimals are exact.
+READING_PRECISION = 24
+READING_DECIMALS = 6
+READING_INTEGER_DIGITS = READING_PRECISION - READING_DECIMALS
+READING_TYPE_NAME = f"decimal128({READING_PRECISION}, {READING_DECIMALS})"
 _READING = re.compile(r"^(?P<int>\d+)(?:[.,](?P<frac>\d+))?$")
 
 

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from meterread.config import DEFAULT_MAX_PIXELS
+
 PREPROCESS_VERSION = "mr-pre-1"
-DEFAULT_MAX_PIXELS = 64_000_000  # decompression-bomb guard: 8000 x 8000
 # PNGs decode at full size (no DCT scaling), 3-6 bytes a pixel: their guard is this share of `max_pixels` (40 MP).
 PNG_PIXEL_SHARE = 0.625
 MIN_SIDE = 16

@@ -1,13 +1,12 @@
 """prefect.yaml stays consistent with the flows it points at."""
 
-import dataclasses
 import importlib
 from pathlib import Path
 
 import yaml
 from prefect.flows import Flow
 
-from meterread.models.base import ModelSpec
+from meterread.config import ReadConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = yaml.safe_load((ROOT / "prefect.yaml").read_text())
@@ -27,13 +26,13 @@ def test_finetune_deployment_points_at_an_existing_recipe():
 
 
 def test_read_deployments_follow_the_model_registry_the_finetune_deployment_promotes_to():
-    from meterread.training.registry import parse_reference
+    from meterread.models.references import parse_reference
 
     registry = DEPLOYMENTS["finetune"]["parameters"]["registry_url"]
     assert registry == "{{ $METERREAD_REGISTRY }}"
     for name in ("nightly-read", "read-now", "nightly-fanout"):
-        model = DEPLOYMENTS[name]["parameters"]["model"]
-        assert model["base"] == f"registry://{registry}" and model["adapter"] is None, name
+        model = DEPLOYMENTS[name]["parameters"]["config"]["model"]
+        assert model == {"base": f"registry://{registry}"}, name
         assert parse_reference(model["base"].replace(registry, "s3://meter-models/registry")) == (
             "s3://meter-models/registry",
             None,
@@ -66,15 +65,30 @@ def test_deployment_parameters_are_flow_parameters():
     for deployment in DEPLOYMENTS.values():
         flow = load_entrypoint(deployment["entrypoint"])
         accepted = set(flow.parameters.properties)
-        assert set(deployment["parameters"]) <= accepted, set(deployment["parameters"]) - accepted
-        model = deployment["parameters"].get("model", {})
-        assert set(model) <= {f.name for f in dataclasses.fields(ModelSpec)}
+        assert set(deployment.get("parameters", {})) <= accepted, set(deployment["parameters"]) - accepted
+
+
+def test_read_deployments_hold_only_what_differs_from_the_defaults():
+    """The read settings are declared once (ReadConfig); prefect.yaml names a value only where it differs."""
+    defaults = ReadConfig(source="s", output="o")
+    for name in ("nightly-read", "read-now", "nightly-fanout"):
+        parameters = DEPLOYMENTS[name]["parameters"]
+        config = ReadConfig.from_mapping(parameters["config"]).validate()  # unknown keys would raise here
+        flow = load_entrypoint(DEPLOYMENTS[name]["entrypoint"])
+        assert set(parameters) == {"config"}, name  # the flows' other parameters keep their declared defaults
+        for key in parameters["config"]:
+            default = getattr(defaults, key)
+            given = getattr(config, key)
+            assert given != default or key in ("source", "output"), (name, key)
+        assert set(parameters["config"]["model"]) == {"base"} and config.model.family == defaults.model.family
+        assert flow.parameters.properties["config"]["$ref"].endswith("/ReadConfig")  # a form, not free JSON
 
 
 def test_fanout_orchestrator_runs_the_read_shard_deployment_on_the_gpu_pool():
     fanout, shard = DEPLOYMENTS["nightly-fanout"], DEPLOYMENTS["read-shard"]
     flow_name = load_entrypoint(shard["entrypoint"]).name
-    assert fanout["parameters"]["read_deployment"] == f"{flow_name}/{shard['name']}"
+    orchestrator = load_entrypoint(fanout["entrypoint"])
+    assert orchestrator.parameters.properties["read_deployment"]["default"] == f"{flow_name}/{shard['name']}"
     assert shard["work_pool"]["name"] == "gpu" and DEPLOYMENTS["nightly-read"]["work_pool"]["name"] == "gpu"
     assert fanout["work_pool"]["name"] == "control"  # never holds a GPU slot while it waits for shards
     assert load_entrypoint(fanout["entrypoint"]).name == "nightly-fanout"

@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from meterread.config import ReadConfig
+from meterread.config import ModelSpec, ReadConfig
 from meterread.data.synth import write_bucket
-from meterread.models.base import ModelSpec
 from meterread.models.registry import load_reader
 from meterread.read.runner import run_read
 

@@ -17,12 +17,11 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from meterread.models.patterns import ReadingPattern
+from meterread.config import ModelSpec
 from meterread.models.registry import known_families
 from meterread.preprocess import InputLayout
 
 log = logging.getLogger(__name__)
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
@@ -51,59 +50,6 @@ class Reader(Protocol):
     def classify(self, images: Sequence[np.ndarray], prompt: str, labels: Sequence[str]) -> list[tuple[str, float]]:
         """Most likely label per image and its probability among `labels`."""
         ...
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Which model reads: `family`, `base` (hub id or local dir), optional LoRA `adapter` (local dir or s3:// URL).
-
-    `base` may also be a model reference, `registry://URL` (the registry's current version) or
-    `registry://URL@VERSION`: `training.registry.resolve_spec` turns it into a concrete spec whose `reference` names
-    the version it read (`registry://URL@VERSION`; None for a spec that was never a reference)."""
-
-    family: str = "paligemma"
-    base: str = ""
-    adapter: str | None = None
-    dtype: str = "auto"
-    device: str = "auto"
-    constrained: bool = True
-    pattern: str | None = None
-    prompt: str | None = None
-    max_new_tokens: int | None = None
-    compile: bool = False  # torch.compile the forward with a static KV cache (GPU; batches padded to one shape)
-    reference: str | None = None  # set by resolution: the registry version this spec reads (recorded in manifests)
-
-    def validate(self) -> ModelSpec:
-        """Raise ValueError with an actionable message when the spec cannot work."""
-        if self.family not in known_families():
-            raise ValueError(f"model family {self.family!r} is not one of {', '.join(known_families())}")
-        if not self.base:
-            raise ValueError("model base is empty: give a hub id (google/paligemma2-3b-pt-224) or a local directory")
-        check_reference(self)
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
-        if self.device not in ("auto", "cpu") and not self.device.startswith(("cuda", "mps")):
-            raise ValueError(f"device {self.device!r} must be auto, cpu, cuda[:N] or mps")
-        ReadingPattern.parse(self.pattern)
-        if self.max_new_tokens is not None and self.max_new_tokens < 1:
-            raise ValueError("max_new_tokens must be at least 1")
-        return self
-
-    def reading_pattern(self) -> ReadingPattern:
-        return ReadingPattern.parse(self.pattern)
-
-
-def check_reference(spec: ModelSpec) -> None:
-    """Refuse a malformed model reference (ValueError): `registry://` without a URL, an adapter beside a reference
-    (the version names its own), a reference in `adapter`, or a `reference` that names no fixed version. Pure."""
-    from meterread.training.registry import parse_reference
-
-    if parse_reference(spec.base) is not None and spec.adapter:
-        raise ValueError(f"adapter {spec.adapter!r} beside {spec.base!r}: a registry version names its own adapter")
-    if parse_reference(spec.adapter) is not None:
-        raise ValueError(f"adapter {spec.adapter!r}: give a registry reference as base, not as adapter")
-    if spec.reference is not None and (parse_reference(spec.reference) or (None, None))[1] is None:
-        raise ValueError(f"reference {spec.reference!r} must name a version: registry://URL@VERSION")
 
 
 class ModelLoadError(ValueError):

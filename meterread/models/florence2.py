@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from transformers import Florence2ForConditionalGeneration, Florence2Processor
 
-from meterread.models.base import ModelSpec, Prediction, fingerprint, local_files_only
+from meterread.config import ModelSpec
+from meterread.models.base import Prediction, fingerprint, local_files_only
 from meterread.models.decoding import ReadingConstraint
 from meterread.models.generation import classify_by_likelihood, generate_predictions, pixel_values
 from meterread.models.loading import input_layout, load_model, recommended_min_confidence

@@ -17,13 +17,13 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 
 from meterread.config import ReadConfig
+from meterread.keys import check_safe_name
 from meterread.models.base import Reader
 from meterread.read import lease
 from meterread.read.meters import load_meter_profiles
 from meterread.read.planning import Photo, RunPlan, Shard, load_history
 from meterread.read.rows import status_counts
 from meterread.read.runner import FLAGGED_SAMPLE, process_shard, write_rows, write_run_manifest
-from meterread.read.sink import check_safe_name
 from meterread.storage import resolve, with_retries, write_bytes
 
 RUNS_DIR = "_runs"

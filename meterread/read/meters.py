@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 
 from meterread.config import ConfigError
-from meterread.read.sink import READING_DECIMALS, READING_INTEGER_DIGITS
+from meterread.parse import READING_DECIMALS, READING_INTEGER_DIGITS
 from meterread.read.validate import MeterProfile
 from meterread.storage import resolve, with_retries
 

@@ -9,12 +9,11 @@ import os
 from collections import Counter
 from collections.abc import Callable
 from contextlib import closing, contextmanager
-from dataclasses import replace
 from datetime import datetime, timezone
 from functools import lru_cache
 
-from meterread.config import ReadConfig, effective_min_confidence
-from meterread.models.base import ModelSpec, Prediction, Reader, read_padded, read_with_backoff
+from meterread.config import ModelSpec, ReadConfig, effective_min_confidence
+from meterread.models.base import Prediction, Reader, read_padded, read_with_backoff
 from meterread.models.registry import load_reader
 from meterread.read import lease, sink, state
 from meterread.read.fetching import batched, fetch_and_preprocess, skip_unchanged
@@ -186,7 +185,7 @@ def write_run_manifest(
         "adapter_id": config.model.adapter,
         **run_model_fields(config.model),  # model_reference, model_version: the registry version this run read
         "model_fingerprint": model_fingerprint,
-        "config": config.describe(),
+        "config": config.settings(),
         **extra,
     }
     fs, root = resolve(config.output)
@@ -200,7 +199,7 @@ def resolve_model(config: ReadConfig) -> ReadConfig:
     if another is promoted meanwhile. A fixed model is returned as it is. Raises ModelLoadError naming the registry
     when it has no current model."""
     resolved = resolve_spec(config.model)
-    return config if resolved is config.model else replace(config, model=resolved).validate()
+    return config if resolved is config.model else config.replace(model=resolved).validate()
 
 
 def run_read(config: ReadConfig, progress: bool = True) -> dict:

@@ -29,11 +29,11 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from fsspec import AbstractFileSystem
 
+from meterread.keys import check_safe_name
+from meterread.parse import READING_DECIMALS, READING_INTEGER_DIGITS, READING_PRECISION
 from meterread.storage import read_bytes, relative_path, write_bytes
 
-READING_TYPE = pa.decimal128(24, 6)
-READING_DECIMALS = READING_TYPE.scale  # 6
-READING_INTEGER_DIGITS = READING_TYPE.precision - READING_TYPE.scale  # 18
+READING_TYPE = pa.decimal128(READING_PRECISION, READING_DECIMALS)  # READING_TYPE_NAME
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 SCHEMA = pa.schema(
@@ -75,7 +75,6 @@ MANIFEST_DIR = "_manifests"
 # meterread's own folders beside the dataset
 OWN_DIRS = (MANIFEST_DIR, "_leases", "_runs", "_tables", "_state", "_corrections")
 log = logging.getLogger(__name__)
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _DATA_FILE = re.compile(rf"^{PARTITION_COLUMN}=\d{{4}}-\d{{2}}-\d{{2}}/[^./][^/]*\.parquet$")
 
 
@@ -127,13 +126,6 @@ class ReadingRow:
             where = values.get("image_uri", "?")
             raise RowError(f"row for {where}: unknown column(s) {unknown}, missing required column(s) {missing}")
         return cls(**values)
-
-
-def check_safe_name(name: str, what: str) -> str:
-    """Names used in output paths must be plain (no `/`, `..`, spaces): object keys never escape OUTPUT."""
-    if not _SAFE_NAME.match(name) or ".." in name:
-        raise ValueError(f"{what} {name!r} must match {_SAFE_NAME.pattern} (no slashes or '..')")
-    return name
 
 
 def reading_problem(value: Decimal | None) -> str | None:

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec import AbstractFileSystem
 
+from meterread.keys import check_safe_name
 from meterread.read import sink
 from meterread.read.meters import load_meter_profiles
 from meterread.read.state import bucket_of
@@ -42,7 +43,7 @@ def bucket_name(meter_id: str | None) -> str:
 
 
 def table_dir(root: str, name: str) -> str:
-    return f"{root}/{TABLES_DIR}/{sink.check_safe_name(name, 'table name')}"
+    return f"{root}/{TABLES_DIR}/{check_safe_name(name, 'table name')}"
 
 
 def bucket_path(root: str, name: str, bucket: str) -> str:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from meterread.preprocess import DEFAULT_MAX_PIXELS, InputLayout, crop_display_region, decode_image, find_display
+from meterread.config import DEFAULT_MAX_PIXELS
+from meterread.preprocess import InputLayout, crop_display_region, decode_image, find_display
 
 BASELINES = ("ppocr",)
 INSTALL_HINT = "pip install rapidocr-onnxruntime==1.4.4 --no-deps onnxruntime pyclipper shapely six (make install does)"

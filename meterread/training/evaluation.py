@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from meterread.models.base import ModelSpec, read_in_length_order
+from meterread.config import ModelSpec
+from meterread.models.base import read_in_length_order
 from meterread.models.decoding import confidence_from_logprobs
 from meterread.models.registry import load_reader
 from meterread.preprocess import DecodeError, InputLayout, preprocess_photo

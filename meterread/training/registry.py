@@ -17,20 +17,19 @@ MIN_PROMOTION_FLOOR) and beats the current model on the same test split by a mar
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from meterread.models.base import ModelLoadError, ModelSpec
+from meterread.config import ModelSpec
+from meterread.models.base import ModelLoadError
+from meterread.models.references import model_reference, parse_reference
 from meterread.storage import resolve, with_retries, write_bytes
 
 POINTER = "current.json"
 VERSION_RECORD = "version.json"
 MODEL_CARD = "README.md"
-REFERENCE_SCHEME = "registry://"
-VERSION_NAME = re.compile(r"v\d{8}T\d{12}Z")  # what `publish` names a version: vYYYYmmddTHHMMSSffffffZ
 MIN_PROMOTION_FLOOR = 0.9  # exact match on the test split below which no model reaches production
 LOAD_FACTS = ("family", "strategy", "base", "pattern", "prompt")  # what a reader needs to load a version
 HEADLINE = ("count", "exact_match", "character_error_rate", "parse_rate", "accuracy_at_coverage")
@@ -75,27 +74,6 @@ def decide(candidate: float | None, current: float | None, margin: float, floor:
     return Decision(False, reason, candidate, current, least)
 
 
-def parse_reference(value: str | None) -> tuple[str, str | None] | None:
-    """(registry URL, version or None) of a model reference `registry://URL` or `registry://URL@VERSION`; None for
-    anything else (hub id, folder, s3:// URL). Pure. Raises ValueError for `registry://` without a URL."""
-    if not value or not value.startswith(REFERENCE_SCHEME):
-        return None
-    url = value[len(REFERENCE_SCHEME) :]
-    head, at, tail = url.rpartition("@")
-    version = tail if at and VERSION_NAME.fullmatch(tail) else None
-    url = (head if version else url).rstrip("/")
-    if not url:
-        raise ValueError(
-            f"model reference {value!r} names no registry: registry://s3://bucket/registry or registry:///abs/dir"
-        )
-    return url, version
-
-
-def model_reference(registry: str, version: str | None = None) -> str:
-    """The reference to `registry`'s current version, or to its `version`. Pure."""
-    return f"{REFERENCE_SCHEME}{registry.rstrip('/')}" + (f"@{version}" if version else "")
-
-
 def version_spec(spec: ModelSpec, facts: Mapping, registry: str) -> ModelSpec:
     """The concrete spec that reads the registry version `facts` describes (its current.json or version.json): a
     LoRA version is its recorded base plus itself as adapter, any other strategy a whole model (its folder is the
@@ -109,8 +87,7 @@ def version_spec(spec: ModelSpec, facts: Mapping, registry: str) -> ModelSpec:
             f"model registry {registry}: version {facts.get('version')} records no {', '.join(missing)} (published "
             "before meterread recorded how to load a version): publish it again, or give a fixed model as model.base"
         )
-    return replace(
-        spec,
+    return spec.replace(
         family=facts["family"],
         base=facts["base"] if lora else facts["path"],
         adapter=facts["path"] if lora else None,
@@ -148,7 +125,7 @@ def loadable_version_spec(spec: ModelSpec, facts: Mapping, registry: str) -> Mod
         return concrete
     from meterread.models.loading import fetch_directory
 
-    return replace(concrete, base=fetch_directory(concrete.base, "config.json", wanted=None))
+    return concrete.replace(base=fetch_directory(concrete.base, "config.json", wanted=None))
 
 
 def run_model_fields(spec: ModelSpec) -> dict:
@@ -164,7 +141,7 @@ def shard_model_settings(spec: ModelSpec) -> dict:
     machine is no path on that one). Empty for a fixed model (the settings as given already name it). Pure."""
     if spec.reference is None:
         return {}
-    return {"model": {**asdict(spec), "base": spec.reference, "adapter": None, "reference": None}}
+    return {"model": {**spec.model_dump(), "base": spec.reference, "adapter": None, "reference": None}}
 
 
 def _read_json(registry: str, relative: str) -> dict | None:

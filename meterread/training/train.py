@@ -6,145 +6,23 @@ Run: `meterread train configs/<recipe>.yaml [key=value ...]`
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import random
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
-from meterread.config import reject_unknown_keys
-from meterread.models.base import ModelSpec
-from meterread.models.registry import family_module, known_families, load_reader
-from meterread.preprocess import InputLayout
+from meterread.config import LoraSettings, ModelSpec, TrainConfig, TrainConfigError
+from meterread.models.registry import family_module, load_reader
 from meterread.training.dataset import load_dataset, manifest_digest
 from meterread.training.evaluate import summarise
 from meterread.training.evaluation import evaluate_reader, prepare_images
 
-STRATEGIES = ("lora", "freeze-vision", "full")
 PREPROCESS_FILE = "meterread.json"
 STATE_FILE = "trainer_state.pt"
-
-
-class TrainConfigError(ValueError):
-    """A training setting that cannot work."""
-
-
-@dataclass(frozen=True)
-class LoraSettings:
-    rank: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
-    targets: tuple[str, ...] | None = None  # None: the family's defaults
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """One training recipe. Every key of a YAML recipe must be a field here (unknown keys are rejected)."""
-
-    family: str = "paligemma"
-    base: str = ""
-    init_tiny: dict | None = None  # build a tiny model from config (TinySize fields) instead of loading `base`
-    dataset: str = ""
-    output: str = ""
-    strategy: str = "lora"
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    epochs: int = 2
-    max_steps: int | None = None
-    batch_size: int = 8
-    grad_accum: int = 1
-    lr: float = 2e-5
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    eval_batch_size: int = 32
-    eval_every_steps: int | None = None  # also evaluate every N optimizer steps (default: once per epoch)
-    crop_display: bool = False  # locate and rectify the display before the model sees it
-    display_rows: int = 1  # fold the (cropped) image into this many stacked slices of the square input
-    warm_start_steps: int = 0  # pretrain the vision encoder as a per-position character classifier first
-    warm_start_lr: float = 2e-3
-    warm_start_batch_size: int = 64
-    pattern: str | None = None
-    prompt: str | None = None
-    device: str = "auto"
-    resume: bool = False
-
-    @classmethod
-    def from_mapping(cls, values: Mapping) -> TrainConfig:
-        types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
-        reject_unknown_keys(values, cls, "training", TrainConfigError)
-        values = dict(values)
-        lora = values.get("lora") or {}
-        if isinstance(lora, Mapping):
-            reject_unknown_keys(lora, LoraSettings, "lora", TrainConfigError)
-            if lora.get("targets") is not None:
-                lora = {**lora, "targets": tuple(lora["targets"])}
-            values["lora"] = LoraSettings(**lora)
-        return cls(**{name: coerce_number(value, types[name]) for name, value in values.items()})
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
-        """Load a recipe and apply `key=value` overrides (dotted keys reach into `lora.` and `init_tiny.`)."""
-        values = yaml.safe_load(Path(path).read_text()) or {}
-        for override in overrides:
-            key, sep, raw = override.partition("=")
-            if not sep:
-                raise TrainConfigError(f"override {override!r} must look like key=value")
-            target = values
-            *parents, leaf = key.strip().split(".")
-            for parent in parents:
-                target = target.setdefault(parent, {})
-            target[leaf] = yaml.safe_load(raw)
-        return cls.from_mapping(values)
-
-    @property
-    def layout(self) -> InputLayout:
-        return InputLayout(crop_display=self.crop_display, rows=self.display_rows)
-
-    def validate(self) -> TrainConfig:
-        problems = []
-        if self.family not in known_families():
-            problems.append(f"family must be one of {', '.join(known_families())}")
-        if not self.base and not self.init_tiny:
-            problems.append("give base (hub id or local dir) or init_tiny (build a tiny model from config)")
-        if not self.dataset:
-            problems.append("dataset is empty: a folder or s3:// prefix with train/ valid/ test/ splits")
-        if not self.output:
-            problems.append("output is empty: the folder for checkpoints")
-        if self.strategy not in STRATEGIES:
-            problems.append(f"strategy must be one of {', '.join(STRATEGIES)}")
-        for name in ("epochs", "batch_size", "grad_accum", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be at least 1")
-        if self.lr <= 0:
-            problems.append("lr must be positive")
-        if self.max_steps is not None and self.max_steps < 1:
-            problems.append("max_steps must be at least 1")
-        if self.display_rows < 1:
-            problems.append("display_rows must be at least 1")
-        if self.strategy == "lora" and self.lora.rank < 1:
-            problems.append("lora.rank must be at least 1")
-        if problems:
-            raise TrainConfigError("invalid training config:\n  - " + "\n  - ".join(problems))
-        return self
-
-
-def coerce_number(value, annotation: str):
-    """YAML reads `1e-4` as a string (no dot): turn strings into the float/int a field declares."""
-    if not isinstance(value, str):
-        return value
-    kind = annotation.split("|")[0].strip()
-    try:
-        return float(value) if kind == "float" else int(value) if kind == "int" else value
-    except ValueError as error:
-        raise TrainConfigError(f"{value!r} is not a valid {kind}") from error
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
@@ -205,7 +83,7 @@ def save_checkpoint(directory: Path, reader, config: TrainConfig, metrics: dict,
     reader.model.save_pretrained(directory, safe_serialization=True)
     reader.processor.save_pretrained(directory)
     (directory / PREPROCESS_FILE).write_text(json.dumps(config.layout.to_dict(), indent=2))
-    (directory / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2, default=str))
+    (directory / "train_config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
     (directory / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (directory / "dataset_manifest.json").write_text(json.dumps({"digest": manifest}, indent=2))
 

@@ -12,6 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from meterread.cli import app
+from meterread.config import ReadConfig
 from meterread.storage import resolve
 from meterread.tables.store import read_table
 from meterread.training import registry
@@ -62,7 +63,7 @@ def test_flagged_readings_corrected_train_the_model_the_next_night_reads(
 
     # night 1: the random tiny model reads nothing right; (nearly) every photo is flagged
     put_night(fs, bucket, day=1, count=24)
-    manifest = nightly_read(source=f"s3://{bucket}/photos", output=output, model=model, batch_size=8)
+    manifest = nightly_read(ReadConfig(source=f"s3://{bucket}/photos", output=output, model=model, batch_size=8))
     assert manifest["model_version"] == first["version"] and manifest["processed"] == 24
     queued = read_table(output, "review_queue").column("image_uri").to_pylist()
     assert len(queued) >= 20
@@ -103,7 +104,7 @@ def test_flagged_readings_corrected_train_the_model_the_next_night_reads(
     # night 2 resolves the new version: new fingerprint in its rows, the reading right (a new model reads every
     # listed photo again: the ledger keys on the model fingerprint)
     night_two = put_night(fs, bucket, day=9, count=2)
-    second = nightly_read(source=f"s3://{bucket}/photos", output=output, model=model, batch_size=8)
+    second = nightly_read(ReadConfig(source=f"s3://{bucket}/photos", output=output, model=model, batch_size=8))
     assert second["model_version"] == promoted and second["processed"] == 26
     assert second["model_fingerprint"] != manifest["model_fingerprint"]
     current = {row["image_uri"]: row for row in read_table(output, "readings_current").to_pylist()}

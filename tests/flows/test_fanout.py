@@ -8,8 +8,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from meterread.config import ReadConfig
-from meterread.models.base import ModelSpec, spec_fingerprint
+from meterread.config import ModelSpec, ReadConfig
+from meterread.models.base import spec_fingerprint
 from meterread.read import fanout, lease, planning, runner, sink
 from meterread.storage import resolve
 from tests.flows.test_nightly_read import put_photos
@@ -171,14 +171,14 @@ def test_every_shard_reads_the_version_resolved_at_the_start_of_the_night(
             publish(str(folder), tiny_paligemma, 0.97, record={"family": "paligemma", "strategy": "full"})
         run_id = uuid.uuid4()
         submitted[run_id] = parameters
-        fanout_flow.read_shard.fn(**parameters)
+        fanout_flow.read_shard.fn(**{**parameters, "config": ReadConfig.from_mapping(parameters["config"])})
         return run_id
 
     monkeypatch.setattr(fanout_flow, "submit_shard", submit)
     monkeypatch.setattr(fanout_flow, "wait_for_runs", lambda ids, *_, **__: {i: "COMPLETED" for i in ids})
     model = {"base": f"registry://{folder}", "device": "cpu"}
     night = {"source": f"s3://{bucket}/photos", "output": f"s3://{bucket}/readings", "shard_size": 2}
-    manifest = fanout_flow.nightly_fanout(**night, model=model)
+    manifest = fanout_flow.nightly_fanout(ReadConfig(**night, model=model))
 
     pinned = f"registry://{folder}@{first['version']}"
     assert len(submitted) == manifest["shards"] > 1

@@ -124,7 +124,8 @@ def test_fanout_reads_every_photo_once_across_two_gpu_workers(tmp_path, s3_bucke
     deploy_env = {**env, "METERREAD_SOURCE": source, "METERREAD_OUTPUT": output, "METERREAD_REGISTRY": str(registry)}
     run_cli(["--no-prompt", "deploy", "--all"], deploy_env)
 
-    params = {"shard_size": 2, "batch_size": 4}  # a meter is never split: 4 meters -> 4 shards
+    night = {"source": source, "output": output, "model": {"base": f"registry://{registry}"}}
+    params = {"config": {**night, "shard_size": 2, "batch_size": 4}}  # a meter is never split: 4 meters -> 4 shards
     run = subprocess.run(
         PREFECT
         + ["deployment", "run", "nightly-fanout/nightly-fanout", "--params", json.dumps(params)]

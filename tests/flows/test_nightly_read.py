@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 import pyarrow.dataset as ds
 import pytest
 
+from meterread.config import ReadConfig
 from meterread.data.synth import format_reading, render_meter
 from meterread.read import runner, sink
 from meterread.storage import resolve
@@ -39,7 +40,7 @@ def test_nightly_read_against_s3(prefect_harness, s3_bucket, tiny_paligemma):
     source, output = f"s3://{bucket}/photos", f"s3://{bucket}/readings"
     model = {"family": "paligemma", "base": tiny_paligemma, "device": "cpu"}
 
-    manifest = nightly_read(source=source, output=output, model=model, batch_size=4, shard_size=3)
+    manifest = nightly_read(ReadConfig(source=source, output=output, model=model, batch_size=4, shard_size=3))
     table = read_back(output)
     assert table.num_rows == 8 == manifest["processed"] == manifest["listed"]
     assert table.schema == sink.SCHEMA
@@ -80,7 +81,7 @@ def test_nightly_read_against_s3(prefect_harness, s3_bucket, tiny_paligemma):
     assert any("MTR-BAD" in row["image_uri"] for row in json.loads(sample[0].data))
 
     # rerun: nothing new, nothing added
-    rerun = nightly_read(source=source, output=output, model=model, batch_size=4, shard_size=3)
+    rerun = nightly_read(ReadConfig(source=source, output=output, model=model, batch_size=4, shard_size=3))
     assert (rerun["processed"], rerun["already_done"]) == (0, 8)
     assert read_back(output).num_rows == 8
     with get_client(sync_client=True) as client:
@@ -96,7 +97,7 @@ def test_nightly_read_against_s3(prefect_harness, s3_bucket, tiny_paligemma):
     import cv2
 
     fs.pipe_file(f"{bucket}/photos/MTR-NEW/20260210T120000.jpg", cv2.imencode(".jpg", photo)[1].tobytes())
-    third = nightly_read(source=source, output=output, model=model, batch_size=4, shard_size=3)
+    third = nightly_read(ReadConfig(source=source, output=output, model=model, batch_size=4, shard_size=3))
     assert (third["processed"], third["already_done"]) == (1, 8)
     final = read_back(output)
     assert final.num_rows == 9
@@ -111,8 +112,8 @@ def test_same_run_id_rewrites_its_own_files(prefect_harness, s3_bucket, tiny_pal
     put_photos(fs, bucket, 4)
     source, output = f"s3://{bucket}/photos", f"s3://{bucket}/readings"
     model = {"family": "paligemma", "base": tiny_paligemma, "device": "cpu"}
-    first = nightly_read(source=source, output=output, model=model, run_id="night-7", reprocess=True)
-    second = nightly_read(source=source, output=output, model=model, run_id="night-7", reprocess=True)
+    first = nightly_read(ReadConfig(source=source, output=output, model=model, run_id="night-7", reprocess=True))
+    second = nightly_read(ReadConfig(source=source, output=output, model=model, run_id="night-7", reprocess=True))
     assert first["files"] == second["files"]
     assert read_back(output).num_rows == 4
 
@@ -124,11 +125,13 @@ def test_florence2_runs_through_the_nightly_flow(prefect_harness, s3_bucket, tin
     put_photos(fs, bucket, 3)
     model = {"family": "florence2", "base": tiny_florence2, "device": "cpu"}
     manifest = nightly_read(
-        source=f"s3://{bucket}/photos",
-        output=f"s3://{bucket}/readings",
-        model=model,
-        tasks=["<OCR_WITH_REGION>"],
-        meter_types=["electricity-lcd", "gas-mechanical"],
+        ReadConfig(
+            source=f"s3://{bucket}/photos",
+            output=f"s3://{bucket}/readings",
+            model=model,
+            tasks=["<OCR_WITH_REGION>"],
+            meter_types=["electricity-lcd", "gas-mechanical"],
+        )
     )
     table = read_back(f"s3://{bucket}/readings")
     assert manifest["processed"] == table.num_rows == 3
@@ -149,10 +152,15 @@ def test_a_second_run_for_the_same_output_is_refused(prefect_harness, s3_bucket,
     held = acquire(out_fs, root, "night-running-elsewhere")
     model = {"family": "paligemma", "base": tiny_paligemma, "device": "cpu"}
     with pytest.raises(RunLocked, match="night-running-elsewhere"):
-        nightly_read(source=f"s3://{bucket}/photos", output=f"s3://{bucket}/readings", model=model)
+        nightly_read(ReadConfig(source=f"s3://{bucket}/photos", output=f"s3://{bucket}/readings", model=model))
     assert read_back(f"s3://{bucket}/readings").num_rows == 0
     release(held)
-    assert nightly_read(source=f"s3://{bucket}/photos", output=f"s3://{bucket}/readings", model=model)["processed"] == 2
+    assert (
+        nightly_read(ReadConfig(source=f"s3://{bucket}/photos", output=f"s3://{bucket}/readings", model=model))[
+            "processed"
+        ]
+        == 2
+    )
 
 
 def test_a_night_that_lost_its_lease_stops_before_writing(prefect_harness, s3_bucket, tiny_paligemma, monkeypatch):
@@ -173,7 +181,7 @@ def test_a_night_that_lost_its_lease_stops_before_writing(prefect_harness, s3_bu
     monkeypatch.setattr(runner, "process_shard", taken_over_while_reading)
     model = {"family": "paligemma", "base": tiny_paligemma, "device": "cpu"}
     with pytest.raises(lease.RunLocked, match="lost the output's lease: run next-night holds it"):
-        nightly_read(source=f"s3://{bucket}/photos", output=f"s3://{bucket}/readings", model=model)
+        nightly_read(ReadConfig(source=f"s3://{bucket}/photos", output=f"s3://{bucket}/readings", model=model))
     assert read_back(f"s3://{bucket}/readings").num_rows == 0
     assert json.loads(out_fs.cat_file(f"{root}/{lease.LEASE_PATH}"))["run_id"] == "next-night"
 
@@ -223,7 +231,7 @@ def test_a_night_with_nothing_to_read_fails_and_writes_nothing(prefect_harness, 
             ("s3://no-such-bucket-typo/photos", "does not exist"),
             (f"s3://{bucket}/photos", "no photos"),
         ]:
-            state = night(source=source, output=output, model=model, return_state=True)
+            state = night(ReadConfig(source=source, output=output, model=model), return_state=True)
             assert state.is_failed(), (night.name, source)
             assert reason in str(state.result(raise_on_failure=False)), (night.name, source)
             fs.invalidate_cache()
@@ -241,7 +249,7 @@ def test_library_logs_reach_the_flow_runs_logs(prefect_harness, s3_bucket, tiny_
     put_photos(fs, bucket, 3)
     model = {"family": "paligemma", "base": tiny_paligemma, "device": "cpu"}
     state = nightly_read(
-        source=f"s3://{bucket}/photos", output=f"s3://{bucket}/readings", model=model, return_state=True
+        ReadConfig(source=f"s3://{bucket}/photos", output=f"s3://{bucket}/readings", model=model), return_state=True
     )
     run_id = state.state_details.flow_run_id
     messages = []
@@ -268,9 +276,7 @@ def test_a_credentials_block_becomes_storage_options(prefect_harness, s3_bucket,
     Secret(value=json.dumps(secret)).save("meterread-test-s3", overwrite=True)
     model = {"family": "paligemma", "base": tiny_paligemma, "device": "cpu"}
     manifest = nightly_read(
-        source=f"s3://{bucket}/photos",
-        output=f"s3://{bucket}/readings",
-        model=model,
+        ReadConfig(source=f"s3://{bucket}/photos", output=f"s3://{bucket}/readings", model=model),
         credentials_block="meterread-test-s3",
     )
     assert manifest["processed"] == 2
@@ -289,11 +295,11 @@ def test_a_night_reads_the_registrys_current_version_and_records_it(prefect_harn
     night = {"source": f"s3://{bucket}/photos", "output": f"s3://{bucket}/readings"}
     model = {"base": f"registry://{registry}", "device": "cpu"}
     with pytest.raises(ModelLoadError, match=f"model registry {registry} has no current model"):
-        nightly_read(**night, model=model)
+        nightly_read(ReadConfig(**night, model=model))
     assert not fs.exists(f"{bucket}/readings")  # nothing written, no lease taken
 
     pointer = publish(registry, tiny_paligemma, 0.95, record={"family": "paligemma", "strategy": "full"})
-    manifest = nightly_read(**night, model=model)
+    manifest = nightly_read(ReadConfig(**night, model=model))
     assert (manifest["model_reference"], manifest["model_version"]) == (f"registry://{registry}", pointer["version"])
     assert manifest["config"]["model"]["reference"] == f"registry://{registry}@{pointer['version']}"
     assert manifest["processed"] == 3 and set(read_back(night["output"]).column("model_id").to_pylist()) == {

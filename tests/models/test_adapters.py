@@ -8,7 +8,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import PaliGemmaForConditionalGeneration
 
-from meterread.models.base import ModelSpec
+from meterread.config import ModelSpec
 from meterread.models.generation import pixel_values
 from meterread.models.paligemma import LORA_TARGETS, load_processor
 from meterread.models.registry import load_reader

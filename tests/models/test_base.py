@@ -1,6 +1,7 @@
 import numpy as np
 
-from meterread.models.base import ModelSpec, Prediction, read_in_length_order, read_padded
+from meterread.config import ModelSpec
+from meterread.models.base import Prediction, read_in_length_order, read_padded
 from meterread.models.registry import load_reader
 
 

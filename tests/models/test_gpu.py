@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from meterread.models.base import ModelSpec
+from meterread.config import ModelSpec
 from meterread.models.registry import load_reader
 
 pytestmark = pytest.mark.gpu

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meterread.models.base import ModelSpec, Reader
+from meterread.config import ModelSpec
+from meterread.models.base import Reader
 from meterread.models.decoding import ReadingPattern
 from meterread.models.registry import load_reader
 from meterread.preprocess import preprocess_photo

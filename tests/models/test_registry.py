@@ -5,10 +5,10 @@ import textwrap
 
 import pytest
 
-from meterread.models.base import ModelSpec
+from meterread.config import LoraSettings, ModelSpec
 from meterread.models.registry import FAMILY_MODULES, family_module, known_families, load_reader, register_family
 from meterread.models.tiny import build_tiny
-from meterread.training.train import LoraSettings, lora_targets
+from meterread.training.train import lora_targets
 
 FAKE = textwrap.dedent(
     """

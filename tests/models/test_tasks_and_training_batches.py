@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from meterread.models.base import ModelSpec, Prediction, read_with_backoff
+from meterread.config import ModelSpec
+from meterread.models.base import Prediction, read_with_backoff
 from meterread.models.florence2 import parse_task_output
 from meterread.models.generation import sequence_logprobs
 from meterread.models.registry import load_reader

@@ -6,7 +6,6 @@ import os
 import struct
 import zlib
 from collections import Counter
-from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -14,8 +13,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from meterread.config import ReadConfig
-from meterread.models.base import ModelSpec
+from meterread.config import ModelSpec, ReadConfig
 from meterread.read import history, planning, runner, sink
 from meterread.read.runner import run_read
 from meterread.storage import resolve
@@ -220,7 +218,7 @@ def test_a_transient_storage_error_is_read_again_the_next_night(s3_bucket, monke
 
     def night(texts, **overrides):
         monkeypatch.setattr(runner, "cached_reader", lambda spec: ScriptedReader(texts))
-        return run_read(replace(config, **overrides), progress=False)
+        return run_read(config.replace(**overrides), progress=False)
 
     assert night(["100"])["processed"] == 3
     by_meter = {row["meter_id"]: row for row in rows(config)}

@@ -1,16 +1,15 @@
 """The read run without Prefect, on a local folder bucket: one row per photo, reruns add nothing."""
 
 import os
-from dataclasses import replace
 from datetime import date, datetime, timezone
 from decimal import Decimal
 
 import pytest
 
-from meterread.config import ConfigError, ReadConfig
+from meterread.config import ConfigError, ModelSpec, ReadConfig
 from meterread.data.synth import write_bucket
 from meterread.keys import DEFAULT_KEY_PATTERN
-from meterread.models.base import ModelSpec, Prediction
+from meterread.models.base import Prediction
 from meterread.read import fetching, lease, planning, rows, runner, sink
 from meterread.read.history import MeterHistory
 from meterread.read.meters import MetersTableError
@@ -258,7 +257,7 @@ def test_a_source_with_nothing_to_read_fails_before_anything_is_written(tmp_path
     with pytest.raises(planning.NothingToRead, match="does not exist" if state == "missing" else "lists no photos"):
         run_read(config.validate(), progress=False)  # fails before the (unloadable) model "x" is needed
     assert not (tmp_path / "out").exists()  # no _manifests, no lease
-    assert planning.list_source(replace(config, allow_empty=True)) == []
+    assert planning.list_source(config.replace(allow_empty=True)) == []
 
 
 def test_a_night_lists_only_its_date_prefixes_and_says_so_when_they_are_empty(tmp_path):
@@ -269,14 +268,14 @@ def test_a_night_lists_only_its_date_prefixes_and_says_so_when_they_are_empty(tm
     config = ReadConfig(
         source=str(tmp_path / "bucket"), output=str(tmp_path / "out"), model=ModelSpec(base="x"), key_pattern=pattern
     )
-    night = replace(config, prefixes=("2026-11-27/",)).validate()
+    night = config.replace(prefixes=("2026-11-27/",)).validate()
     assert [photo.key for photo in planning.list_source(night)] == ["2026-11-27/M1/20261127T200000.jpg"]
-    after = replace(config, list_after="2026-11-26/M1/20261126T200000.jpg").validate()
+    after = config.replace(list_after="2026-11-26/M1/20261126T200000.jpg").validate()
     assert [photo.meter_id for photo in planning.list_source(after)] == ["M1"]
     with pytest.raises(planning.NothingToRead, match=r"under prefixes \['2026-11-28/'\]"):
-        planning.list_source(replace(config, prefixes=("2026-11-28/",)).validate())
+        planning.list_source(config.replace(prefixes=("2026-11-28/",)).validate())
     with pytest.raises(ConfigError, match="relative to source"):
-        replace(config, prefixes=("/abs/",)).validate()
+        config.replace(prefixes=("/abs/",)).validate()
 
 
 def test_a_meters_table_typo_stops_the_run_up_front_naming_the_row(tmp_path):
@@ -365,7 +364,7 @@ def test_the_same_content_under_a_new_etag_is_not_read_again(tmp_path, monkeypat
     again = scripted_night(config, monkeypatch, [])  # the model is not asked
     assert (again["listed"], again["already_done"], again["processed"]) == (1, 0, 0)
     assert len(rows_of(config, "20260301")) == 1
-    assert scripted_night(replace(config, reprocess=True), monkeypatch, ["100"])["processed"] == 1  # unless asked
+    assert scripted_night(config.replace(reprocess=True), monkeypatch, ["100"])["processed"] == 1  # unless asked
 
 
 def test_stray_files_in_the_output_do_not_stop_a_night(tmp_path, monkeypatch):

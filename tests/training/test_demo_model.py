@@ -8,10 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from meterread.cli import app
-from meterread.config import DEMO_MODEL_DIR
+from meterread.config import DEMO_MODEL_DIR, ModelSpec
 from meterread.data.crops import HELDOUT_MODELS
 from meterread.data.synth import encode_jpeg, plan_samples, render_meter
-from meterread.models.base import ModelSpec
 from meterread.models.registry import load_reader
 from meterread.parse import parse_reading
 from meterread.preprocess import preprocess_photo

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from meterread.config import ConfigError, ReadConfig
+from meterread.config import ConfigError, ModelSpec, ReadConfig
 from meterread.data.synth import write_bucket
-from meterread.models.base import ModelLoadError, ModelSpec
+from meterread.models.base import ModelLoadError
+from meterread.models.references import model_reference, parse_reference
 from meterread.read import sink
 from meterread.read.runner import run_read
 from meterread.storage import resolve
@@ -18,8 +19,6 @@ from meterread.training.registry import (
     MIN_PROMOTION_FLOOR,
     decide,
     model_card,
-    model_reference,
-    parse_reference,
     promotion_floor,
     publish,
     read_current,

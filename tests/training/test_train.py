@@ -6,21 +6,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from meterread.config import LoraSettings, ModelSpec, TrainConfig, TrainConfigError
 from meterread.data.synth import write_dataset
-from meterread.models.base import ModelSpec
 from meterread.models.registry import load_reader
 from meterread.training.evaluation import evaluate_split
 from meterread.training.registry import decide, publish, read_current
-from meterread.training.train import (
-    LoraSettings,
-    TrainConfig,
-    TrainConfigError,
-    apply_strategy,
-    count_parameters,
-    inference_spec,
-    lr_at,
-    train,
-)
+from meterread.training.train import apply_strategy, count_parameters, inference_spec, lr_at, train
 
 FAMILIES = ["paligemma", "florence2"]
 

@@ -1,0 +1,92 @@
+"""Settings declared once (meterread.config): the CLI, the flows and the models share one set of defaults;
+unknown keys and bad values are refused with the key named; files, options and key=value overrides compose."""
+
+import inspect
+
+import pytest
+import typer.main
+from pydantic_core import to_jsonable_python
+
+from meterread import cli
+from meterread.config import (
+    ConfigError,
+    ModelSpec,
+    ReadConfig,
+    TrainConfig,
+    TrainConfigError,
+    merged_settings,
+)
+
+
+def field_default(settings, dotted: str):
+    *parents, leaf = dotted.split(".")
+    for parent in parents:
+        settings = settings.model_fields[parent].annotation
+    return settings.model_fields[leaf].default
+
+
+def cli_defaults(command) -> dict:
+    return {param.name: param.default for param in typer.main.get_command(cli.app).commands[command].params}
+
+
+def test_cli_flow_and_model_defaults_are_the_same_objects():
+    from flows.fanout import nightly_fanout, read_shard
+    from flows.nightly_read import nightly_read
+
+    defaults = cli_defaults("read")
+    for option, setting in cli.READ_OPTIONS.items():
+        assert defaults[option] is field_default(ReadConfig, setting), option
+    for flow in (nightly_read, nightly_fanout, read_shard):
+        assert inspect.signature(flow.fn).parameters["config"].annotation in (ReadConfig, "ReadConfig")
+    schema = nightly_read.parameters.definitions["ReadConfig"]["properties"]
+    for name, field in ReadConfig.model_fields.items():  # the Prefect UI form shows the model's defaults and help
+        if name not in ("source", "output", "model"):
+            assert schema[name].get("default") == to_jsonable_python(field.default), name
+            assert schema[name]["description"] == field.description, name
+    evaluate = cli_defaults("eval")
+    assert all(evaluate[name] is field_default(ModelSpec, name) for name in ("family", "adapter", "pattern", "device"))
+
+
+def test_every_read_setting_has_help_for_the_form_and_the_cli():
+    assert all(field.description for field in ReadConfig.model_fields.values())
+    assert all(field.description for field in ModelSpec.model_fields.values())
+
+
+def test_unknown_keys_are_refused_with_the_known_ones():
+    with pytest.raises(ConfigError, match=r"unknown read setting\(s\): batchsize; known: allow_empty, batch_size"):
+        ReadConfig.from_mapping({"source": "a", "output": "b", "batchsize": 3})
+    with pytest.raises(ConfigError, match=r"unknown model setting\(s\): familly; known: adapter"):
+        ReadConfig.from_mapping({"source": "a", "output": "b", "model": {"familly": "paligemma"}})
+    with pytest.raises(TrainConfigError, match=r"unknown lora setting\(s\): rnak"):
+        TrainConfig.from_mapping({"lora": {"rnak": 4}})
+    with pytest.raises(ConfigError, match=r"batch_size: Input should be a valid integer.*'many'"):
+        ReadConfig.from_mapping({"source": "a", "output": "b", "batch_size": "many"})
+
+
+def test_settings_are_frozen_and_replace_checks_like_new():
+    config = ReadConfig(source="a", output="b")
+    with pytest.raises(ValueError):
+        config.batch_size = 3
+    assert config.replace(batch_size=3).batch_size == 3 and config.batch_size == 16
+    with pytest.raises(ConfigError, match="unknown read setting"):
+        config.replace(batchsize=3)
+    assert config.replace(prefixes=["2026-11-27/"]).prefixes == ("2026-11-27/",)  # lists become tuples
+    assert hash(config.model) == hash(ModelSpec())  # a spec keys the per-process model cache
+
+
+def test_file_then_values_then_overrides(tmp_path):
+    settings = tmp_path / "read.yaml"
+    settings.write_text("source: s3://photos\noutput: s3://readings\nbatch_size: 4\nmodel:\n  pattern: '5.1'\n")
+    config = ReadConfig.from_yaml(
+        settings, ["shard_size=7", "model.device=cpu"], batch_size=8, model={"dtype": "float32"}
+    )
+    assert (config.source, config.batch_size, config.shard_size) == ("s3://photos", 8, 7)
+    assert (config.model.pattern, config.model.device, config.model.dtype) == ("5.1", "cpu", "float32")  # merged
+    with pytest.raises(ConfigError, match="must look like key=value"):
+        ReadConfig.from_yaml(settings, ["batch_size"])
+    assert merged_settings({"model": {"a": 1}, "x": 1}, {"model": {"b": 2}}) == {"model": {"a": 1, "b": 2}, "x": 1}
+
+
+def test_training_recipes_read_yaml_numbers_without_a_dot():
+    config = TrainConfig.from_mapping({"lr": "1e-4", "epochs": "3", "lora": {"targets": ["q_proj"]}})
+    assert (config.lr, config.epochs, config.lora.targets) == (1e-4, 3, ("q_proj",))
