@@ -10,9 +10,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.nightly_read import show_library_logs
 from meterread.config import ModelSpec, TrainConfig
@@ -52,9 +53,14 @@ def train_recipe(config: TrainConfig) -> dict:
     return train(config, progress=False, log=get_run_logger().info)
 
 
-@task(cache_policy=NO_CACHE)
-def score_split(spec: ModelSpec, dataset: str, split: str, out_dir: str) -> dict:
-    return evaluate_split(spec, dataset, split, out_dir=out_dir, progress=False)
+@task(cache_policy=NO_CACHE, task_run_name="score-{eval_set.name}-{role}")
+def score_set(spec: ModelSpec, eval_set: EvalSet, role: str, output: str) -> dict:
+    """The metrics of `spec` on one set (`evaluate_split`, report under OUTPUT/eval-NAME-ROLE/), or
+    `{"missing": why}` when the set's dataset is not present on this worker."""
+    try:
+        return evaluate_split(spec, eval_set.dataset, eval_set.split, out_dir=f"{output}/eval-{eval_set.name}-{role}")
+    except FileNotFoundError as error:
+        return {"missing": str(error)}
 
 
 @task(**STORAGE_TASK)
@@ -81,33 +87,30 @@ def publish(registry_url: str, checkpoint: str, record: dict, evaluations: dict,
 def compare_on_sets(
     candidate: ModelSpec, current: ModelSpec | None, sets: list[EvalSet], output: str, logger
 ) -> tuple[dict, dict]:
-    """Score both models on every set, the same photos for both: (per-set record for the registry: dataset, split,
-    headline metrics of "candidate" and "current", "missing"; the candidate's full metrics on the gate set). The
-    gate set must be present (FileNotFoundError); another set that is not is recorded as missing."""
-    evaluations, gate_metrics = {}, {}
-    for eval_set in sets:
+    """Score both models on every set, the same photos for both, one `score_set` task run per set and model
+    (`.map`; the flow's task runner runs one at a time: one model in memory): (per-set record for the registry:
+    dataset, split, headline metrics of "candidate" and "current", "missing"; the candidate's full metrics on the
+    gate set). The gate set must be present (FileNotFoundError); another set that is not is recorded as missing."""
+    mine = score_set.map(unmapped(candidate), sets, "candidate", output).result()
+    theirs = score_set.map(unmapped(current), sets, "current", output).result() if current else [None] * len(sets)
+    evaluations = {}
+    for eval_set, metrics, current_metrics in zip(sets, mine, theirs):
         entry = {"dataset": eval_set.dataset, "split": eval_set.split, "candidate": None, "current": None}
-        try:
-            mine = score_split(candidate, eval_set.dataset, eval_set.split, f"{output}/eval-{eval_set.name}-candidate")
-        except FileNotFoundError as error:
+        if "missing" in metrics:
             if eval_set.name == GATE_SET:
-                raise
-            logger.warning("eval set %s not present, not scored: %s", eval_set.name, error)
-            evaluations[eval_set.name] = {**entry, "missing": str(error)}
+                raise FileNotFoundError(f"the gate set ({eval_set.dataset} {eval_set.split}): {metrics['missing']}")
+            logger.warning("eval set %s not present, not scored: %s", eval_set.name, metrics["missing"])
+            evaluations[eval_set.name] = {**entry, "missing": metrics["missing"]}
             continue
-        theirs = (
-            score_split(current, eval_set.dataset, eval_set.split, f"{output}/eval-{eval_set.name}-current")
-            if current
-            else None
-        )
-        gate_metrics = mine if eval_set.name == GATE_SET else gate_metrics
         evaluations[eval_set.name] = {
             **entry,
-            "candidate": registry.headline(mine),
-            "current": registry.headline(theirs) if theirs else None,
+            "candidate": registry.headline(metrics),
+            "current": registry.headline(current_metrics)
+            if current_metrics and "missing" not in current_metrics
+            else None,
             "missing": None,
         }
-    return evaluations, gate_metrics
+    return evaluations, mine[[s.name for s in sets].index(GATE_SET)]
 
 
 def record_gate(recipe: str, margin: float, decision: registry.Decision, pointer: dict | None, evaluations: dict):
@@ -143,7 +146,7 @@ def record_gate(recipe: str, margin: float, decision: registry.Decision, pointer
     )
 
 
-@flow(name="finetune")
+@flow(name="finetune", task_runner=ThreadPoolTaskRunner(max_workers=1))
 def finetune(
     recipe: str,
     registry_url: str,
