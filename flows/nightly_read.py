@@ -233,7 +233,7 @@ def nightly_read(config: ReadConfig, credentials_block: str | None = None) -> di
     run_id = config.run_id or f"flow-{flow_run.get_id() or planning.new_run_id()}"
     started_at = datetime.now(timezone.utc)
     reader = runner.cached_reader(config.model)
-    logger.info("model %s (fingerprint %s) on %s", reader.model_id, reader.fingerprint, getattr(reader, "device", "?"))
+    logger.info("model %s (fingerprint %s) on %s", reader.model_id, reader.fingerprint, reader.device)
     held = take_lease(config, run_id)
     try:
         manifest, counts = read_night(config, reader, held, listed, started_at, logger)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import cv2
 import numpy as np
 
+from meterread.config import ModelSpec
 from meterread.data.synth import render_meter
 from meterread.models.base import Prediction
 from meterread.preprocess import InputLayout
@@ -31,12 +34,16 @@ class ScriptedReader:
 
     family, image_size, model_id, adapter_id, fingerprint = "fake", 64, "fake", None, "fake-1"
     default_prompt, layout, min_confidence = "read", InputLayout(), None
+    spec, device = ModelSpec(family="paligemma", base="fake"), SimpleNamespace(type="cpu")
 
     def __init__(self, texts):
         self.texts = iter(texts)
 
     def read(self, images, prompts):
         return [Prediction(next(self.texts), (0.0,)) for _ in images]
+
+    def classify(self, images, prompt, labels):
+        return [(labels[0], 1.0) for _ in images]
 
 
 def failing_once(real, error: Exception):

@@ -42,6 +42,7 @@ def test_flop_bound_uses_the_given_peak(tmp_path):
     assert results["flop_bound_images_per_s"] == pytest.approx(1e12 / results["flops_per_image"])
 
 
+@pytest.mark.slow  # a benchmark run (~20 s on 2 cores)
 def test_product_bench_runs_every_stage_and_reports_the_three_ratios(tmp_path):
     out = tmp_path / "bench.json"
     config = BenchConfig(n=4, scale=2, batch_size=4, out=str(out), workdir=str(tmp_path))

@@ -36,7 +36,10 @@ class Prediction:
 
 @runtime_checkable
 class Reader(Protocol):
+    """What the read path uses of a loaded model (every family's reader)."""
+
     family: str
+    spec: ModelSpec
     image_size: int
     model_id: str
     adapter_id: str | None
@@ -45,11 +48,34 @@ class Reader(Protocol):
     layout: InputLayout
     min_confidence: float | None
 
+    @property
+    def device(self): ...
+
     def read(self, images: Sequence[np.ndarray], prompts: Sequence[str]) -> list[Prediction]: ...
 
     def classify(self, images: Sequence[np.ndarray], prompt: str, labels: Sequence[str]) -> list[tuple[str, float]]:
         """Most likely label per image and its probability among `labels`."""
         ...
+
+
+@runtime_checkable
+class TrainableReader(Reader, Protocol):
+    """What training, warm start, likelihood scoring and the bench also use: the torch model, its processor and
+    teacher-forcing batches."""
+
+    model: object
+    processor: object
+
+    def training_batch(self, images: Sequence[np.ndarray], prompts: Sequence[str], answers: Sequence[str]) -> dict: ...
+
+
+@runtime_checkable
+class TaskReader(Reader, Protocol):
+    """A reader with task tokens besides reading (Florence-2: `<OCR_WITH_REGION>`, `<OD>`, ...)."""
+
+    def run_task(
+        self, images: Sequence[np.ndarray], task: str, image_sizes: Sequence[tuple[int, int]], max_new_tokens: int = 256
+    ) -> list[dict]: ...
 
 
 class ModelLoadError(ValueError):

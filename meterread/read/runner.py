@@ -73,8 +73,7 @@ def inference_threads(reader: Reader):
     """On a CPU-only machine, leave one core to preprocessing while the model reads: torch's intra-op threads
     spin while they wait, and on 2 cores that halves end-to-end throughput (see README "Performance").
     Restores torch's setting afterwards; a model on a GPU is left alone."""
-    device = getattr(reader, "device", None)
-    if getattr(device, "type", "cpu") != "cpu" or (os.cpu_count() or 1) < 2:
+    if reader.device.type != "cpu" or (os.cpu_count() or 1) < 2:
         yield
         return
     import torch
@@ -140,8 +139,7 @@ def process_shard(
 
 def read_batch(reader: Reader, images: list, prompts: list[str], batch_size: int) -> list[Prediction]:
     """Read one batch; a compiled model gets every batch padded to the same shape."""
-    spec = getattr(reader, "spec", None)
-    if spec is not None and spec.compile:
+    if reader.spec.compile:
         return read_padded(reader, images, prompts, batch_size)
     return read_with_backoff(reader, images, prompts)
 

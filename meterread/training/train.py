@@ -10,12 +10,14 @@ import json
 import math
 import random
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from meterread.config import LoraSettings, ModelSpec, TrainConfig, TrainConfigError
+from meterread.models.base import TrainableReader
 from meterread.models.registry import family_module, load_reader
 from meterread.training.dataset import load_dataset, manifest_digest
 from meterread.training.evaluate import summarise
@@ -77,7 +79,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def save_checkpoint(directory: Path, reader, config: TrainConfig, metrics: dict, manifest: str) -> None:
+def save_checkpoint(
+    directory: Path, reader: TrainableReader, config: TrainConfig, metrics: dict, manifest: str
+) -> None:
     """Weights (adapter for LoRA, full model otherwise) + processor + recipe + metrics + dataset manifest hash."""
     directory.mkdir(parents=True, exist_ok=True)
     reader.model.save_pretrained(directory, safe_serialization=True)
@@ -120,53 +124,124 @@ def resolve_base(config: TrainConfig, output: Path) -> str:
     return str(init)
 
 
+@dataclass
+class TrainingRun:
+    """One training run's model, data and counters. `state` (step, epoch, best_exact_match, history, seconds) is
+    saved beside each checkpoint and restored by `--resume`; plain data only (see `load_trainer_state`)."""
+
+    config: TrainConfig
+    output: Path
+    base: str
+    reader: TrainableReader
+    manifest: str
+    problems: list[str]
+    train_images: list
+    train_samples: list
+    valid_images: list
+    valid_samples: list
+    optimizer: torch.optim.Optimizer
+    parameters: list
+    trainable: int
+    total: int
+    state: dict = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)  # this process's clock; state["seconds"]: earlier
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.train_images) / (self.config.batch_size * self.config.grad_accum))
+
+    @property
+    def total_steps(self) -> int:
+        return self.config.max_steps or self.steps_per_epoch * self.config.epochs
+
+    def finished(self) -> bool:
+        return self.state["step"] >= self.total_steps
+
+    def due_for_eval(self) -> bool:
+        every = self.config.eval_every_steps
+        return bool(every) and self.state["step"] % every == 0
+
+
 def train(config: TrainConfig, progress: bool = True, log=print) -> dict:
     """Run a recipe end to end; returns the summary (best metrics, paths, parameter counts)."""
     from tqdm.auto import tqdm
 
-    config.validate()
-    run_started = time.perf_counter()
+    run = start_run(config.validate(), progress, log)
+    bar = tqdm(total=run.total_steps, initial=run.state["step"], desc="training", unit="step", disable=not progress)
+    metrics: dict = {}
+    run.reader.model.train()
+    while not run.finished():
+        for group in epoch_groups(run):
+            loss, images_per_s = train_step(run, group)
+            bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{images_per_s:.0f}")
+            bar.update(1)
+            if run.due_for_eval():
+                metrics = evaluate_and_save(run, progress, log)
+            if run.finished():
+                break
+        run.state["epoch"] += 1
+        if (not run.config.eval_every_steps or run.finished()) and not run.due_for_eval():
+            metrics = evaluate_and_save(run, progress, log)  # once per epoch, and always after the last step
+    bar.close()
+    return summary(run, metrics)
+
+
+def start_run(config: TrainConfig, progress: bool, log) -> TrainingRun:
+    """1. data and model (trainable parameters per strategy), 2. images preprocessed once, 3. the optimiser, then
+    the counters: restored from `latest/` (`resume`), else after an optional vision warm start."""
+    started = time.perf_counter()
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
     splits = load_dataset(config.dataset)
-    manifest = manifest_digest(splits)
     problems = [p for split in splits.values() for p in split.problems]
     for problem in problems:
         log(f"skipped bad annotation: {problem}")
     if not splits["train"].samples:
         raise TrainConfigError(f"no training samples under {config.dataset}/train/{'annotations.jsonl'}")
-
-    # 1. model, trainable parameters
     base = resolve_base(config, output)
     reader = load_reader(model_spec_for(config, base))
     reader.model = apply_strategy(reader.model, config.family, config.strategy, config.lora)
     trainable, total = count_parameters(reader.model)
     log(f"{config.strategy}: {trainable:,} of {total:,} parameters trainable ({trainable / total:.2%})")
-
-    # 2. data, preprocessed once
     train_images, train_kept, bad_train = prepare_images(splits["train"], reader.image_size, config.layout, progress)
     valid_images, valid_kept, bad_valid = prepare_images(splits["valid"], reader.image_size, config.layout, progress)
-    train_samples = [splits["train"].samples[i] for i in train_kept]
-    valid_samples = [splits["valid"].samples[i] for i in valid_kept]
-    problems += bad_train + bad_valid
-
-    # 3. optimisation state
     parameters = [p for p in reader.model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(len(train_images) / (config.batch_size * config.grad_accum))
-    total_steps = config.max_steps or steps_per_epoch * config.epochs
+    run = TrainingRun(
+        config=config,
+        output=output,
+        base=base,
+        reader=reader,
+        manifest=manifest_digest(splits),
+        problems=problems + bad_train + bad_valid,
+        train_images=train_images,
+        train_samples=[splits["train"].samples[i] for i in train_kept],
+        valid_images=valid_images,
+        valid_samples=[splits["valid"].samples[i] for i in valid_kept],
+        optimizer=torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay),
+        parameters=parameters,
+        trainable=trainable,
+        total=total,
+        started=started,
+    )
+    run.state = initial_state(run, log)
+    return run
+
+
+def initial_state(run: TrainingRun, log) -> dict:
+    config, latest = run.config, run.output / "latest"
+    if config.resume and (latest / STATE_FILE).is_file():
+        state = restore(run.reader, run.optimizer, latest)
+        log(f"resumed from {latest} at step {state['step']}")
+        return state
     state = {"step": 0, "epoch": 0, "best_exact_match": -1.0, "history": [], "seconds": 0.0}
-    if config.resume and (output / "latest" / STATE_FILE).is_file():
-        state = restore(reader, optimizer, output / "latest")
-        log(f"resumed from {output / 'latest'} at step {state['step']}")
-    elif config.warm_start_steps:
+    if config.warm_start_steps:
         from meterread.training.warmstart import warm_start_vision
 
-        labels = [sample.suffix for sample in train_samples]
+        labels = [sample.suffix for sample in run.train_samples]
         state["warm_start_accuracy"] = warm_start_vision(
-            reader,
-            train_images,
+            run.reader,
+            run.train_images,
             labels,
             config.warm_start_steps,
             config.warm_start_lr,
@@ -174,89 +249,87 @@ def train(config: TrainConfig, progress: bool = True, log=print) -> dict:
             config.seed,
             log,
         )
+    return state
 
-    seconds_before = state.get("seconds", 0.0)  # a resumed run's earlier minutes; this run's clock is `run_started`
-    device_type = reader.model.device.type
-    autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device_type == "cuda")
 
-    def run_eval_and_save() -> dict:
-        reader.model.eval()
-        scored = evaluate_reader(reader, valid_images, valid_samples, config.eval_batch_size, progress)
-        state["seconds"] = seconds_before + time.perf_counter() - run_started
-        metrics = {
-            "step": state["step"],
-            "epoch": state["epoch"],
-            "wall_minutes": round(state["seconds"] / 60, 1),  # since the run began, resumed runs included
-            "valid": summarise(scored),
-            "trainable_parameters": trainable,
-            "total_parameters": total,
-            "dataset_problems": problems,
-        }
-        state["history"].append({"step": state["step"], "exact_match": metrics["valid"]["exact_match"]})
-        save_checkpoint(output / "latest", reader, config, metrics, manifest)
-        torch.save(
-            {**state, "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()}, output / "latest" / STATE_FILE
+def epoch_groups(run: TrainingRun) -> list[list[np.ndarray]]:
+    """This epoch's optimizer steps as groups of `grad_accum` batches of image indices (a seeded shuffle per
+    epoch); a resumed run skips the batches its epoch already took."""
+    config = run.config
+    order = np.random.default_rng(config.seed + run.state["epoch"]).permutation(len(run.train_images))
+    skip = (run.state["step"] % run.steps_per_epoch) * config.batch_size * config.grad_accum
+    batches = [order[i : i + config.batch_size] for i in range(skip, len(order), config.batch_size)]
+    return [batches[start : start + config.grad_accum] for start in range(0, len(batches), config.grad_accum)]
+
+
+def train_step(run: TrainingRun, group: list[np.ndarray]) -> tuple[float, float]:
+    """One optimizer step over `group` (gradient accumulation, bf16 autocast on CUDA, clipped gradients);
+    returns (loss, images per second)."""
+    started = time.perf_counter()
+    reader, config = run.reader, run.config
+    for param_group in run.optimizer.param_groups:
+        param_group["lr"] = lr_at(run.state["step"], run.total_steps, config.warmup_steps, config.lr)
+    on_cuda = reader.model.device.type == "cuda"
+    loss_value = 0.0
+    for indices in group:
+        batch = reader.training_batch(
+            [run.train_images[i] for i in indices],
+            [run.train_samples[i].prefix or reader.default_prompt for i in indices],
+            [run.train_samples[i].suffix for i in indices],
         )
-        exact = metrics["valid"]["exact_match"] or 0.0
-        if exact > state["best_exact_match"]:
-            state["best_exact_match"] = exact
-            save_checkpoint(output / "best", reader, config, metrics, manifest)
-        log(f"step {state['step']}: valid exact match {exact:.4f} (best {state['best_exact_match']:.4f})")
-        reader.model.train()
-        return metrics
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=on_cuda):
+            loss = reader.model(**batch).loss / len(group)
+        loss.backward()
+        loss_value += float(loss.detach())
+    torch.nn.utils.clip_grad_norm_(run.parameters, config.max_grad_norm)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.state["step"] += 1
+    return loss_value, sum(len(indices) for indices in group) / (time.perf_counter() - started)
 
-    # 4. loop
+
+def evaluate_and_save(run: TrainingRun, progress: bool, log) -> dict:
+    """Score the whole validation split, save `latest/` (weights, metrics, trainer state) and `best/` when it
+    improved; returns the metrics."""
+    reader, state = run.reader, run.state
+    reader.model.eval()
+    scored = evaluate_reader(reader, run.valid_images, run.valid_samples, run.config.eval_batch_size, progress)
+    state["seconds"] = state.get("seconds", 0.0) + time.perf_counter() - run.started
+    run.started = time.perf_counter()
+    metrics = {
+        "step": state["step"],
+        "epoch": state["epoch"],
+        "wall_minutes": round(state["seconds"] / 60, 1),  # since the run began, resumed runs included
+        "valid": summarise(scored),
+        "trainable_parameters": run.trainable,
+        "total_parameters": run.total,
+        "dataset_problems": run.problems,
+    }
+    state["history"].append({"step": state["step"], "exact_match": metrics["valid"]["exact_match"]})
+    save_checkpoint(run.output / "latest", reader, run.config, metrics, run.manifest)
+    trainer_state = {**state, "optimizer": run.optimizer.state_dict(), "rng": torch.get_rng_state()}
+    torch.save(trainer_state, run.output / "latest" / STATE_FILE)
+    exact = metrics["valid"]["exact_match"] or 0.0
+    if exact > state["best_exact_match"]:
+        state["best_exact_match"] = exact
+        save_checkpoint(run.output / "best", reader, run.config, metrics, run.manifest)
+    log(f"step {state['step']}: valid exact match {exact:.4f} (best {state['best_exact_match']:.4f})")
     reader.model.train()
-    bar = tqdm(total=total_steps, initial=state["step"], desc="training", unit="step", disable=not progress)
-    metrics: dict = {}
-    while state["step"] < total_steps:
-        order = np.random.default_rng(config.seed + state["epoch"]).permutation(len(train_images))
-        skip = (state["step"] % steps_per_epoch) * config.batch_size * config.grad_accum
-        batches = [order[i : i + config.batch_size] for i in range(skip, len(order), config.batch_size)]
-        for group_start in range(0, len(batches), config.grad_accum):
-            started = time.perf_counter()
-            group = batches[group_start : group_start + config.grad_accum]
-            for group_lr in optimizer.param_groups:
-                group_lr["lr"] = lr_at(state["step"], total_steps, config.warmup_steps, config.lr)
-            loss_value = 0.0
-            for indices in group:
-                batch = reader.training_batch(
-                    [train_images[i] for i in indices],
-                    [train_samples[i].prefix or reader.default_prompt for i in indices],
-                    [train_samples[i].suffix for i in indices],
-                )
-                with autocast:
-                    loss = reader.model(**batch).loss / len(group)
-                loss.backward()
-                loss_value += float(loss.detach())
-            torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            state["step"] += 1
-            images_per_s = sum(len(i) for i in group) / (time.perf_counter() - started)
-            bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{images_per_s:.0f}")
-            bar.update(1)
-            if config.eval_every_steps and state["step"] % config.eval_every_steps == 0:
-                metrics = run_eval_and_save()
-            if state["step"] >= total_steps:
-                break
-        state["epoch"] += 1
-        finished = state["step"] >= total_steps
-        evaluated_now = bool(config.eval_every_steps) and state["step"] % config.eval_every_steps == 0
-        if (not config.eval_every_steps or finished) and not evaluated_now:
-            metrics = run_eval_and_save()  # once per epoch, and always after the last step
-    bar.close()
+    return metrics
+
+
+def summary(run: TrainingRun, metrics: dict) -> dict:
     return {
-        "output": str(output),
-        "best": str(output / "best"),
-        "latest": str(output / "latest"),
-        "base": base,
-        "steps": state["step"],
-        "best_exact_match": state["best_exact_match"],
+        "output": str(run.output),
+        "best": str(run.output / "best"),
+        "latest": str(run.output / "latest"),
+        "base": run.base,
+        "steps": run.state["step"],
+        "best_exact_match": run.state["best_exact_match"],
         "metrics": metrics,
-        "trainable_parameters": trainable,
-        "total_parameters": total,
-        "dataset_manifest": manifest,
+        "trainable_parameters": run.trainable,
+        "total_parameters": run.total,
+        "dataset_manifest": run.manifest,
     }
 
 
@@ -266,7 +339,7 @@ def load_trainer_state(path: Path) -> dict:
     return torch.load(path, weights_only=True)
 
 
-def restore(reader, optimizer: torch.optim.Optimizer, latest: Path) -> dict:
+def restore(reader: TrainableReader, optimizer: torch.optim.Optimizer, latest: Path) -> dict:
     """Load `latest/` weights (adapter or full), optimizer state, counters and RNG."""
     from safetensors.torch import load_file
 

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from meterread.models.base import TrainableReader
+
 CHARSET = "0123456789."
 PAD = len(CHARSET)
 MAX_CHARS = 12
@@ -46,7 +48,7 @@ class PositionHead(torch.nn.Module):
 
 
 def warm_start_vision(
-    reader,
+    reader: TrainableReader,
     images: Sequence[np.ndarray],
     labels: Sequence[str],
     steps: int,
