@@ -75,7 +75,7 @@ def load_context(config: ReadConfig, plan: planning.RunPlan) -> tuple[MeterHisto
 
 
 @task(cache_policy=NO_CACHE)
-def read_shard(
+def process_shard(
     config: ReadConfig, shard: planning.Shard, run_id: str, history: MeterHistory, profiles: dict
 ) -> list[dict]:
     """No retries: storage reads inside are retried per photo, and model errors should surface."""
@@ -197,7 +197,7 @@ def read_night(
     flagged: list[dict] = []
     writing = None  # the previous shard's write, running while this shard is read
     for index, shard in enumerate(plan.shards, 1):
-        rows = read_shard(config, shard, run_id, history, profiles)
+        rows = process_shard(config, shard, run_id, history, profiles)
         files += writing.result() if writing else []
         renew_lease(held)
         writing = write_shard.submit(config, rows, run_id, shard.shard_id)

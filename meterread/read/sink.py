@@ -31,7 +31,7 @@ from fsspec import AbstractFileSystem
 
 from meterread.keys import check_safe_name
 from meterread.parse import READING_DECIMALS, READING_INTEGER_DIGITS, READING_PRECISION
-from meterread.storage import read_bytes, relative_path, write_bytes
+from meterread.storage import object_etag, read_bytes, relative_path, write_bytes
 
 READING_TYPE = pa.decimal128(READING_PRECISION, READING_DECIMALS)  # READING_TYPE_NAME
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -187,16 +187,22 @@ def write_shard(fs: AbstractFileSystem, root: str, rows: list[Mapping], run_id: 
 
 
 def dataset_files(fs: AbstractFileSystem, root: str) -> list[str]:
-    """The dataset's Parquet files under `root` (`capture_date=YYYY-MM-DD/*.parquet`). Anything else is skipped
-    with one warning naming it (meterread's own folders, `OWN_DIRS`, and in-flight
-    `.*.tmp` files silently): a stray file in OUTPUT must not fail a night."""
-    found = sorted(fs.find(root))
-    files, strays = [], []
-    for path in found:
+    """The dataset's Parquet files under `root` (`capture_date=YYYY-MM-DD/*.parquet`), sorted."""
+    return sorted(dataset_file_versions(fs, root))
+
+
+def dataset_file_versions(fs: AbstractFileSystem, root: str) -> dict[str, str]:
+    """The dataset's Parquet files under `root` -> their version (S3 ETag, else size-mtime: `object_etag`), so a
+    file rewritten in place is told from the one that was read. Anything else is skipped with one warning naming
+    it (meterread's own folders, `OWN_DIRS`, and in-flight `.*.tmp` files silently): a stray file in OUTPUT must
+    not fail a night."""
+    found = fs.find(root, detail=True)
+    files, strays = {}, []
+    for path, info in sorted(found.items()):
         relative = relative_path(root, path)
         name = relative.rsplit("/", 1)[-1]
         if _DATA_FILE.match(relative):
-            files.append(path)
+            files[path] = object_etag(info)
         elif not (relative.split("/", 1)[0] in OWN_DIRS or (name.startswith(".") and name.endswith(".tmp"))):
             strays.append(relative)
     if strays:
@@ -246,16 +252,28 @@ def read_output(
     return dataset.to_table(columns=columns, filter=where)
 
 
-def read_path_list(fs: AbstractFileSystem, path: str) -> frozenset[str] | None:
-    """The paths a `write_path_list` file holds; None when there is no such file."""
+def read_path_list(fs: AbstractFileSystem, path: str) -> dict[str, str] | None:
+    """path -> version of a `write_path_list` file (version "" where none was recorded: a file written before
+    versions were); None when there is no such file."""
     if not fs.exists(path):
         return None
-    return frozenset(pq.read_table(pa.BufferReader(read_bytes(fs, path))).column("path").to_pylist())
+    table = pq.read_table(pa.BufferReader(read_bytes(fs, path)))
+    paths = table.column("path").to_pylist()
+    versions = table.column("version").to_pylist() if "version" in table.column_names else [""] * len(paths)
+    return dict(zip(paths, versions))
 
 
-def write_path_list(fs: AbstractFileSystem, path: str, paths: Iterable[str]) -> None:
-    """Write a set of paths as a one-column (`path`) Parquet file, sorted, whole or not at all."""
-    write_bytes(fs, path, table_to_parquet_bytes(pa.table({"path": pa.array(sorted(set(paths)), pa.string())})))
+def write_path_list(fs: AbstractFileSystem, path: str, versions: Mapping[str, str]) -> None:
+    """Write path -> version as a two-column (`path`, `version`) Parquet file, sorted, whole or not at all."""
+    paths = sorted(versions)
+    columns = {"path": pa.array(paths, pa.string()), "version": pa.array([versions[p] for p in paths], pa.string())}
+    write_bytes(fs, path, table_to_parquet_bytes(pa.table(columns)))
+
+
+def same_version(recorded: str, current: str) -> bool:
+    """Whether a file listed with version `recorded` is still the one listed now (an unrecorded version, "",
+    matches any: lists written before versions were are trusted as they are). Pure."""
+    return not recorded or recorded == current
 
 
 def write_manifest(fs: AbstractFileSystem, root: str, manifest: Mapping) -> str:

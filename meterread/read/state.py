@@ -6,14 +6,15 @@ of every row, hash-bucketed by the key a night looks them up by:
 
     OUTPUT/_state/ledger/bucket=NNN/gen-GGGGGGGG.parquet   LEDGER_COLUMNS of every row, by hash(image_uri)
     OUTPUT/_state/meters/bucket=NNN/gen-GGGGGGGG.parquet   HISTORY_COLUMNS of rows with a meter id, by hash(meter_id)
-    OUTPUT/_state/folded.parquet                            the dataset files whose rows the buckets hold
+    OUTPUT/_state/folded.parquet                            the dataset files the buckets hold (path, version)
 
 The readings dataset stays the source of truth; the state is a cache of it. A run writes its rows to the dataset
 first and folds them into the state at its end, under its lease (`fold`). Dataset files not folded yet (a run that
 crashed before folding, files copied in by hand, an output written before this state existed) are read directly
-beside the state (`StateView`), so the answer never depends on whether a fold happened. Folding is idempotent: a
-bucket first drops the rows of the files it folds again. A bucket is replaced by writing its next generation and
-then removing older ones; readers use the newest generation only.
+beside the state (`StateView`), so the answer never depends on whether a fold happened; so is a file rewritten
+in place since its fold (a shard run that went on after it was given up on), whose folded rows are then left
+out. Folding is idempotent: a bucket first drops the rows of the files it folds again. A bucket is replaced by
+writing its next generation and then removing older ones; readers use the newest generation only.
 
 Cost of one night: listing OUTPUT's file names, reading `folded.parquet` (one short row per dataset file), and the
 buckets its photos and meters hash to (at most one per photo), never the whole history. See docs/performance.md
@@ -101,9 +102,9 @@ def read_bucket(fs: AbstractFileSystem, root: str, kind: Kind, bucket: int) -> p
     return read_parquet(fs, found[-1][1], kind.schema) if found else kind.schema.empty_table()
 
 
-def read_folded(fs: AbstractFileSystem, root: str) -> frozenset[str]:
-    """The dataset files (relative to OUTPUT) the state holds."""
-    return sink.read_path_list(fs, f"{root}/{FOLDED_PATH}") or frozenset()
+def read_folded(fs: AbstractFileSystem, root: str) -> dict[str, str]:
+    """The dataset files (relative to OUTPUT) the state holds -> the version folded."""
+    return sink.read_path_list(fs, f"{root}/{FOLDED_PATH}") or {}
 
 
 def is_gone(fs: AbstractFileSystem, path: str) -> bool:
@@ -130,18 +131,26 @@ class StateView:
         fs.invalidate_cache(root)
         self.folded = read_folded(fs, root)
         # a state exists, so the output does: never let an `exists` that swallowed an error hide the whole dataset
-        files = sink.dataset_files(fs, root) if self.folded or fs.exists(root) else []
-        present = {relative_path(root, path) for path in files}
+        listing = sink.dataset_file_versions(fs, root) if self.folded or fs.exists(root) else {}
+        self.versions = {relative_path(root, path): version for path, version in listing.items()}
+        # rewritten in place since their fold: their folded rows are stale, the file itself is read instead
+        self.changed = frozenset(
+            name
+            for name, version in self.versions.items()
+            if name in self.folded and not sink.same_version(self.folded[name], version)
+        )
         own = f"part-{exclude_run}-" if exclude_run else None
         self.unfolded = [
             path
-            for path in files
-            if relative_path(root, path) not in self.folded and not (own and path.rsplit("/", 1)[-1].startswith(own))
+            for path in sorted(listing)
+            if (relative_path(root, path) not in self.folded or relative_path(root, path) in self.changed)
+            and not (own and path.rsplit("/", 1)[-1].startswith(own))
         ]
         self.unfolded_names = frozenset(relative_path(root, path) for path in self.unfolded)
         # folded once and deleted from the dataset since: not history. Each one is checked on its own, so a listing
         # that came back short (a storage blip) raises instead of making every folded file look deleted.
-        self.removed = frozenset(name for name in self.folded - present if is_gone(fs, f"{root}/{name}"))
+        gone = set(self.folded) - set(self.versions)
+        self.removed = frozenset(name for name in gone if is_gone(fs, f"{root}/{name}"))
 
     def rows(self, kind: Kind, keys: Iterable[str | None]) -> pa.Table:
         """`kind`'s rows whose key is one of `keys` (None keys ignored): from their buckets (less the rows of
@@ -232,8 +241,8 @@ def fold(fs: AbstractFileSystem, root: str, chunk_files: int = FOLD_CHUNK_FILES)
     and safe after a crash at any point: each chunk's files list is written after its buckets, and a file folded
     twice replaces its own rows."""
     view = StateView(fs, root)
-    if view.removed:
-        forget_files(fs, root, view.removed)
+    if view.removed or view.changed:  # a changed file's old rows may sit in buckets its new rows never reach
+        forget_files(fs, root, view.removed | view.changed)
     folded_rows = 0
     for start in range(0, len(view.unfolded), chunk_files):
         chunk = view.unfolded[start : start + chunk_files]
@@ -243,22 +252,23 @@ def fold(fs: AbstractFileSystem, root: str, chunk_files: int = FOLD_CHUNK_FILES)
         for kind in KINDS:
             for bucket, rows in split_by_bucket(table, kind.key):
                 write_bucket(fs, root, kind, bucket, rows)
-        write_folded(fs, root, read_folded(fs, root) | {relative_path(root, path) for path in chunk})
+        names = [relative_path(root, path) for path in chunk]
+        write_folded(fs, root, {**read_folded(fs, root), **{name: view.versions[name] for name in names}})
         folded_rows += len(table)
         log.info("folded %d rows from %d dataset file(s) into %s", len(table), len(chunk), STATE_DIR)
     return folded_rows
 
 
-def write_folded(fs: AbstractFileSystem, root: str, files: Iterable[str]) -> None:
-    sink.write_path_list(fs, f"{root}/{FOLDED_PATH}", files)
+def write_folded(fs: AbstractFileSystem, root: str, versions: dict[str, str]) -> None:
+    sink.write_path_list(fs, f"{root}/{FOLDED_PATH}", versions)
 
 
 def forget_files(fs: AbstractFileSystem, root: str, removed: frozenset[str]) -> None:
     """Drop the rows of `removed` dataset files from every bucket, then from the files list (rare: someone deleted
-    dataset files; every bucket is rewritten once)."""
+    or rewrote dataset files; every bucket is rewritten once)."""
     for kind in KINDS:
         for number in range(BUCKETS):
             if generations(fs, bucket_dir(root, kind, number)):
                 write_bucket(fs, root, kind, number, kind.schema.empty_table(), removed)
-    write_folded(fs, root, read_folded(fs, root) - removed)
-    log.warning("dropped the state rows of %d dataset file(s) deleted from %s", len(removed), root)
+    write_folded(fs, root, {name: version for name, version in read_folded(fs, root).items() if name not in removed})
+    log.warning("dropped the state rows of %d dataset file(s) deleted or rewritten in %s", len(removed), root)

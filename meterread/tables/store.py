@@ -83,20 +83,28 @@ def read_table(output: str, name: str) -> pa.Table:
     return in_table_order(name, pa.concat_tables(parts or [SCHEMAS[name].empty_table()]))
 
 
-def source_files(fs: AbstractFileSystem, root: str) -> tuple[list[str], list[str]]:
-    """(dataset files, correction files), relative to `root`: what the tables are built from."""
+def source_files(fs: AbstractFileSystem, root: str) -> tuple[dict[str, str], list[str]]:
+    """(dataset file -> version, correction files), relative to `root`: what the tables are built from. Correction
+    files are written once under unique names, so they carry no version."""
     fs.invalidate_cache(root)
-    data = [relative_path(root, path) for path in sink.dataset_files(fs, root)] if fs.exists(root) else []
+    listing = sink.dataset_file_versions(fs, root) if fs.exists(root) else {}
+    data = {relative_path(root, path): version for path, version in listing.items()}
     return data, [relative_path(root, path) for path in correction_files(fs, root)]
 
 
-def read_included(fs: AbstractFileSystem, root: str) -> frozenset[str] | None:
-    """The dataset and corrections files the tables hold; None when they were never built."""
+def read_included(fs: AbstractFileSystem, root: str) -> dict[str, str] | None:
+    """The dataset and corrections files the tables hold -> version; None when they were never built."""
     return sink.read_path_list(fs, f"{root}/{INCLUDED_PATH}")
 
 
-def write_included(fs: AbstractFileSystem, root: str, files: Iterable[str]) -> None:
-    sink.write_path_list(fs, f"{root}/{INCLUDED_PATH}", files)
+def write_included(fs: AbstractFileSystem, root: str, data: dict[str, str], corrections: Iterable[str]) -> None:
+    sink.write_path_list(fs, f"{root}/{INCLUDED_PATH}", {**data, **dict.fromkeys(corrections, "")})
+
+
+def still_holds(included: dict[str, str], data: dict[str, str], corrections: Iterable[str]) -> bool:
+    """Whether every file the tables hold is still there as it was read (not deleted, not rewritten). Pure."""
+    present = {**dict.fromkeys(corrections, ""), **data}
+    return all(name in present and sink.same_version(version, present[name]) for name, version in included.items())
 
 
 def meter_digits(meters_table: str | None) -> dict[str, int | None]:
@@ -114,25 +122,26 @@ def refresh_tables(output: str, meters_table: str | None = None) -> dict[str, pa
         fs.rm(f"{root}/{TABLES_DIR}", recursive=True)
     buckets = {NO_METER} | {bucket_name(meter) for meter in tables["readings_current"].column("meter_id").to_pylist()}
     write_buckets(fs, root, tables, sorted(buckets))
-    write_included(fs, root, data + corrections)
+    write_included(fs, root, data, corrections)
     return tables
 
 
 class TablesNeedRebuild(RuntimeError):
-    """The tables were never built, or a file they hold is gone: only a whole rebuild (`meterread tables`) fits."""
+    """The tables were never built, or a file they hold is gone or rewritten: only a whole rebuild fits."""
 
 
 def update_tables(output: str, meters_table: str | None = None, max_rebuild_files: int | None = None) -> dict[str, int]:
     """Bring the tables up to date with the dataset and corrections files they do not hold yet, recomputing only
     the buckets of the meters those files touch; returns {table: rows written}. When the tables were never built or
-    a file they hold was deleted: `refresh_tables`, unless the output holds more than `max_rebuild_files` files
-    (TablesNeedRebuild: a night must not read a whole large history; `meterread tables OUTPUT` does)."""
+    a file they hold was deleted or rewritten since: `refresh_tables`, unless the output holds more than
+    `max_rebuild_files` files (TablesNeedRebuild: a night must not read a whole large history; `meterread tables
+    OUTPUT` does)."""
     fs, root = resolve(output)
     included = read_included(fs, root)
     data, corrections = source_files(fs, root)
-    if included is None or not included <= set(data) | set(corrections):
+    if included is None or not still_holds(included, data, corrections):
         if max_rebuild_files is not None and len(data) + len(corrections) > max_rebuild_files:
-            what = "were never built" if included is None else "hold a file deleted since"
+            what = "were never built" if included is None else "hold a file deleted or rewritten since"
             raise TablesNeedRebuild(f"the analyst tables of {output} {what}: run `meterread tables {output}` once")
         return {name: table.num_rows for name, table in refresh_tables(output, meters_table).items()}
     new_data = [f"{root}/{path}" for path in data if path not in included]
@@ -153,7 +162,7 @@ def update_tables(output: str, meters_table: str | None = None, max_rebuild_file
         write_buckets(fs, root, tables, [bucket])
         for name, table in tables.items():
             written[name] += table.num_rows
-    write_included(fs, root, included | set(data) | set(corrections))
+    write_included(fs, root, data, corrections)
     return written
 
 

@@ -112,6 +112,23 @@ def test_tables_are_rebuilt_when_a_dataset_file_they_hold_is_deleted(tmp_path):
     assert read_table(output, "readings_current").equals(build_tables(kept, {})["readings_current"])
 
 
+def test_tables_are_rebuilt_when_a_dataset_file_they_hold_is_rewritten(tmp_path):
+    """A shard run that went on after it was given up on rewrites its file in place: the tables follow the file."""
+    from meterread.tables import store
+
+    output = str(tmp_path / "out")
+    fs, root = resolve(output)
+    first = [row for row in ROWS if row["run_id"] == "r1"]
+    sink.write_shard(fs, root, first, "r1", "s1")
+    store.update_tables(output)
+    sink.write_shard(fs, root, first[:1], "r1", "s1")  # the same file names, fewer rows
+    store.update_tables(output)
+    assert read_table(output, "readings_current").equals(
+        build_tables(sink.read_output(fs, root), {})["readings_current"]
+    )
+    assert read_table(output, "readings_current").num_rows == sink.read_output(fs, root).num_rows < len(first)
+
+
 def test_the_readme_queries_run_over_the_written_tables(tmp_path):
     import re
     from pathlib import Path
