@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from meterread.models.registry import known_families
+
 PHOTO_SIZE = (2560, 1440)
 SIZES = ("demo", "tiny", "full")
 
@@ -59,8 +61,8 @@ class BenchConfig:
         problems = []
         if self.size not in SIZES:
             problems.append(f"size must be one of {', '.join(SIZES)}")
-        if self.family not in ("paligemma", "florence2"):
-            problems.append("family must be paligemma or florence2")
+        if self.family not in known_families():
+            problems.append(f"family must be one of {', '.join(known_families())}")
         for name in ("n", "scale", "batch_size", "workers", "new_tokens", "repeats"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
@@ -332,7 +334,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=defaults.workers, help="preprocessing threads")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--device", default=defaults.device, help="auto, cpu or cuda[:N]")
-    parser.add_argument("--family", default=defaults.family, choices=["paligemma", "florence2"])
+    parser.add_argument("--family", default=defaults.family, choices=list(known_families()))
     parser.add_argument("--size", default=defaults.size, choices=SIZES, help="demo: product path; tiny/full: arch")
     parser.add_argument("--model", default=None, help="model dir for --size demo (default: bundled demo model)")
     parser.add_argument("--new-tokens", type=int, default=defaults.new_tokens)

@@ -140,9 +140,7 @@ class ModelSpec(Settings):
     pattern: str | None = Field(None, description="Exact reading shape, e.g. 6.1 = 6 digits + 1 decimal.")
     prompt: str | None = Field(None, description="Prompt sent with each image (default: the family's).")
     max_new_tokens: int | None = Field(None, description="Longest answer in tokens (default: from the pattern).")
-    compile: bool = Field(
-        False, description="torch.compile with a static KV cache; batches padded to one shape (GPU)."
-    )
+    compile: bool = Field(False, description="torch.compile with a static KV cache; batches padded to one shape (GPU).")
     reference: str | None = Field(
         None, description="Set by resolution: the registry version this spec reads (recorded in manifests)."
     )

@@ -7,7 +7,8 @@ import torch
 from transformers import Florence2ForConditionalGeneration, PaliGemmaForConditionalGeneration
 
 from meterread.bench import BenchConfig, format_results, run_bench
-from meterread.bench_architecture import architecture
+from meterread.models.registry import family_module
+from meterread.models.tiny import TinySize
 
 
 @pytest.mark.parametrize(
@@ -18,11 +19,29 @@ from meterread.bench_architecture import architecture
     ],
 )
 def test_full_architectures_have_the_published_size(family, model_class, low, high, tokens):
-    arch = architecture(family, "full")
+    module = family_module(family)
+    arch = module.architecture("full")
+    assert module.MODEL_CLASS is model_class
     with torch.device("meta"):  # no memory, no weights
-        model = model_class(arch.config)
+        model = module.MODEL_CLASS(arch.config)
     assert low <= sum(p.numel() for p in model.parameters()) <= high
     assert arch.image_tokens == tokens
+
+
+@pytest.mark.parametrize("family", ["paligemma", "florence2"])
+def test_tiny_architecture_is_the_tiny_model_the_tests_load(request, family):
+    """The bench's tiny architecture has the input side and image-token count of the saved tiny model."""
+    import json
+    from pathlib import Path
+
+    arch = family_module(family).architecture("tiny")
+    saved = json.loads((Path(request.getfixturevalue(f"tiny_{family}")) / "processor_config.json").read_text())
+    assert arch.image_size == TinySize().image_size == saved["image_processor"]["size"]["height"]
+    assert arch.image_tokens == saved["image_processor"]["image_seq_length"]
+    inputs = family_module(family).synthetic_inputs(arch, 3, "cpu", torch.float32, prompt_tokens=5)
+    assert inputs["pixel_values"].shape == (3, 3, arch.image_size, arch.image_size)
+    assert inputs["input_ids"].shape == (3, arch.image_tokens + 5)
+    assert (inputs["input_ids"] == arch.config.image_token_id).sum(dim=1).tolist() == [arch.image_tokens] * 3
 
 
 @pytest.mark.parametrize("family", ["paligemma", "florence2"])

@@ -1,7 +1,10 @@
 """The `Reader` protocol every model family implements, the model spec, and what they share.
 
-A family module exposes `load(spec) -> Reader`. Readers take model-ready RGB uint8 images (square,
-`reader.image_size` px, from `meterread.preprocess`) and prompts, and return one `Prediction` per image.
+A family module exposes `load(spec) -> Reader` (the whole interface: `meterread.models.registry`). Readers take
+model-ready RGB uint8 images (square, `reader.image_size` px, from `meterread.preprocess`) and prompts, and return
+one `Prediction` per image. Family readers share code by composition, not a base class: `load_parts` builds what a
+reader dataclass holds, `model_device` is its `device`, and `meterread.models.generation` has `read_readings` and
+`classify_by_likelihood`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 
 from meterread.config import ModelSpec
 from meterread.models.registry import known_families
-from meterread.preprocess import InputLayout
+from meterread.preprocess import PREPROCESS_VERSION, InputLayout
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +79,16 @@ class TaskReader(Reader, Protocol):
     def run_task(
         self, images: Sequence[np.ndarray], task: str, image_sizes: Sequence[tuple[int, int]], max_new_tokens: int = 256
     ) -> list[dict]: ...
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A family's model config with what the bench needs to feed it (`family.architecture(size)`): the square input
+    side in pixels and the number of image tokens the vision tower produces."""
+
+    config: object
+    image_size: int
+    image_tokens: int
 
 
 class ModelLoadError(ValueError):
@@ -187,6 +200,42 @@ def fingerprint(spec: ModelSpec, base_dir: str, adapter_dir: str | None, prompt:
         preprocess_version,
     ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
+
+
+def has_processor(directory: str) -> bool:
+    """Whether `directory` holds a saved processor (or at least its tokenizer)."""
+    return (Path(directory) / "processor_config.json").is_file() or (Path(directory) / "tokenizer.json").is_file()
+
+
+def load_parts(model_class, load_processor, spec: ModelSpec, default_prompt: str, processor_from_adapter: bool) -> dict:
+    """What a family's reader dataclass is built from, as its keyword arguments: `model_class` with `spec`'s adapter
+    merged (`meterread.models.loading.load_model`), the processor (`load_processor(source)`: from the adapter's
+    directory when `processor_from_adapter` and it saved one, else from the base), the square input side, the prompt
+    (`spec.prompt`, else `default_prompt`), the fingerprint, the input layout and the recommended threshold."""
+    from meterread.models.loading import input_layout, load_model, recommended_min_confidence
+
+    model, adapter_dir = load_model(model_class, spec)
+    from_adapter = processor_from_adapter and adapter_dir and has_processor(adapter_dir)
+    processor = load_processor(adapter_dir if from_adapter else spec.base)
+    prompt = spec.prompt or default_prompt
+    return {
+        "model": model,
+        "processor": processor,
+        "spec": spec,
+        "model_id": spec.base,
+        "adapter_id": spec.adapter,
+        "fingerprint": fingerprint(spec, spec.base, adapter_dir, prompt, PREPROCESS_VERSION),
+        "image_size": int(processor.image_processor.size["height"]),
+        "default_prompt": prompt,
+        "layout": input_layout(adapter_dir, spec.base),
+        "min_confidence": recommended_min_confidence(adapter_dir, spec.base),
+    }
+
+
+def model_device(reader):
+    """The device of `reader.model`; readers declare `device = property(model_device)`, so it follows the model
+    (training replaces `reader.model` with the adapted one)."""
+    return reader.model.device
 
 
 def spec_fingerprint(spec: ModelSpec) -> str:

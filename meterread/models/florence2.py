@@ -1,5 +1,6 @@
-"""Florence-2 reader on the native `Florence2ForConditionalGeneration` (converted checkpoints such as
-`florence-community/Florence-2-base-ft`; never `trust_remote_code`).
+"""Florence-2 family on the native `Florence2ForConditionalGeneration` (converted checkpoints such as
+`florence-community/Florence-2-base-ft`; never `trust_remote_code`): the reader, tiny models for tests, the benchmark
+architectures (the family interface: `meterread.models.registry`).
 
 Encoder input: `<image>`*N + `<s>` + prompt + `</s>`; the decoder starts from `decoder_start_token_id` and, for
 hub checkpoints, a forced `<s>`. The convolutional DaViT encoder sees the square image at the processor's size.
@@ -17,16 +18,16 @@ import torch
 from transformers import Florence2ForConditionalGeneration, Florence2Processor
 
 from meterread.config import ModelSpec
-from meterread.models.base import Prediction, fingerprint, local_files_only
-from meterread.models.decoding import ReadingConstraint
-from meterread.models.generation import classify_by_likelihood, generate_predictions, pixel_values
-from meterread.models.loading import input_layout, load_model, recommended_min_confidence
+from meterread.models.base import Architecture, Prediction, load_parts, local_files_only, model_device
+from meterread.models.generation import classify_by_likelihood, generate_predictions, pixel_values, read_readings
 from meterread.models.prompts import DEFAULT_PROMPTS
-from meterread.preprocess import PREPROCESS_VERSION, InputLayout
+from meterread.models.tiny import TinySize
+from meterread.preprocess import InputLayout
 
 FAMILY = "florence2"
 DEFAULT_PROMPT = DEFAULT_PROMPTS[FAMILY]
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+MODEL_CLASS = Florence2ForConditionalGeneration
 TASKS = ("<OCR>", "<OCR_WITH_REGION>", "<OD>", "<CAPTION>", "<DETAILED_CAPTION>", "<REGION_PROPOSAL>")
 LOCATION_BINS = 1000
 # What converted hub checkpoints carry in processor_config.json (mirrors transformers' Florence-2 processor tests).
@@ -64,21 +65,14 @@ class Florence2Reader:
     model_id: str
     adapter_id: str | None
     fingerprint: str
+    image_size: int  # the processor's square input side
+    default_prompt: str  # the spec's prompt, else the family's
     layout: InputLayout = InputLayout()
     min_confidence: float | None = None  # the model's recommended threshold (meterread.json), if it has one
     family: str = FAMILY
 
-    @property
-    def image_size(self) -> int:
-        return int(self.processor.image_processor.size["height"])
-
-    @property
-    def default_prompt(self) -> str:
-        return self.spec.prompt or DEFAULT_PROMPT
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.device
+    device = property(model_device)
+    classify = classify_by_likelihood  # most likely of `labels` per image, with its probability among them
 
     def prompt_texts(self, prompts: Sequence[str]) -> list[str]:
         tokenizer = self.processor.tokenizer
@@ -106,10 +100,6 @@ class Florence2Reader:
         labels = encoded["input_ids"].masked_fill(encoded["attention_mask"] == 0, -100)
         return {**batch, "labels": labels.to(self.device)}
 
-    def classify(self, images: Sequence[np.ndarray], prompt: str, labels: Sequence[str]) -> list[tuple[str, float]]:
-        """Most likely of `labels` per image (e.g. meter type), with its probability among them."""
-        return classify_by_likelihood(self, images, prompt, labels)
-
     def run_task(
         self, images: Sequence[np.ndarray], task: str, image_sizes: Sequence[tuple[int, int]], max_new_tokens: int = 256
     ) -> list[dict]:
@@ -123,36 +113,14 @@ class Florence2Reader:
         return [parse_task_output(self.processor, p.text, task, size) for p, size in zip(raw, image_sizes)]
 
     def read(self, images: Sequence[np.ndarray], prompts: Sequence[str]) -> list[Prediction]:
-        if len(images) != len(prompts):
-            raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
-        if not images:
-            return []
-        inputs = self.prepare(images, prompts)
-        pattern = self.spec.reading_pattern()
-        tokenizer = self.processor.tokenizer
         forced_bos = self.model.generation_config.forced_bos_token_id
-        constraint = (
-            ReadingConstraint(tokenizer, pattern, tokenizer.eos_token_id, 1, forced_first_id=forced_bos)
-            if self.spec.constrained
-            else None
-        )
-        max_new_tokens = self.spec.max_new_tokens or pattern.max_length() + 2
-        return generate_predictions(self.model, inputs, tokenizer, max_new_tokens, constraint, 1)
+        return read_readings(self, images, prompts, extra_tokens=2, forced_first_id=forced_bos)  # + <s>, EOS
 
 
 def load(spec: ModelSpec) -> Florence2Reader:
-    """Load base + merged adapter (see `load_model`) and the base's processor."""
-    model, adapter_dir = load_model(Florence2ForConditionalGeneration, spec)
-    prompt = spec.prompt or DEFAULT_PROMPT
+    """Load base + merged adapter (see `load_parts`) and the base's processor."""
     return Florence2Reader(
-        model=model,
-        processor=load_processor(spec.base),
-        spec=spec,
-        model_id=spec.base,
-        adapter_id=spec.adapter,
-        fingerprint=fingerprint(spec, spec.base, adapter_dir, prompt, PREPROCESS_VERSION),
-        layout=input_layout(adapter_dir, spec.base),
-        min_confidence=recommended_min_confidence(adapter_dir, spec.base),
+        **load_parts(MODEL_CLASS, load_processor, spec, DEFAULT_PROMPT, processor_from_adapter=False)
     )
 
 
@@ -222,7 +190,12 @@ def florence2_config(
     )
 
 
-def tiny_florence2_config(size, vocab_size: int, image_token_id: int, **token_ids):
+def image_token_count(image_size: int) -> int:
+    """Image tokens DaViT produces: it downsamples 32x, plus one pooled token."""
+    return (image_size // 32) ** 2 + 1
+
+
+def tiny_florence2_config(size: TinySize, vocab_size: int, image_token_id: int, **token_ids):
     """Florence-2 config of a tiny size (`TinySize`); `token_ids`: pad/bos/eos ids of the tokenizer."""
     return florence2_config(
         depths=[1, 1, size.vision_layers, 1],
@@ -240,19 +213,20 @@ def tiny_florence2_config(size, vocab_size: int, image_token_id: int, **token_id
     )
 
 
-def build_tiny_florence2(out_dir: str | Path, size, seed: int = 0) -> Path:
-    """Build and save a tiny Florence-2 (4-stage DaViT + BART) with its processor."""
+def build_tiny(out_dir: str | Path, size: TinySize | None = None, seed: int = 0) -> Path:
+    """Build, save and return the directory of a tiny random-weight Florence-2 (4-stage DaViT + BART) with its
+    processor."""
     from transformers import CLIPImageProcessorPil
 
+    size = size or TinySize()
     tokenizer = build_bart_tokenizer()
-    image_tokens = (size.image_size // 32) ** 2 + 1  # DaViT downsamples 32x, plus one pooled token
     image_processor = CLIPImageProcessorPil(
         size={"height": size.image_size, "width": size.image_size},
         do_center_crop=False,
         image_mean=[0.485, 0.456, 0.406],
         image_std=[0.229, 0.224, 0.225],
     )
-    image_processor.image_seq_length = image_tokens
+    image_processor.image_seq_length = image_token_count(size.image_size)
     processor = Florence2Processor(
         image_processor=image_processor, tokenizer=tokenizer, post_processor_config=POST_PROCESSOR_CONFIG
     )
@@ -277,4 +251,40 @@ def build_tiny_florence2(out_dir: str | Path, size, seed: int = 0) -> Path:
     return out
 
 
-build_tiny = build_tiny_florence2  # the registry's name for it
+# --- benchmark architectures (`meterread bench --size tiny|full`) ----------------------------------------------------
+
+BART_TOKEN_IDS = {"pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2}
+
+
+def architecture(size: str) -> Architecture:
+    """Florence-2-base (`full`) or the project's tiny Florence-2 (`tiny`), for a random-weight benchmark."""
+    if size == "tiny":
+        tiny = TinySize()
+        config = tiny_florence2_config(tiny, vocab_size=1024, image_token_id=1000, **BART_TOKEN_IDS)
+        return Architecture(config, tiny.image_size, image_token_count(tiny.image_size))
+    # florence-community/Florence-2-base: DaViT (4 stages) at 768 px + BART-base (6 + 6 layers)
+    config = florence2_config(
+        depths=[1, 1, 9, 1],
+        embed_dim=[128, 256, 512, 1024],
+        heads=[4, 8, 16, 32],
+        window_size=12,
+        vision_positions=50,
+        hidden=768,
+        text_layers=6,
+        text_heads=12,
+        text_positions=1024,
+        vocab_size=51289,
+        image_token_id=51288,
+        **BART_TOKEN_IDS,
+    )
+    return Architecture(config, 768, image_token_count(768))
+
+
+def synthetic_inputs(arch: Architecture, batch_size: int, device, dtype, prompt_tokens: int = 8) -> dict:
+    """Fixed-shape benchmark inputs: random pixels, the image placeholders, then `<s>` and a task-length prompt."""
+    size, tokens = arch.image_size, arch.image_tokens
+    pixels = torch.randn(batch_size, 3, size, size, device=device, dtype=dtype)
+    ids = torch.full((batch_size, tokens + prompt_tokens), 100, dtype=torch.long, device=device)
+    ids[:, :tokens] = arch.config.image_token_id
+    ids[:, tokens] = 0  # <s> before the task prompt
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values": pixels}

@@ -1,4 +1,5 @@
-"""Batched greedy generation shared by the families: constrained, scored, timed."""
+"""Batched greedy generation shared by the families: constrained, scored, timed; every family's `read`
+(`read_readings`) and `classify` (`classify_by_likelihood`)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,31 @@ def generate_predictions(
         text = text.strip()
         predictions.append(Prediction(text=text, token_logprobs=tuple(logprobs[:end]), elapsed_s=elapsed))
     return predictions
+
+
+def read_readings(
+    reader, images: Sequence[np.ndarray], prompts: Sequence[str], extra_tokens: int, forced_first_id: int | None = None
+) -> list[Prediction]:
+    """A family reader's `read`: one prediction per (image, prompt) from `reader.prepare`, greedy, at most
+    `spec.max_new_tokens` or the reading pattern's length + `extra_tokens` (EOS, and a forced first token if any)
+    new tokens, constrained to the pattern when `spec.constrained` (the constraint counts from the end of the padded
+    prompt for decoder-only models, from the decoder start token for encoder-decoders). Raises ValueError when the
+    numbers of images and prompts differ."""
+    if len(images) != len(prompts):
+        raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
+    if not images:
+        return []
+    inputs = reader.prepare(images, prompts)
+    pattern = reader.spec.reading_pattern()
+    tokenizer = reader.processor.tokenizer
+    prompt_length = 1 if reader.model.config.is_encoder_decoder else inputs["input_ids"].shape[1]
+    constraint = (
+        ReadingConstraint(tokenizer, pattern, tokenizer.eos_token_id, prompt_length, forced_first_id=forced_first_id)
+        if reader.spec.constrained
+        else None
+    )
+    max_new_tokens = reader.spec.max_new_tokens or pattern.max_length() + extra_tokens
+    return generate_predictions(reader.model, inputs, tokenizer, max_new_tokens, constraint, prompt_length)
 
 
 def pixel_values(images: Sequence[np.ndarray], mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""PaliGemma / PaliGemma 2 reader on the native `PaliGemmaForConditionalGeneration`.
+"""PaliGemma / PaliGemma 2 family on the native `PaliGemmaForConditionalGeneration`: the reader, tiny models for
+tests, the benchmark architectures (the family interface: `meterread.models.registry`).
 
 Prompt layout (what the processor builds, and what fine-tuning used): `<image>`*N + `<bos>` + prompt + `\\n`,
 then the answer and `<eos>`. Prompts are left-padded so every row's answer starts at the same position.
@@ -7,24 +8,27 @@ then the answer and `<eos>`. Prompts are left-padded so every row's answer start
 from __future__ import annotations
 
 import logging
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import PaliGemmaForConditionalGeneration, PaliGemmaProcessor
 
 from meterread.config import ModelSpec
-from meterread.models.base import Prediction, fingerprint, local_files_only
-from meterread.models.decoding import ReadingConstraint
-from meterread.models.generation import classify_by_likelihood, generate_predictions, pixel_values
-from meterread.models.loading import input_layout, load_model, recommended_min_confidence
+from meterread.models.base import Architecture, Prediction, load_parts, local_files_only, model_device
+from meterread.models.generation import classify_by_likelihood, pixel_values, read_readings
 from meterread.models.prompts import DEFAULT_PROMPTS
-from meterread.preprocess import PREPROCESS_VERSION, InputLayout
+from meterread.models.tiny import TinySize
+from meterread.preprocess import InputLayout
 
 FAMILY = "paligemma"
 DEFAULT_PROMPT = DEFAULT_PROMPTS[FAMILY]
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+MODEL_CLASS = PaliGemmaForConditionalGeneration
+SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<image>"]
 
 
 class _TorchvisionNotice(logging.Filter):
@@ -51,21 +55,14 @@ class PaliGemmaReader:
     model_id: str
     adapter_id: str | None
     fingerprint: str
+    image_size: int  # the processor's square input side
+    default_prompt: str  # the spec's prompt, else the family's
     layout: InputLayout = InputLayout()
     min_confidence: float | None = None  # the model's recommended threshold (meterread.json), if it has one
     family: str = FAMILY
 
-    @property
-    def image_size(self) -> int:
-        return int(self.processor.image_processor.size["height"])
-
-    @property
-    def default_prompt(self) -> str:
-        return self.spec.prompt or DEFAULT_PROMPT
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.device
+    device = property(model_device)
+    classify = classify_by_likelihood  # most likely of `labels` per image, with its probability among them
 
     def prompt_texts(self, prompts: Sequence[str]) -> list[str]:
         tokenizer = self.processor.tokenizer
@@ -112,53 +109,164 @@ class PaliGemmaReader:
             "labels": labels.to(self.device),
         }
 
-    def classify(self, images: Sequence[np.ndarray], prompt: str, labels: Sequence[str]) -> list[tuple[str, float]]:
-        """Most likely of `labels` per image (e.g. meter type), with its probability among them."""
-        return classify_by_likelihood(self, images, prompt, labels)
-
     def read(self, images: Sequence[np.ndarray], prompts: Sequence[str]) -> list[Prediction]:
-        if len(images) != len(prompts):
-            raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
-        if not images:
-            return []
-        inputs = self.prepare(images, prompts)
-        pattern = self.spec.reading_pattern()
-        tokenizer = self.processor.tokenizer
-        prompt_length = inputs["input_ids"].shape[1]
-        constraint = (
-            ReadingConstraint(tokenizer, pattern, tokenizer.eos_token_id, prompt_length)
-            if self.spec.constrained
-            else None
-        )
-        max_new_tokens = self.spec.max_new_tokens or pattern.max_length() + 1
-        return generate_predictions(self.model, inputs, tokenizer, max_new_tokens, constraint, prompt_length)
+        return read_readings(self, images, prompts, extra_tokens=1)  # + EOS
 
 
 def load(spec: ModelSpec) -> PaliGemmaReader:
-    """Load base + merged adapter (see `load_model`); the adapter's own processor wins if it saved one."""
-    model, adapter_dir = load_model(PaliGemmaForConditionalGeneration, spec)
-    processor = load_processor(adapter_dir if adapter_dir and _has_processor(adapter_dir) else spec.base)
-    prompt = spec.prompt or DEFAULT_PROMPT
-    return PaliGemmaReader(
-        model=model,
-        processor=processor,
-        spec=spec,
-        model_id=spec.base,
-        adapter_id=spec.adapter,
-        fingerprint=fingerprint(spec, spec.base, adapter_dir, prompt, PREPROCESS_VERSION),
-        layout=input_layout(adapter_dir, spec.base),
-        min_confidence=recommended_min_confidence(adapter_dir, spec.base),
+    """Load base + merged adapter (see `load_parts`); the adapter's own processor wins if it saved one."""
+    return PaliGemmaReader(**load_parts(MODEL_CLASS, load_processor, spec, DEFAULT_PROMPT, processor_from_adapter=True))
+
+
+# --- tiny models (tests, the demo) -----------------------------------------------------------------------------------
+
+
+def char_vocab() -> list[str]:
+    """Special tokens, the SentencePiece word marker, printable ASCII one character per token, newline."""
+    printable = [c for c in string.printable if c not in " \t\n\r\x0b\x0c"]
+    return SPECIAL_TOKENS + ["▁"] + printable + ["\n"]
+
+
+def build_gemma_tokenizer():
+    """A `GemmaTokenizer` over a character vocabulary: digits are single tokens, as in the real Gemma vocab."""
+    from transformers import GemmaTokenizer
+
+    vocab = {token: index for index, token in enumerate(char_vocab())}
+    return GemmaTokenizer(vocab=vocab, merges=[])
+
+
+def image_token_count(image_size: int, patch_size: int) -> int:
+    """Image tokens SigLIP produces: one per patch."""
+    return (image_size // patch_size) ** 2
+
+
+def tiny_paligemma_config(size: TinySize, vocab_size: int, image_token_index: int, **token_ids):
+    """PaliGemma config (SigLIP + Gemma) of a tiny size; `token_ids`: pad/bos/eos ids of the tokenizer."""
+    from transformers import PaliGemmaConfig
+
+    return PaliGemmaConfig(
+        vision_config={
+            "model_type": "siglip_vision_model",
+            "hidden_size": size.vision_hidden,
+            "intermediate_size": size.vision_hidden * 4,
+            "num_hidden_layers": size.vision_layers,
+            "num_attention_heads": size.heads,
+            "image_size": size.image_size,
+            "patch_size": size.patch_size,
+            "projection_dim": size.text_hidden,
+        },
+        text_config={
+            "model_type": "gemma",
+            "hidden_size": size.text_hidden,
+            "intermediate_size": size.text_hidden * 4,
+            "num_hidden_layers": size.text_layers,
+            "num_attention_heads": size.heads,
+            "num_key_value_heads": size.heads,
+            "head_dim": size.text_hidden // size.heads,
+            "vocab_size": vocab_size,
+            "max_position_embeddings": 1024,
+        },
+        image_token_index=image_token_index,
+        vocab_size=vocab_size,
+        projection_dim=size.text_hidden,
+        hidden_size=size.text_hidden,
+        **token_ids,
     )
 
 
-def _has_processor(directory: str) -> bool:
-    from pathlib import Path
+def build_tiny(out_dir: str | Path, size: TinySize | None = None, seed: int = 0) -> Path:
+    """Build, save and return the directory of a tiny random-weight PaliGemma (SigLIP + Gemma) with its processor."""
+    from transformers import SiglipImageProcessorPil
 
-    return (Path(directory) / "processor_config.json").is_file() or (Path(directory) / "tokenizer.json").is_file()
+    size = size or TinySize()
+    out = Path(out_dir)
+    tokens = image_token_count(size.image_size, size.patch_size)
+    image_processor = SiglipImageProcessorPil(
+        size={"height": size.image_size, "width": size.image_size}, image_seq_length=tokens
+    )
+    image_processor.image_seq_length = tokens
+    processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=build_gemma_tokenizer())
+    tokenizer = processor.tokenizer
+    vocab_size = (len(tokenizer) + 63) // 64 * 64
+    config = tiny_paligemma_config(
+        size,
+        vocab_size,
+        tokenizer.convert_tokens_to_ids("<image>"),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    model = PaliGemmaForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+    return out
 
 
-def build_tiny(out_dir, size=None, seed: int = 0):
-    """A tiny random-weight PaliGemma saved to `out_dir` (see `meterread.models.tiny`)."""
-    from meterread.models.tiny import TinySize, build_tiny_paligemma
+# --- benchmark architectures (`meterread bench --size tiny|full`) ----------------------------------------------------
 
-    return build_tiny_paligemma(out_dir, size or TinySize(), seed)
+
+def full_config():
+    """google/paligemma2-3b-pt-224: SigLIP So400m/14 at 224 px + Gemma 2 2B."""
+    from transformers import PaliGemmaConfig
+
+    return PaliGemmaConfig(
+        vision_config={
+            "model_type": "siglip_vision_model",
+            "hidden_size": 1152,
+            "intermediate_size": 4304,
+            "num_hidden_layers": 27,
+            "num_attention_heads": 16,
+            "image_size": 224,
+            "patch_size": 14,
+            "projection_dim": 2304,
+        },
+        text_config={
+            "model_type": "gemma2",
+            "hidden_size": 2304,
+            "intermediate_size": 9216,
+            "num_hidden_layers": 26,
+            "num_attention_heads": 8,
+            "num_key_value_heads": 4,
+            "head_dim": 256,
+            "vocab_size": 257216,
+            "query_pre_attn_scalar": 256,
+            "final_logit_softcapping": 30.0,
+            "attn_logit_softcapping": 50.0,
+            "sliding_window": 4096,
+        },
+        image_token_index=257152,
+        projection_dim=2304,
+        hidden_size=2304,
+        vocab_size=257216,
+    )
+
+
+def architecture(size: str) -> Architecture:
+    """PaliGemma-2-3B-224 (`full`) or the project's tiny PaliGemma (`tiny`), for a random-weight benchmark."""
+    if size == "tiny":
+        tiny = TinySize()
+        config = tiny_paligemma_config(
+            tiny, 1024, image_token_index=1000, pad_token_id=1, bos_token_id=0, eos_token_id=2
+        )
+        return Architecture(config, tiny.image_size, image_token_count(tiny.image_size, tiny.patch_size))
+    return Architecture(full_config(), 224, image_token_count(224, 14))
+
+
+def synthetic_inputs(arch: Architecture, batch_size: int, device, dtype, prompt_tokens: int = 8) -> dict:
+    """Fixed-shape benchmark inputs: random pixels, the image placeholders, then `<bos>` and a short prompt."""
+    size, tokens = arch.image_size, arch.image_tokens
+    pixels = torch.randn(batch_size, 3, size, size, device=device, dtype=dtype)
+    ids = torch.full((batch_size, tokens + prompt_tokens), 2, dtype=torch.long, device=device)
+    ids[:, :tokens] = arch.config.image_token_id
+    ids[:, tokens + 1 :] = 100
+    return {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "token_type_ids": torch.zeros_like(ids),
+        "pixel_values": pixels,
+    }

@@ -1,14 +1,28 @@
 """The one table of model families: family name -> the module that implements it. Imports without torch.
 
-A family module exports `load(spec) -> Reader`, `LORA_TARGETS` (module names a LoRA adapter wraps) and
-`build_tiny(out_dir, size, seed) -> Path` (a tiny random-weight model saved with `save_pretrained`, for tests); its
-default prompt lives in `meterread.models.prompts`. Adding a family is one module plus one line here (or a call to
-`register_family`)."""
+A family module exports everything the rest of the code needs about its family (`FAMILY_INTERFACE`):
+
+- `load(spec) -> Reader`: the reader of a checkpoint (`meterread.models.base.Reader`); loading, reading, training
+  and the product bench go through it;
+- `LORA_TARGETS`: names of the modules a LoRA adapter wraps (training);
+- `build_tiny(out_dir, size=None, seed=0) -> Path`: a tiny random-weight model saved with `save_pretrained`, `size` a
+  `meterread.models.tiny.TinySize` (tests, the demo model);
+- `MODEL_CLASS`: the transformers model class of the family;
+- `architecture(size) -> Architecture`: `size` "full" (the published model) or "tiny" (the project's tiny one) as a
+  config with its input side and image-token count (`meterread.models.base.Architecture`; the architecture bench);
+- `synthetic_inputs(arch, batch_size, device, dtype, prompt_tokens=8) -> dict`: fixed-shape random `generate`
+  inputs for `MODEL_CLASS` built from `arch.config` (the architecture bench).
+
+Its default prompt lives in `meterread.models.prompts`. Adding a family is one module plus one line here (or a call
+to `register_family`); nothing else dispatches on a family's name.
+"""
 
 from __future__ import annotations
 
 import importlib
 from types import ModuleType
+
+FAMILY_INTERFACE = ("load", "LORA_TARGETS", "build_tiny", "MODEL_CLASS", "architecture", "synthetic_inputs")
 
 FAMILY_MODULES: dict[str, str] = {
     "paligemma": "meterread.models.paligemma",
@@ -17,7 +31,7 @@ FAMILY_MODULES: dict[str, str] = {
 
 
 def register_family(name: str, module: str) -> None:
-    """Make `name` loadable from `module` (a dotted path exporting load, LORA_TARGETS and build_tiny)."""
+    """Make `name` a family implemented by `module` (a dotted path to a module exporting `FAMILY_INTERFACE`)."""
     FAMILY_MODULES[name] = module
 
 
@@ -26,10 +40,15 @@ def known_families() -> tuple[str, ...]:
 
 
 def family_module(name: str) -> ModuleType:
-    """The module implementing family `name` (imported on first use). Raises ValueError for an unknown family."""
+    """The module implementing family `name` (imported on first use). Raises ValueError for an unknown family and
+    TypeError for a module that lacks part of `FAMILY_INTERFACE` (naming what is missing)."""
     if name not in FAMILY_MODULES:
         raise ValueError(f"model family {name!r} is not one of {', '.join(FAMILY_MODULES)}")
-    return importlib.import_module(FAMILY_MODULES[name])
+    module = importlib.import_module(FAMILY_MODULES[name])
+    missing = [export for export in FAMILY_INTERFACE if not hasattr(module, export)]
+    if missing:
+        raise TypeError(f"family module {module.__name__} (family {name!r}) does not export {', '.join(missing)}")
+    return module
 
 
 def load_reader(spec):

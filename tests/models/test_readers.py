@@ -1,14 +1,18 @@
 import re
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meterread.config import ModelSpec
 from meterread.models.base import Reader
 from meterread.models.decoding import ReadingPattern
+from meterread.models.prompts import DEFAULT_PROMPTS
 from meterread.models.registry import load_reader
 from meterread.preprocess import preprocess_photo
 from tests.factories import meter_jpeg
@@ -46,9 +50,20 @@ def test_left_padding_gives_the_same_text_alone_and_in_a_batch(reader):
         assert np.allclose(alone.token_logprobs, batched.token_logprobs, atol=1e-4)
 
 
-def test_rejects_mismatched_prompts(reader):
-    with pytest.raises(ValueError, match="prompts"):
+def test_rejects_mismatched_prompts_and_reads_an_empty_batch_as_nothing(reader):
+    with pytest.raises(ValueError, match="1 images but 0 prompts"):
         reader.read([np.zeros((64, 64, 3), np.uint8)], [])
+    assert reader.read([], []) == []
+
+
+def test_prompt_comes_from_the_spec_and_the_device_follows_the_model(reader, request):
+    base = request.getfixturevalue(f"tiny_{reader.family}")
+    assert reader.default_prompt == DEFAULT_PROMPTS[reader.family]
+    prompted = load_reader(ModelSpec(family=reader.family, base=base, prompt="read the dial", device="cpu"))
+    assert prompted.default_prompt == "read the dial" and prompted.fingerprint != reader.fingerprint
+    assert reader.device == torch.device("cpu")
+    moved = replace(reader, model=SimpleNamespace(device=torch.device("meta")))  # as training swaps in its model
+    assert moved.device == torch.device("meta")
 
 
 @pytest.mark.parametrize("family", ["paligemma", "florence2"])
