@@ -225,7 +225,8 @@ def nightly_fanout(
         plan, fingerprint, uris = plan_night(config, run_id, listed)
         logger.info("listed %d photos, %d already done, %d shards", plan.listed, plan.already_done, len(plan.shards))
         options = {
-            "config": shard_config.settings(),
+            # only what differs from the defaults: a GPU worker fills in its own (the bundled model's path on it)
+            "config": shard_config.model_dump(mode="json", exclude_defaults=True),
             "read_deployment": read_deployment,
             "credentials_block": credentials_block,
             "shard_attempts": shard_attempts,

@@ -55,11 +55,16 @@ def train_recipe(config: TrainConfig) -> dict:
 
 @task(cache_policy=NO_CACHE, task_run_name="score-{eval_set.name}-{role}")
 def score_set(spec: ModelSpec, eval_set: EvalSet, role: str, output: str) -> dict:
-    """The metrics of `spec` on one set (`evaluate_split`, report under OUTPUT/eval-NAME-ROLE/), or
-    `{"missing": why}` when the set's dataset is not present on this worker."""
+    """The metrics of `spec` on one set (`evaluate_split`, report under OUTPUT/eval-NAME-ROLE/), or, for the
+    candidate, `{"missing": why}` when the set's dataset is not present on this worker. The current model is only
+    scored on sets the candidate was: a FileNotFoundError there (its weights, say) fails the flow, never lets the
+    gate take it for a first promotion."""
+    folder = f"{output}/eval-{eval_set.name}-{role}"
     try:
-        return evaluate_split(spec, eval_set.dataset, eval_set.split, out_dir=f"{output}/eval-{eval_set.name}-{role}")
+        return evaluate_split(spec, eval_set.dataset, eval_set.split, out_dir=folder, progress=False)
     except FileNotFoundError as error:
+        if role != "candidate":
+            raise
         return {"missing": str(error)}
 
 
@@ -92,9 +97,12 @@ def compare_on_sets(
     dataset, split, headline metrics of "candidate" and "current", "missing"; the candidate's full metrics on the
     gate set). The gate set must be present (FileNotFoundError); another set that is not is recorded as missing."""
     mine = score_set.map(unmapped(candidate), sets, "candidate", output).result()
-    theirs = score_set.map(unmapped(current), sets, "current", output).result() if current else [None] * len(sets)
+    present = [eval_set for eval_set, metrics in zip(sets, mine) if "missing" not in metrics]
+    scored = score_set.map(unmapped(current), present, "current", output).result() if current else []
+    theirs = dict(zip([eval_set.name for eval_set in present], scored))
     evaluations = {}
-    for eval_set, metrics, current_metrics in zip(sets, mine, theirs):
+    for eval_set, metrics in zip(sets, mine):
+        current_metrics = theirs.get(eval_set.name)
         entry = {"dataset": eval_set.dataset, "split": eval_set.split, "candidate": None, "current": None}
         if "missing" in metrics:
             if eval_set.name == GATE_SET:
@@ -105,9 +113,7 @@ def compare_on_sets(
         evaluations[eval_set.name] = {
             **entry,
             "candidate": registry.headline(metrics),
-            "current": registry.headline(current_metrics)
-            if current_metrics and "missing" not in current_metrics
-            else None,
+            "current": registry.headline(current_metrics) if current_metrics else None,
             "missing": None,
         }
     return evaluations, mine[[s.name for s in sets].index(GATE_SET)]

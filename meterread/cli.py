@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import typer
-from click.core import ParameterSource
 
 from meterread.config import ConfigError, ModelSpec, ReadConfig, set_dotted
 from meterread.review.cli import review_app
@@ -52,7 +51,8 @@ def given_settings(ctx: typer.Context, options: dict[str, str]) -> dict:
     """The settings the options given on the command line set (not those left at their defaults), nested."""
     values: dict = {}
     for option, key in options.items():
-        if ctx.get_parameter_source(option) not in (ParameterSource.DEFAULT, None):
+        source = ctx.get_parameter_source(option)  # typer vendors click: compare by name, not by enum member
+        if source is not None and source.name != "DEFAULT":
             set_dotted(values, key, ctx.params[option])
     return values
 

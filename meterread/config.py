@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -40,7 +41,8 @@ class TrainConfigError(ConfigError):
 class Settings(BaseModel):
     """Frozen settings with unknown keys rejected; `from_mapping`/`from_yaml` raise `error` with readable text."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # YAML and `key=value` read 6.1 or 20261126 as numbers: a text setting takes them as written
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
     kind: ClassVar[str] = "settings"  # names the settings in error messages ("unknown read setting(s)")
     error: ClassVar[type[ConfigError]] = ConfigError
 
@@ -67,7 +69,7 @@ class Settings(BaseModel):
             if not sep or not key.strip():
                 raise cls.error(f"override {override!r} must look like key=value")
             set_dotted(merged, key.strip(), yaml.safe_load(raw))
-        return cls.from_mapping(merged)
+        return cls.from_mapping(dates_as_text(merged))
 
     def replace(self, **changes: Any):
         """A copy with `changes`, checked like a new one."""
@@ -82,6 +84,15 @@ def merged_settings(base: Mapping, changes: Mapping) -> dict:
         both_mappings = isinstance(value, Mapping) and isinstance(inner, Mapping)
         merged[key] = merged_settings(inner, value) if both_mappings else value
     return merged
+
+
+def dates_as_text(value: Any) -> Any:
+    """YAML reads 2026-11-26 as a date; no setting is a date, so give such values back as the text they were."""
+    if isinstance(value, Mapping):
+        return {key: dates_as_text(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [dates_as_text(item) for item in value]
+    return value.isoformat() if isinstance(value, (date, datetime)) else value
 
 
 def set_dotted(values: dict, key: str, value: Any) -> None:

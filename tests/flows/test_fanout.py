@@ -183,6 +183,8 @@ def test_every_shard_reads_the_version_resolved_at_the_start_of_the_night(
     pinned = f"registry://{folder}@{first['version']}"
     assert len(submitted) == manifest["shards"] > 1
     assert {parameters["config"]["model"]["base"] for parameters in submitted.values()} == {pinned}
+    for parameters in submitted.values():  # only what differs from the defaults: a worker fills in its own
+        assert parameters["config"]["shard_size"] == 2 and "batch_size" not in parameters["config"]
     assert (manifest["model_reference"], manifest["model_version"]) == (f"registry://{folder}", first["version"])
     rows = sink.read_output(*resolve(night["output"]))
     assert rows.num_rows == 6 and set(rows.column("model_id").to_pylist()) == {

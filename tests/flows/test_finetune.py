@@ -90,3 +90,16 @@ def test_finetune_promotes_then_refuses_without_margin(prefect_harness, recipe, 
     assert decisions.count(True) == 1 and decisions.count(False) >= 1
     per_set = [row for table in artifact_tables("promotion-evaluations") for row in table]
     assert any(row["set"] == "absent" and row["missing"] for row in per_set)
+
+
+def test_only_a_missing_candidate_set_is_recorded_as_missing(tmp_path, tiny_paligemma):
+    """The current model is scored where the candidate was; a FileNotFoundError there (a version whose weights are
+    gone) fails the flow instead of making the gate treat the night as a first promotion."""
+    from flows.finetune import EvalSet, score_set
+    from meterread.config import ModelSpec
+
+    spec = ModelSpec(base=tiny_paligemma, device="cpu")
+    absent = EvalSet("absent", str(tmp_path / "no-such-dataset"), "test")
+    assert "missing" in score_set.fn(spec, absent, "candidate", str(tmp_path))
+    with pytest.raises(FileNotFoundError):
+        score_set.fn(spec, absent, "current", str(tmp_path))
