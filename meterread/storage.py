@@ -211,11 +211,17 @@ def _list_s3_after(fs: AbstractFileSystem, folder: str, marker: str) -> dict[str
             return found
 
 
+def retry_pause(seconds: float) -> None:
+    """The wait between storage attempts. Tests replace this one function (never `time.sleep`, which every thread
+    of the process shares, Prefect's own included)."""
+    time.sleep(seconds)
+
+
 def with_retries(
     action: Callable[[], T],
     attempts: int = STORAGE_ATTEMPTS,
     base_delay_s: float = 0.2,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
 ) -> T:
     """Run `action`, retrying transient storage errors with jittered exponential backoff.
 
@@ -233,7 +239,7 @@ def with_retries(
             log.warning(
                 "storage error (attempt %d/%d), retrying in %.2fs: %s", attempt, attempts, delay, type(error).__name__
             )
-            sleep(delay)
+            (sleep or retry_pause)(delay)
     raise AssertionError("unreachable")
 
 

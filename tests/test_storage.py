@@ -152,10 +152,11 @@ def test_one_retry_layer_for_s3(s3_endpoint, monkeypatch):
         "pipe_file",
         lambda path, data: tries.append(path) or (_ for _ in ()).throw(ConnectionError("reset")),
     )
-    monkeypatch.setattr(storage.time, "sleep", lambda _: None)
+    pauses = []
+    monkeypatch.setattr(storage, "retry_pause", pauses.append)  # the one wait between attempts, not time.sleep
     with pytest.raises(ConnectionError):
         write_bytes(fs, f"{root}/x.json", b"{}")
-    assert len(tries) == STORAGE_ATTEMPTS == 4
+    assert len(tries) == STORAGE_ATTEMPTS == 4 and len(pauses) == 3
 
 
 def test_prefect_storage_tasks_do_not_retry():

@@ -206,7 +206,7 @@ def test_lease_renewal_retries_storage_trouble_but_not_a_lost_lease(prefect_harn
     flaky_pipe = failing_once(real_pipe, OSError("503 Slow Down"))
     writes = flaky_pipe.calls
     monkeypatch.setattr(fs, "pipe_file", flaky_pipe)
-    monkeypatch.setattr(storage.time, "sleep", lambda _: None)
+    monkeypatch.setattr(storage, "retry_pause", lambda _: None)
     renew_once()
     assert len(writes) == 2 and night.renew_lease.retries == 0  # retried once by with_retries, then renewed
 

@@ -129,6 +129,6 @@ def test_a_model_download_survives_a_storage_blip(s3_bucket, tmp_path, monkeypat
     blip_once = failing_once(source_fs.get_file, ConnectionError("reset by peer"))
     calls = blip_once.calls
     monkeypatch.setattr(source_fs, "get_file", blip_once)
-    monkeypatch.setattr(storage.time, "sleep", lambda _: None)
+    monkeypatch.setattr(storage, "retry_pause", lambda _: None)
     local = Path(fetch_directory(f"s3://{bucket}/adapters/v1", "adapter_config.json"))
     assert (local / "adapter_model.safetensors").read_bytes() == b"weights" and len(calls) == 3

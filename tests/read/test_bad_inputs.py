@@ -144,7 +144,7 @@ def test_flaky_storage_is_retried_and_a_dead_object_becomes_an_error_row(
     monkeypatch.setattr(s3fs.S3FileSystem, "cat_file", flaky_cat)
     # fsspec caches instances, and an instance made earlier carries its own sync `cat_file`: start fresh ones
     s3fs.S3FileSystem.clear_instance_cache()
-    monkeypatch.setattr("meterread.storage.time.sleep", lambda _: None)
+    monkeypatch.setattr("meterread.storage.retry_pause", lambda _: None)
     config = ReadConfig(
         source=f"s3://{bucket}/in",
         output=f"s3://{bucket}/out",
@@ -211,7 +211,7 @@ def test_a_transient_storage_error_is_read_again_the_next_night(s3_bucket, monke
 
     monkeypatch.setattr(s3fs.S3FileSystem, "cat_file", faulty_cat)
     s3fs.S3FileSystem.clear_instance_cache()  # instances made earlier carry their own sync `cat_file`
-    monkeypatch.setattr("meterread.storage.time.sleep", lambda _: None)
+    monkeypatch.setattr("meterread.storage.retry_pause", lambda _: None)
     config = ReadConfig(
         source=f"s3://{bucket}/in", output=f"s3://{bucket}/out", model=ModelSpec(base="x"), storage_attempts=2
     ).validate()

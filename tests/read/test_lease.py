@@ -132,7 +132,7 @@ def test_taking_the_lease_survives_a_storage_blip(s3_bucket, monkeypatch):
     blip_once = failing_once(fs.pipe_file, ConnectionError("reset by peer"))
     calls = blip_once.calls
     monkeypatch.setattr(fs, "pipe_file", blip_once)
-    monkeypatch.setattr(storage.time, "sleep", lambda _: None)
+    monkeypatch.setattr(storage, "retry_pause", lambda _: None)
     held = acquire(fs, f"{bucket}/out", "night-1")
     assert held.run_id == "night-1" and len(calls) == 2
     with pytest.raises(RunLocked, match="locked by run night-1"):
