@@ -132,7 +132,8 @@ class StateView:
         self.folded = read_folded(fs, root)
         # a state exists, so the output does: never let an `exists` that swallowed an error hide the whole dataset
         listing = sink.dataset_file_versions(fs, root) if self.folded or fs.exists(root) else {}
-        self.versions = {relative_path(root, path): version for path, version in listing.items()}
+        names = {path: relative_path(root, path) for path in sorted(listing)}
+        self.versions = {names[path]: version for path, version in listing.items()}
         # rewritten in place since their fold: their folded rows are stale, the file itself is read instead
         self.changed = frozenset(
             name
@@ -142,11 +143,11 @@ class StateView:
         own = f"part-{exclude_run}-" if exclude_run else None
         self.unfolded = [
             path
-            for path in sorted(listing)
-            if (relative_path(root, path) not in self.folded or relative_path(root, path) in self.changed)
+            for path, name in names.items()
+            if (name not in self.folded or name in self.changed)
             and not (own and path.rsplit("/", 1)[-1].startswith(own))
         ]
-        self.unfolded_names = frozenset(relative_path(root, path) for path in self.unfolded)
+        self.unfolded_names = frozenset(names[path] for path in self.unfolded)
         # folded once and deleted from the dataset since: not history. Each one is checked on its own, so a listing
         # that came back short (a storage blip) raises instead of making every folded file look deleted.
         gone = set(self.folded) - set(self.versions)

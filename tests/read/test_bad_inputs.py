@@ -18,6 +18,7 @@ from meterread.read import history, planning, runner, sink
 from meterread.read.runner import run_read
 from meterread.storage import resolve
 from tests.factories import ScriptedReader, meter_jpeg, png_bytes
+from tests.read.test_runner import config_for as read_config
 
 PHOTO = meter_jpeg("01234.5", seed=1, size=(320, 240))
 RGB = cv2.cvtColor(cv2.imdecode(np.frombuffer(PHOTO, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
@@ -65,14 +66,7 @@ CORPUS = {
 
 
 def config_for(tmp_path, model, **extra):
-    return ReadConfig(
-        source=str(tmp_path / "bucket"),
-        output=str(tmp_path / "out"),
-        model=ModelSpec(base=model, device="cpu"),
-        batch_size=4,
-        shard_size=4,
-        **extra,
-    ).validate()
+    return read_config(tmp_path, model, shard_size=4, **extra)
 
 
 def rows(config):

@@ -21,13 +21,13 @@ from tests.factories import BAD_FILES, ScriptedReader, meter_jpeg
 
 
 def config_for(tmp_path, model, **overrides):
+    """A read of tmp_path/bucket into tmp_path/out with `model` on the CPU, batches of 4, shards of 5."""
+    settings = {"batch_size": 4, "shard_size": 5, **overrides}
     return ReadConfig(
         source=str(tmp_path / "bucket"),
         output=str(tmp_path / "out"),
         model=ModelSpec(base=model, device="cpu"),
-        batch_size=4,
-        shard_size=5,
-        **overrides,
+        **settings,
     ).validate()
 
 
