@@ -243,6 +243,24 @@ def with_retries(
     raise AssertionError("unreachable")
 
 
+def exists(fs: AbstractFileSystem, path: str) -> bool:
+    """`fs.exists`, retried on transient errors."""
+    return with_retries(lambda: fs.exists(path))
+
+
+def remove(fs: AbstractFileSystem, path: str, recursive: bool = False) -> None:
+    """Delete `path` (a folder with `recursive`), retried on transient errors; already absent counts as done (an
+    attempt may have removed it before its reply was lost)."""
+
+    def attempt() -> None:
+        try:
+            fs.rm(path, recursive=recursive)
+        except FileNotFoundError:
+            pass
+
+    with_retries(attempt)
+
+
 def is_transient(error: BaseException) -> bool:
     """Whether a failed read (after `with_retries`) may succeed on a later run: anything but an absent object."""
     return not isinstance(error, _ABSENT_ERRORS)

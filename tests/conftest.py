@@ -93,3 +93,39 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+class Throttled(Exception):
+    pass
+
+
+@pytest.fixture
+def storage_that_fails_each_call_once(monkeypatch):
+    """A local filesystem whose listing, reading, stat and delete calls each fail once per path with a transient
+    error (throttling, as S3 answers it) before they work: every call site must go through `with_retries`. (Not an
+    OSError: fsspec's local walk would swallow that and list nothing.)"""
+    from fsspec.implementations.local import LocalFileSystem
+
+    from meterread import storage
+
+    monkeypatch.setattr(storage, "retry_pause", lambda _: None)
+    failed, inside = set(), []
+
+    def failing_once(name):
+        real = getattr(LocalFileSystem, name)
+
+        def call(self, path, *args, **kwargs):
+            if not inside and (name, str(path)) not in failed:  # our calls, not fsspec's nested ones
+                failed.add((name, str(path)))
+                raise Throttled(f"slow down ({name})")
+            inside.append(name)
+            try:
+                return real(self, path, *args, **kwargs)
+            finally:
+                inside.pop()
+
+        return call
+
+    for name in ("ls", "cat_file", "info", "find", "rm", "exists"):
+        monkeypatch.setattr(LocalFileSystem, name, failing_once(name))
+    return failed

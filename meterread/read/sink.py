@@ -31,7 +31,7 @@ from fsspec import AbstractFileSystem
 
 from meterread.keys import check_safe_name
 from meterread.parse import READING_DECIMALS, READING_INTEGER_DIGITS, READING_PRECISION
-from meterread.storage import object_etag, read_bytes, relative_path, write_bytes
+from meterread.storage import exists, object_etag, read_bytes, relative_path, with_retries, write_bytes
 
 READING_TYPE = pa.decimal128(READING_PRECISION, READING_DECIMALS)  # READING_TYPE_NAME
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -196,7 +196,7 @@ def dataset_file_versions(fs: AbstractFileSystem, root: str) -> dict[str, str]:
     file rewritten in place is told from the one that was read. Anything else is skipped with one warning naming
     it (meterread's own folders, `OWN_DIRS`, and in-flight `.*.tmp` files silently): a stray file in OUTPUT must
     not fail a night."""
-    found = fs.find(root, detail=True)
+    found = with_retries(lambda: fs.find(root, detail=True))
     files, strays = {}, []
     for path, info in sorted(found.items()):
         relative = relative_path(root, path)
@@ -220,7 +220,7 @@ def open_dataset(fs: AbstractFileSystem, root: str, files: list[str] | None = No
     """The dataset under `root` (or only `files` of it) with SCHEMA and its partition column; None when empty."""
     if files is None:
         fs.invalidate_cache(root)
-        if not fs.exists(root):
+        if not exists(fs, root):
             return None
         files = dataset_files(fs, root)
     if not files:
@@ -255,7 +255,7 @@ def read_output(
 def read_path_list(fs: AbstractFileSystem, path: str) -> dict[str, str] | None:
     """path -> version of a `write_path_list` file (version "" where none was recorded: a file written before
     versions were); None when there is no such file."""
-    if not fs.exists(path):
+    if not exists(fs, path):
         return None
     table = pq.read_table(pa.BufferReader(read_bytes(fs, path)))
     paths = table.column("path").to_pylist()

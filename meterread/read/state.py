@@ -38,7 +38,7 @@ from fsspec import AbstractFileSystem
 
 from meterread.read import sink
 from meterread.read.history import HISTORY_COLUMNS, LEDGER_COLUMNS
-from meterread.storage import relative_path, write_bytes
+from meterread.storage import exists, read_bytes, relative_path, remove, with_retries, write_bytes
 
 STATE_DIR = "_state"
 BUCKETS = 256
@@ -80,7 +80,7 @@ def bucket_dir(root: str, kind: Kind, bucket: int) -> str:
 def generations(fs: AbstractFileSystem, folder: str) -> list[tuple[int, str]]:
     """(generation, path) of a bucket's files, oldest first; none when the bucket was never written."""
     try:
-        names = fs.ls(folder, detail=False)
+        names = with_retries(lambda: fs.ls(folder, detail=False))
     except FileNotFoundError:
         return []
     found = []
@@ -92,8 +92,7 @@ def generations(fs: AbstractFileSystem, folder: str) -> list[tuple[int, str]]:
 
 
 def read_parquet(fs: AbstractFileSystem, path: str, schema: pa.Schema) -> pa.Table:
-    with fs.open(path, "rb") as handle:
-        return pq.read_table(handle, schema=schema)
+    return pq.read_table(pa.BufferReader(read_bytes(fs, path)), schema=schema)
 
 
 def read_bucket(fs: AbstractFileSystem, root: str, kind: Kind, bucket: int) -> pa.Table:
@@ -110,7 +109,7 @@ def read_folded(fs: AbstractFileSystem, root: str) -> dict[str, str]:
 def is_gone(fs: AbstractFileSystem, path: str) -> bool:
     """Whether `path` is absent (FileNotFoundError); any other storage error propagates."""
     try:
-        fs.info(path)
+        with_retries(lambda: fs.info(path))
     except FileNotFoundError:
         return True
     return False
@@ -131,7 +130,7 @@ class StateView:
         fs.invalidate_cache(root)
         self.folded = read_folded(fs, root)
         # a state exists, so the output does: never let an `exists` that swallowed an error hide the whole dataset
-        listing = sink.dataset_file_versions(fs, root) if self.folded or fs.exists(root) else {}
+        listing = sink.dataset_file_versions(fs, root) if self.folded or exists(fs, root) else {}
         names = {path: relative_path(root, path) for path in sorted(listing)}
         self.versions = {names[path]: version for path, version in listing.items()}
         # rewritten in place since their fold: their folded rows are stale, the file itself is read instead
@@ -218,7 +217,7 @@ def write_bucket(
     number = found[-1][0] + 1 if found else 0
     write_bytes(fs, f"{folder}/gen-{number:08d}.parquet", sink.table_to_parquet_bytes(merged))
     for _, path in found:
-        fs.rm(path)
+        remove(fs, path)
 
 
 def split_by_bucket(table: pa.Table, key: str) -> list[tuple[int, pa.Table]]:
@@ -242,8 +241,10 @@ def fold(fs: AbstractFileSystem, root: str, chunk_files: int = FOLD_CHUNK_FILES)
     and safe after a crash at any point: each chunk's files list is written after its buckets, and a file folded
     twice replaces its own rows."""
     view = StateView(fs, root)
+    folded = dict(view.folded)  # kept here: the files list is written per chunk, read once
     if view.removed or view.changed:  # a changed file's old rows may sit in buckets its new rows never reach
         forget_files(fs, root, view.removed | view.changed)
+        folded = {name: version for name, version in folded.items() if name not in view.removed | view.changed}
     folded_rows = 0
     for start in range(0, len(view.unfolded), chunk_files):
         chunk = view.unfolded[start : start + chunk_files]
@@ -254,7 +255,8 @@ def fold(fs: AbstractFileSystem, root: str, chunk_files: int = FOLD_CHUNK_FILES)
             for bucket, rows in split_by_bucket(table, kind.key):
                 write_bucket(fs, root, kind, bucket, rows)
         names = [relative_path(root, path) for path in chunk]
-        write_folded(fs, root, {**read_folded(fs, root), **{name: view.versions[name] for name in names}})
+        folded.update({name: view.versions[name] for name in names})
+        write_folded(fs, root, folded)
         folded_rows += len(table)
         log.info("folded %d rows from %d dataset file(s) into %s", len(table), len(chunk), STATE_DIR)
     return folded_rows

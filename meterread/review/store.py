@@ -22,7 +22,7 @@ from meterread.review.dataset import annotations_text, plan_splits
 from meterread.review.export import LABEL_CONFIG, label_studio_tasks, review_csv
 from meterread.review.imports import check_entries, parse_review_file
 from meterread.review.records import CORRECTIONS_SCHEMA, Correction, ReviewImportError, corrections_to_table
-from meterread.storage import read_bytes, resolve, with_retries, write_bytes
+from meterread.storage import exists, read_bytes, resolve, with_retries, write_bytes
 from meterread.tables.logic import applied_corrections, newest_rows, readings_current, review_queue
 
 CORRECTIONS_DIR = "_corrections"
@@ -33,7 +33,7 @@ def correction_files(fs: AbstractFileSystem, root: str) -> list[str]:
     """The corrections files under `root/_corrections/`, sorted (none when the folder does not exist)."""
     folder = f"{root}/{CORRECTIONS_DIR}"
     fs.invalidate_cache(folder)
-    if not fs.exists(folder):
+    if not exists(fs, folder):
         return []
     found = with_retries(lambda: fs.find(folder))
     return sorted(path for path in found if path.endswith(".parquet") and not path.rsplit("/", 1)[-1].startswith("."))

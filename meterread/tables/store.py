@@ -29,7 +29,7 @@ from meterread.read import sink
 from meterread.read.meters import load_meter_profiles
 from meterread.read.state import bucket_of
 from meterread.review.store import correction_files, read_corrections
-from meterread.storage import read_bytes, relative_path, resolve, with_retries, write_bytes
+from meterread.storage import exists, read_bytes, relative_path, remove, resolve, with_retries, write_bytes
 from meterread.tables.logic import SCHEMAS, build_tables, in_table_order, uncorrected
 
 TABLES_DIR = "_tables"
@@ -68,7 +68,7 @@ def write_buckets(fs: AbstractFileSystem, root: str, tables: Mapping[str, pa.Tab
 
 def read_bucket(fs: AbstractFileSystem, root: str, name: str, bucket: str) -> pa.Table:
     path = bucket_path(root, name, bucket)
-    if not with_retries(lambda: fs.exists(path)):
+    if not exists(fs, path):
         return SCHEMAS[name].empty_table()
     return pq.read_table(pa.BufferReader(read_bytes(fs, path))).cast(SCHEMAS[name])
 
@@ -78,7 +78,8 @@ def read_table(output: str, name: str) -> pa.Table:
     fs, root = resolve(output)
     folder = table_dir(root, name)
     fs.invalidate_cache(folder)
-    found = sorted(path for path in fs.find(folder) if path.endswith(".parquet")) if fs.exists(folder) else []
+    listed = with_retries(lambda: fs.find(folder)) if exists(fs, folder) else []
+    found = sorted(path for path in listed if path.endswith(".parquet"))
     parts = [pq.read_table(pa.BufferReader(read_bytes(fs, path))).cast(SCHEMAS[name]) for path in found]
     return in_table_order(name, pa.concat_tables(parts or [SCHEMAS[name].empty_table()]))
 
@@ -87,7 +88,7 @@ def source_files(fs: AbstractFileSystem, root: str) -> tuple[dict[str, str], lis
     """(dataset file -> version, correction files), relative to `root`: what the tables are built from. Correction
     files are written once under unique names, so they carry no version."""
     fs.invalidate_cache(root)
-    listing = sink.dataset_file_versions(fs, root) if fs.exists(root) else {}
+    listing = sink.dataset_file_versions(fs, root) if exists(fs, root) else {}
     data = {relative_path(root, path): version for path, version in listing.items()}
     return data, [relative_path(root, path) for path in correction_files(fs, root)]
 
@@ -118,8 +119,7 @@ def refresh_tables(output: str, meters_table: str | None = None) -> dict[str, pa
     fs, root = resolve(output)
     data, corrections = source_files(fs, root)
     tables = build_tables(sink.read_output(fs, root), digits, read_corrections(fs, root))
-    if fs.exists(f"{root}/{TABLES_DIR}"):
-        fs.rm(f"{root}/{TABLES_DIR}", recursive=True)
+    remove(fs, f"{root}/{TABLES_DIR}", recursive=True)
     buckets = {NO_METER} | {bucket_name(meter) for meter in tables["readings_current"].column("meter_id").to_pylist()}
     write_buckets(fs, root, tables, sorted(buckets))
     write_included(fs, root, data, corrections)

@@ -1,6 +1,7 @@
 """The output's state: a night's ledger and history lookups read only the buckets they touch, give the same answer
 as the whole dataset, and survive crashes at any point of a fold."""
 
+import os
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -253,3 +254,19 @@ def test_fold_and_lookup_on_s3(s3_bucket):
 
 def test_buckets_are_stable_across_processes():
     assert state.bucket_of("MTR-0001-0001") == 235  # blake2b, not Python's salted hash()
+
+
+def test_folds_and_lookups_retry_transient_storage_errors(tmp_path, storage_that_fails_each_call_once):
+    write(tmp_path, many_rows()[:100], shard="a")
+    write(tmp_path, many_rows()[100:], shard="b")
+    fs, root = resolve(str(tmp_path))
+    deleted = write(tmp_path, [row("M001", 9, 1000, run="r2")], run="r2")
+    assert state.fold(fs, root, chunk_files=2) == 201
+    for path in deleted:
+        os.remove(path)  # its rows are forgotten: more listing, reading and deleting
+    write(tmp_path, [row("M002", 9, 1000, run="r3")], run="r3")
+    assert state.fold(fs, root) == 1
+    view = state.StateView(fs, root)
+    assert view.unfolded == [] and view.removed == frozenset()
+    assert len(view.history(["M001"])) == 5 and len(view.history(["M002"])) == 6
+    assert {name for name, _ in storage_that_fails_each_call_once} == {"ls", "cat_file", "info", "find", "rm", "exists"}

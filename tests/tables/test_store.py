@@ -177,3 +177,12 @@ def test_the_command_refuses_to_rebuild_beside_a_night(tmp_path):
     lease.release(night)
     assert runner.invoke(app, ["tables", str(tmp_path / "out")]).exit_code == 0
     assert not fs.exists(f"{root}/{lease.LEASE_PATH}")  # released after the rebuild
+
+
+def test_building_and_reading_tables_retry_transient_storage_errors(tmp_path, storage_that_fails_each_call_once):
+    write_series(tmp_path / "out")
+    refresh_tables(str(tmp_path / "out"))
+    refresh_tables(str(tmp_path / "out"))  # the second build removes the first one's tables
+    expected = build_tables(readings(), DIGITS)
+    assert read_table(str(tmp_path / "out"), "review_queue").num_rows == expected["review_queue"].num_rows
+    assert {"rm", "find", "exists"} <= {name for name, _ in storage_that_fails_each_call_once}
