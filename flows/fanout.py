@@ -91,6 +91,11 @@ def check_meters_table(config: ReadConfig) -> None:
     load_meter_profiles(config.meters_table)
 
 
+@task(**STORAGE_TASK)
+def prune_run_folders(config: ReadConfig, run_id: str) -> list[str]:
+    return fanout.prune_run_folders(config, run_id)
+
+
 @task(cache_policy=NO_CACHE)
 def submit_shard(deployment: str, parameters: dict, idempotency_key: str) -> UUID:
     """Create the shard's flow run (a child of this flow run) and return at once; a worker picks it up."""
@@ -238,6 +243,7 @@ def nightly_fanout(
         lease.renew(held)  # fold only while this night still holds the output: the state has one writer
         fold_state(config)
         update_tables(config)
+        prune_run_folders(config, run_id)  # earlier nights' shard files: their manifests keep what they said
         flagged = [row for result in results for row in result["flagged"]][: runner.FLAGGED_SAMPLE]
         publish_summary(manifest, flagged)
     finally:

@@ -3,6 +3,9 @@
     {output}/_runs/{run_id}/shards/{shard_id}.json          the shard's photos (written by the orchestrator)
     {output}/_runs/{run_id}/shards/{shard_id}.result.json   counts, files, worker (written by the shard's reader)
 
+A night's shard files are working files: the night's manifest keeps what they tell. The next night's orchestrator
+deletes every run folder but its own (`prune_run_folders`), so `_runs/` holds one night, not the history.
+
 A shard is idempotent: its Parquet files are named by (run_id, shard_id), so reading it again (a retried or rerun
 flow) rewrites the same files, never adds rows. Only small JSON travels through Prefect: the shard's URI.
 """
@@ -24,7 +27,7 @@ from meterread.read.meters import load_meter_profiles
 from meterread.read.planning import Photo, RunPlan, Shard, load_history
 from meterread.read.rows import status_counts
 from meterread.read.runner import FLAGGED_SAMPLE, process_shard, write_rows, write_run_manifest
-from meterread.storage import resolve, with_retries, write_bytes
+from meterread.storage import relative_path, remove, resolve, with_retries, write_bytes
 
 RUNS_DIR = "_runs"
 
@@ -133,3 +136,21 @@ def gather_manifest(
         failed_shards=sorted(failed_shards),
         workers=dict(sorted(Counter(r["worker"] for r in results).items())),
     )
+
+
+def prune_run_folders(config: ReadConfig, keep_run_id: str) -> list[str]:
+    """Delete every `_runs/{run_id}/` folder but `keep_run_id`'s; returns the run ids removed. Call under the
+    output's lease: another night's folder then belongs to a night that ended (or died), whose shard runs were
+    cancelled, and a rerun of this night keeps its own."""
+    check_safe_name(keep_run_id, "run_id")
+    fs, root = resolve(config.output)
+    folder = f"{root}/{RUNS_DIR}"
+    fs.invalidate_cache(folder)
+    try:
+        found = with_retries(lambda: fs.ls(folder, detail=False))
+    except FileNotFoundError:
+        return []
+    removed = sorted(relative_path(folder, path) for path in found if relative_path(folder, path) != keep_run_id)
+    for run_id in removed:
+        remove(fs, f"{folder}/{run_id}", recursive=True)
+    return removed

@@ -190,3 +190,17 @@ def test_every_shard_reads_the_version_resolved_at_the_start_of_the_night(
     assert rows.num_rows == 6 and set(rows.column("model_id").to_pylist()) == {
         str(folder / "versions" / first["version"])
     }
+
+
+def test_a_night_deletes_the_shard_files_of_earlier_nights_and_keeps_its_own(s3_bucket, tiny_paligemma):
+    config, plan, uris, reader = planned_night(s3_bucket, tiny_paligemma, "night-1")
+    fanout.read_shard_file(config, reader, uris[0])  # a result file beside the shard files
+    tonight = planning.plan_run(config, spec_fingerprint(config.model), "night-2")
+    fanout.save_shards(config, tonight)
+    assert fanout.prune_run_folders(config, "night-2") == ["night-1"]
+    fs, root = resolve(config.output)
+    fs.invalidate_cache()
+    assert fs.ls(f"{root}/{fanout.RUNS_DIR}", detail=False) == [f"{root}/{fanout.RUNS_DIR}/night-2"]
+    assert len(fs.ls(f"{root}/{fanout.RUNS_DIR}/night-2/shards")) == len(tonight.shards)
+    assert fanout.prune_run_folders(config, "night-2") == []
+    assert sink.read_output(fs, root).num_rows == len(plan.shards[0].photos)  # the rows are not shard files
