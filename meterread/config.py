@@ -28,6 +28,7 @@ DEFAULT_MAX_PIXELS = 64_000_000  # decompression-bomb guard: 8000 x 8000
 DEFAULT_MIN_CONFIDENCE = 0.5  # for a model that recommends no threshold
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 STRATEGIES = ("lora", "freeze-vision", "full")
+WARM_START_HEADS = ("positions", "columns")  # meterread.training.warmstart
 
 
 class ConfigError(ValueError):
@@ -312,7 +313,12 @@ class TrainConfig(Settings):
     eval_every_steps: int | None = Field(None, description="Also evaluate every N steps (default: once per epoch).")
     crop_display: bool = Field(False, description="Locate and rectify the display before the model sees it.")
     display_rows: int = Field(1, description="Fold the (cropped) image into this many stacked slices of the input.")
-    warm_start_steps: int = Field(0, description="Pretrain the vision encoder as a per-position classifier first.")
+    warm_start_steps: int = Field(0, description="Pretrain the vision encoder as a character reader first.")
+    warm_start_head: str = Field(
+        "positions",
+        description="The warm start's head: positions (flattened tokens -> character slots) or columns (CTC over "
+        "the token grid's columns).",
+    )
     warm_start_lr: float = 2e-3
     warm_start_batch_size: int = 64
     pattern: str | None = None
@@ -347,6 +353,8 @@ class TrainConfig(Settings):
             problems.append("max_steps must be at least 1")
         if self.display_rows < 1:
             problems.append("display_rows must be at least 1")
+        if self.warm_start_head not in WARM_START_HEADS:
+            problems.append(f"warm_start_head must be one of {', '.join(WARM_START_HEADS)}")
         if self.strategy == "lora" and self.lora.rank < 1:
             problems.append("lora.rank must be at least 1")
         if problems:

@@ -248,6 +248,7 @@ def initial_state(run: TrainingRun, log) -> dict:
             config.warm_start_batch_size,
             config.seed,
             log,
+            config.warm_start_head,
         )
     return state
 

@@ -193,3 +193,17 @@ def test_full_fine_tune_resumes_with_the_saved_weights(tmp_path, tiny_dataset):
         recipe(tmp_path, tiny_dataset, strategy="full", epochs=2, resume=True), progress=False, log=logs.append
     )
     assert resumed["steps"] == 4 and any("resumed from" in line for line in logs)
+
+
+def test_column_warm_start_trains_the_frozen_vision_tower_then_freezes_it_again(tmp_path, tiny_dataset):
+    """`warm_start_head: columns` runs CTC over the tiny model's 4 x 4 token grid before LoRA training; the vision
+    tower LoRA leaves frozen is trained there and frozen again after."""
+    from meterread.training.train import start_run
+
+    logs = []
+    config = recipe(tmp_path, tiny_dataset, warm_start_steps=3, warm_start_batch_size=4, warm_start_head="columns")
+    run = start_run(config, progress=False, log=logs.append)
+    assert any(line.startswith("vision warm start (columns) 3/3: loss") for line in logs), logs
+    assert 0.0 <= run.state["warm_start_accuracy"] <= 1.0
+    vision = [p for name, p in run.reader.model.named_parameters() if "vision_tower" in name and "lora_" not in name]
+    assert vision and not any(p.requires_grad for p in vision)
