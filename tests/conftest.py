@@ -100,6 +100,30 @@ class Throttled(Exception):
 
 
 @pytest.fixture
+def memory_files_that_fail_to_open_once(monkeypatch):
+    """memory:// (Arrow opens a local path natively, a memory one through fsspec) whose Parquet files each fail to
+    open for reading once with a transient error before they open: every Arrow read must go through `with_retries`. Yields the
+    set of paths that failed; the memory filesystem is emptied afterwards."""
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    from meterread import storage
+
+    monkeypatch.setattr(storage, "retry_pause", lambda _: None)
+    real_open, failed = MemoryFileSystem._open, set()
+
+    def open_failing_once(self, path, mode="rb", *args, **kwargs):
+        if "r" in mode and str(path).endswith(".parquet") and path not in failed:
+            failed.add(path)
+            raise Throttled("slow down (open)")
+        return real_open(self, path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(MemoryFileSystem, "_open", open_failing_once)
+    yield failed
+    MemoryFileSystem.store.clear()
+    MemoryFileSystem.pseudo_dirs[:] = [""]
+
+
+@pytest.fixture
 def storage_that_fails_each_call_once(monkeypatch):
     """A local filesystem whose listing, reading, stat and delete calls each fail once per path with a transient
     error (throttling, as S3 answers it) before they work: every call site must go through `with_retries`. (Not an

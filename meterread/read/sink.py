@@ -244,12 +244,13 @@ def read_output(
     where: ds.Expression | None = None,
 ) -> pa.Table:
     """The whole output dataset (or `columns` of it, or only `files` of it, rows matching `where`) with SCHEMA;
-    empty table when nothing was written. Files written before a column was added read it as null."""
+    empty table when nothing was written. Files written before a column was added read it as null. The read is
+    retried on transient storage errors (Arrow opens the files through fsspec)."""
     dataset = open_dataset(fs, root, files)
     if dataset is None:
         empty = SCHEMA.empty_table()
         return empty.select(columns) if columns else empty
-    return dataset.to_table(columns=columns, filter=where)
+    return with_retries(lambda: dataset.to_table(columns=columns, filter=where))
 
 
 def read_path_list(fs: AbstractFileSystem, path: str) -> dict[str, str] | None:

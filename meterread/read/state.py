@@ -187,7 +187,7 @@ def rows_to_fold(fs: AbstractFileSystem, root: str, files: list[str]) -> pa.Tabl
     columns = sorted(set(LEDGER.columns) | set(METERS.columns))
     parts = []
     for fragment in dataset.get_fragments():
-        table = fragment.to_table(columns=columns, schema=dataset.schema)
+        table = with_retries(lambda: fragment.to_table(columns=columns, schema=dataset.schema))  # noqa: B023
         parts.append(table.append_column(SOURCE_FILE, pa.array([relative_path(root, fragment.path)] * len(table))))
     return pa.concat_tables(parts)
 

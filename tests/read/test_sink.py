@@ -168,3 +168,10 @@ def test_a_misspelt_or_missing_column_is_an_error_not_a_null(change, message):
     values.pop(values.pop("drop", None) or "", None)
     with pytest.raises(sink.RowError, match=message):
         sink.rows_to_table([values])
+
+
+def test_reading_the_output_retries_a_transient_error_opening_a_file(memory_files_that_fail_to_open_once):
+    fs, root = resolve("memory://retried-output/out")
+    sink.write_shard(fs, root, [row(), row(uri="file:///b/M1/20260102T000000.jpg", day=date(2026, 1, 2))], "r", "a")
+    assert sink.read_output(fs, root).num_rows == 2
+    assert len(memory_files_that_fail_to_open_once) == 2

@@ -256,6 +256,17 @@ def test_buckets_are_stable_across_processes():
     assert state.bucket_of("MTR-0001-0001") == 235  # blake2b, not Python's salted hash()
 
 
+def test_folding_and_lookups_retry_a_transient_error_opening_a_file(memory_files_that_fail_to_open_once):
+    write("memory://fold-retried/out", many_rows()[:100], shard="a")
+    write("memory://fold-retried/out", many_rows()[100:], shard="b")
+    fs, root = resolve("memory://fold-retried/out")
+    assert state.fold(fs, root) == 200
+    data_files = [path for path in memory_files_that_fail_to_open_once if "capture_date=" in path]
+    assert len(data_files) == 10  # 5 days x 2 shards, each opened after one failure
+    write("memory://fold-retried/out", [row("M001", 9, 1000, run="r2")], run="r2")
+    assert len(state.StateView(fs, root).history(["M001"])) == 6
+
+
 def test_folds_and_lookups_retry_transient_storage_errors(tmp_path, storage_that_fails_each_call_once):
     write(tmp_path, many_rows()[:100], shard="a")
     write(tmp_path, many_rows()[100:], shard="b")
