@@ -281,6 +281,10 @@ def strips(
     holdout: list[str] = typer.Option(
         None, help="Held-out meter model(s), repeatable (default: lcd/lcd2, powermeter/betar, watermeter/pp)."
     ),
+    font_makes: int = typer.Option(
+        0, help="Also train on this many made-up meter models rendered from fonts (train only; docs/training.md)."
+    ),
+    font_crops: int = typer.Option(500, help="Digit crops rendered per font make."),
     seed: int = typer.Option(0),
 ) -> None:
     """Compose reading strips from real digit crops (dataset format, leave-models-out split, manifest.json)."""
@@ -289,7 +293,9 @@ def strips(
 
     sizes = {"train": train, "valid": valid, "test": test, "heldout": heldout}
     try:
-        counts = write_strip_dataset(source, out, sizes, seed, tuple(holdout or HELDOUT_MODELS))
+        counts = write_strip_dataset(
+            source, out, sizes, seed, tuple(holdout or HELDOUT_MODELS), font_makes=font_makes, font_crops=font_crops
+        )
     except (ValueError, FileNotFoundError) as error:
         raise typer.BadParameter(str(error)) from error
     typer.echo(f"wrote {counts} strips to {out} (splits and crops in {out / 'manifest.json'})")

@@ -102,8 +102,8 @@ class Throttled(Exception):
 @pytest.fixture
 def memory_files_that_fail_to_open_once(monkeypatch):
     """memory:// (Arrow opens a local path natively, a memory one through fsspec) whose Parquet files each fail to
-    open for reading once with a transient error before they open: every Arrow read must go through `with_retries`. Yields the
-    set of paths that failed; the memory filesystem is emptied afterwards."""
+    open for reading once with a transient error before they open: every Arrow read must go through
+    `with_retries`. Yields the set of paths that failed; the memory filesystem is emptied afterwards."""
     from fsspec.implementations.memory import MemoryFileSystem
 
     from meterread import storage

@@ -154,3 +154,16 @@ def test_read_settings_come_from_the_file_then_options_then_overrides(tmp_path, 
     explicit = runner.invoke(app, [*args, "--batch-size", "16"])  # given, though equal to the default: it wins
     assert explicit.exit_code == 0, explicit.output
     assert seen[-1].batch_size == 16 and seen[-1].shard_size == 9
+
+
+def test_strips_with_font_makes_from_the_command_line(tmp_path):
+    from tests.data.conftest import DIGITS
+
+    out = tmp_path / "strips"
+    args = ["strips", str(DIGITS), str(out), "--train", "8", "--valid", "0", "--test", "0", "--font-makes", "2"]
+    result = runner.invoke(app, [*args, "--font-crops", "20", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    assert len(json.loads((out / "manifest.json").read_text())["font_makes"]) == 2
+    assert len(list((out / "font-makes").rglob("*.jpg"))) == 40
+    refused = runner.invoke(app, ["strips", str(DIGITS), str(tmp_path / "x"), "--train", "0", "--font-makes", "2"])
+    assert refused.exit_code != 0 and "font makes only join training strips" in refused.output

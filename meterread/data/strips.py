@@ -17,11 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from meterread.data.crops import HELDOUT_MODELS, DigitCrop, index_crops, inner_crops, is_lcd, select_part
+from meterread.data.fonts import font_files, plan_makes, write_font_makes
 from meterread.data.registers import frame_register, photograph, pick_crops, reading_label, render_register
 from meterread.data.synth import encode_jpeg
 from meterread.models.prompts import DEFAULT_PROMPTS
 
 STRIP_SPLITS = ("train", "valid", "test", "heldout")
+FONT_MAKES_DIR = "font-makes"  # beside the splits: the rendered makes' crops (`fonts.py`)
 ROLLED_LAST = 0.35  # share of counter strips whose last wheel is caught rolling (where the model has such crops)
 
 
@@ -77,21 +79,45 @@ def write_strips(grouped: dict[str, list[DigitCrop]], out_dir: str | Path, n: in
     return records
 
 
+def add_font_makes(out_dir: str | Path, n: int, per_make: int, seed: int) -> tuple[dict[str, list[DigitCrop]], list]:
+    """Render `n` font makes (`fonts.py`) of `per_make` crops into `out_dir/FONT_MAKES_DIR`; returns their crops by
+    model and what each make is drawn with (for the manifest)."""
+    makes = plan_makes(n, font_files(), seed)
+    folder = Path(out_dir) / FONT_MAKES_DIR
+    write_font_makes(folder, makes, per_make, seed)
+    drawn_with = [{"model": make.name, "glyphs": Path(make.glyphs).name} for make in makes]
+    return index_crops(folder), drawn_with
+
+
 def write_strip_dataset(
-    root: str | Path, out_dir: str | Path, sizes: dict[str, int], seed: int, holdout: tuple[str, ...] = HELDOUT_MODELS
+    root: str | Path,
+    out_dir: str | Path,
+    sizes: dict[str, int],
+    seed: int,
+    holdout: tuple[str, ...] = HELDOUT_MODELS,
+    font_makes: int = 0,
+    font_crops: int = 500,
 ) -> dict[str, int]:
     """Strips per split (`train`, `valid`, `test`: seen models, disjoint crops; `heldout`: held-out models only),
-    plus `manifest.json` (models and crops of every split). Returns the counts written."""
+    plus `manifest.json` (models and crops of every split). With `font_makes`, that many rendered makes of
+    `font_crops` crops each join the training models (train only: every evaluation split stays real). Returns the
+    counts written. Raises ValueError on an unknown split, or font makes without training strips."""
     unknown = [split for split in sizes if split not in STRIP_SPLITS]
     if unknown:
         raise ValueError(f"unknown split(s) {unknown}; expected some of {STRIP_SPLITS}")
+    if font_makes and not sizes.get("train"):
+        raise ValueError("font makes only join training strips: ask for some (train > 0)")
     grouped = index_crops(root)
     manifest: dict = {"holdout": list(holdout), "splits": {}}
+    extra: dict[str, list[DigitCrop]] = {}
+    if font_makes:
+        extra, manifest["font_makes"] = add_font_makes(out_dir, font_makes, font_crops, seed)
     counts = {}
     for offset, (split, n) in enumerate(sizes.items()):
         if not n:
             continue
-        records = write_strips(select_part(grouped, split, holdout), Path(out_dir) / split, n, seed * 10 + offset)
+        part = select_part(grouped, split, holdout) | (extra if split == "train" else {})
+        records = write_strips(part, Path(out_dir) / split, n, seed * 10 + offset)
         counts[split] = len(records)
         manifest["splits"][split] = {
             "models": sorted({r["meter_model"] for r in records}),

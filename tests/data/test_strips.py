@@ -70,3 +70,17 @@ def test_unknown_split_or_model_is_refused(digits_root, tmp_path):
         write_strip_dataset(digits_root, tmp_path, {"train": 1}, 2, ("nope/none",))
     with pytest.raises(ValueError, match="unknown split"):
         write_strip_dataset(digits_root, tmp_path, {"everything": 1}, 2)
+
+
+def test_font_makes_join_the_training_strips_only(digits_root, tmp_path):
+    sizes = {"train": 40, "valid": 4, "test": 4, "heldout": 4}
+    assert write_strip_dataset(digits_root, tmp_path, sizes, seed=6, font_makes=3, font_crops=30) == sizes
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    makes = [make["model"] for make in manifest["font_makes"]]
+    assert len(makes) == 3 and all(model.startswith("font/") for model in makes)
+    assert set(manifest["splits"]["train"]["models"]) & set(makes)  # drawn alongside the real models
+    for split in ("valid", "test", "heldout"):
+        assert not set(manifest["splits"][split]["models"]) & set(makes), split  # evaluation stays real
+    assert sorted(index_crops(tmp_path / "font-makes")) == sorted(makes)
+    with pytest.raises(ValueError, match="font makes only join training strips"):
+        write_strip_dataset(digits_root, tmp_path / "none", {"test": 4}, seed=6, font_makes=3)
