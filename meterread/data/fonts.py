@@ -7,7 +7,7 @@ seven segments for an LCD), one colour scheme, one crop shape and one glyph scal
 caught rolling (`X.Y_`, as in the real crop set). Crops are written in the real set's layout
 (`<type>/<make>/<label>_<n>.jpg`), so `meterread strips --font-makes` adds them to the training strips only.
 
-Pure apart from `font_files` (a directory listing) and `write_font_makes`.
+Pure apart from `font_files` (a directory listing), `_load_font` (reads a font file) and `write_font_makes`.
 """
 
 from __future__ import annotations
@@ -159,9 +159,15 @@ def render_crop(make: FontMake, digit: int, tenths: int, rng: np.random.Generato
     else:
         ink = _wheel_window(make, digit, tenths, width)[..., None]
         image = np.float32(make.paper) * (1 - ink) + np.float32(make.ink) * ink
-    image = np.roll(image, (int(rng.integers(-2, 3)), int(rng.integers(-2, 3))), axis=(0, 1))  # a loose cut
+    image = _shift(image, int(rng.integers(-2, 3)), int(rng.integers(-2, 3)))  # a loose cut
     image = cv2.GaussianBlur(image * rng.uniform(0.75, 1.15), (0, 0), rng.uniform(0.3, 1.2))
     return np.clip(image + rng.normal(0, rng.uniform(2, 10), image.shape), 0, 255).astype(np.uint8)
+
+
+def _shift(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """`image` moved by (dy, dx) px, its edge pixels repeated into the gap (no ink wraps round to the far edge)."""
+    matrix = np.float32([[1, 0, dx], [0, 1, dy]])
+    return cv2.warpAffine(image, matrix, image.shape[1::-1], borderMode=cv2.BORDER_REPLICATE)
 
 
 def crop_labels(make: FontMake, n: int, rng: np.random.Generator) -> list[tuple[int, int]]:

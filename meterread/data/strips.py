@@ -11,7 +11,9 @@ Splits (see `crops.py`): train/valid/test from the seen models' own crop parts, 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -80,13 +82,21 @@ def write_strips(grouped: dict[str, list[DigitCrop]], out_dir: str | Path, n: in
 
 
 def add_font_makes(out_dir: str | Path, n: int, per_make: int, seed: int) -> tuple[dict[str, list[DigitCrop]], list]:
-    """Render `n` font makes (`fonts.py`) of `per_make` crops into `out_dir/FONT_MAKES_DIR`; returns their crops by
-    model and what each make is drawn with (for the manifest)."""
+    """Render `n` font makes (`fonts.py`) of `per_make` crops into `out_dir/FONT_MAKES_DIR` (emptied first, so a
+    rerun never mixes in an earlier run's makes); returns their crops by model and what each make is drawn with
+    (for the manifest: the glyph source, and a font file's sha256, since makes depend on the machine's fonts)."""
     makes = plan_makes(n, font_files(), seed)
     folder = Path(out_dir) / FONT_MAKES_DIR
+    shutil.rmtree(folder, ignore_errors=True)
     write_font_makes(folder, makes, per_make, seed)
-    drawn_with = [{"model": make.name, "glyphs": Path(make.glyphs).name} for make in makes]
-    return index_crops(folder), drawn_with
+    return index_crops(folder), [_drawn_with(make.name, make.glyphs) for make in makes]
+
+
+def _drawn_with(model: str, glyphs: str) -> dict[str, str]:
+    if not Path(glyphs).is_file():  # Pillow's bundled font, a Hershey font, seven segments
+        return {"model": model, "glyphs": glyphs}
+    digest = hashlib.sha256(Path(glyphs).read_bytes()).hexdigest()
+    return {"model": model, "glyphs": Path(glyphs).name, "font_path": glyphs, "font_sha256": digest}
 
 
 def write_strip_dataset(
@@ -101,13 +111,17 @@ def write_strip_dataset(
     """Strips per split (`train`, `valid`, `test`: seen models, disjoint crops; `heldout`: held-out models only),
     plus `manifest.json` (models and crops of every split). With `font_makes`, that many rendered makes of
     `font_crops` crops each join the training models (train only: every evaluation split stays real). Returns the
-    counts written. Raises ValueError on an unknown split, or font makes without training strips."""
+    counts written. Raises ValueError on an unknown split or held-out model, or bad font-make counts (before
+    anything is rendered)."""
     unknown = [split for split in sizes if split not in STRIP_SPLITS]
     if unknown:
         raise ValueError(f"unknown split(s) {unknown}; expected some of {STRIP_SPLITS}")
+    if font_makes < 0 or (font_makes and font_crops < 1):
+        raise ValueError(f"font makes need counts >= 1 (got {font_makes} makes of {font_crops} crops)")
     if font_makes and not sizes.get("train"):
         raise ValueError("font makes only join training strips: ask for some (train > 0)")
     grouped = index_crops(root)
+    select_part(grouped, "train", holdout)  # an unknown held-out model fails here, not after the rendering
     manifest: dict = {"holdout": list(holdout), "splits": {}}
     extra: dict[str, list[DigitCrop]] = {}
     if font_makes:

@@ -8,6 +8,7 @@ from meterread.data.fonts import (
     BUNDLED_FONT,
     HERSHEY_FONTS,
     FontMake,
+    _shift,
     _wheel_window,
     font_files,
     plan_makes,
@@ -55,6 +56,24 @@ def test_each_wheel_window_shows_the_digit_it_is_labelled_with(glyphs):
             ink = -gray  # dark ink on light paper
             scores = [best_match(ink, _wheel_window(font_make, d, tenths, gray.shape[1])) for d in range(10)]
             assert int(np.argmax(scores)) == digit, (digit, tenths, np.round(scores, 2))
+
+
+@pytest.mark.parametrize("tenths", [1, 3, 5, 9])
+def test_a_rolled_wheel_moves_up_by_its_tenths_bringing_the_next_digit_from_below(tenths):
+    """`d.t` (the crop set's label): digit d's window moved up t tenths of its height, d+1 entering at the bottom."""
+    font_make = make("hershey-simplex")
+    height, width = font_make.height, 30
+    offset = round(tenths / 10 * height)
+    rolled = _wheel_window(font_make, 9, tenths, width)
+    np.testing.assert_array_equal(rolled[: height - offset], _wheel_window(font_make, 9, 0, width)[offset:])
+    np.testing.assert_array_equal(rolled[height - offset :], _wheel_window(font_make, 0, 0, width)[:offset])
+
+
+def test_a_loose_cut_repeats_the_edge_instead_of_wrapping_ink_round():
+    image = np.zeros((6, 6, 3), np.float32)
+    image[:, -1] = 255  # ink on the right edge only
+    assert _shift(image, 0, 2).max() == 0  # moved out, not round to the left edge (np.roll would put it there)
+    assert _shift(image, 0, -2)[:, -3:].min() == 255  # moved in: the edge column repeats into the gap
 
 
 def test_written_makes_are_deterministic_and_read_as_a_crop_set(tmp_path):

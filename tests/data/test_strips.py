@@ -84,3 +84,25 @@ def test_font_makes_join_the_training_strips_only(digits_root, tmp_path):
     assert sorted(index_crops(tmp_path / "font-makes")) == sorted(makes)
     with pytest.raises(ValueError, match="font makes only join training strips"):
         write_strip_dataset(digits_root, tmp_path / "none", {"test": 4}, seed=6, font_makes=3)
+    with pytest.raises(ValueError, match="font makes need counts"):
+        write_strip_dataset(digits_root, tmp_path / "bad", sizes, seed=6, font_makes=-1)
+    assert not (tmp_path / "bad").exists()  # refused before anything was written
+
+
+def test_font_makes_leave_the_evaluation_strips_byte_for_byte_unchanged(digits_root, tmp_path):
+    sizes = {"train": 20, "valid": 4, "test": 4, "heldout": 4}
+    write_strip_dataset(digits_root, tmp_path / "real", sizes, seed=6)
+    write_strip_dataset(digits_root, tmp_path / "fonts", sizes, seed=6, font_makes=2, font_crops=20)
+    for split in ("valid", "test", "heldout"):
+        for path in (tmp_path / "real" / split).iterdir():
+            assert (tmp_path / "fonts" / split / path.name).read_bytes() == path.read_bytes(), path
+
+
+def test_a_rerun_with_fewer_font_makes_trains_on_those_only(digits_root, tmp_path):
+    sizes = {"train": 60}
+    write_strip_dataset(digits_root, tmp_path, sizes, seed=6, font_makes=4, font_crops=20)
+    write_strip_dataset(digits_root, tmp_path, sizes, seed=6, font_makes=2, font_crops=20)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    makes = {make["model"] for make in manifest["font_makes"]}
+    assert len(makes) == 2 and set(index_crops(tmp_path / "font-makes")) == makes
+    assert {m for m in manifest["splits"]["train"]["models"] if m.startswith("font/")} <= makes
