@@ -355,6 +355,8 @@ class TrainConfig(Settings):
             problems.append("display_rows must be at least 1")
         if self.warm_start_head not in WARM_START_HEADS:
             problems.append(f"warm_start_head must be one of {', '.join(WARM_START_HEADS)}")
+        if self.warm_start_head == "columns" and self.display_rows > 1:
+            problems.append("warm_start_head 'columns' reads the image left to right: it needs display_rows 1")
         if self.strategy == "lora" and self.lora.rank < 1:
             problems.append("lora.rank must be at least 1")
         if problems:

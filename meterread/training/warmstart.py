@@ -49,12 +49,19 @@ def greedy_ctc(logits: torch.Tensor) -> list[str]:
     return readings
 
 
-def token_grid_side(tokens: int) -> int:
-    """Side of the square token grid `tokens` image tokens form; ValueError when they form none."""
+def token_grid(tokens: int) -> tuple[int, int]:
+    """(side, leading) of the square token grid among `tokens` image tokens: all of them (PaliGemma), or all but one
+    leading pooled token (Florence-2's projector puts the spatial mean first). ValueError when they form no grid."""
     side = math.isqrt(tokens)
-    if side * side != tokens:
+    if tokens - side * side not in (0, 1):
         raise ValueError(f"warm_start_head 'columns' needs a square grid of image tokens; this model has {tokens}")
-    return side
+    return side, tokens - side * side
+
+
+def ctc_frames_needed(label: str) -> int:
+    """Frames CTC needs to spell `label`: one per character, plus a blank between each pair of repeats."""
+    chars = characters(label)
+    return len(chars) + sum(a == b for a, b in zip(chars, chars[1:]))
 
 
 def image_features(model, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -66,6 +73,8 @@ def image_features(model, pixel_values: torch.Tensor) -> torch.Tensor:
 class PositionHead(torch.nn.Module):
     """Linear map from all image tokens to per-position character logits; scored by character accuracy."""
 
+    metric = "character accuracy"
+
     def __init__(self, tokens: int, dim: int, max_chars: int = MAX_CHARS):
         super().__init__()
         self.max_chars = max_chars
@@ -73,6 +82,10 @@ class PositionHead(torch.nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.linear(features.flatten(1)).view(features.shape[0], self.max_chars, PAD + 1)
+
+    def unfit(self, labels: Sequence[str]) -> list[str]:
+        """Labels this head cannot hold whole (more characters than its slots)."""
+        return [label for label in labels if len(characters(label)) > self.max_chars]
 
     def loss(self, logits: torch.Tensor, labels: Sequence[str]) -> torch.Tensor:
         target = encode_labels(labels, self.max_chars).to(logits.device)
@@ -85,16 +98,23 @@ class PositionHead(torch.nn.Module):
 
 class ColumnHead(torch.nn.Module):
     """Per column of the (row-major, square) token grid, `frames` CTC frames of character logits (CHARSET +
-    blank), left to right; scored by the share of readings the best path spells exactly."""
+    blank), left to right; scored by the share of readings the best path spells exactly. Needs the image as one
+    row (a display folded into rows would interleave the reading's ends in each column: `TrainConfig.validate`)."""
+
+    metric = "readings exact"
 
     def __init__(self, tokens: int, dim: int, frames: int = FRAMES_PER_COLUMN):
         super().__init__()
-        self.side, self.frames = token_grid_side(tokens), frames
+        (self.side, self.leading), self.frames = token_grid(tokens), frames
         self.linear = torch.nn.Linear(self.side * dim, frames * (BLANK + 1))
+
+    def unfit(self, labels: Sequence[str]) -> list[str]:
+        """Labels CTC cannot spell in this head's frames (ctc_loss would count them as zero loss)."""
+        return [label for label in labels if ctc_frames_needed(label) > self.side * self.frames]
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         batch, _, dim = features.shape
-        grid = features.reshape(batch, self.side, self.side, dim)  # (B, rows, columns, dim)
+        grid = features[:, self.leading :].reshape(batch, self.side, self.side, dim)  # (B, rows, columns, dim)
         columns = grid.permute(0, 2, 1, 3).reshape(batch, self.side, self.side * dim)
         return self.linear(columns).view(batch, self.side * self.frames, BLANK + 1)
 
@@ -107,7 +127,7 @@ class ColumnHead(torch.nn.Module):
             torch.full((len(targets),), logits.shape[1], dtype=torch.long),
             torch.tensor([len(target) for target in targets], dtype=torch.long),
             blank=BLANK,
-            zero_infinity=True,  # a reading longer than the frames allow adds nothing instead of inf
+            zero_infinity=True,  # warm_start_vision refuses such labels up front; this only guards the loss
         )
 
     def accuracy(self, logits: torch.Tensor, labels: Sequence[str]) -> float:
@@ -115,13 +135,14 @@ class ColumnHead(torch.nn.Module):
         return float(np.mean([got == want for got, want in zip(greedy_ctc(logits), wanted)]))
 
 
+HEADS: dict[str, type[PositionHead] | type[ColumnHead]] = {"positions": PositionHead, "columns": ColumnHead}
+
+
 def make_head(kind: str, tokens: int, dim: int) -> PositionHead | ColumnHead:
     """The warm-start head named `kind` (one of WARM_START_HEADS) for `tokens` image tokens of `dim` features."""
-    if kind == "positions":
-        return PositionHead(tokens, dim)
-    if kind == "columns":
-        return ColumnHead(tokens, dim)
-    raise ValueError(f"unknown warm start head {kind!r}; choose one of {', '.join(WARM_START_HEADS)}")
+    if kind not in HEADS:
+        raise ValueError(f"unknown warm start head {kind!r}; choose one of {', '.join(WARM_START_HEADS)}")
+    return HEADS[kind](tokens, dim)
 
 
 def warm_start_vision(
@@ -136,7 +157,7 @@ def warm_start_vision(
     head_kind: str = "positions",
 ) -> float:
     """Train the encoder (+ projector) with the `head_kind` head; returns the final batch's accuracy (characters
-    for `positions`, whole readings for `columns`)."""
+    for `positions`, whole readings for `columns`). ValueError, before any step, on labels the head cannot hold."""
     from meterread.models.generation import pixel_values
 
     model = reader.model
@@ -145,12 +166,14 @@ def warm_start_vision(
     with torch.no_grad():
         probe = image_features(model, pixel_values(images[:1], mean, std).to(model.device))
     head = make_head(head_kind, probe.shape[1], probe.shape[2]).to(model.device)
+    unfit = head.unfit(labels)
+    if unfit:
+        raise ValueError(f"{len(unfit)} of {len(labels)} labels do not fit the {head_kind} head (e.g. {unfit[0]!r})")
     encoder_params = [p for name, p in model.named_parameters() if "vision" in name or "projector" in name]
     was_trainable = [p.requires_grad for p in encoder_params]
     for parameter in encoder_params:  # trained here even when the main strategy freezes them (lora)
         parameter.requires_grad_(True)
     optimizer = torch.optim.AdamW(encoder_params + list(head.parameters()), lr=lr, weight_decay=0.01)
-    metric = "character accuracy" if head_kind == "positions" else "readings exact"
     rng = np.random.default_rng(seed)
     accuracy = 0.0
     model.train()
@@ -169,7 +192,7 @@ def warm_start_vision(
         accuracy = head.accuracy(logits.detach(), batch_labels)
         if step % 100 == 0 or step == steps:
             loss_value = float(loss.detach())
-            log(f"vision warm start ({head_kind}) {step}/{steps}: loss {loss_value:.4f}, {metric} {accuracy:.3f}")
+            log(f"vision warm start ({head_kind}) {step}/{steps}: loss {loss_value:.4f}, {head.metric} {accuracy:.3f}")
     for parameter, trainable in zip(encoder_params, was_trainable):
         parameter.requires_grad_(trainable)
     return accuracy

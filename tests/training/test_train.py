@@ -196,12 +196,14 @@ def test_full_fine_tune_resumes_with_the_saved_weights(tmp_path, tiny_dataset):
 
 
 def test_column_warm_start_trains_the_frozen_vision_tower_then_freezes_it_again(tmp_path, tiny_dataset):
-    """`warm_start_head: columns` runs CTC over the tiny model's 4 x 4 token grid before LoRA training; the vision
-    tower LoRA leaves frozen is trained there and frozen again after."""
+    """`warm_start_head: columns` runs CTC over an 8 x 8 token grid (16 frames: every tiny reading fits; a 4 x 4
+    grid is refused) before LoRA training; the vision tower LoRA leaves frozen is trained there and frozen again."""
     from meterread.training.train import start_run
 
     logs = []
-    config = recipe(tmp_path, tiny_dataset, warm_start_steps=3, warm_start_batch_size=4, warm_start_head="columns")
+    grid = {"init_tiny": {"image_size": 128, "patch_size": 16}}
+    config = recipe(tmp_path, tiny_dataset, warm_start_steps=3, warm_start_batch_size=4, warm_start_head="columns",
+                    **grid)  # fmt: skip
     run = start_run(config, progress=False, log=logs.append)
     assert any(line.startswith("vision warm start (columns) 3/3: loss") for line in logs), logs
     assert 0.0 <= run.state["warm_start_accuracy"] <= 1.0
