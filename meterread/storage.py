@@ -34,6 +34,9 @@ T = TypeVar("T")
 STORAGE_ATTEMPTS = 4  # tries of one storage call (`with_retries`), the only retry layer
 S3_CLIENT_RETRIES = {"mode": "standard", "total_max_attempts": 1}  # botocore: one attempt, no retries
 _FINAL_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
+# Retrying cannot fix bad bytes or a bad call either: Arrow's ArrowInvalid (a corrupt Parquet file, a schema clash)
+# is a ValueError, ArrowTypeError a TypeError. Network trouble never arrives as either.
+_BAD_DATA_ERRORS = (ValueError, TypeError)
 # A fetch that failed with one of these is final across runs too: the object is not there (or not a file). Any
 # other failure (network, timeout, throttling, server errors, permissions) may pass: later runs try again.
 _ABSENT_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
@@ -225,12 +228,13 @@ def with_retries(
 ) -> T:
     """Run `action`, retrying transient storage errors with jittered exponential backoff.
 
-    Raises the last error once `attempts` are used; final errors (missing object, permission) are not retried.
+    Raises the last error once `attempts` are used; final errors (missing object, permission, corrupt data, a bad
+    call: ValueError, TypeError) are not retried.
     """
     for attempt in range(1, attempts + 1):
         try:
             return action()
-        except _FINAL_ERRORS:
+        except (*_FINAL_ERRORS, *_BAD_DATA_ERRORS):
             raise
         except Exception as error:  # s3fs/aiobotocore raise many types for network trouble
             if attempt == attempts:

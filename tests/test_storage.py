@@ -89,6 +89,22 @@ def test_missing_objects_are_not_retried():
     assert len(calls) == 1
 
 
+def test_corrupt_data_is_not_retried(tmp_path):
+    """A corrupt Parquet file raises ArrowInvalid (a ValueError) on every try: it fails at once, not four times."""
+    import pyarrow.parquet as pq
+
+    (tmp_path / "torn.parquet").write_bytes(b"PAR1 not really parquet")
+    calls = []
+
+    def read():
+        calls.append(1)
+        return pq.read_table(tmp_path / "torn.parquet")
+
+    with pytest.raises(ValueError):
+        with_retries(read, attempts=4, sleep=lambda _: None)
+    assert len(calls) == 1
+
+
 def test_endpoint_comes_from_environment(monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")
     assert env_storage_options("s3://b/k")["endpoint_url"] == "http://127.0.0.1:9"
