@@ -285,6 +285,9 @@ def strips(
         0, help="Also train on this many made-up meter models rendered from fonts (train only; docs/training.md)."
     ),
     font_crops: int = typer.Option(500, help="Digit crops rendered per font make."),
+    font_share: float | None = typer.Option(
+        None, help="Share of training strips drawn from font makes, 0-1 (default: by crops, like every model)."
+    ),
     seed: int = typer.Option(0),
 ) -> None:
     """Compose reading strips from real digit crops (dataset format, leave-models-out split, manifest.json)."""
@@ -294,7 +297,7 @@ def strips(
     sizes = {"train": train, "valid": valid, "test": test, "heldout": heldout}
     try:
         counts = write_strip_dataset(
-            source, out, sizes, seed, tuple(holdout or HELDOUT_MODELS), font_makes=font_makes, font_crops=font_crops
+            source, out, sizes, seed, tuple(holdout or HELDOUT_MODELS), font_makes, font_crops, font_share
         )
     except (ValueError, FileNotFoundError) as error:
         raise typer.BadParameter(str(error)) from error

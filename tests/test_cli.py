@@ -161,9 +161,10 @@ def test_strips_with_font_makes_from_the_command_line(tmp_path):
 
     out = tmp_path / "strips"
     args = ["strips", str(DIGITS), str(out), "--train", "8", "--valid", "0", "--test", "0", "--font-makes", "2"]
-    result = runner.invoke(app, [*args, "--font-crops", "20", "--seed", "3"])
+    result = runner.invoke(app, [*args, "--font-crops", "20", "--font-share", "0.5", "--seed", "3"])
     assert result.exit_code == 0, result.output
-    assert len(json.loads((out / "manifest.json").read_text())["font_makes"]) == 2
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["font_makes"]) == 2 and manifest["font_share"] == 0.5
     assert len(list((out / "font-makes").rglob("*.jpg"))) == 40
     refused = runner.invoke(app, ["strips", str(DIGITS), str(tmp_path / "x"), "--train", "0", "--font-makes", "2"])
     assert refused.exit_code != 0 and "font makes only join training strips" in refused.output

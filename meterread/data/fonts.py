@@ -42,6 +42,13 @@ ROLLED_SHARE = 0.2  # of a counter make's crops: the real counter models have ab
 GLYPH_BOX = 96  # px: glyphs are rendered this tall, then scaled into each crop
 
 
+MAKE_TYPE = "font"  # the `<type>` of every font make's name, as `powermeter` is a real model's
+
+
+def is_font_make(model: str) -> bool:
+    return model.split("/")[0] == MAKE_TYPE
+
+
 @dataclass(frozen=True)
 class FontMake:
     """One made-up meter model: how each of its crops is drawn."""
@@ -92,7 +99,7 @@ def plan_makes(n: int, fonts: list[str], seed: int, lcd_share: float = 1 / 3) ->
         ink, paper = colours[int(rng.integers(len(colours)))]
         makes.append(
             FontMake(
-                name=f"font/{'lcd' if lcd else 'counter'}-{index:02d}",
+                name=f"{MAKE_TYPE}/{'lcd' if lcd else 'counter'}-{index:02d}",
                 glyphs=glyphs,
                 ink=ink,
                 paper=paper,

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from meterread.data.crops import HELDOUT_MODELS, DigitCrop, index_crops, inner_crops, is_lcd, select_part
-from meterread.data.fonts import font_files, plan_makes, write_font_makes
+from meterread.data.fonts import font_files, is_font_make, plan_makes, write_font_makes
 from meterread.data.registers import frame_register, photograph, pick_crops, reading_label, render_register
 from meterread.data.synth import encode_jpeg
 from meterread.models.prompts import DEFAULT_PROMPTS
@@ -35,11 +35,17 @@ def strip_decimals(model: str, digits: int, rng: np.random.Generator) -> int:
     return min(int(rng.choice(choices)), digits - 1)
 
 
-def model_weights(grouped: dict[str, list[DigitCrop]]) -> tuple[list[str], np.ndarray]:
+def model_weights(grouped: dict[str, list[DigitCrop]], font_share: float | None = None) -> tuple[list[str], np.ndarray]:
     """Models with clean crops and how often to draw each: the square root of its clean crops, so one large
-    model does not drown the small ones."""
+    model does not drown the small ones. With `font_share` (and both kinds present), font makes together get that
+    share of the draws and real models the rest, each group weighted as before within itself."""
     models = sorted(m for m, crops in grouped.items() if inner_crops(crops))
     weights = np.sqrt([len(inner_crops(grouped[m])) for m in models])
+    fonts = np.array([is_font_make(m) for m in models], bool)
+    if font_share is not None and fonts.any() and not fonts.all():
+        weights = np.where(
+            fonts, font_share * weights / weights[fonts].sum(), (1 - font_share) * weights / weights[~fonts].sum()
+        )
     return models, weights / weights.sum()
 
 
@@ -53,9 +59,12 @@ def make_strip(crops: list[DigitCrop], rng: np.random.Generator) -> tuple[bytes,
     return encode_jpeg(image, rng, quality=(40, 95)), picks, reading_label(picks, decimals)
 
 
-def write_strips(grouped: dict[str, list[DigitCrop]], out_dir: str | Path, n: int, seed: int) -> list[dict]:
-    """Write `n` strips (jpg + annotations.jsonl) drawn from `grouped` crops; returns the records. Deterministic."""
-    models, weights = model_weights(grouped)
+def write_strips(
+    grouped: dict[str, list[DigitCrop]], out_dir: str | Path, n: int, seed: int, font_share: float | None = None
+) -> list[dict]:
+    """Write `n` strips (jpg + annotations.jsonl) drawn from `grouped` crops (`font_share`: see `model_weights`);
+    returns the records. Deterministic."""
+    models, weights = model_weights(grouped, font_share)
     if not models:
         raise ValueError("no meter model with clean digit crops to build strips from")
     rng = np.random.default_rng(seed)
@@ -107,17 +116,21 @@ def write_strip_dataset(
     holdout: tuple[str, ...] = HELDOUT_MODELS,
     font_makes: int = 0,
     font_crops: int = 500,
+    font_share: float | None = None,
 ) -> dict[str, int]:
     """Strips per split (`train`, `valid`, `test`: seen models, disjoint crops; `heldout`: held-out models only),
     plus `manifest.json` (models and crops of every split). With `font_makes`, that many rendered makes of
-    `font_crops` crops each join the training models (train only: every evaluation split stays real). Returns the
-    counts written. Raises ValueError on an unknown split or held-out model, or bad font-make counts (before
-    anything is rendered)."""
+    `font_crops` crops each join the training models (train only: every evaluation split stays real), drawn for
+    `font_share` of the training strips (default: by their crops, like every model). Returns the counts written.
+    Raises ValueError on an unknown split or held-out model, or bad font-make settings (before anything is
+    rendered)."""
     unknown = [split for split in sizes if split not in STRIP_SPLITS]
     if unknown:
         raise ValueError(f"unknown split(s) {unknown}; expected some of {STRIP_SPLITS}")
     if font_makes < 0 or (font_makes and font_crops < 1):
         raise ValueError(f"font makes need counts >= 1 (got {font_makes} makes of {font_crops} crops)")
+    if font_share is not None and not (font_makes and 0 < font_share < 1):
+        raise ValueError(f"font share must be between 0 and 1 (exclusive) and needs font makes (got {font_share})")
     if font_makes and not sizes.get("train"):
         raise ValueError("font makes only join training strips: ask for some (train > 0)")
     grouped = index_crops(root)
@@ -126,12 +139,14 @@ def write_strip_dataset(
     extra: dict[str, list[DigitCrop]] = {}
     if font_makes:
         extra, manifest["font_makes"] = add_font_makes(out_dir, font_makes, font_crops, seed)
+        manifest["font_share"] = font_share
     counts = {}
     for offset, (split, n) in enumerate(sizes.items()):
         if not n:
             continue
         part = select_part(grouped, split, holdout) | (extra if split == "train" else {})
-        records = write_strips(part, Path(out_dir) / split, n, seed * 10 + offset)
+        share = font_share if split == "train" else None
+        records = write_strips(part, Path(out_dir) / split, n, seed * 10 + offset, share)
         counts[split] = len(records)
         manifest["splits"][split] = {
             "models": sorted({r["meter_model"] for r in records}),

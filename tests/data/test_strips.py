@@ -1,13 +1,14 @@
 """Strips from the real digit crops: determinism, labels that match their crops, no held-out model in training."""
 
 import json
+from pathlib import Path
 
 import cv2
 import pytest
 
-from meterread.data.crops import HELDOUT_MODELS, index_crops, parse_crop_name
+from meterread.data.crops import HELDOUT_MODELS, DigitCrop, index_crops, parse_crop_name
 from meterread.data.registers import reading_label
-from meterread.data.strips import write_strip_dataset
+from meterread.data.strips import model_weights, write_strip_dataset
 from meterread.training.dataset import load_split
 
 SIZES = {"train": 24, "valid": 6, "test": 6, "heldout": 12}
@@ -87,6 +88,30 @@ def test_font_makes_join_the_training_strips_only(digits_root, tmp_path):
     with pytest.raises(ValueError, match="font makes need counts"):
         write_strip_dataset(digits_root, tmp_path / "bad", sizes, seed=6, font_makes=-1)
     assert not (tmp_path / "bad").exists()  # refused before anything was written
+
+
+def test_a_font_share_splits_the_draws_and_keeps_the_weights_within_each_group():
+    crops = {name: [DigitCrop(Path(f"{i}.jpg"), name, i % 10, 0) for i in range(n)]
+             for name, n in (("a/one", 100), ("a/two", 25), ("font/x", 16), ("font/y", 64))}  # fmt: skip
+    models, weights = model_weights(crops, font_share=0.3)
+    share = dict(zip(models, weights))
+    assert share["font/x"] + share["font/y"] == pytest.approx(0.3)
+    assert share["a/one"] / share["a/two"] == pytest.approx(2.0) and share["font/y"] / share["font/x"] == 2.0
+    assert list(model_weights(crops)[1]) == pytest.approx([10 / 27, 5 / 27, 4 / 27, 8 / 27])  # sqrt of crops
+
+
+def test_a_font_share_sets_how_many_training_strips_font_makes_draw(digits_root, tmp_path):
+    sizes = {"train": 200}
+    write_strip_dataset(digits_root, tmp_path, sizes, seed=6, font_makes=3, font_crops=20, font_share=0.25)
+    models = [json.loads(line)["meter_model"] for line in (tmp_path / "train" / "annotations.jsonl").open()]
+    share = sum(model.startswith("font/") for model in models) / len(models)
+    assert 0.15 < share < 0.35  # p = 0.25, n = 200: the binomial's 99.9% band; by crops alone about 4% here
+    assert json.loads((tmp_path / "manifest.json").read_text())["font_share"] == 0.25
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="font share must be between 0 and 1"):
+            write_strip_dataset(digits_root, tmp_path / "bad", sizes, seed=6, font_makes=3, font_share=bad)
+    with pytest.raises(ValueError, match="needs font makes"):
+        write_strip_dataset(digits_root, tmp_path / "bad", sizes, seed=6, font_share=0.5)
 
 
 def test_font_makes_leave_the_evaluation_strips_byte_for_byte_unchanged(digits_root, tmp_path):
