@@ -28,6 +28,7 @@ import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
@@ -187,7 +188,7 @@ def rows_to_fold(fs: AbstractFileSystem, root: str, files: list[str]) -> pa.Tabl
     columns = sorted(set(LEDGER.columns) | set(METERS.columns))
     parts = []
     for fragment in dataset.get_fragments():
-        table = with_retries(lambda: fragment.to_table(columns=columns, schema=dataset.schema))  # noqa: B023
+        table = with_retries(partial(fragment.to_table, columns=columns, schema=dataset.schema))
         parts.append(table.append_column(SOURCE_FILE, pa.array([relative_path(root, fragment.path)] * len(table))))
     return pa.concat_tables(parts)
 
