@@ -286,7 +286,7 @@ def strips(
     ),
     font_crops: int = typer.Option(500, help="Digit crops rendered per font make."),
     font_share: float | None = typer.Option(
-        None, help="Share of training strips drawn from font makes, 0-1 (default: by crops, like every model)."
+        None, help="Share of training strips drawn from font makes, strictly between 0 and 1 (default: by crops)."
     ),
     seed: int = typer.Option(0),
 ) -> None:

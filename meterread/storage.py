@@ -34,8 +34,9 @@ T = TypeVar("T")
 STORAGE_ATTEMPTS = 4  # tries of one storage call (`with_retries`), the only retry layer
 S3_CLIENT_RETRIES = {"mode": "standard", "total_max_attempts": 1}  # botocore: one attempt, no retries
 _FINAL_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
-# Retrying cannot fix bad bytes or a bad call either: Arrow's ArrowInvalid (a corrupt Parquet file, a schema clash)
-# is a ValueError, ArrowTypeError a TypeError. Network trouble never arrives as either.
+# Retrying cannot fix bad bytes or a bad call either: Arrow's ArrowInvalid (a corrupt or truncated Parquet file, a
+# schema clash) is a ValueError, ArrowTypeError a TypeError. Network errors arrive as other types; a truncated read
+# would only be transient if an object changed while read, and this project writes every object once, atomically.
 _BAD_DATA_ERRORS = (ValueError, TypeError)
 # A fetch that failed with one of these is final across runs too: the object is not there (or not a file). Any
 # other failure (network, timeout, throttling, server errors, permissions) may pass: later runs try again.

@@ -96,7 +96,8 @@ def add_font_makes(out_dir: str | Path, n: int, per_make: int, seed: int) -> tup
     (for the manifest: the glyph source, and a font file's sha256, since makes depend on the machine's fonts)."""
     makes = plan_makes(n, font_files(), seed)
     folder = Path(out_dir) / FONT_MAKES_DIR
-    shutil.rmtree(folder, ignore_errors=True)
+    if folder.exists():
+        shutil.rmtree(folder)
     write_font_makes(folder, makes, per_make, seed)
     return index_crops(folder), [_drawn_with(make.name, make.glyphs) for make in makes]
 

@@ -96,7 +96,8 @@ def test_a_font_share_splits_the_draws_and_keeps_the_weights_within_each_group()
     models, weights = model_weights(crops, font_share=0.3)
     share = dict(zip(models, weights))
     assert share["font/x"] + share["font/y"] == pytest.approx(0.3)
-    assert share["a/one"] / share["a/two"] == pytest.approx(2.0) and share["font/y"] / share["font/x"] == 2.0
+    assert share["a/one"] / share["a/two"] == pytest.approx(2.0)
+    assert share["font/y"] / share["font/x"] == pytest.approx(2.0)
     assert list(model_weights(crops)[1]) == pytest.approx([10 / 27, 5 / 27, 4 / 27, 8 / 27])  # sqrt of crops
 
 
