@@ -235,10 +235,8 @@ def with_retries(
     for attempt in range(1, attempts + 1):
         try:
             return action()
-        except (*_FINAL_ERRORS, *_BAD_DATA_ERRORS):
-            raise
         except Exception as error:  # s3fs/aiobotocore raise many types for network trouble
-            if attempt == attempts:
+            if not is_retried(error) or attempt == attempts:
                 raise
             delay = base_delay_s * 2 ** (attempt - 1) * (1 + random.random() / 2)
             log.warning(
@@ -264,6 +262,11 @@ def remove(fs: AbstractFileSystem, path: str, recursive: bool = False) -> None:
             pass
 
     with_retries(attempt)
+
+
+def is_retried(error: BaseException) -> bool:
+    """Whether `with_retries` retries this error (and so, once raised, has used all its attempts on it)."""
+    return not isinstance(error, (*_FINAL_ERRORS, *_BAD_DATA_ERRORS))
 
 
 def is_transient(error: BaseException) -> bool:

@@ -69,6 +69,7 @@ def write_strips(
         raise ValueError("no meter model with clean digit crops to build strips from")
     rng = np.random.default_rng(seed)
     out = Path(out_dir)
+    clear_strips(out)
     out.mkdir(parents=True, exist_ok=True)
     records = []
     for index in range(n):
@@ -88,6 +89,15 @@ def write_strips(
         )
     (out / "annotations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return records
+
+
+def clear_strips(folder: Path) -> None:
+    """Delete what `write_strips` writes in `folder` (its jpgs and annotations.jsonl; anything else stays), so a
+    rerun into the same folder leaves no strip of an earlier run beside the new ones."""
+    if not folder.is_dir():
+        return
+    for path in [*folder.glob("*.jpg"), folder / "annotations.jsonl"]:
+        path.unlink(missing_ok=True)
 
 
 def add_font_makes(out_dir: str | Path, n: int, per_make: int, seed: int) -> tuple[dict[str, list[DigitCrop]], list]:
@@ -136,6 +146,8 @@ def write_strip_dataset(
         raise ValueError("font makes only join training strips: ask for some (train > 0)")
     grouped = index_crops(root)
     select_part(grouped, "train", holdout)  # an unknown held-out model fails here, not after the rendering
+    for split in STRIP_SPLITS:  # a split this run does not write must not survive from an earlier run
+        clear_strips(Path(out_dir) / split)
     manifest: dict = {"holdout": list(holdout), "splits": {}}
     extra: dict[str, list[DigitCrop]] = {}
     if font_makes:

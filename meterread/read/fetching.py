@@ -15,6 +15,7 @@ from meterread.read.history import (
 )
 from meterread.read.planning import Photo
 from meterread.storage import (
+    is_retried,
     is_transient,
     read_bytes,
     resolve,
@@ -58,8 +59,10 @@ def fetch_and_preprocess(
 def storage_failure(photo: Photo, error: Exception, transient_retries: int) -> Fetched:
     """A photo whose bytes could not be read. A transient failure (network, timeout, throttling, permissions) is
     coded STORAGE_ERROR: the ledger does not count it as done, so the next `transient_retries` runs try again; the
-    last one allowed adds RETRIES_EXHAUSTED and stays. A missing object is final at once."""
-    reason = f"could not read object after retries: {type(error).__name__}: {error}"
+    last one allowed adds RETRIES_EXHAUSTED and stays. A missing object is final at once. The reason says "after
+    retries" only where the read was retried (not for a missing object, a permission or a bad call)."""
+    retried = " after retries" if is_retried(error) else ""
+    reason = f"could not read object{retried}: {type(error).__name__}: {error}"
     if not is_transient(error):
         return Fetched(photo, None, None, reason)
     attempt = photo.transient_failures + 1

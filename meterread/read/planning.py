@@ -25,7 +25,6 @@ from meterread.storage import (
     list_photos,
     printable_key,
     resolve,
-    with_retries,
 )
 
 
@@ -151,7 +150,7 @@ def plan_run(
     if not config.reprocess:
         out_fs, out_root = resolve(config.output)
         uris = [photo.uri for photo in listed]
-        ledger = Ledger.from_table(with_retries(lambda: StateView(out_fs, out_root).ledger(uris)))
+        ledger = Ledger.from_table(StateView(out_fs, out_root).ledger(uris))  # each storage call in it retries
     todo = [
         replace(
             photo,
@@ -179,7 +178,7 @@ def load_history(config: ReadConfig, photos: Iterable[Photo], exclude_run: str |
     photos = list(photos)
     out_fs, out_root = resolve(config.output)
     meter_ids = [photo.meter_id for photo in photos]
-    history = MeterHistory.from_table(with_retries(lambda: StateView(out_fs, out_root, exclude_run).history(meter_ids)))
+    history = MeterHistory.from_table(StateView(out_fs, out_root, exclude_run).history(meter_ids))
     for photo in photos:
         history.supersede(photo.uri)
     return history

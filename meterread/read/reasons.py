@@ -87,7 +87,7 @@ CODE_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         (OFF_LAYOUT_KEY, r"(^|; )key does not match the photo layout"),
         (BAD_KEY_TIMESTAMP, r"(^|; )timestamp .* in key is not a valid"),
         (NON_UTF8_KEY, r"(^|; )object key is not valid UTF-8"),
-        (UNREADABLE, r"^could not read object after retries: "),
+        (UNREADABLE, r"^could not read object( after retries)?: "),
         (STORAGE_ERROR, r"^storage_error: "),
         (RETRIES_EXHAUSTED, r"^storage_error: .*; final after \d+ runs"),
         (NOT_AN_IMAGE, r"^empty file|^not a JPEG or PNG image"),

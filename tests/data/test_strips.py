@@ -132,3 +132,13 @@ def test_a_rerun_with_fewer_font_makes_trains_on_those_only(digits_root, tmp_pat
     makes = {make["model"] for make in manifest["font_makes"]}
     assert len(makes) == 2 and set(index_crops(tmp_path / "font-makes")) == makes
     assert {m for m in manifest["splits"]["train"]["models"] if m.startswith("font/")} <= makes
+
+
+def test_a_rerun_into_the_same_folder_leaves_only_its_own_strips(digits_root, tmp_path):
+    write_strip_dataset(digits_root, tmp_path, {"train": 20, "heldout": 4}, seed=6)
+    (tmp_path / "train" / "notes.txt").write_text("mine")
+    write_strip_dataset(digits_root, tmp_path, {"train": 8}, seed=7)
+    named = [json.loads(line)["image"] for line in (tmp_path / "train" / "annotations.jsonl").read_text().splitlines()]
+    assert sorted(path.name for path in (tmp_path / "train").glob("*.jpg")) == sorted(named) and len(named) == 8
+    assert not list((tmp_path / "heldout").iterdir())  # an earlier run's split is not evaluated as if current
+    assert (tmp_path / "train" / "notes.txt").read_text() == "mine"  # what the writer did not make stays

@@ -220,7 +220,7 @@ def test_a_transient_storage_error_is_read_again_the_next_night(s3_bucket, monke
     assert transient["status"] == "error" and transient["reason_codes"] == ["storage_error"]
     assert transient["reasons"][0].startswith("storage_error: could not read object after retries: ConnectionError")
     assert gone["status"] == "error" and gone["reason_codes"] == ["unreadable"]  # final at once: not storage_error
-    assert "FileNotFoundError" in gone["reasons"][0]
+    assert gone["reasons"][0] == "could not read object: FileNotFoundError: gone"  # not retried: no "after retries"
 
     failing.pop("MTR-1")  # the storage is healthy again
     second = night(["101"])

@@ -82,6 +82,9 @@ PRODUCED = [  # (reason texts as the code produces them, expected codes)
     ([decode_error(png_bytes(np.zeros((8, 8, 3), np.uint8)))], ["image_too_small"]),
     ([fetching.storage_failure(photo("M1/20260301T000000.jpg"), FileNotFoundError("gone"), 3).error], ["unreadable"]),
     ([fetching.storage_failure(photo("M1/20260301T000000.jpg"), TimeoutError("slow"), 3).error], ["storage_error"]),
+    ([fetching.storage_failure(photo("M1/20260301T000000.jpg"), PermissionError("denied"), 3).error],
+     ["storage_error"]),
+    (["could not read object after retries: FileNotFoundError: gone"], ["unreadable"]),  # rows written before 11-29
     ([fetching.storage_failure(replace(photo("M1/20260301T000000.jpg"), transient_failures=3), TimeoutError("slow"),
                                3).error], ["storage_error", "retries_exhausted"]),
     (["key does not match the photo layout 'x'; object key is not valid UTF-8; recorded percent-encoded"],
@@ -126,3 +129,10 @@ def test_a_photo_off_the_layout_is_coded(tmp_path):
     shard = planning.Shard("s1", tuple(planning.list_source(config)))
     (row,) = runner.process_shard(config, ScriptedReader(["100"]), shard, "r", MeterHistory())
     assert (row["status"], row["reason_codes"]) == ("flagged", ["off_layout_key"])
+
+
+def test_a_failure_reason_says_after_retries_only_when_the_read_was_retried():
+    texts = {type(e).__name__: fetching.storage_failure(photo("M1/20260301T000000.jpg"), e, 3).error for e in (
+        TimeoutError("slow"), FileNotFoundError("gone"), PermissionError("denied"), ValueError("bad call"))}
+    assert "after retries" in texts["TimeoutError"]
+    assert not any("after retries" in texts[name] for name in ("FileNotFoundError", "PermissionError", "ValueError"))

@@ -431,3 +431,26 @@ def test_photos_read_again_tonight_are_no_reference_for_each_other(tmp_path):
     (later,) = listed("M1/20260105T120000Z.jpg")
     others = planning.load_history(config, [later], "tonight")  # photos not read tonight keep their readings
     assert others.previous("M1", later.captured_at).value == Decimal("50")
+
+
+def test_planning_reads_the_state_through_one_retry_layer(tmp_path, monkeypatch):
+    """Each storage call retries itself; a retry around the whole lookup on top multiplied the attempts (4 x 4)."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    from meterread import storage
+
+    write_bucket(tmp_path / "bucket", 2, seed=3)
+    (tmp_path / "out").mkdir()
+    config = config_for(tmp_path, "x")
+    listed = planning.list_source(config)
+    monkeypatch.setattr(storage, "retry_pause", lambda _: None)
+    calls = []
+
+    def throttled_find(self, path, *args, **kwargs):
+        calls.append(path)
+        raise TimeoutError("slow down")
+
+    monkeypatch.setattr(LocalFileSystem, "find", throttled_find)
+    with pytest.raises(TimeoutError):
+        planning.plan_run(config, "fingerprint", listed=listed)
+    assert len(calls) == storage.STORAGE_ATTEMPTS
