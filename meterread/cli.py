@@ -288,6 +288,9 @@ def strips(
     font_share: float | None = typer.Option(
         None, help="Share of training strips drawn from font makes, strictly between 0 and 1 (default: by crops)."
     ),
+    fonts_dir: list[Path] = typer.Option(
+        None, help="Take font makes' TrueType fonts only from this folder, repeatable (default: the machine's fonts)."
+    ),
     seed: int = typer.Option(0),
 ) -> None:
     """Compose reading strips from real digit crops (dataset format, leave-models-out split, manifest.json)."""
@@ -297,7 +300,8 @@ def strips(
     sizes = {"train": train, "valid": valid, "test": test, "heldout": heldout}
     try:
         counts = write_strip_dataset(
-            source, out, sizes, seed, tuple(holdout or HELDOUT_MODELS), font_makes, font_crops, font_share
+            source, out, sizes, seed, tuple(holdout or HELDOUT_MODELS), font_makes, font_crops, font_share,
+            tuple(str(folder) for folder in fonts_dir) if fonts_dir else None,
         )
     except (ValueError, FileNotFoundError) as error:
         raise typer.BadParameter(str(error)) from error

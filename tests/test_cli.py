@@ -168,3 +168,5 @@ def test_strips_with_font_makes_from_the_command_line(tmp_path):
     assert len(list((out / "font-makes").rglob("*.jpg"))) == 40
     refused = runner.invoke(app, ["strips", str(DIGITS), str(tmp_path / "x"), "--train", "0", "--font-makes", "2"])
     assert refused.exit_code != 0 and "font makes only join training strips" in refused.output
+    no_fonts = runner.invoke(app, [*args, "--fonts-dir", str(tmp_path / "missing")])
+    assert no_fonts.exit_code != 0 and "font folder" in no_fonts.output

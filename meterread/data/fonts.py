@@ -68,8 +68,12 @@ class FontMake:
         return self.glyphs == "seven-segment"
 
 
-def font_files(dirs: tuple[str, ...] = FONT_DIRS) -> list[str]:
-    """TrueType fonts under `dirs` that draw digits, sorted (so makes depend only on the fonts a machine has)."""
+def font_files(dirs: tuple[str, ...] = FONT_DIRS, required: bool = False) -> list[str]:
+    """TrueType fonts under `dirs` that draw digits, sorted (so makes depend only on the fonts a machine has).
+    `required` (folders a user named): raises FileNotFoundError for a folder that is not there."""
+    missing = [folder for folder in dirs if required and not Path(folder).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"font folder(s) {missing} not found")
     found = sorted({str(path) for folder in dirs for path in Path(folder).glob("**/*.ttf")})
     return [path for path in found if _draws_digits(path)]
 

@@ -100,11 +100,16 @@ def clear_strips(folder: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def add_font_makes(out_dir: str | Path, n: int, per_make: int, seed: int) -> tuple[dict[str, list[DigitCrop]], list]:
+def add_font_makes(
+    out_dir: str | Path, n: int, per_make: int, seed: int, font_dirs: tuple[str, ...] | None = None
+) -> tuple[dict[str, list[DigitCrop]], list]:
     """Render `n` font makes (`fonts.py`) of `per_make` crops into `out_dir/FONT_MAKES_DIR` (emptied first, so a
     rerun never mixes in an earlier run's makes); returns their crops by model and what each make is drawn with
-    (for the manifest: the glyph source, and a font file's sha256, since makes depend on the machine's fonts)."""
-    makes = plan_makes(n, font_files(), seed)
+    (for the manifest: the glyph source, and a font file's sha256, since makes depend on the machine's fonts).
+    `font_dirs`: the only folders to take TrueType fonts from (default: the machine's font folders), so makes can
+    be reproduced on another machine from the same font files."""
+    fonts = font_files(font_dirs, required=True) if font_dirs is not None else font_files()
+    makes = plan_makes(n, fonts, seed)
     folder = Path(out_dir) / FONT_MAKES_DIR
     if folder.exists():
         shutil.rmtree(folder)
@@ -128,11 +133,13 @@ def write_strip_dataset(
     font_makes: int = 0,
     font_crops: int = 500,
     font_share: float | None = None,
+    font_dirs: tuple[str, ...] | None = None,
 ) -> dict[str, int]:
     """Strips per split (`train`, `valid`, `test`: seen models, disjoint crops; `heldout`: held-out models only),
     plus `manifest.json` (models and crops of every split). With `font_makes`, that many rendered makes of
     `font_crops` crops each join the training models (train only: every evaluation split stays real), drawn for
-    `font_share` of the training strips (default: by their crops, like every model). Returns the counts written.
+    `font_share` of the training strips (default: by their crops, like every model), TrueType fonts taken from
+    `font_dirs` (default: the machine's font folders). Returns the counts written.
     Raises ValueError on an unknown split or held-out model, or bad font-make settings (before anything is
     rendered)."""
     unknown = [split for split in sizes if split not in STRIP_SPLITS]
@@ -146,13 +153,13 @@ def write_strip_dataset(
         raise ValueError("font makes only join training strips: ask for some (train > 0)")
     grouped = index_crops(root)
     select_part(grouped, "train", holdout)  # an unknown held-out model fails here, not after the rendering
-    for split in STRIP_SPLITS:  # a split this run does not write must not survive from an earlier run
-        clear_strips(Path(out_dir) / split)
     manifest: dict = {"holdout": list(holdout), "splits": {}}
     extra: dict[str, list[DigitCrop]] = {}
     if font_makes:
-        extra, manifest["font_makes"] = add_font_makes(out_dir, font_makes, font_crops, seed)
+        extra, manifest["font_makes"] = add_font_makes(out_dir, font_makes, font_crops, seed, font_dirs)
         manifest["font_share"] = font_share
+    for split in STRIP_SPLITS:  # a split this run does not write must not survive from an earlier run
+        clear_strips(Path(out_dir) / split)
     counts = {}
     for offset, (split, n) in enumerate(sizes.items()):
         if not n:

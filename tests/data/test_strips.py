@@ -142,3 +142,15 @@ def test_a_rerun_into_the_same_folder_leaves_only_its_own_strips(digits_root, tm
     assert sorted(path.name for path in (tmp_path / "train").glob("*.jpg")) == sorted(named) and len(named) == 8
     assert not list((tmp_path / "heldout").iterdir())  # an earlier run's split is not evaluated as if current
     assert (tmp_path / "train" / "notes.txt").read_text() == "mine"  # what the writer did not make stays
+
+
+def test_font_makes_take_fonts_only_from_the_folders_named(digits_root, tmp_path):
+    (tmp_path / "fonts").mkdir()  # no TrueType font in it: Pillow's bundled font and Hershey fonts only
+    sizes = {"train": 12}
+    write_strip_dataset(digits_root, tmp_path / "out", sizes, seed=6, font_makes=6, font_crops=10,
+                        font_dirs=(str(tmp_path / "fonts"),))
+    drawn = json.loads((tmp_path / "out" / "manifest.json").read_text())["font_makes"]
+    assert len(drawn) == 6 and not any("font_path" in make for make in drawn)
+    with pytest.raises(FileNotFoundError, match="font folder"):
+        write_strip_dataset(digits_root, tmp_path / "out", sizes, seed=6, font_makes=2, font_dirs=("/no/such",))
+    assert (tmp_path / "out" / "train" / "annotations.jsonl").exists()  # refused before the old strips were cleared
