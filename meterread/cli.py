@@ -300,7 +300,14 @@ def strips(
     sizes = {"train": train, "valid": valid, "test": test, "heldout": heldout}
     try:
         counts = write_strip_dataset(
-            source, out, sizes, seed, tuple(holdout or HELDOUT_MODELS), font_makes, font_crops, font_share,
+            source,
+            out,
+            sizes,
+            seed,
+            tuple(holdout or HELDOUT_MODELS),
+            font_makes,
+            font_crops,
+            font_share,
             tuple(str(folder) for folder in fonts_dir) if fonts_dir else None,
         )
     except (ValueError, FileNotFoundError) as error:

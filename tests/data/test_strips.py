@@ -147,8 +147,9 @@ def test_a_rerun_into_the_same_folder_leaves_only_its_own_strips(digits_root, tm
 def test_font_makes_take_fonts_only_from_the_folders_named(digits_root, tmp_path):
     (tmp_path / "fonts").mkdir()  # no TrueType font in it: Pillow's bundled font and Hershey fonts only
     sizes = {"train": 12}
-    write_strip_dataset(digits_root, tmp_path / "out", sizes, seed=6, font_makes=6, font_crops=10,
-                        font_dirs=(str(tmp_path / "fonts"),))
+    write_strip_dataset(
+        digits_root, tmp_path / "out", sizes, seed=6, font_makes=6, font_crops=10, font_dirs=(str(tmp_path / "fonts"),)
+    )
     drawn = json.loads((tmp_path / "out" / "manifest.json").read_text())["font_makes"]
     assert len(drawn) == 6 and not any("font_path" in make for make in drawn)
     with pytest.raises(FileNotFoundError, match="font folder"):

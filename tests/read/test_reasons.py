@@ -132,7 +132,9 @@ def test_a_photo_off_the_layout_is_coded(tmp_path):
 
 
 def test_a_failure_reason_says_after_retries_only_when_the_read_was_retried():
-    texts = {type(e).__name__: fetching.storage_failure(photo("M1/20260301T000000.jpg"), e, 3).error for e in (
-        TimeoutError("slow"), FileNotFoundError("gone"), PermissionError("denied"), ValueError("bad call"))}
+    texts = {
+        type(e).__name__: fetching.storage_failure(photo("M1/20260301T000000.jpg"), e, 3).error
+        for e in (TimeoutError("slow"), FileNotFoundError("gone"), PermissionError("denied"), ValueError("bad call"))
+    }
     assert "after retries" in texts["TimeoutError"]
     assert not any("after retries" in texts[name] for name in ("FileNotFoundError", "PermissionError", "ValueError"))
