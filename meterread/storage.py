@@ -265,7 +265,7 @@ def remove(fs: AbstractFileSystem, path: str, recursive: bool = False) -> None:
 
 
 def is_retried(error: BaseException) -> bool:
-    """Whether `with_retries` retries this error (and so, once raised, has used all its attempts on it)."""
+    """Whether `with_retries` retries this error (so one it raised came from its last attempt)."""
     return not isinstance(error, (*_FINAL_ERRORS, *_BAD_DATA_ERRORS))
 
 

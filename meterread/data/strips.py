@@ -149,6 +149,8 @@ def write_strip_dataset(
         raise ValueError(f"font makes need counts >= 1 (got {font_makes} makes of {font_crops} crops)")
     if font_share is not None and not (font_makes and 0 < font_share < 1):
         raise ValueError(f"font share must be between 0 and 1 (exclusive) and needs font makes (got {font_share})")
+    if font_dirs is not None and not font_makes:
+        raise ValueError(f"font folders {list(font_dirs)} are only read for font makes (give --font-makes N)")
     if font_makes and not sizes.get("train"):
         raise ValueError("font makes only join training strips: ask for some (train > 0)")
     grouped = index_crops(root)
@@ -158,6 +160,7 @@ def write_strip_dataset(
     if font_makes:
         extra, manifest["font_makes"] = add_font_makes(out_dir, font_makes, font_crops, seed, font_dirs)
         manifest["font_share"] = font_share
+    Path(out_dir, "manifest.json").unlink(missing_ok=True)  # written last: a crash leaves no manifest, not a stale one
     for split in STRIP_SPLITS:  # a split this run does not write must not survive from an earlier run
         clear_strips(Path(out_dir) / split)
     counts = {}

@@ -44,9 +44,12 @@ def fetch_and_preprocess(
     key for a URL chain."""
     try:
         fs, _ = resolve(config.source)
+    except Exception as error:  # noqa: BLE001 - any storage failure becomes the row's reason
+        return storage_failure(photo, error, config.transient_retries, attempts=1)
+    try:
         data = read_bytes(fs, photo.path, attempts=config.storage_attempts)
     except Exception as error:  # noqa: BLE001 - any storage failure becomes the row's reason
-        return storage_failure(photo, error, config.transient_retries)
+        return storage_failure(photo, error, config.transient_retries, config.storage_attempts)
     digest = hashlib.sha256(data).hexdigest()
     try:
         return Fetched(photo, digest, preprocess_photo(data, image_size, config.max_pixels, layout), None)
@@ -56,12 +59,13 @@ def fetch_and_preprocess(
         return Fetched(photo, digest, None, f"could not decode image: {type(error).__name__}: {error}")
 
 
-def storage_failure(photo: Photo, error: Exception, transient_retries: int) -> Fetched:
+def storage_failure(photo: Photo, error: Exception, transient_retries: int, attempts: int) -> Fetched:
     """A photo whose bytes could not be read. A transient failure (network, timeout, throttling, permissions) is
     coded STORAGE_ERROR: the ledger does not count it as done, so the next `transient_retries` runs try again; the
     last one allowed adds RETRIES_EXHAUSTED and stays. A missing object is final at once. The reason says "after
-    retries" only where the read was retried (not for a missing object, a permission or a bad call)."""
-    retried = " after retries" if is_retried(error) else ""
+    retries" only where the read was tried more than once (`attempts`; never for a missing object, a permission
+    or a bad call, which `with_retries` does not retry)."""
+    retried = " after retries" if attempts > 1 and is_retried(error) else ""
     reason = f"could not read object{retried}: {type(error).__name__}: {error}"
     if not is_transient(error):
         return Fetched(photo, None, None, reason)

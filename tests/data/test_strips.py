@@ -155,3 +155,5 @@ def test_font_makes_take_fonts_only_from_the_folders_named(digits_root, tmp_path
     with pytest.raises(FileNotFoundError, match="font folder"):
         write_strip_dataset(digits_root, tmp_path / "out", sizes, seed=6, font_makes=2, font_dirs=("/no/such",))
     assert (tmp_path / "out" / "train" / "annotations.jsonl").exists()  # refused before the old strips were cleared
+    with pytest.raises(ValueError, match="only read for font makes"):
+        write_strip_dataset(digits_root, tmp_path / "out", sizes, seed=6, font_dirs=(str(tmp_path / "fonts"),))

@@ -80,13 +80,14 @@ PRODUCED = [  # (reason texts as the code produces them, expected codes)
     ([decode_error(meter_jpeg()[:-200])], ["corrupt_image"]),
     ([decode_error(meter_jpeg(), max_pixels=100)], ["image_too_large"]),
     ([decode_error(png_bytes(np.zeros((8, 8, 3), np.uint8)))], ["image_too_small"]),
-    ([fetching.storage_failure(photo("M1/20260301T000000.jpg"), FileNotFoundError("gone"), 3).error], ["unreadable"]),
-    ([fetching.storage_failure(photo("M1/20260301T000000.jpg"), TimeoutError("slow"), 3).error], ["storage_error"]),
-    ([fetching.storage_failure(photo("M1/20260301T000000.jpg"), PermissionError("denied"), 3).error],
+    ([fetching.storage_failure(photo("M1/20260301T000000.jpg"), FileNotFoundError("gone"), 3, 4).error],
+     ["unreadable"]),
+    ([fetching.storage_failure(photo("M1/20260301T000000.jpg"), TimeoutError("slow"), 3, 4).error], ["storage_error"]),
+    ([fetching.storage_failure(photo("M1/20260301T000000.jpg"), PermissionError("denied"), 3, 4).error],
      ["storage_error"]),
     (["could not read object after retries: FileNotFoundError: gone"], ["unreadable"]),  # rows written before 11-29
     ([fetching.storage_failure(replace(photo("M1/20260301T000000.jpg"), transient_failures=3), TimeoutError("slow"),
-                               3).error], ["storage_error", "retries_exhausted"]),
+                               3, 4).error], ["storage_error", "retries_exhausted"]),
     (["key does not match the photo layout 'x'; object key is not valid UTF-8; recorded percent-encoded"],
      ["off_layout_key", "non_utf8_key"]),
 ]  # fmt: skip
@@ -133,8 +134,10 @@ def test_a_photo_off_the_layout_is_coded(tmp_path):
 
 def test_a_failure_reason_says_after_retries_only_when_the_read_was_retried():
     texts = {
-        type(e).__name__: fetching.storage_failure(photo("M1/20260301T000000.jpg"), e, 3).error
+        type(e).__name__: fetching.storage_failure(photo("M1/20260301T000000.jpg"), e, 3, attempts=4).error
         for e in (TimeoutError("slow"), FileNotFoundError("gone"), PermissionError("denied"), ValueError("bad call"))
     }
     assert "after retries" in texts["TimeoutError"]
     assert not any("after retries" in texts[name] for name in ("FileNotFoundError", "PermissionError", "ValueError"))
+    once = fetching.storage_failure(photo("M1/20260301T000000.jpg"), TimeoutError("slow"), 3, attempts=1).error
+    assert once == "storage_error: could not read object: TimeoutError: slow; the next run tries again (attempt 1 of 4)"
