@@ -37,12 +37,25 @@ def digit_rows(characters: list[str]) -> list[int]:
     return [0] + [characters.index(c) + 1 for c in CHARSET]
 
 
+def stub_torchvision() -> None:
+    """onnx2torch imports torchvision for its NMS and RoiAlign converters only, which this graph does not use; the
+    project installs no torchvision (it would pull a CUDA torch). These stand-ins fail if ever called."""
+
+    def missing(*args, **kwargs):
+        raise NotImplementedError("torchvision is not installed")
+
+    torchvision, ops = types.ModuleType("torchvision"), types.ModuleType("torchvision.ops")
+    ops.nms = ops.roi_align = missing
+    torchvision.ops = ops
+    sys.modules.update({"torchvision": torchvision, "torchvision.ops": ops})
+
+
 def backbone_and_head(path: Path = MODEL) -> tuple[nn.Module, nn.Linear]:
     """PP-OCRv4 rec up to its (B, T, C) sequence features, and a CTC head over blank + CHARSET taken from its own."""
     import onnx
 
-    if importlib.util.find_spec("torchvision") is None:  # onnx2torch imports it for NMS and RoiAlign only, which
-        sys.modules["torchvision"] = types.ModuleType("torchvision")  # this graph lacks; the project has no torchvision
+    if importlib.util.find_spec("torchvision") is None:
+        stub_torchvision()
     from onnx2torch import convert
 
     graph_model = onnx.load(str(path))

@@ -45,3 +45,15 @@ def test_inputs_are_scaled_as_rapidocr_scales_them_and_augmentation_stays_in_ran
     assert torch.all(x[0, 0] == 1) and torch.all(x[0, 1:] == -1) and torch.all(x[1] == -1)
     augmented = ppocr.to_input(images, np.random.default_rng(0))
     assert augmented.min() >= -1 and augmented.max() <= 1 and not torch.equal(augmented, x)
+
+
+def test_the_torchvision_stand_in_imports_like_onnx2torch_needs_and_fails_if_called(ppocr, monkeypatch):
+    for name in ("torchvision", "torchvision.ops"):  # recorded as absent, so the stand-ins are removed afterwards
+        monkeypatch.setitem(sys.modules, name, None)
+    ppocr.stub_torchvision()
+    from torchvision.ops import roi_align
+
+    with pytest.raises(NotImplementedError, match="torchvision is not installed"):
+        roi_align()
+    with pytest.raises(NotImplementedError):
+        sys.modules["torchvision"].ops.nms()
