@@ -159,7 +159,8 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=300)
     args = parser.parse_args()
     torch.manual_seed(0)
-    ceiling_crnn.to_tensor = lambda images, rng=None, heavy=False: to_input(images, rng)  # report()'s reads
+    # ceiling_crnn's loss and report() read images through its to_tensor: PP-OCR's scaling instead
+    ceiling_crnn.to_tensor = lambda images, rng=None, heavy=False: to_input(images, rng)
     started = time.time()
     train = load_split(args.strips / "train")
     test, heldout = load_split(args.strips / "test"), load_split(args.strips / "heldout")
@@ -174,14 +175,9 @@ def main() -> None:
     report("held-out-model strips", net, heldout)
     optimizer = torch.optim.AdamW(net.parameters(), args.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=args.steps, pct_start=0.1)
-    ctc = nn.CTCLoss(zero_infinity=True)
     for step in range(1, args.steps + 1):
         batch = rng.integers(0, len(train[0]), args.batch_size)
-        readings = [train[1][i] for i in batch]
-        targets = [torch.tensor([CHARSET.index(c) + 1 for c in reading]) for reading in readings]
-        log_probs = net(to_input(train[0][batch], rng)).log_softmax(-1).permute(1, 0, 2)
-        lengths = torch.full((len(batch),), log_probs.shape[0])
-        loss = ctc(log_probs, torch.cat(targets), lengths, torch.tensor([len(t) for t in targets]))
+        loss = ceiling_crnn.ctc_loss(net, train[0][batch], [train[1][i] for i in batch], rng)
         optimizer.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(net.parameters(), 5)

@@ -63,13 +63,12 @@ def write_strips(
     grouped: dict[str, list[DigitCrop]], out_dir: str | Path, n: int, seed: int, font_share: float | None = None
 ) -> list[dict]:
     """Write `n` strips (jpg + annotations.jsonl) drawn from `grouped` crops (`font_share`: see `model_weights`);
-    returns the records. Deterministic."""
+    returns the records. Deterministic. An earlier run's strips are the caller's to clear (`clear_strips`)."""
     models, weights = model_weights(grouped, font_share)
     if not models:
         raise ValueError("no meter model with clean digit crops to build strips from")
     rng = np.random.default_rng(seed)
     out = Path(out_dir)
-    clear_strips(out)
     out.mkdir(parents=True, exist_ok=True)
     records = []
     for index in range(n):
