@@ -8,7 +8,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-slow test-all bench lint clean demo-model eval-sets evaluate-bundled real-stage research
+.PHONY: install demo test test-slow test-all bench lint clean demo-model eval-sets evaluate-bundled real-stage
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -131,11 +131,6 @@ real-stage: eval-sets
 	$(BIN)/meterread train configs/demo-tiny-paligemma-stage7.yaml base=$(RUNS)/demo-stage6/best \
 		dataset=$(DATA)/stage7 output=$(RUNS)/demo-stage7
 	$(foreach set,$(EVAL_SETS),$(call evaluate_set,$(subst :, ,$(set)),$(RUNS)/demo-stage7/best,$(RUNS)/demo-stage7))
-
-# scripts/ceiling_ppocr.py only (no product code or test needs these): onnx and onnx2torch, pinned, --no-deps since
-# onnx2torch would pull torchvision and with it a CUDA torch over the pinned CPU one.
-research: $(STAMP)
-	$(BIN)/python -m pip install -q --no-deps -c constraints.txt onnx onnx2torch ml_dtypes
 
 lint: $(STAMP)
 	$(BIN)/ruff check meterread flows tests

@@ -332,7 +332,7 @@ def mix(
 
 @app.command()
 def tiny(
-    family: str = typer.Argument(..., help="paligemma or florence2"),
+    family: str = typer.Argument(..., help="paligemma, florence2 or ppocr"),
     out: Path = typer.Argument(..., help="Directory to save the model and processor into."),
     seed: int = typer.Option(0),
 ) -> None:
@@ -340,6 +340,23 @@ def tiny(
     from meterread.models.tiny import build_tiny
 
     typer.echo(f"saved tiny {family} to {build_tiny(family, out, seed=seed)}")
+
+
+@app.command(name="import-ppocr")
+def import_ppocr(
+    out: Path = typer.Argument(..., help="Directory to save the ppocr checkpoint into."),
+    image_size: int = typer.Option(96, help="Square input side, folded as two rows (a 48 x 192 strip at 96)."),
+    strip_width: int = typer.Option(192, help="Width the strip is read at, 48 px high (width / 8 CTC columns)."),
+) -> None:
+    """Save PP-OCRv4's recogniser (from rapidocr-onnxruntime's wheel, Apache-2.0) with a digit CTC head as a
+    `ppocr` checkpoint, checked against onnxruntime: the pretrained start for `meterread train` (family ppocr)."""
+    from meterread.models.ppocr_import import import_ppocr as save_published
+
+    try:
+        saved = save_published(out, image_size=image_size, strip_width=strip_width)
+    except (ModuleNotFoundError, ValueError) as error:
+        raise typer.BadParameter(str(error)) from error
+    typer.echo(f"saved PP-OCRv4's recogniser (digits) as a ppocr checkpoint in {saved}")
 
 
 @app.command()

@@ -140,7 +140,7 @@ class ModelSpec(Settings):
 
     kind: ClassVar[str] = "model"
 
-    family: str = Field("paligemma", description="Model family: paligemma or florence2.")
+    family: str = Field("paligemma", description="Model family: paligemma, florence2 or ppocr.")
     base: str = Field(
         str(DEMO_MODEL_DIR),
         description="Base model: hub id, local dir or registry://URL[@VERSION] (default: the bundled demo model).",

@@ -29,15 +29,15 @@ HEIGHT, WIDTH = 48, 192
 CHARSET = "0123456789."
 
 
-def load_split(folder: Path) -> tuple[np.ndarray, list[str], list[str]]:
-    """Strips resized to HEIGHT (aspect kept up to 4:1, wider ones squeezed to WIDTH; a narrower one's right edge
-    repeated to WIDTH), their readings and meter models."""
+def load_split(folder: Path, width: int = WIDTH, stretch: float = 1.0) -> tuple[np.ndarray, list[str], list[str]]:
+    """Strips resized to HEIGHT and widened `stretch` times (kept up to `width`, wider ones squeezed to it; a
+    narrower one's right edge repeated to `width`), their readings and meter models."""
     rows = [json.loads(line) for line in (folder / "annotations.jsonl").open()]
-    images = np.zeros((len(rows), HEIGHT, WIDTH, 3), np.uint8)
+    images = np.zeros((len(rows), HEIGHT, width, 3), np.uint8)
     for i, row in enumerate(rows):
         image = cv2.imread(str(folder / row["image"]))
-        height, width = image.shape[:2]
-        new_width = min(WIDTH, max(8, round(width * HEIGHT / height)))
+        height, original_width = image.shape[:2]
+        new_width = min(width, max(8, round(original_width * HEIGHT / height * stretch)))
         images[i, :, :new_width] = cv2.resize(image, (new_width, HEIGHT), interpolation=cv2.INTER_AREA)
         images[i, :, new_width:] = images[i, :, new_width - 1 : new_width]
     return images, [row["suffix"] for row in rows], [row["meter_model"] for row in rows]

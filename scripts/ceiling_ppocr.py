@@ -1,139 +1,40 @@
 """Do pretrained text features carry over to unseen meter makes? PP-OCRv4 fine-tuned on the strips: a measurement.
 
-    make research   # onnx + onnx2torch (pinned, --no-deps) into the `make install` venv, which has rapidocr
-    .venv/bin/python scripts/ceiling_ppocr.py STRIPS_DIR [--steps 1200] [--batch-size 24]
+    .venv/bin/python scripts/ceiling_ppocr.py STRIPS_DIR [--steps 1200] [--batch-size 24] [--width 192 --stretch 1]
 
 The only pretrained visual weights on this machine are PP-OCRv4's recogniser inside `rapidocr-onnxruntime`'s wheel
-(Apache-2.0; `make install` adds it for the PP-OCRv4 baseline). Its ONNX graph (weights stored as Constant nodes) is
-converted to torch with onnx2torch, cut before its 6,625-class head, and given a 12-class CTC head (blank, `0-9`,
-`.`) whose rows start as the pretrained head's rows for those characters, so step 0 is PP-OCRv4 itself restricted to
-digits (checked against onnxruntime on every start: the converted network must give the same restricted
-probabilities). The whole network then trains on STRIPS_DIR's train/ with CTC, reading test/ (seen makes) and
-heldout/ (unseen makes) every `--eval-every` steps, like `scripts/ceiling_crnn.py` (same loading, decoding and
-per-model report). docs/training.md ("Pretrained features") records what it measured.
+(Apache-2.0; `make install` adds it for the PP-OCRv4 baseline). `meterread.models.ppocr_import.published_model`
+copies them into the project's native network (`meterread.models.ppocr_network`) with a 12-class CTC head (blank,
+`0-9`, `.`) whose rows are the published head's rows for those characters, so step 0 is PP-OCRv4 itself restricted
+to digits (checked against onnxruntime on every start). The whole network then trains on STRIPS_DIR's train/ with
+CTC, reading test/ (seen makes) and heldout/ (unseen makes) every `--eval-every` steps, like
+`scripts/ceiling_crnn.py` (same loading, decoding and per-model report). docs/training.md ("Pretrained features")
+records what it measured.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 import time
-import types
 from pathlib import Path
 
 import numpy as np
-import rapidocr_onnxruntime
 import torch
-from ceiling_crnn import CHARSET, load_split, report
+from ceiling_crnn import load_split, report
 from torch import nn
 
-MODEL = Path(rapidocr_onnxruntime.__file__).parent / "models" / "ch_PP-OCRv4_rec_infer.onnx"
-
-
-def digit_rows(characters: list[str]) -> list[int]:
-    """The pretrained head's classes for CTC blank + CHARSET: blank is class 0, the dictionary's character k is
-    class k + 1 (PaddleOCR's CTC label layout)."""
-    return [0] + [characters.index(c) + 1 for c in CHARSET]
-
-
-def stub_torchvision() -> None:
-    """onnx2torch imports torchvision for its NMS and RoiAlign converters only, which this graph does not use; the
-    project installs no torchvision (it would pull a CUDA torch). These stand-ins fail if ever called."""
-
-    def missing(*args, **kwargs):
-        raise NotImplementedError("torchvision is not installed")
-
-    torchvision, ops = types.ModuleType("torchvision"), types.ModuleType("torchvision.ops")
-    ops.nms = ops.roi_align = missing
-    torchvision.ops = ops
-    sys.modules.update({"torchvision": torchvision, "torchvision.ops": ops})
-
-
-def backbone_and_head(path: Path = MODEL) -> tuple[nn.Module, nn.Linear]:
-    """PP-OCRv4 rec up to its (B, T, C) sequence features, and a CTC head over blank + CHARSET taken from its own."""
-    import onnx
-
-    if importlib.util.find_spec("torchvision") is None:
-        stub_torchvision()
-    from onnx2torch import convert
-
-    graph_model = onnx.load(str(path))
-    characters = next(p.value for p in graph_model.metadata_props if p.key == "character").splitlines()
-    constants = {}
-    for node in graph_model.graph.node:
-        if node.op_type == "Constant":
-            tensor = node.attribute[0].t
-            tensor.name = node.output[0]
-            constants[tensor.name] = tensor
-    graph = graph_model.graph
-    matmul = next(
-        n
-        for n in graph.node
-        if n.op_type == "MatMul"
-        and n.input[1] in constants
-        and onnx.numpy_helper.to_array(constants[n.input[1]]).shape[-1] == len(characters) + 2
-    )
-    add = next(n for n in graph.node if n.op_type == "Add" and matmul.output[0] in n.input)
-    weight = onnx.numpy_helper.to_array(constants[matmul.input[1]])  # (C, classes)
-    bias = onnx.numpy_helper.to_array(constants[next(i for i in add.input if i in constants)])
-    rows = digit_rows(characters)
-    head = nn.Linear(weight.shape[0], len(rows))
-    with torch.no_grad():
-        head.weight.copy_(torch.tensor(weight[:, rows].T))
-        head.bias.copy_(torch.tensor(bias[rows]))
-    features = matmul.input[0]
-    cut = list(graph.node).index(matmul)
-    kept = [n for n in graph.node[:cut] if n.op_type != "Constant"]
-    graph.initializer.extend(constants.values())
-    del graph.node[:]
-    graph.node.extend(kept)
-    del graph.output[:]
-    graph.output.append(onnx.helper.make_tensor_value_info(features, onnx.TensorProto.FLOAT, None))
-    for node in kept:  # onnx2torch picks BatchNorm's class from the input's rank, which this graph leaves unknown
-        if node.op_type == "BatchNormalization":
-            graph.value_info.append(
-                onnx.helper.make_tensor_value_info(node.input[0], onnx.TensorProto.FLOAT, ["n", "c", "h", "w"])
-            )
-    backbone = convert(graph_model)
-    store = backbone.initializers  # the neck's attention and norm weights arrive as buffers: train them too
-    for name, value in list(store.named_buffers(recurse=False)):
-        if value.is_floating_point() and value.numel() > 1:
-            del store._buffers[name]
-            store.register_parameter(name, nn.Parameter(value))
-    return backbone, head
+from meterread.models.ppocr_import import published_model
 
 
 class PretrainedReader(nn.Module):
-    """48 x W strip -> W / 8 columns of (blank + CHARSET) logits."""
+    """48 x W strip -> W / 8 columns of (blank + CHARSET) logits: the published recogniser, digits only."""
 
     def __init__(self):
         super().__init__()
-        self.backbone, self.head = backbone_and_head()
+        self.model = published_model()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
-
-
-def check_conversion(net: PretrainedReader, path: Path = MODEL) -> float:
-    """Largest difference between the converted network's log-probabilities over blank + CHARSET and onnxruntime's
-    (PP-OCRv4 itself) renormalised over the same classes, on random strips; raises when above 1e-3."""
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(path))
-    characters = session.get_modelmeta().custom_metadata_map["character"].splitlines()
-    x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 48, 192)).astype(np.float32)
-    probabilities = session.run(None, {session.get_inputs()[0].name: x})[0][..., digit_rows(characters)]
-    expected = np.log(probabilities) - np.log(probabilities.sum(-1, keepdims=True))
-    was_training = net.training
-    net.eval()
-    with torch.no_grad():
-        got = net(torch.tensor(x)).log_softmax(-1).numpy()
-    net.train(was_training)
-    worst = float(np.abs(got - expected).max())
-    if not worst <= 1e-3:  # NaN (a row of probabilities underflowing to 0) fails too
-        raise AssertionError(f"converted PP-OCRv4 differs from onnxruntime by {worst:.4f} (log-probability)")
-    return worst
+        return self.model(x).logits
 
 
 def to_input(images: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
@@ -157,17 +58,26 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=24)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--eval-every", type=int, default=300)
+    parser.add_argument("--width", type=int, default=192, help="input width in pixels (PP-OCR reads W / 8 columns)")
+    parser.add_argument(
+        "--stretch",
+        type=float,
+        default=1.0,
+        help="widen every strip this many times (digits are "
+        "narrower than the CJK characters PP-OCR was trained on: more columns per digit)",
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     # ceiling_crnn's loss and report() read images through its to_tensor: PP-OCR's scaling instead
     ceiling_crnn.to_tensor = lambda images, rng=None, heavy=False: to_input(images, rng)
     started = time.time()
-    train = load_split(args.strips / "train")
-    test, heldout = load_split(args.strips / "test"), load_split(args.strips / "heldout")
+    shape = {"width": args.width, "stretch": args.stretch}
+    train = load_split(args.strips / "train", **shape)
+    test, heldout = load_split(args.strips / "test", **shape), load_split(args.strips / "heldout", **shape)
     net, rng = PretrainedReader(), np.random.default_rng(0)
     print(
-        f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f} M trainable parameters; "
-        f"conversion checked against onnxruntime (max log-probability difference {check_conversion(net):.1e})",
+        f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f} M trainable parameters (import checked against "
+        "onnxruntime)",
         flush=True,
     )
     print("step 0 (PP-OCRv4 restricted to digits):", flush=True)

@@ -75,6 +75,11 @@ def tiny_florence2(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def tiny_ppocr(tmp_path_factory) -> str:
+    return str(build_tiny("ppocr", tmp_path_factory.mktemp("tiny-ppocr")))
+
+
+@pytest.fixture(scope="session")
 def prefect_harness():
     """One ephemeral Prefect server for the whole session (starting one costs ~20-30 s)."""
     from prefect.testing.utilities import prefect_test_harness

@@ -7,6 +7,7 @@ import torch
 from transformers import Florence2ForConditionalGeneration, PaliGemmaForConditionalGeneration
 
 from meterread.bench import BenchConfig, format_results, run_bench
+from meterread.models.ppocr_network import PPOCRForCTC
 from meterread.models.registry import family_module
 from meterread.models.tiny import TinySize
 
@@ -16,6 +17,7 @@ from meterread.models.tiny import TinySize
     [
         ("paligemma", PaliGemmaForConditionalGeneration, 2.9e9, 3.1e9, 256),  # paligemma2-3b-pt-224
         ("florence2", Florence2ForConditionalGeneration, 0.22e9, 0.24e9, 577),  # Florence-2-base
+        ("ppocr", PPOCRForCTC, 1.85e6, 1.92e6, 24),  # PP-OCRv4 mobile rec, 12-class head; 24 CTC columns
     ],
 )
 def test_full_architectures_have_the_published_size(family, model_class, low, high, tokens):
@@ -44,7 +46,7 @@ def test_tiny_architecture_is_the_tiny_model_the_tests_load(request, family):
     assert (inputs["input_ids"] == arch.config.image_token_id).sum(dim=1).tolist() == [arch.image_tokens] * 3
 
 
-@pytest.mark.parametrize("family", ["paligemma", "florence2"])
+@pytest.mark.parametrize("family", ["paligemma", "florence2", "ppocr"])
 def test_architecture_bench_measures_images_per_s_and_flops(family, tmp_path):
     out = tmp_path / "bench.json"
     config = BenchConfig(family=family, size="tiny", device="cpu", batch_size=2, repeats=1, new_tokens=3, out=str(out))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
+import numpy as np
 import torch
 from transformers import LogitsProcessor
 
@@ -82,3 +83,52 @@ def confidence_from_logprobs(logprobs: list[float]) -> float | None:
     if not logprobs:
         return None
     return float(math.exp(sum(logprobs)))
+
+
+def ctc_best_path(log_probs: np.ndarray) -> tuple[list[int], list[float]]:
+    """CTC greedy decoding of (T, classes) log-probabilities, blank = class 0: the best path's classes with repeats
+    collapsed and blanks dropped, and one log-probability per emitted class: the path's columns from the class's
+    first column up to the next emitted class (the first also takes the leading columns), so they add up to the
+    whole path's log-probability. An empty reading gets one entry, the whole path."""
+    best = log_probs.argmax(-1)
+    path = log_probs[np.arange(len(best)), best]
+    ids, starts = [], []
+    for t, k in enumerate(best.tolist()):
+        if k and (t == 0 or k != best[t - 1]):
+            ids.append(k)
+            starts.append(t)
+    bounds = [0, *starts[1:], len(best)]
+    return ids, [float(path[start:stop].sum()) for start, stop in zip(bounds, bounds[1:])]
+
+
+def ctc_constrained_path(
+    log_probs: np.ndarray, vocab: str, pattern: ReadingPattern, beam: int = 16
+) -> tuple[list[int], list[float]]:
+    """The most likely CTC path whose reading fits `pattern`: a beam of `beam` (reading, last class) states, the best
+    path into each kept; a reading that cannot grow into a valid one, or not within the columns left, is never
+    entered, so a complete reading is found whenever the columns can hold one. Split per class as in
+    `ctc_best_path`; the plain best path when the columns are too few for any complete reading."""
+    if pattern.shortest_completion("") > len(log_probs):
+        return ctc_best_path(log_probs)
+    beams: dict[tuple[tuple[int, ...], int], tuple[float, tuple[float, ...]]] = {((), 0): (0.0, (0.0,))}
+    for t, row in enumerate(log_probs.tolist()):
+        left = len(log_probs) - t - 1
+        extended: dict[tuple[tuple[int, ...], int], tuple[float, tuple[float, ...]]] = {}
+        for (ids, last), (score, parts) in beams.items():
+            reading = "".join(vocab[i - 1] for i in ids)
+            for k, lp in enumerate(row):
+                if k == 0 or k == last:  # a blank, or the same class again: the reading does not change
+                    if pattern.shortest_completion(reading) > left:
+                        continue
+                    key, grown = (ids, k), parts[:-1] + (parts[-1] + lp,)
+                else:
+                    text = reading + vocab[k - 1]
+                    if not pattern.is_prefix(text) or pattern.shortest_completion(text) > left:
+                        continue
+                    key, grown = ((*ids, k), k), (parts[0] + lp,) if not ids else (*parts, lp)
+                if key not in extended or extended[key][0] < score + lp:
+                    extended[key] = (score + lp, grown)
+        beams = dict(sorted(extended.items(), key=lambda item: -item[1][0])[:beam])
+    complete = [item for item in beams.items() if pattern.is_complete("".join(vocab[i - 1] for i in item[0][0]))]
+    (ids, _), (_, parts) = max(complete, key=lambda item: item[1][0])
+    return list(ids), list(parts)

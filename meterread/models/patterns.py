@@ -55,6 +55,14 @@ class ReadingPattern:
             return False
         return True
 
+    def shortest_completion(self, text: str) -> int:
+        """Fewest characters that make the prefix `text` a complete reading (`text` must be a prefix)."""
+        integer, sep, fraction = text.replace(",", ".").partition(".")
+        needed = max(0, (self.integer_digits or 1) - len(integer))
+        if sep:  # at least one decimal after a separator; exactly `decimals` when fixed
+            return needed + (int(not fraction) if self.decimals is None else max(self.decimals - len(fraction), 0))
+        return needed + (1 + self.decimals if self.decimals else 0)
+
     def is_complete(self, text: str) -> bool:
         """Is `text` a whole valid reading (EOS allowed here)?"""
         if not text or not self.is_prefix(text):

@@ -6,4 +6,5 @@ Kept apart from the family modules so data tools (`meterread synth`, its worker 
 DEFAULT_PROMPTS = {
     "paligemma": "extract meter value from this image",
     "florence2": "<DocVQA>What is the meter values?",
+    "ppocr": "",  # a CTC recogniser reads without a prompt
 }

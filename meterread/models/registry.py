@@ -27,6 +27,7 @@ FAMILY_INTERFACE = ("load", "LORA_TARGETS", "build_tiny", "MODEL_CLASS", "archit
 FAMILY_MODULES: dict[str, str] = {
     "paligemma": "meterread.models.paligemma",
     "florence2": "meterread.models.florence2",
+    "ppocr": "meterread.models.ppocr",
 }
 
 

@@ -42,9 +42,10 @@ def lora_targets(family: str, settings: LoraSettings) -> list[str]:
 
 
 def vision_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The image encoder and its projector, for `freeze-vision`."""
+    """The image encoder and its projector (a VLM), or the convolutional backbone (a ppocr recogniser), for
+    `freeze-vision`."""
     inner = getattr(model, "model", model)
-    names = ("vision_tower", "multi_modal_projector")
+    names = ("vision_tower", "multi_modal_projector", "backbone")
     found = [getattr(inner, name) for name in names if getattr(inner, name, None) is not None]
     if not found:
         raise ValueError(f"{type(model).__name__} has no vision_tower to freeze")

@@ -160,6 +160,11 @@ def warm_start_vision(
     for `positions`, whole readings for `columns`). ValueError, before any step, on labels the head cannot hold."""
     from meterread.models.generation import pixel_values
 
+    if not hasattr(reader.processor, "image_processor"):
+        raise ValueError(
+            f"warm_start_steps trains a vision-language model's vision tower; the {reader.family} family has none "
+            "(a ppocr model starts from pretrained weights: meterread import-ppocr): set warm_start_steps: 0"
+        )
     model = reader.model
     processor = reader.processor.image_processor
     mean, std = processor.image_mean, processor.image_std

@@ -17,8 +17,10 @@ from meterread.models.registry import load_reader
 from meterread.preprocess import preprocess_photo
 from tests.factories import meter_jpeg
 
+FAMILIES = ["paligemma", "florence2", "ppocr"]
 
-@pytest.fixture(scope="module", params=["paligemma", "florence2"])
+
+@pytest.fixture(scope="module", params=FAMILIES)
 def reader(request):
     base = request.getfixturevalue(f"tiny_{request.param}")
     return load_reader(ModelSpec(family=request.param, base=base, device="cpu"))
@@ -35,7 +37,7 @@ def test_loads_through_the_spec_path_and_reads_a_batch(reader):
     assert len(predictions) == 4
     for prediction in predictions:
         assert re.fullmatch(r"\d+([.,]\d+)?", prediction.text), prediction.text
-        assert len(prediction.token_logprobs) >= 2 and all(lp <= 0 for lp in prediction.token_logprobs)
+        assert prediction.token_logprobs and all(lp <= 0 for lp in prediction.token_logprobs)
         assert prediction.elapsed_s > 0
 
 
@@ -66,7 +68,7 @@ def test_prompt_comes_from_the_spec_and_the_device_follows_the_model(reader, req
     assert moved.device == torch.device("meta")
 
 
-@pytest.mark.parametrize("family", ["paligemma", "florence2"])
+@pytest.mark.parametrize("family", FAMILIES)
 @settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 2**16), integer_digits=st.integers(1, 7), decimals=st.integers(0, 3))
 def test_constrained_decoding_always_matches_the_pattern(request, family, seed, integer_digits, decimals):
@@ -143,3 +145,22 @@ def test_paligemma2_with_a_gemma2_decoder_loads_and_reads(tiny_paligemma, tmp_pa
     image = preprocess_photo(meter_jpeg("01234.5", seed=1), reader.image_size).image
     (prediction,) = reader.read([image], [reader.default_prompt])
     assert re.fullmatch(r"\d+([.,]\d+)?", prediction.text), prediction.text
+
+
+@pytest.mark.parametrize(
+    ("pattern", "prefix", "shortest"),
+    [
+        (ReadingPattern(), "", 1),
+        (ReadingPattern(), "12", 0),
+        (ReadingPattern(), "12.", 1),
+        (ReadingPattern(), "12.5", 0),
+        (ReadingPattern.parse("5.1"), "", 7),
+        (ReadingPattern.parse("5.1"), "012", 4),
+        (ReadingPattern.parse("5.1"), "01234.", 1),
+        (ReadingPattern.parse("5.1"), "01234.5", 0),
+        (ReadingPattern.parse("4"), "01", 2),
+        (ReadingPattern.parse("2.3"), "12.4", 2),
+    ],
+)
+def test_shortest_completion_counts_the_characters_a_prefix_still_needs(pattern, prefix, shortest):
+    assert pattern.shortest_completion(prefix) == shortest

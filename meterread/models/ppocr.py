@@ -1,0 +1,189 @@
+"""PP-OCR family: PP-OCRv4's recogniser with a digit CTC head (`meterread.models.ppocr_network`), the family
+interface of `meterread.models.registry`.
+
+Why a third family: no VLM weights can be fetched here, and models trained from scratch do not read meter makes
+they never saw; PP-OCRv4's pretrained recogniser ships inside rapidocr's wheel, and fine-tuned on real strips it
+reads unseen makes three times as often as PP-OCRv4 itself (docs/training.md, "Pretrained features").
+`meterread import-ppocr OUT` makes the starting checkpoint.
+
+The reader takes meterread's square model input, unfolds its `layout.rows` slices back into one strip (the inverse
+of `meterread.preprocess.fold_into_square`), scales it to 48 px high and reads the best CTC path. It reads without
+a prompt (prompts are accepted and ignored) and cannot rank meter-type labels.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from meterread.config import ModelSpec
+from meterread.models.base import Architecture, Prediction, fingerprint, model_device
+from meterread.models.decoding import ctc_best_path, ctc_constrained_path
+from meterread.models.ppocr_network import DIGITS, STRIP_HEIGHT, PPOCRConfig, PPOCRForCTC
+from meterread.models.prompts import DEFAULT_PROMPTS
+from meterread.models.tiny import TinySize
+from meterread.preprocess import PREPROCESS_VERSION, InputLayout, unfold_square
+
+FAMILY = "ppocr"
+DEFAULT_PROMPT = DEFAULT_PROMPTS[FAMILY]
+LORA_TARGETS = ("qkv", "proj", "fc1", "fc2")
+MODEL_CLASS = PPOCRForCTC
+
+
+@dataclass(frozen=True)
+class StripProcessor:
+    """Square model inputs -> the network's pixel batch: unfolded into strips of `rows` slices, scaled to 48 x
+    `width` px (wider than the fold's aspect stretches the digits: more CTC columns per digit), BGR, scaled to
+    [-1, 1] (PaddleOCR's input convention)."""
+
+    rows: int = 2
+    width: int = 192
+
+    def __call__(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        strips = [unfold_square(image, self.rows) for image in images]
+        resized = [cv2.resize(s, (self.width, STRIP_HEIGHT), interpolation=cv2.INTER_AREA) for s in strips]
+        batch = torch.from_numpy(np.stack(resized)[..., ::-1].copy()).permute(0, 3, 1, 2).float()
+        return batch / 127.5 - 1.0
+
+    def save_pretrained(self, directory) -> None:
+        """Nothing to save: the strip geometry lives in the checkpoint's `meterread.json` (`display_rows`)."""
+
+
+def encode_labels(answers: Sequence[str], vocab: str) -> torch.Tensor:
+    """Readings -> (B, L) class ids (1-based into `vocab`), padded with -100. Raises ValueError for a character the
+    vocabulary lacks."""
+    longest = max((len(answer) for answer in answers), default=0)
+    labels = torch.full((len(answers), max(longest, 1)), -100, dtype=torch.long)
+    for row, answer in enumerate(answers):
+        unknown = sorted(set(answer) - set(vocab))
+        if unknown:
+            raise ValueError(f"label {answer!r} has {unknown}, outside the model's vocabulary {vocab!r}")
+        labels[row, : len(answer)] = torch.tensor([vocab.index(c) + 1 for c in answer], dtype=torch.long)
+    return labels
+
+
+@dataclass
+class PPOCRReader:
+    model: PPOCRForCTC
+    processor: StripProcessor
+    spec: ModelSpec
+    model_id: str
+    adapter_id: str | None
+    fingerprint: str
+    image_size: int  # the square input side meterread's preprocessing produces
+    default_prompt: str
+    layout: InputLayout = InputLayout()
+    min_confidence: float | None = None
+    family: str = FAMILY
+
+    device = property(model_device)
+
+    def pixels(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        return self.processor(images).to(self.device, self.model.dtype)
+
+    @torch.inference_mode()
+    def read(self, images: Sequence[np.ndarray], prompts: Sequence[str]) -> list[Prediction]:
+        """The best CTC path per image, constrained to the spec's reading pattern when `spec.constrained`
+        (`ctc_constrained_path`), else the plain best path; its log-probability split per character, so the
+        confidence (their sum, exponentiated) is the path's probability. Prompts are not used. Raises ValueError
+        when the numbers of images and prompts differ."""
+        if len(images) != len(prompts):
+            raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
+        if not images:
+            return []
+        started = time.perf_counter()
+        log_probs = self.model(self.pixels(images)).logits.float().log_softmax(-1).cpu().numpy()
+        vocab, pattern = self.model.config.vocab, self.spec.reading_pattern()
+        decoded = [
+            ctc_constrained_path(columns, vocab, pattern) if self.spec.constrained else ctc_best_path(columns)
+            for columns in log_probs
+        ]
+        elapsed = (time.perf_counter() - started) / len(images)
+        return [Prediction("".join(vocab[i - 1] for i in ids), tuple(parts), elapsed) for ids, parts in decoded]
+
+    def classify(self, images: Sequence[np.ndarray], prompt: str, labels: Sequence[str]) -> list[tuple[str, float]]:
+        raise ValueError("the ppocr family reads digits only and cannot rank meter types; drop meter_types")
+
+    def training_batch(self, images: Sequence[np.ndarray], prompts: Sequence[str], answers: Sequence[str]) -> dict:
+        """`pixel_values` and CTC `labels` (prompts are not used)."""
+        labels = encode_labels(answers, self.model.config.vocab)
+        return {"pixel_values": self.pixels(images), "labels": labels.to(self.device)}
+
+
+def load(spec: ModelSpec) -> PPOCRReader:
+    """The reader of a `ppocr` checkpoint (a LoRA adapter merged in when the spec has one)."""
+    from meterread.models.loading import input_layout, load_model, recommended_min_confidence
+
+    model, adapter_dir = load_model(MODEL_CLASS, spec)
+    layout = input_layout(adapter_dir, spec.base)
+    prompt = spec.prompt or DEFAULT_PROMPT
+    return PPOCRReader(
+        model=model,
+        processor=StripProcessor(layout.rows, int(model.config.strip_width)),
+        spec=spec,
+        model_id=spec.base,
+        adapter_id=spec.adapter,
+        fingerprint=fingerprint(spec, spec.base, adapter_dir, prompt, PREPROCESS_VERSION),
+        image_size=int(model.config.image_size),
+        default_prompt=prompt,
+        layout=layout,
+        min_confidence=recommended_min_confidence(adapter_dir, spec.base),
+    )
+
+
+# --- tiny models (tests) -------------------------------------------------------------------------------------------
+
+
+def tiny_config(size: TinySize) -> PPOCRConfig:
+    """A small recogniser of the same shape: height stride 16, width stride 4 before the neck's pooling."""
+    wide = size.vision_hidden
+    blocks = (
+        (3, 8, 16, (1, 1), False),
+        (3, 16, 32, (2, 1), False),
+        (3, 32, 32, (1, 2), False),
+        (3, 32, wide, (2, 1), True),
+        (3, wide, wide, (2, 1), False),
+    )
+    return PPOCRConfig(
+        vocab=DIGITS,
+        image_size=size.image_size,
+        stem_channels=8,
+        blocks=blocks,
+        neck_hidden=size.vision_hidden,
+        neck_depth=size.vision_layers,
+        neck_heads=size.heads,
+    )
+
+
+def build_tiny(out_dir: str | Path, size: TinySize | None = None, seed: int = 0) -> Path:
+    """Build, save and return the directory of a tiny random-weight recogniser (reading two folded rows)."""
+    size = size or TinySize()
+    torch.manual_seed(seed)
+    model = PPOCRForCTC(tiny_config(size))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    (out / "meterread.json").write_text(json.dumps(InputLayout(rows=2).to_dict(), indent=2))
+    return out
+
+
+# --- benchmark architectures (`meterread bench --size tiny|full`) --------------------------------------------------
+
+
+def architecture(size: str) -> Architecture:
+    """PP-OCRv4's recogniser (`full`) or the tiny one; `image_tokens` is the number of CTC columns (a 48 x 192
+    strip)."""
+    config = tiny_config(TinySize()) if size == "tiny" else PPOCRConfig()
+    return Architecture(config, config.image_size, config.strip_width // 8)
+
+
+def synthetic_inputs(arch: Architecture, batch_size: int, device, dtype, prompt_tokens: int = 8) -> dict:
+    """Fixed-shape benchmark inputs: random 48 x 192 strips (no prompt)."""
+    return {"pixel_values": torch.randn(batch_size, 3, STRIP_HEIGHT, arch.image_tokens * 8, device=device, dtype=dtype)}
