@@ -348,15 +348,13 @@ def import_ppocr(
     image_size: int = typer.Option(96, help="Square input side, folded as two rows (a 48 x 192 strip at 96)."),
     strip_width: int = typer.Option(192, help="Width the strip is read at, 48 px high (width / 8 CTC columns)."),
 ) -> None:
-    """Save PP-OCRv4's recogniser (from rapidocr-onnxruntime's wheel, Apache-2.0) with a digit CTC head as a
-    `ppocr` checkpoint, checked against onnxruntime: the pretrained start for `meterread train` (family ppocr)."""
+    """Save PP-OCRv4's recogniser (rapidocr's wheel, Apache-2.0), digits only, as a ppocr checkpoint to train from."""
     from meterread.models.ppocr_import import import_ppocr as save_published
 
     try:
-        saved = save_published(out, image_size=image_size, strip_width=strip_width)
+        typer.echo(f"saved a ppocr checkpoint in {save_published(out, image_size=image_size, strip_width=strip_width)}")
     except (ModuleNotFoundError, ValueError) as error:
         raise typer.BadParameter(str(error)) from error
-    typer.echo(f"saved PP-OCRv4's recogniser (digits) as a ppocr checkpoint in {saved}")
 
 
 @app.command()
@@ -415,8 +413,7 @@ def tables(
 app.add_typer(review_app, name="review")
 
 
-def main() -> None:
-    app()
+main = app  # the console script (`meterread`)
 
 
 if __name__ == "__main__":

@@ -253,16 +253,6 @@ def fold_into_square(rgb: np.ndarray, size: int, rows: int = 1) -> np.ndarray:
     return np.ascontiguousarray(np.vstack([strip[:, i * size : (i + 1) * size] for i in range(rows)]))
 
 
-def unfold_square(image: np.ndarray, rows: int) -> np.ndarray:
-    """The inverse of `fold_into_square`: the `rows` stacked slices of a square laid side by side again, a
-    (`size` / `rows`) x (`size` * `rows`) strip. Requires `size % rows == 0`."""
-    size = image.shape[0]
-    if size % rows:
-        raise ValueError(f"input size {size} is not divisible by {rows} rows")
-    height = size // rows
-    return np.ascontiguousarray(np.hstack([image[i * height : (i + 1) * height] for i in range(rows)]))
-
-
 def upright_size(header: tuple[int, int], decoded_shape: tuple[int, ...]) -> tuple[int, int]:
     """Full-resolution (width, height) after orientation: the header size, swapped if decoding rotated it."""
     width, height = header

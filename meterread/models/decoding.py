@@ -104,10 +104,11 @@ def ctc_best_path(log_probs: np.ndarray) -> tuple[list[int], list[float]]:
 def ctc_constrained_path(
     log_probs: np.ndarray, vocab: str, pattern: ReadingPattern, beam: int = 16
 ) -> tuple[list[int], list[float]]:
-    """The most likely CTC path whose reading fits `pattern`: a beam of `beam` (reading, last class) states, the best
-    path into each kept; a reading that cannot grow into a valid one, or not within the columns left, is never
-    entered, so a complete reading is found whenever the columns can hold one. Split per class as in
-    `ctc_best_path`; the plain best path when the columns are too few for any complete reading."""
+    """A likely CTC path whose reading fits `pattern`: a beam search keeping the `beam` best (reading, last class)
+    states, the best path into each (an approximation: the most likely fitting path can fall out of the beam). A
+    reading that cannot grow into a valid one, or not within the columns left, is never entered, so a complete
+    reading is found whenever the columns can hold one. Split per class as in `ctc_best_path`; the plain best path
+    when no complete reading is possible."""
     if pattern.shortest_completion("") > len(log_probs):
         return ctc_best_path(log_probs)
     beams: dict[tuple[tuple[int, ...], int], tuple[float, tuple[float, ...]]] = {((), 0): (0.0, (0.0,))}
@@ -130,5 +131,7 @@ def ctc_constrained_path(
                     extended[key] = (score + lp, grown)
         beams = dict(sorted(extended.items(), key=lambda item: -item[1][0])[:beam])
     complete = [item for item in beams.items() if pattern.is_complete("".join(vocab[i - 1] for i in item[0][0]))]
+    if not complete:  # a pattern no reading of these classes completes
+        return ctc_best_path(log_probs)
     (ids, _), (_, parts) = max(complete, key=lambda item: item[1][0])
     return list(ids), list(parts)

@@ -3,7 +3,7 @@ interface of `meterread.models.registry`.
 
 Why a third family: no VLM weights can be fetched here, and models trained from scratch do not read meter makes
 they never saw; PP-OCRv4's pretrained recogniser ships inside rapidocr's wheel, and fine-tuned on real strips it
-reads unseen makes three times as often as PP-OCRv4 itself (docs/training.md, "Pretrained features").
+reads unseen makes several times as often as PP-OCRv4 itself (docs/training.md, "Pretrained features").
 `meterread import-ppocr OUT` makes the starting checkpoint.
 
 The reader takes meterread's square model input, unfolds its `layout.rows` slices back into one strip (the inverse
@@ -29,7 +29,7 @@ from meterread.models.decoding import ctc_best_path, ctc_constrained_path
 from meterread.models.ppocr_network import DIGITS, STRIP_HEIGHT, PPOCRConfig, PPOCRForCTC
 from meterread.models.prompts import DEFAULT_PROMPTS
 from meterread.models.tiny import TinySize
-from meterread.preprocess import PREPROCESS_VERSION, InputLayout, unfold_square
+from meterread.preprocess import PREPROCESS_VERSION, InputLayout
 
 FAMILY = "ppocr"
 DEFAULT_PROMPT = DEFAULT_PROMPTS[FAMILY]
@@ -37,23 +37,32 @@ LORA_TARGETS = ("qkv", "proj", "fc1", "fc2")
 MODEL_CLASS = PPOCRForCTC
 
 
+def unfold_square(image: np.ndarray, rows: int) -> np.ndarray:
+    """The inverse of `fold_into_square`: the `rows` stacked slices of a square laid side by side again, a
+    (`size` / `rows`) x (`size` * `rows`) strip. Requires `size % rows == 0`."""
+    size = image.shape[0]
+    if size % rows:
+        raise ValueError(f"input size {size} is not divisible by {rows} rows")
+    height = size // rows
+    return np.ascontiguousarray(np.hstack([image[i * height : (i + 1) * height] for i in range(rows)]))
+
+
 @dataclass(frozen=True)
 class StripProcessor:
-    """Square model inputs -> the network's pixel batch: unfolded into strips of `rows` slices, scaled to 48 x
-    `width` px (wider than the fold's aspect stretches the digits: more CTC columns per digit), BGR, scaled to
-    [-1, 1] (PaddleOCR's input convention)."""
+    """Square model inputs -> the network's pixel batch: unfolded into strips of `rows` slices (the reader's layout),
+    scaled to 48 x `width` px (wider than the fold's aspect stretches the digits: more CTC columns per digit), BGR,
+    scaled to [-1, 1] (PaddleOCR's input convention)."""
 
-    rows: int = 2
     width: int = 192
 
-    def __call__(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        strips = [unfold_square(image, self.rows) for image in images]
+    def __call__(self, images: Sequence[np.ndarray], rows: int) -> torch.Tensor:
+        strips = [unfold_square(image, rows) for image in images]
         resized = [cv2.resize(s, (self.width, STRIP_HEIGHT), interpolation=cv2.INTER_AREA) for s in strips]
         batch = torch.from_numpy(np.stack(resized)[..., ::-1].copy()).permute(0, 3, 1, 2).float()
         return batch / 127.5 - 1.0
 
     def save_pretrained(self, directory) -> None:
-        """Nothing to save: the strip geometry lives in the checkpoint's `meterread.json` (`display_rows`)."""
+        """Nothing to save: the strip width is in the model's config.json, the rows in `meterread.json`."""
 
 
 def encode_labels(answers: Sequence[str], vocab: str) -> torch.Tensor:
@@ -86,7 +95,7 @@ class PPOCRReader:
     device = property(model_device)
 
     def pixels(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        return self.processor(images).to(self.device, self.model.dtype)
+        return self.processor(images, self.layout.rows).to(self.device, self.model.dtype)
 
     @torch.inference_mode()
     def read(self, images: Sequence[np.ndarray], prompts: Sequence[str]) -> list[Prediction]:
@@ -126,7 +135,7 @@ def load(spec: ModelSpec) -> PPOCRReader:
     prompt = spec.prompt or DEFAULT_PROMPT
     return PPOCRReader(
         model=model,
-        processor=StripProcessor(layout.rows, int(model.config.strip_width)),
+        processor=StripProcessor(int(model.config.strip_width)),
         spec=spec,
         model_id=spec.base,
         adapter_id=spec.adapter,

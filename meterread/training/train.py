@@ -202,6 +202,7 @@ def start_run(config: TrainConfig, progress: bool, log) -> TrainingRun:
         raise TrainConfigError(f"no training samples under {config.dataset}/train/{'annotations.jsonl'}")
     base = resolve_base(config, output)
     reader = load_reader(model_spec_for(config, base))
+    reader.layout = config.layout  # it trains on inputs shaped by the recipe, whatever its base was saved with
     reader.model = apply_strategy(reader.model, config.family, config.strategy, config.lora)
     trainable, total = count_parameters(reader.model)
     log(f"{config.strategy}: {trainable:,} of {total:,} parameters trainable ({trainable / total:.2%})")

@@ -37,7 +37,8 @@ def test_loads_through_the_spec_path_and_reads_a_batch(reader):
     assert len(predictions) == 4
     for prediction in predictions:
         assert re.fullmatch(r"\d+([.,]\d+)?", prediction.text), prediction.text
-        assert prediction.token_logprobs and all(lp <= 0 for lp in prediction.token_logprobs)
+        shortest = 1 if reader.family == "ppocr" else 2  # a VLM's reading ends in EOS; a CTC path has none
+        assert len(prediction.token_logprobs) >= shortest and all(lp <= 0 for lp in prediction.token_logprobs)
         assert prediction.elapsed_s > 0
 
 
