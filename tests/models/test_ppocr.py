@@ -179,29 +179,6 @@ def test_meterread_train_trains_saves_and_evaluates_a_ppocr_model(tmp_path, stri
         assert any(n.startswith("neck.") for n in changed)
 
 
-def test_the_nightly_read_runs_a_ppocr_model_one_row_per_photo(tmp_path, tiny_ppocr):
-    """The read path is family-agnostic: a ppocr checkpoint reads a bucket like the VLMs (rows, prompt, model id)."""
-    from meterread.config import ReadConfig
-    from meterread.data.synth import write_bucket
-    from meterread.read import sink
-    from meterread.read.runner import run_read
-    from meterread.storage import resolve
-
-    write_bucket(tmp_path / "bucket", 6, seed=9)
-    config = ReadConfig(
-        source=str(tmp_path / "bucket"),
-        output=str(tmp_path / "out"),
-        model=ModelSpec(family="ppocr", base=tiny_ppocr, device="cpu"),
-        batch_size=4,
-    ).validate()
-    manifest = run_read(config, progress=False)
-    fs, root = resolve(config.output)
-    table = sink.read_output(fs, root).to_pylist()
-    assert manifest["processed"] == len(table) == 6
-    assert {row["model_id"] for row in table} == {tiny_ppocr} and {row["prompt"] for row in table} == {""}
-    assert all(row["status"] in ("accepted", "flagged") and row["reading_text"] is not None for row in table)
-
-
 def test_training_reads_inputs_with_the_recipe_layout_not_the_base_checkpoints(tmp_path, strips_like_dataset):
     """The tiny base was saved reading two rows; a one-row recipe must train (and save) one row."""
     from meterread.training.train import start_run

@@ -10,6 +10,7 @@ from meterread.config import ConfigError, ModelSpec, ReadConfig
 from meterread.data.synth import write_bucket
 from meterread.keys import DEFAULT_KEY_PATTERN
 from meterread.models.base import Prediction
+from meterread.models.prompts import DEFAULT_PROMPTS
 from meterread.read import fetching, lease, planning, rows, runner, sink
 from meterread.read.history import MeterHistory
 from meterread.read.meters import MetersTableError
@@ -140,17 +141,22 @@ def test_unknown_settings_are_rejected():
         ReadConfig.from_mapping({"source": "a", "output": "b", "batchsize": 3})
 
 
-def test_florence2_family_runs_through_the_same_pipeline(tmp_path, tiny_florence2):
+@pytest.mark.parametrize("family", ["florence2", "ppocr"])
+def test_every_family_runs_through_the_same_pipeline(request, tmp_path, family):
+    """The read path is family-agnostic: one row per photo with the family's prompt, model id and a numeric reading."""
+    base = request.getfixturevalue(f"tiny_{family}")
     write_bucket(tmp_path / "bucket", 3, seed=8)
     config = ReadConfig(
         source=str(tmp_path / "bucket"),
         output=str(tmp_path / "out"),
-        model=ModelSpec(family="florence2", base=tiny_florence2, device="cpu"),
+        model=ModelSpec(family=family, base=base, device="cpu"),
     ).validate()
     manifest = run_read(config, progress=False)
     table = output_rows(config)
     assert manifest["processed"] == table.num_rows == 3
-    assert set(table.column("prompt").to_pylist()) == {"<DocVQA>What is the meter values?"}
+    assert set(table.column("prompt").to_pylist()) == {DEFAULT_PROMPTS[family]}
+    assert set(table.column("model_id").to_pylist()) == {base}
+    assert set(table.column("status").to_pylist()) <= {"accepted", "flagged"}
     assert all(
         text and text.replace(",", ".").replace(".", "", 1).isdigit()
         for text in table.column("reading_text").to_pylist()
