@@ -3,8 +3,8 @@
 A family module exposes `load(spec) -> Reader` (the whole interface: `meterread.models.registry`). Readers take
 model-ready RGB uint8 images (square, `reader.image_size` px, from `meterread.preprocess`) and prompts, and return
 one `Prediction` per image. Family readers share code by composition, not a base class: `load_parts` builds what a
-reader dataclass holds, `model_device` is its `device`, and `meterread.models.generation` has `read_readings` and
-`classify_by_likelihood`.
+VLM reader dataclass holds (`checkpoint_facts`: the part every family's reader records), `model_device` is its
+`device`, and `meterread.models.generation` has `read_readings` and `classify_by_likelihood`.
 """
 
 from __future__ import annotations
@@ -212,20 +212,31 @@ def load_parts(model_class, load_processor, spec: ModelSpec, default_prompt: str
     merged (`meterread.models.loading.load_model`), the processor (`load_processor(source)`: from the adapter's
     directory when `processor_from_adapter` and it saved one, else from the base), the square input side, the prompt
     (`spec.prompt`, else `default_prompt`), the fingerprint, the input layout and the recommended threshold."""
-    from meterread.models.loading import input_layout, load_model, recommended_min_confidence
+    from meterread.models.loading import load_model
 
     model, adapter_dir = load_model(model_class, spec)
     from_adapter = processor_from_adapter and adapter_dir and has_processor(adapter_dir)
     processor = load_processor(adapter_dir if from_adapter else spec.base)
-    prompt = spec.prompt or default_prompt
     return {
         "model": model,
         "processor": processor,
+        "image_size": int(processor.image_processor.size["height"]),
+        **checkpoint_facts(spec, adapter_dir, default_prompt),
+    }
+
+
+def checkpoint_facts(spec: ModelSpec, adapter_dir: str | None, default_prompt: str) -> dict:
+    """What every family's reader records of its checkpoint, as keyword arguments: the spec, model and adapter ids,
+    the prompt (`spec.prompt`, else `default_prompt`), the fingerprint, the input layout and the recommended
+    threshold (`meterread.json`, adapter first)."""
+    from meterread.models.loading import input_layout, recommended_min_confidence
+
+    prompt = spec.prompt or default_prompt
+    return {
         "spec": spec,
         "model_id": spec.base,
         "adapter_id": spec.adapter,
         "fingerprint": fingerprint(spec, spec.base, adapter_dir, prompt, PREPROCESS_VERSION),
-        "image_size": int(processor.image_processor.size["height"]),
         "default_prompt": prompt,
         "layout": input_layout(adapter_dir, spec.base),
         "min_confidence": recommended_min_confidence(adapter_dir, spec.base),

@@ -24,12 +24,12 @@ import numpy as np
 import torch
 
 from meterread.config import ModelSpec
-from meterread.models.base import Architecture, Prediction, fingerprint, model_device
+from meterread.models.base import Architecture, Prediction, checkpoint_facts, model_device
 from meterread.models.decoding import ctc_best_path, ctc_constrained_path
 from meterread.models.ppocr_network import DIGITS, STRIP_HEIGHT, PPOCRConfig, PPOCRForCTC
 from meterread.models.prompts import DEFAULT_PROMPTS
 from meterread.models.tiny import TinySize
-from meterread.preprocess import PREPROCESS_VERSION, InputLayout
+from meterread.preprocess import InputLayout
 
 FAMILY = "ppocr"
 DEFAULT_PROMPT = DEFAULT_PROMPTS[FAMILY]
@@ -128,22 +128,14 @@ class PPOCRReader:
 
 def load(spec: ModelSpec) -> PPOCRReader:
     """The reader of a `ppocr` checkpoint (a LoRA adapter merged in when the spec has one)."""
-    from meterread.models.loading import input_layout, load_model, recommended_min_confidence
+    from meterread.models.loading import load_model
 
     model, adapter_dir = load_model(MODEL_CLASS, spec)
-    layout = input_layout(adapter_dir, spec.base)
-    prompt = spec.prompt or DEFAULT_PROMPT
     return PPOCRReader(
         model=model,
         processor=StripProcessor(int(model.config.strip_width)),
-        spec=spec,
-        model_id=spec.base,
-        adapter_id=spec.adapter,
-        fingerprint=fingerprint(spec, spec.base, adapter_dir, prompt, PREPROCESS_VERSION),
         image_size=int(model.config.image_size),
-        default_prompt=prompt,
-        layout=layout,
-        min_confidence=recommended_min_confidence(adapter_dir, spec.base),
+        **checkpoint_facts(spec, adapter_dir, DEFAULT_PROMPT),
     )
 
 
