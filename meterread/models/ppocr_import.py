@@ -84,8 +84,9 @@ def published_model(source: Path | None = None, image_size: int = 96, strip_widt
     source = source or published_onnx()
     weights, characters = graph_weights(source)
     model = PPOCRForCTC(PPOCRConfig(image_size=image_size, strip_width=strip_width))
-    import_weights(model, weights, head_rows(characters))
-    check_import(model, source, head_rows(characters))
+    rows = head_rows(characters)
+    import_weights(model, weights, rows)
+    check_import(model, source, rows)
     return model
 
 
