@@ -8,7 +8,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-slow test-all bench lint clean demo-model eval-sets evaluate-bundled real-stage
+.PHONY: install demo test test-slow test-all bench lint clean demo-model stage-data eval-sets evaluate-bundled
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,34 +42,30 @@ test-all: test test-slow
 bench: $(STAMP)
 	$(BIN)/meterread bench --n 128 --scale 10 --out bench.json
 
-# The bundled demo model, from scratch (~3.9 h of training plus ~40 min of synthesis on 2 CPU cores): stage 1
-# trains a tiny PaliGemma from config, stage 2 continues it on a fresh, larger set, stage 3 on mostly rolling
-# counter wheels, stages 4 to 6 on fresh photos at lower learning rates; then the held-out evaluation and the
-# bundle (meterread/assets/demo-model/ with provenance.json).
+# The bundled demo model, from scratch (~80 min of training plus ~25 min of data and evaluation on 2 CPU cores;
+# docs/training.md "The ppocr family"): PP-OCRv4's recogniser imported from rapidocr's wheel (digits only), stage 1
+# trains it on real-crop strips, stage 2 on photos through the display crop (real-crop photos and our own renderings)
+# beside fresh real-crop strips; then every evaluation beside PP-OCRv4 and the bundle (meterread/assets/demo-model/
+# with provenance.json). Needs the digit crops ($(DIGITS)); the product and `make demo` do not.
 DATA ?= data
 RUNS ?= runs
 SIZES := 640x480,1024x768
-STAGE1_DATA = $(DATA)/demo --n 10000 --valid 400 --seed 101 --sizes $(SIZES)
-STAGE2_DATA = $(DATA)/stage2 --n 24000 --valid 400 --seed 202 --sizes $(SIZES)
-STAGE3_DATA = $(DATA)/stage3 --n 8000 --valid 400 --seed 303 --sizes $(SIZES) --roll-share 0.8
-STAGE4_DATA = $(DATA)/stage4 --n 20000 --valid 400 --seed 404 --sizes $(SIZES) --roll-share 0.6
-STAGE5_DATA = $(DATA)/stage5 --n 12000 --valid 400 --seed 505 --sizes $(SIZES) --roll-share 0.6
-STAGE6_DATA = $(DATA)/stage6 --n 16000 --valid 400 --seed 606 --sizes $(SIZES) --roll-share 0.7
-HELDOUT_DATA = $(DATA)/heldout --n 0 --test 1200 --seed 909
-STAGE6_VALID_DATA = $(DATA)/stage6 --n 0 --valid 400 --seed 606 --sizes $(SIZES) --roll-share 0.7
-# Real pixels. The digit crops are only needed for these sets (not by `make demo` or the product); the held-out
-# meter models (meterread.data.crops.HELDOUT_MODELS) never reach train/ or valid/. Same seeds as the training sets,
-# so the eval sets below are exactly the test/heldout splits of the training commands.
 DIGITS ?= ../shared/data/meter-digits
-STRIPS_DATA = $(DIGITS) $(DATA)/strips --train 24000 --valid 300 --test 600 --heldout 900 --seed 15
-STRIPS_EVAL_DATA = $(DIGITS) $(DATA)/strips-eval --train 0 --valid 0 --test 600 --heldout 900 --seed 15
+IMPORT_COMMAND = import-ppocr $(RUNS)/ppocr-base --image-size 128 --strip-width 320
+STAGE1_STRIPS = $(DIGITS) $(DATA)/ppocr-strips --train 24000 --valid 0 --test 0 --seed 16
+STRIPS_VALID = $(DIGITS) $(DATA)/strips-valid --train 0 --valid 300 --test 0 --seed 18
+STAGE2_STRIPS = $(DIGITS) $(DATA)/ppocr-strips2 --train 12000 --valid 0 --test 0 --seed 17
 REALPHOTOS_DATA = $(DATA)/realphotos --n 8000 --valid 300 --test 300 --seed 1515 --sizes $(SIZES) --digits $(DIGITS)
+PHOTOS_SYNTH_DATA = $(DATA)/photos-synth --n 8000 --valid 300 --seed 707 --sizes $(SIZES) --roll-share 0.6
+# Evaluation sets: synthetic held-out photos, and real digit crops (strips and photos) of the meter models held out
+# of training (meterread.data.crops.HELDOUT_MODELS never reach train/ or valid/) and of the seen models (crops no
+# training set used). Same seeds as the training sets, so they are exactly those commands' test/heldout splits.
+HELDOUT_DATA = $(DATA)/heldout --n 0 --test 1200 --seed 909
+STRIPS_EVAL_DATA = $(DIGITS) $(DATA)/strips-eval --train 0 --valid 0 --test 600 --heldout 900 --seed 15
 REALPHOTOS_EVAL_DATA = $(DATA)/realphotos-eval --n 0 --valid 0 --test 300 --seed 1515 --sizes $(SIZES) \
 	--digits $(DIGITS)
 REALPHOTOS_HELDOUT_DATA = $(DATA)/realphotos-heldout --n 0 --test 600 --seed 1516 --digits $(DIGITS) \
 	--digits-part heldout
-STAGE7_SYNTH_DATA = $(DATA)/stage7-synth --n 8000 --valid 300 --seed 707 --sizes $(SIZES) --roll-share 0.6
-LATER_STAGES := 2 3 4 5 6
 # name:dataset:split of every evaluation the bundle records (model and PP-OCRv4 on the same photos)
 EVAL_SETS := synthetic:$(DATA)/heldout:test real-strips-heldout-models:$(DATA)/strips-eval:heldout \
 	real-strips-seen-models:$(DATA)/strips-eval:test real-photos-heldout-models:$(DATA)/realphotos-heldout:test \
@@ -79,58 +75,49 @@ BUNDLE_EVALS = --eval synthetic "meterread synth $(HELDOUT_DATA)" \
 	--eval real-strips-seen-models "meterread strips $(STRIPS_EVAL_DATA)" \
 	--eval real-photos-heldout-models "meterread synth $(REALPHOTOS_HELDOUT_DATA)" \
 	--eval real-photos-seen-models "meterread synth $(REALPHOTOS_EVAL_DATA)"
-# Stage $(1) continues the best checkpoint of run $(2) on its own fresh photos.
-define continue_stage
-$(BIN)/meterread synth $(STAGE$(1)_DATA)
-$(BIN)/meterread train configs/demo-tiny-paligemma-stage$(1).yaml base=$(RUNS)/$(2)/best \
-	dataset=$(DATA)/stage$(1) output=$(RUNS)/demo-stage$(1)
-endef
 # One evaluation: $(1) = name dataset split, $(2) = model, $(3) = folder; the model and PP-OCRv4 on the same photos.
 define evaluate_set
 $(BIN)/meterread eval $(word 2,$(1)) --split $(word 3,$(1)) --model $(2) --baseline ppocr --out $(3)/eval-$(word 1,$(1))
 
 endef
-demo-model: $(STAMP)
-	$(BIN)/meterread synth $(STAGE1_DATA)
-	$(BIN)/meterread train configs/demo-tiny-paligemma.yaml dataset=$(DATA)/demo output=$(RUNS)/demo
-	$(call continue_stage,2,demo)
-	$(call continue_stage,3,demo-stage2)
-	$(call continue_stage,4,demo-stage3)
-	$(call continue_stage,5,demo-stage4)
-	$(call continue_stage,6,demo-stage5)
-	$(MAKE) eval-sets
-	$(foreach set,$(EVAL_SETS),$(call evaluate_set,$(subst :, ,$(set)),$(RUNS)/demo-stage6/best,$(RUNS)/demo-stage6))
-	$(BIN)/python scripts/bundle_demo_model.py $(RUNS)/demo-stage6 $(BUNDLE_EVALS) \
-		--stage configs/demo-tiny-paligemma.yaml $(RUNS)/demo auto "meterread synth $(STAGE1_DATA)" \
-		$(foreach n,$(LATER_STAGES),--stage configs/demo-tiny-paligemma-stage$(n).yaml $(RUNS)/demo-stage$(n) auto \
-			"meterread synth $(STAGE$(n)_DATA)")
+demo-model: stage-data eval-sets
+	$(BIN)/meterread $(IMPORT_COMMAND)
+	$(BIN)/meterread train configs/ppocr-real-strips.yaml base=$(RUNS)/ppocr-base dataset=$(DATA)/ppocr-stage1 \
+		output=$(RUNS)/ppocr-real
+	$(BIN)/meterread train configs/ppocr-photos.yaml base=$(RUNS)/ppocr-real/best dataset=$(DATA)/ppocr-photos \
+		output=$(RUNS)/ppocr-photos
+	$(foreach set,$(EVAL_SETS),$(call evaluate_set,$(subst :, ,$(set)),$(RUNS)/ppocr-photos/best,$(RUNS)/ppocr-photos))
+	$(BIN)/python scripts/bundle_demo_model.py $(RUNS)/ppocr-photos $(BUNDLE_EVALS) \
+		--pretrained $(RUNS)/ppocr-base "meterread $(IMPORT_COMMAND)" \
+		--stage configs/ppocr-real-strips.yaml $(RUNS)/ppocr-real auto \
+			"meterread strips $(STAGE1_STRIPS); meterread strips $(STRIPS_VALID); meterread mix $(DATA)/ppocr-stage1 $(DATA)/ppocr-strips $(DATA)/strips-valid" \
+		--stage configs/ppocr-photos.yaml $(RUNS)/ppocr-photos auto \
+			"meterread strips $(STAGE2_STRIPS); meterread synth $(REALPHOTOS_DATA); meterread synth $(PHOTOS_SYNTH_DATA); meterread mix $(DATA)/ppocr-photos $(DATA)/ppocr-strips2 $(DATA)/strips-valid $(DATA)/realphotos $(DATA)/photos-synth"
 
-# The evaluation sets: synthetic held-out photos, and real digit crops (strips and photos) of the meter models held
-# out of training and of the seen models (crops no training set used). Needs $(DIGITS).
+# The two stages' training data (train/ and valid/ of $(DATA)/ppocr-stage1 and $(DATA)/ppocr-photos).
+stage-data: $(STAMP)
+	$(BIN)/meterread strips $(STAGE1_STRIPS)
+	$(BIN)/meterread strips $(STRIPS_VALID)
+	$(BIN)/meterread mix $(DATA)/ppocr-stage1 $(DATA)/ppocr-strips $(DATA)/strips-valid
+	$(BIN)/meterread strips $(STAGE2_STRIPS)
+	$(BIN)/meterread synth $(REALPHOTOS_DATA)
+	$(BIN)/meterread synth $(PHOTOS_SYNTH_DATA)
+	$(BIN)/meterread mix $(DATA)/ppocr-photos $(DATA)/ppocr-strips2 $(DATA)/strips-valid $(DATA)/realphotos \
+		$(DATA)/photos-synth
+
 eval-sets: $(STAMP)
 	$(BIN)/meterread synth $(HELDOUT_DATA)
 	$(BIN)/meterread strips $(STRIPS_EVAL_DATA)
 	$(BIN)/meterread synth $(REALPHOTOS_HELDOUT_DATA)
 	$(BIN)/meterread synth $(REALPHOTOS_EVAL_DATA)
 
-# Re-measure the bundled model on every set beside PP-OCRv4 and record it (weights unchanged).
-evaluate-bundled: eval-sets
-	$(BIN)/meterread synth $(STAGE6_VALID_DATA)
-	$(BIN)/meterread eval $(DATA)/stage6 --split valid --out $(RUNS)/bundled/eval-stage6-valid
+# Re-measure the bundled model on every set beside PP-OCRv4 and record it (weights unchanged); the recommended
+# min_confidence comes from stage 2's validation set again.
+evaluate-bundled: stage-data eval-sets
+	$(BIN)/meterread eval $(DATA)/ppocr-photos --split valid --out $(RUNS)/bundled/eval-stage2-valid
 	$(foreach set,$(EVAL_SETS),$(call evaluate_set,$(subst :, ,$(set)),meterread/assets/demo-model,$(RUNS)/bundled))
 	$(BIN)/python scripts/bundle_demo_model.py $(RUNS)/bundled $(BUNDLE_EVALS) \
-		--annotate-only $(RUNS)/bundled/eval-stage6-valid/metrics.json "stage 6's validation set (seed 606)"
-
-# Experiment, not bundled (docs/training.md): stage 6 continued on real-crop strips, real-crop photos and fresh
-# synthetic photos. After 9,000 steps it read 1.2% of held-out-model strips and 92.3% of synthetic photos.
-real-stage: eval-sets
-	$(BIN)/meterread strips $(STRIPS_DATA)
-	$(BIN)/meterread synth $(REALPHOTOS_DATA)
-	$(BIN)/meterread synth $(STAGE7_SYNTH_DATA)
-	$(BIN)/meterread mix $(DATA)/stage7 $(DATA)/strips $(DATA)/realphotos $(DATA)/stage7-synth
-	$(BIN)/meterread train configs/demo-tiny-paligemma-stage7.yaml base=$(RUNS)/demo-stage6/best \
-		dataset=$(DATA)/stage7 output=$(RUNS)/demo-stage7
-	$(foreach set,$(EVAL_SETS),$(call evaluate_set,$(subst :, ,$(set)),$(RUNS)/demo-stage7/best,$(RUNS)/demo-stage7))
+		--annotate-only $(RUNS)/bundled/eval-stage2-valid/metrics.json "stage 2's validation set (configs/ppocr-photos.yaml)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check meterread flows tests

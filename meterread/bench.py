@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from meterread.config import DEMO_MODEL_FAMILY
 from meterread.models.registry import known_families
 
 PHOTO_SIZE = (2560, 1440)
@@ -47,7 +48,7 @@ class BenchConfig:
     workers: int = 2
     seed: int = 0
     device: str = "auto"
-    family: str = "paligemma"
+    family: str = DEMO_MODEL_FAMILY
     size: str = "demo"
     model: str | None = None  # a model dir for size=demo (default: the bundled demo model)
     new_tokens: int = 10
@@ -66,8 +67,8 @@ class BenchConfig:
         for name in ("n", "scale", "batch_size", "workers", "new_tokens", "repeats"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
-        if self.size == "demo" and self.family != "paligemma" and not self.model:
-            problems.append("the bundled demo model is a paligemma; give --model for another family")
+        if self.size == "demo" and self.family != DEMO_MODEL_FAMILY and not self.model:
+            problems.append(f"the bundled demo model is a {DEMO_MODEL_FAMILY}; give --model for another family")
         if problems:
             raise ValueError("invalid bench config:\n  - " + "\n  - ".join(problems))
         return self
@@ -129,6 +130,26 @@ def our_preprocess(data: bytes, size: int, layout, mean, std) -> object:
     return pixel_values([preprocess_photo(data, size, layout=layout).image], mean, std)
 
 
+def preprocess_paths(reader) -> tuple:
+    """(ours, naive): photo bytes -> the tensor `reader`'s network gets. Ours: `our_preprocess`; naive (the seed
+    notebooks' path): PIL decode at full size, then the family's processor on the whole photo (a VLM's Hugging Face
+    image processor; the ppocr family's strip scaling, which has no image processor)."""
+    from PIL import Image
+
+    size, layout = reader.image_size, reader.layout
+    processor = getattr(reader.processor, "image_processor", None)
+    if processor is not None:
+        mean, std = processor.image_mean, processor.image_std
+        return (lambda d: our_preprocess(d, size, layout, mean, std), lambda d: naive_preprocess(d, processor))
+
+    def ours(data: bytes):
+        from meterread.preprocess import preprocess_photo
+
+        return reader.processor([preprocess_photo(data, size, layout=layout).image], layout.rows)
+
+    return ours, lambda d: reader.processor([np.asarray(Image.open(io.BytesIO(d)).convert("RGB"))], 1)
+
+
 def time_each(fn, items, repeats: int = 1) -> float:
     """Items per second of `fn` over `items`, single thread."""
     started = time.perf_counter()
@@ -144,17 +165,14 @@ def bench_preprocessing(datas: list[bytes], reader, workers: int) -> dict:
 
     from meterread.streaming import ordered_map
 
-    processor = reader.processor.image_processor
-    mean, std, size = processor.image_mean, processor.image_std, reader.image_size
+    ours_path, naive_path = preprocess_paths(reader)
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)  # one thread each: a fair per-core comparison
     try:
-        ours = time_each(lambda d: our_preprocess(d, size, reader.layout, mean, std), datas)
-        naive = time_each(lambda d: naive_preprocess(d, processor), datas)
+        ours = time_each(ours_path, datas)
+        naive = time_each(naive_path, datas)
         started = time.perf_counter()
-        for _ in ordered_map(
-            lambda d: our_preprocess(d, reader.image_size, reader.layout, mean, std), datas, workers, 64
-        ):
+        for _ in ordered_map(ours_path, datas, workers, 64):
             pass
         pool = rate(len(datas), time.perf_counter() - started)
     finally:

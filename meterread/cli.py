@@ -8,8 +8,9 @@ from pathlib import Path
 
 import typer
 
-from meterread.config import ConfigError, ModelSpec, ReadConfig, set_dotted
+from meterread.config import ConfigError, ModelSpec, ReadConfig
 from meterread.review.cli import review_app
+from meterread.settings import set_dotted
 
 # Heavy modules (numpy, OpenCV, pyarrow, torch) are imported inside the commands, so `meterread --help` is instant.
 ROLL_SHARE = 0.4  # meterread.data.synth.ROLL_SHARE (a test holds them equal)
@@ -177,7 +178,7 @@ def train(
 def evaluate(
     dataset: str = typer.Argument(..., help="Dataset root with train/ valid/ test/ splits (local or s3://)."),
     model: str | None = typer.Option(None, help=ModelSpec.model_fields["base"].description),
-    family: str = setting(ModelSpec, "family"),
+    family: str | None = typer.Option(None, help=ModelSpec.model_fields["family"].description),
     adapter: str | None = setting(ModelSpec, "adapter"),
     split: str = typer.Option("test", help="Split to evaluate."),
     pattern: str | None = setting(ModelSpec, "pattern"),
@@ -190,9 +191,9 @@ def evaluate(
     (and, with --baseline, the same for a peer OCR on the same photos)."""
     from meterread.training.evaluation import evaluate_split
 
-    chosen = {"family": family, "adapter": adapter, "pattern": pattern, "device": device}
+    chosen = {"family": family, "base": model, "adapter": adapter, "pattern": pattern, "device": device}
     try:
-        spec = ModelSpec.from_mapping(chosen | ({"base": model} if model else {})).validate()
+        spec = ModelSpec.from_mapping({key: value for key, value in chosen.items() if value is not None}).validate()
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
     try:
@@ -201,8 +202,7 @@ def evaluate(
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from error
     keys = ("count", "exact_match", "character_error_rate", "parse_rate", "accuracy_at_coverage")
-    shown = {k: metrics[k] for k in keys}
-    shown["by_meter_model"] = metrics["by_meter_model"]
+    shown = {k: metrics[k] for k in keys} | {"by_meter_model": metrics["by_meter_model"]}
     if baseline:
         shown["baseline"] = {"name": baseline, **{k: metrics["baseline"][k] for k in keys}}
     typer.echo(json.dumps(shown, indent=2))

@@ -96,7 +96,7 @@ def show_real_pixels(workdir: Path, read_bucket: ReadBucket, how: str) -> None:
     manifest, table = read_and_collect(read_bucket, photos, workdir / "real-output")
     hits, total = accuracy_against_labels(table, labels_in(photos / "annotations.jsonl"))
     print(f"   real-crop photos, {how}: {hits}/{total} = {hits / max(total, 1):.1%} exact, {manifest['counts']}")
-    spec = ModelSpec(family="paligemma", base=str(DEMO_MODEL_DIR))
+    spec = ModelSpec(base=str(DEMO_MODEL_DIR))
     metrics = evaluate_split(spec, str(REAL_SAMPLES / "strips"), "heldout", progress=False)
     right = round(metrics["exact_match"] * metrics["count"])
     print(f"   real-crop strips, meterread eval: {right}/{metrics['count']} = {metrics['exact_match']:.1%} exact")

@@ -1,7 +1,7 @@
 """Copy a trained checkpoint into meterread/assets/demo-model/ with its provenance (`make demo-model` calls this).
 
     python scripts/bundle_demo_model.py EVAL_DIR --eval NAME DATA_COMMAND [--eval ...] \\
-        --stage RECIPE RUN_DIR MINUTES DATA_COMMAND [--stage ...]
+        [--pretrained BASE_DIR IMPORT_COMMAND] --stage RECIPE RUN_DIR MINUTES DATA_COMMAND [--stage ...]
     python scripts/bundle_demo_model.py EVAL_DIR --eval NAME DATA_COMMAND [--eval ...] \\
         --annotate-only VALID_METRICS CHOSEN_ON       # re-measure the bundled model, keep its weights
 
@@ -15,7 +15,9 @@ made before training recorded it.
 
 Stages come oldest first; the last stage's `RUN_DIR/best/` is bundled. Each stage records its recipe, the
 `meterread train` command rebuilt from its saved train_config.json, the `meterread synth` command of its data, the
-dataset manifest digest, its best validation metrics and its wall-clock minutes.
+dataset manifest digest, its best validation metrics and its wall-clock minutes. `--pretrained` records where the
+first stage's weights came from: the command that made BASE_DIR and what BASE_DIR/provenance.json says of its source
+(`meterread import-ppocr`: PP-OCRv4's ONNX file in rapidocr's wheel, Apache-2.0).
 """
 
 from __future__ import annotations
@@ -72,6 +74,12 @@ def stage_record(recipe: str, run_dir: Path, minutes: str, data_command: str) ->
     }
 
 
+def pretrained_record(base_dir: str, command: str) -> dict:
+    """Where the first stage's weights came from: the import command and the source the import recorded."""
+    imported = json.loads((Path(base_dir) / "provenance.json").read_text())["stages"][0]
+    return {"command": command, "source": imported["source"]}
+
+
 def record_evaluations(target: Path, run_dir: Path, evals: list, valid: dict, chosen_on: str) -> None:
     """Write the evaluations (model and baseline per set) and the recommended min_confidence into a bundle."""
     evaluations = {name: evaluation_record(run_dir, name, data) for name, data in evals}
@@ -93,6 +101,7 @@ def main() -> None:
     parser.add_argument(
         "--stage", nargs=4, action="append", default=[], metavar=("RECIPE", "RUN_DIR", "MINUTES", "DATA_COMMAND")
     )
+    parser.add_argument("--pretrained", nargs=2, metavar=("BASE_DIR", "IMPORT_COMMAND"))
     parser.add_argument(
         "--annotate-only",
         nargs=2,
@@ -123,6 +132,7 @@ def main() -> None:
         "training_data": last["training_data"],
         "dataset_manifest": last["dataset_manifest"],
         "stages": stages,  # the last stage's validation metrics are also the bundle's metrics.json
+        **({"pretrained": pretrained_record(*args.pretrained)} if args.pretrained else {}),
         "training_minutes_on_2_cpu_cores": sum(stage["training_minutes_on_2_cpu_cores"] for stage in stages),
     }
     (TARGET / "provenance.json").write_text(json.dumps(provenance, indent=2))

@@ -58,7 +58,7 @@ def test_read_with_the_wrong_family_says_so_in_one_line(tmp_path):
     args = ["read", str(tmp_path / "bucket"), str(tmp_path / "out"), "--family", "florence2", "--device", "cpu"]
     result = runner.invoke(app, args)
     assert result.exit_code == 1
-    assert result.output.strip().count("\n") == 0 and "use --family paligemma" in result.output, result.output
+    assert result.output.strip().count("\n") == 0 and "use --family ppocr" in result.output, result.output
 
 
 def test_read_follows_a_model_registry(tmp_path, tiny_paligemma):

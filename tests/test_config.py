@@ -9,13 +9,14 @@ from pydantic_core import to_jsonable_python
 
 from meterread import cli
 from meterread.config import (
+    DEMO_MODEL_FAMILY,
     ConfigError,
     ModelSpec,
     ReadConfig,
     TrainConfig,
     TrainConfigError,
-    merged_settings,
 )
+from meterread.settings import merged_settings
 
 
 def field_default(settings, dotted: str):
@@ -44,7 +45,18 @@ def test_cli_flow_and_model_defaults_are_the_same_objects():
             assert schema[name].get("default") == to_jsonable_python(field.default), name
             assert schema[name]["description"] == field.description, name
     evaluate = cli_defaults("eval")
-    assert all(evaluate[name] is field_default(ModelSpec, name) for name in ("family", "adapter", "pattern", "device"))
+    assert all(evaluate[name] is field_default(ModelSpec, name) for name in ("adapter", "pattern", "device"))
+    assert evaluate["family"] is None  # not given: the checkpoint names its own (next test)
+
+
+def test_a_spec_without_a_family_takes_the_one_its_checkpoint_names(tiny_paligemma, tiny_florence2, tiny_ppocr):
+    assert ModelSpec(base=tiny_paligemma).family == "paligemma"
+    assert ModelSpec.from_mapping({"base": tiny_florence2}).family == "florence2"
+    assert ModelSpec(base=tiny_ppocr).family == "ppocr"
+    assert ModelSpec().family == DEMO_MODEL_FAMILY  # the bundled model's config.json says so too
+    assert ModelSpec(base="/no/such/dir").family == DEMO_MODEL_FAMILY  # nothing to read: the default
+    assert ModelSpec(family="florence2", base=tiny_paligemma).family == "florence2"  # a given family stays (and
+    # loading refuses it: tests/models/test_base.py)
 
 
 def test_every_read_setting_has_help_for_the_form_and_the_cli():

@@ -84,6 +84,7 @@ def write_strips(
                 "meter_type": model.split("/")[0],
                 "meter_model": model,
                 "crops": [crop.name for crop in picks],
+                "display": True,  # the strip is the display: a model that crops displays out of photos reads it whole
             }
         )
     (out / "annotations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))

@@ -10,7 +10,6 @@ VLM reader dataclass holds (`checkpoint_facts`: the part every family's reader r
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -21,7 +20,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from meterread.config import ModelSpec
-from meterread.models.registry import known_families
+from meterread.models.registry import checkpoint_model_type, known_families
 from meterread.preprocess import PREPROCESS_VERSION, InputLayout
 
 log = logging.getLogger(__name__)
@@ -105,17 +104,6 @@ def resolve_device(name: str):
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ModelLoadError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
     return device
-
-
-def checkpoint_model_type(base: str) -> str | None:
-    """`model_type` from a local checkpoint's config.json (None for a hub id or a directory without one)."""
-    config = Path(base) / "config.json"
-    if not config.is_file():
-        return None
-    try:
-        return json.loads(config.read_text()).get("model_type")
-    except (json.JSONDecodeError, AttributeError):
-        return None
 
 
 def check_family(spec: ModelSpec) -> None:

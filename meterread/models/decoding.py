@@ -108,9 +108,10 @@ def ctc_constrained_path(
     states, the best path into each (an approximation: the most likely fitting path can fall out of the beam). A
     reading that cannot grow into a valid one, or not within the columns left, is never entered, so a complete
     reading is found whenever the columns can hold one. Split per class as in `ctc_best_path`; the plain best path
-    when no complete reading is possible."""
-    if pattern.shortest_completion("") > len(log_probs):
-        return ctc_best_path(log_probs)
+    when it fits (then it is the most likely fitting path: no search) or when no complete reading is possible."""
+    best = ctc_best_path(log_probs)
+    if pattern.is_complete("".join(vocab[i - 1] for i in best[0])) or pattern.shortest_completion("") > len(log_probs):
+        return best
     beams: dict[tuple[tuple[int, ...], int], tuple[float, tuple[float, ...]]] = {((), 0): (0.0, (0.0,))}
     for t, row in enumerate(log_probs.tolist()):
         left = len(log_probs) - t - 1
@@ -132,6 +133,36 @@ def ctc_constrained_path(
         beams = dict(sorted(extended.items(), key=lambda item: -item[1][0])[:beam])
     complete = [item for item in beams.items() if pattern.is_complete("".join(vocab[i - 1] for i in item[0][0]))]
     if not complete:  # a pattern no reading of these classes completes
-        return ctc_best_path(log_probs)
+        return best
     (ids, _), (_, parts) = max(complete, key=lambda item: item[1][0])
     return list(ids), list(parts)
+
+
+def ctc_log_likelihood(log_probs: np.ndarray, ids: list[int]) -> float:
+    """log P(reading | image) under CTC: the sum over every path that collapses to `ids` (classes, blank = 0) of
+    (T, classes) log-probabilities, by the forward algorithm. At least the best such path's log-probability."""
+    extended = np.zeros(2 * len(ids) + 1, dtype=np.int64)
+    extended[1::2] = ids
+    # a path may skip a blank only between two different classes
+    can_skip = np.zeros(len(extended), dtype=bool)
+    can_skip[3::2] = extended[3::2] != extended[1:-2:2]
+    alpha = np.full(len(extended), -np.inf)
+    alpha[: min(2, len(extended))] = log_probs[0, extended[:2]]
+    for row in log_probs[1:]:
+        step = np.concatenate(([-np.inf], alpha[:-1]))
+        skip = np.where(can_skip, np.concatenate(([-np.inf, -np.inf], alpha[:-2]))[: len(alpha)], -np.inf)
+        alpha = np.logaddexp(np.logaddexp(alpha, step), skip) + row[extended]
+    return float(np.logaddexp(alpha[-1], alpha[-2]) if ids else alpha[-1])
+
+
+def with_reading_likelihood(
+    log_probs: np.ndarray, decoded: tuple[list[int], list[float]]
+) -> tuple[list[int], list[float]]:
+    """A decoded path's per-class log-probabilities rescaled to add up to the reading's CTC log-likelihood (every
+    alignment of it, not only the decoded one), keeping their proportions: a confidence that does not fall because
+    the reading's probability is spread over many alignments."""
+    ids, parts = decoded
+    path, reading = sum(parts), ctc_log_likelihood(log_probs, ids)
+    if path >= 0.0:  # a certain path: nothing to rescale
+        return ids, parts
+    return ids, [part * reading / path for part in parts]

@@ -25,7 +25,7 @@ import torch
 
 from meterread.config import ModelSpec
 from meterread.models.base import Architecture, Prediction, checkpoint_facts, model_device
-from meterread.models.decoding import ctc_best_path, ctc_constrained_path
+from meterread.models.decoding import ctc_best_path, ctc_constrained_path, with_reading_likelihood
 from meterread.models.ppocr_network import DIGITS, STRIP_HEIGHT, PPOCRConfig, PPOCRForCTC
 from meterread.models.prompts import DEFAULT_PROMPTS
 from meterread.models.tiny import TinySize
@@ -100,9 +100,9 @@ class PPOCRReader:
     @torch.inference_mode()
     def read(self, images: Sequence[np.ndarray], prompts: Sequence[str]) -> list[Prediction]:
         """The best CTC path per image, constrained to the spec's reading pattern when `spec.constrained`
-        (`ctc_constrained_path`), else the plain best path; its log-probability split per character, so the
-        confidence (their sum, exponentiated) is the path's probability. Prompts are not used. Raises ValueError
-        when the numbers of images and prompts differ."""
+        (`ctc_constrained_path`), else the plain best path; the confidence is the reading's probability (every CTC
+        alignment of it: `with_reading_likelihood`), split per character in the path's proportions. Prompts are not
+        used. Raises ValueError when the numbers of images and prompts differ."""
         if len(images) != len(prompts):
             raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
         if not images:
@@ -111,7 +111,10 @@ class PPOCRReader:
         log_probs = self.model(self.pixels(images)).logits.float().log_softmax(-1).cpu().numpy()
         vocab, pattern = self.model.config.vocab, self.spec.reading_pattern()
         decoded = [
-            ctc_constrained_path(columns, vocab, pattern) if self.spec.constrained else ctc_best_path(columns)
+            with_reading_likelihood(
+                columns,
+                ctc_constrained_path(columns, vocab, pattern) if self.spec.constrained else ctc_best_path(columns),
+            )
             for columns in log_probs
         ]
         elapsed = (time.perf_counter() - started) / len(images)

@@ -20,6 +20,8 @@ to `register_family`); nothing else dispatches on a family's name.
 from __future__ import annotations
 
 import importlib
+import json
+from pathlib import Path
 from types import ModuleType
 
 FAMILY_INTERFACE = ("load", "LORA_TARGETS", "build_tiny", "MODEL_CLASS", "architecture", "synthetic_inputs")
@@ -38,6 +40,37 @@ def register_family(name: str, module: str) -> None:
 
 def known_families() -> tuple[str, ...]:
     return tuple(FAMILY_MODULES)
+
+
+def checkpoint_model_type(base: str) -> str | None:
+    """`model_type` from a checkpoint's config.json: a local directory, else a hub id's cached copy (offline);
+    None when there is none."""
+    config = Path(base) / "config.json"
+    if not config.is_file():
+        config = _cached_hub_config(base)
+    if config is None:
+        return None
+    try:
+        return json.loads(config.read_text()).get("model_type")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+
+
+def _cached_hub_config(base: str) -> Path | None:
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        found = try_to_load_from_cache(base, "config.json")
+    except HFValidationError:  # not a hub id (a path that does not exist, a URL)
+        return None
+    return Path(found) if isinstance(found, str) else None
+
+
+def checkpoint_family(base: str) -> str | None:
+    """The family a checkpoint says it is (its config.json `model_type`, when that names a family), else None."""
+    model_type = checkpoint_model_type(base)
+    return model_type if model_type in FAMILY_MODULES else None
 
 
 def family_module(name: str) -> ModuleType:

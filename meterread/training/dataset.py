@@ -1,16 +1,18 @@
 """Labelled datasets: `{root}/{train,valid,test}/annotations.jsonl` + images, local or s3://.
 
 Line format (Roboflow maestro's): `{"image": "relative/path.jpg", "prefix": prompt, "suffix": "9845.9",
-"meter_id"?: str, "meter_type"?: str}`. Bad lines are counted and reported with their line numbers, never dropped
-silently.
+"meter_id"?: str, "meter_type"?: str, "display"?: bool}`. `"display": true` marks an image that is the register
+display already (a strip or a crop, as `meterread strips` writes): a layout's display search is skipped for it.
+Bad lines are counted and reported with their line numbers, never dropped silently.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from meterread.preprocess import InputLayout
 from meterread.storage import read_bytes, resolve
 
 SPLITS = ("train", "valid", "test")
@@ -25,6 +27,7 @@ class Sample:
     meter_id: str | None = None
     meter_type: str | None = None
     meter_model: str | None = None  # make/model of the meter the digits come from (real-crop data)
+    display: bool = False  # the image is the register display already: no display search (`layout_for`)
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ def parse_annotation_line(line: str, base: str) -> Sample:
         meter_id=record.get("meter_id"),
         meter_type=record.get("meter_type"),
         meter_model=record.get("meter_model"),
+        display=record.get("display") is True,
     )
 
 
@@ -91,6 +95,12 @@ def manifest_digest(splits: dict[str, Split]) -> str:
     """Hash identifying exactly which labelled data a model saw (annotation files of every split)."""
     joined = "|".join(f"{name}:{split.digest}" for name, split in sorted(splits.items()))
     return hashlib.sha256(joined.encode()).hexdigest()[:20]
+
+
+def layout_for(sample: Sample, layout: InputLayout) -> InputLayout:
+    """The layout to preprocess `sample` with: `layout`, without the display search for an image that is the display
+    already (a model that crops displays out of photos reads a strip as it is)."""
+    return replace(layout, crop_display=False) if sample.display else layout
 
 
 def read_image_bytes(sample: Sample) -> bytes:

@@ -12,7 +12,14 @@ from meterread.models.base import read_in_length_order
 from meterread.models.decoding import confidence_from_logprobs
 from meterread.models.registry import load_reader
 from meterread.preprocess import DecodeError, InputLayout, preprocess_photo
-from meterread.training.dataset import ANNOTATIONS, Split, load_dataset, manifest_digest, read_image_bytes
+from meterread.training.dataset import (
+    ANNOTATIONS,
+    Split,
+    layout_for,
+    load_dataset,
+    manifest_digest,
+    read_image_bytes,
+)
 from meterread.training.evaluate import Scored, summarise
 
 
@@ -26,7 +33,7 @@ def prepare_images(
 
     def load(sample):
         try:
-            return preprocess_photo(read_image_bytes(sample), size, layout=layout).image, None
+            return preprocess_photo(read_image_bytes(sample), size, layout=layout_for(sample, layout)).image, None
         except (DecodeError, OSError) as error:
             return None, f"{split.name}: {sample.image}: {error}"
 
@@ -123,7 +130,7 @@ def score_baseline(name: str, samples: Sequence, layout, progress: bool = True) 
     reader = load_baseline(name)
     scored = []
     for sample in tqdm(samples, desc=f"baseline {name}", disable=not progress):
-        raw, score = reader.read(register_image(read_image_bytes(sample), layout))
+        raw, score = reader.read(register_image(read_image_bytes(sample), layout_for(sample, layout)))
         text = baseline_text(raw, sample.suffix)
         scored.append(Scored(sample.suffix, text, score, sample.meter_type, sample.image, sample.meter_model))
     return scored

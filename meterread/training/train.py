@@ -163,6 +163,16 @@ class TrainingRun:
         return bool(every) and self.state["step"] % every == 0
 
 
+def training_mode(model: torch.nn.Module) -> None:
+    """`model.train()`, except BatchNorm layers whose weights are frozen (LoRA, `freeze-vision`): they stay in eval
+    mode, so their running statistics stay those of the checkpoint, which is what the saved model reads with."""
+    model.train()
+    for module in model.modules():
+        weights = list(module.parameters(recurse=False))
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and weights:
+            module.train(any(weight.requires_grad for weight in weights))
+
+
 def train(config: TrainConfig, progress: bool = True, log=print) -> dict:
     """Run a recipe end to end; returns the summary (best metrics, paths, parameter counts)."""
     from tqdm.auto import tqdm
@@ -170,7 +180,7 @@ def train(config: TrainConfig, progress: bool = True, log=print) -> dict:
     run = start_run(config.validate(), progress, log)
     bar = tqdm(total=run.total_steps, initial=run.state["step"], desc="training", unit="step", disable=not progress)
     metrics: dict = {}
-    run.reader.model.train()
+    training_mode(run.reader.model)
     while not run.finished():
         for group in epoch_groups(run):
             loss, images_per_s = train_step(run, group)
@@ -317,7 +327,7 @@ def evaluate_and_save(run: TrainingRun, progress: bool, log) -> dict:
         state["best_exact_match"] = exact
         save_checkpoint(run.output / "best", reader, run.config, metrics, run.manifest)
     log(f"step {state['step']}: valid exact match {exact:.4f} (best {state['best_exact_match']:.4f})")
-    reader.model.train()
+    training_mode(reader.model)
     return metrics
 
 

@@ -41,6 +41,7 @@ def test_labels_match_their_crops(strips):
             assert all(tenths <= 1 for _, tenths in parsed[:-1])  # rolled wheels only in the last position
             assert parsed[-1][1] <= 5
             assert all(name.startswith(record["meter_model"] + "/") for name in record["crops"])  # one model
+            assert record["display"] is True  # the strip is the display: read whole, never searched for one
             image = cv2.imread(str(strips / split / record["image"]))
             assert image is not None and image.shape[1] > image.shape[0]
 

@@ -12,7 +12,12 @@ import torch
 from meterread.config import ModelSpec, TrainConfig
 from meterread.data.synth import write_dataset
 from meterread.models.base import ModelLoadError
-from meterread.models.decoding import ctc_best_path, ctc_constrained_path
+from meterread.models.decoding import (
+    ctc_best_path,
+    ctc_constrained_path,
+    ctc_log_likelihood,
+    with_reading_likelihood,
+)
 from meterread.models.patterns import ReadingPattern
 from meterread.models.ppocr import StripProcessor, encode_labels, unfold_square
 from meterread.models.ppocr_import import (
@@ -61,8 +66,30 @@ def test_constrained_path_keeps_to_the_pattern_and_agrees_with_the_best_path_whe
     assert "".join(DIGITS[i - 1] for i in ids) == "1234" and sum(parts) < sum(free[1])
     ids, _ = ctc_constrained_path(columns(2, 0, 2, 0), DIGITS, ReadingPattern.parse("3"))
     assert len(ids) == 3  # a third digit is found where the best path read two
+    assert ctc_constrained_path(log_probs, DIGITS, ReadingPattern.parse("2.2")) == free  # it fits: no search
     too_few = columns(2, 0, 3)  # three columns cannot hold five digits: the plain best path
     assert ctc_constrained_path(too_few, DIGITS, ReadingPattern.parse("5")) == ctc_best_path(too_few)
+
+
+@pytest.mark.parametrize("ids", [[2, 3, 3, 11, 5], [], [7], [4, 4, 4]], ids=["12.24", "empty", "one", "repeats"])
+def test_reading_likelihood_sums_every_alignment_as_torch_ctc_does(ids):
+    log_probs = torch.randn(14, 12, generator=torch.Generator().manual_seed(len(ids))).log_softmax(-1)
+    targets = torch.tensor([ids], dtype=torch.long).reshape(1, len(ids))
+    expected = -torch.nn.functional.ctc_loss(
+        log_probs[:, None], targets, torch.tensor([14]), torch.tensor([len(ids)]), reduction="sum"
+    )
+    assert ctc_log_likelihood(log_probs.numpy().astype(np.float64), ids) == pytest.approx(float(expected), abs=1e-4)
+
+
+def test_confidence_is_the_readings_probability_over_all_its_alignments():
+    # "1" spread over two columns with a blank beside it: three alignments of the same reading share the mass
+    log_probs = np.log(np.array([[0.5, 0.5] + [0.0] * 10, [0.5, 0.5] + [0.0] * 10]) + 1e-12)
+    ids, parts = with_reading_likelihood(log_probs, ([1], [float(np.log(0.25))]))  # one alignment: 0.25
+    assert np.exp(sum(parts)) == pytest.approx(0.75, abs=1e-6)  # "1 1", "1 -", "- 1": 0.75 in all
+    split = with_reading_likelihood(columns(0, 2, 0, 3), ctc_best_path(columns(0, 2, 0, 3)))[1]
+    path = ctc_best_path(columns(0, 2, 0, 3))[1]
+    assert np.allclose(np.array(split) / sum(split), np.array(path) / sum(path))  # the path's proportions kept
+    assert sum(split) >= sum(path)
 
 
 def test_unfold_is_the_inverse_of_fold_and_the_processor_makes_bgr_strips_48_high():

@@ -1,4 +1,5 @@
-from meterread.training.dataset import load_dataset, manifest_digest, parse_annotations
+from meterread.preprocess import InputLayout
+from meterread.training.dataset import layout_for, load_dataset, manifest_digest, parse_annotations
 
 
 def test_bad_lines_are_counted_with_line_numbers():
@@ -23,6 +24,17 @@ def test_bad_lines_are_counted_with_line_numbers():
         "train/annotations.jsonl line 5",
     ]
     assert "missing or empty suffix" in split.problems[1] and "stay inside" in split.problems[2]
+
+
+def test_images_marked_as_displays_skip_the_display_search_and_keep_the_fold():
+    text = '{"image": "strip.jpg", "suffix": "1", "display": true}\n{"image": "photo.jpg", "suffix": "2"}\n'
+    strip, photo = parse_annotations(text, "/data/train", "train").samples
+    assert strip.display and not photo.display
+    layout = InputLayout(crop_display=True, rows=2)
+    assert layout_for(strip, layout) == InputLayout(crop_display=False, rows=2)
+    assert layout_for(photo, layout) is layout
+    # only a JSON true marks a display: a string "false" must not
+    assert not parse_annotations('{"image": "x.jpg", "suffix": "1", "display": "false"}', "/d", "t").samples[0].display
 
 
 def test_dataset_from_s3_and_manifest_digest(s3_bucket):

@@ -11,7 +11,7 @@ from meterread.data.synth import write_dataset
 from meterread.models.registry import load_reader
 from meterread.training.evaluation import evaluate_split
 from meterread.training.registry import decide, publish, read_current
-from meterread.training.train import apply_strategy, count_parameters, inference_spec, lr_at, train
+from meterread.training.train import apply_strategy, count_parameters, inference_spec, lr_at, train, training_mode
 
 FAMILIES = ["paligemma", "florence2"]
 
@@ -35,6 +35,22 @@ def test_trainable_parameter_counts_per_strategy(request, family):
     assert lora_names and all("lora_" in n for n in lora_names)
     assert lora_trainable == sum(p.numel() for n, p in lora_model.named_parameters() if "lora_" in n)
     assert 0 < lora_trainable < 0.2 * lora_total
+
+
+@pytest.mark.parametrize("strategy", ["full", "freeze-vision", "lora"])
+def test_frozen_batchnorm_keeps_the_checkpoints_statistics_in_training(tiny_ppocr, strategy):
+    model = load_reader(ModelSpec(family="ppocr", base=tiny_ppocr, device="cpu")).model
+    model = apply_strategy(model, "ppocr", strategy, LoraSettings(rank=4))
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    before = [norm.running_mean.clone() for norm in norms]
+    training_mode(model)
+    model(pixel_values=torch.randn(2, 3, 48, 64) * 3 + 1)  # a batch unlike the checkpoint's statistics
+    moved = [not torch.equal(norm.running_mean, mean) for norm, mean in zip(norms, before)]
+    trained = [norm.weight.requires_grad for norm in norms]
+    assert model.training and moved == trained == [norm.training for norm in norms]
+    # full: every layer learns; freeze-vision: the backbone's stem is frozen, the neck learns; lora: all frozen
+    assert any(trained) if strategy != "lora" else not any(trained)
+    assert all(trained) if strategy == "full" else not all(trained)
 
 
 def test_warmup_then_cosine_schedule():
