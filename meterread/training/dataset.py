@@ -11,9 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
-from meterread.preprocess import InputLayout
 from meterread.storage import read_bytes, resolve
+
+if TYPE_CHECKING:  # the dataset reader itself needs no OpenCV
+    from meterread.preprocess import InputLayout
 
 SPLITS = ("train", "valid", "test")
 ANNOTATIONS = "annotations.jsonl"
