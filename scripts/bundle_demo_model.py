@@ -74,6 +74,14 @@ def stage_record(recipe: str, run_dir: Path, minutes: str, data_command: str) ->
     }
 
 
+NOTICE = """This model's weights derive from PP-OCRv4's mobile text recogniser (PaddlePaddle/PaddleOCR, Apache-2.0), as
+shipped in the rapidocr-onnxruntime wheel (Apache-2.0): {source}. meterread copied them into its own network
+(`meterread import-ppocr`), cut the output layer to digits and fine-tuned them on real digit crops
+(meter-digits, Apache-2.0; its NOTICE) and synthetic photos; provenance.json records every step.
+Licensed under the Apache License, Version 2.0: https://www.apache.org/licenses/LICENSE-2.0
+"""
+
+
 def pretrained_record(base_dir: str, command: str) -> dict:
     """Where the first stage's weights came from: the import command and the source the import recorded."""
     imported = json.loads((Path(base_dir) / "provenance.json").read_text())["stages"][0]
@@ -136,6 +144,8 @@ def main() -> None:
         "training_minutes_on_2_cpu_cores": sum(stage["training_minutes_on_2_cpu_cores"] for stage in stages),
     }
     (TARGET / "provenance.json").write_text(json.dumps(provenance, indent=2))
+    if args.pretrained:  # weights derived from a published model: its attribution and licence travel with them
+        (TARGET / "NOTICE").write_text(NOTICE.format(source=provenance["pretrained"]["source"]))
     record_evaluations(TARGET, args.run_dir, args.eval, last["valid"], "the last stage's validation set")
     print(f"bundled {best} into {TARGET}")
 

@@ -60,6 +60,8 @@ def test_bundled_model_carries_its_provenance():
     pretrained = provenance["pretrained"]  # where the first stage's weights came from, and under which licence
     assert pretrained["command"].startswith("meterread import-ppocr ")
     assert "PP-OCRv4" in pretrained["source"] and "Apache-2.0" in pretrained["source"]
+    notice = (DEMO_MODEL_DIR / "NOTICE").read_text()  # the published weights' attribution travels with the bundle
+    assert pretrained["source"] in notice and "Apache License, Version 2.0" in notice
     assert (DEMO_MODEL_DIR / "train_config.json").is_file() and (DEMO_MODEL_DIR / "metrics.json").is_file()
 
 
