@@ -133,7 +133,8 @@ def our_preprocess(data: bytes, size: int, layout, mean, std) -> object:
 def preprocess_paths(reader) -> tuple:
     """(ours, naive): photo bytes -> the tensor `reader`'s network gets. Ours: `our_preprocess`; naive (the seed
     notebooks' path): PIL decode at full size, then the family's processor on the whole photo (a VLM's Hugging Face
-    image processor; the ppocr family's strip scaling, which has no image processor)."""
+    image processor; the ppocr family's strip scaling, which has no image processor, and whose reader's `pixels`
+    is our path's last step)."""
     from PIL import Image
 
     size, layout = reader.image_size, reader.layout
@@ -145,7 +146,7 @@ def preprocess_paths(reader) -> tuple:
     def ours(data: bytes):
         from meterread.preprocess import preprocess_photo
 
-        return reader.processor([preprocess_photo(data, size, layout=layout).image], layout.rows)
+        return reader.pixels([preprocess_photo(data, size, layout=layout).image])
 
     return ours, lambda d: reader.processor([np.asarray(Image.open(io.BytesIO(d)).convert("RGB"))], 1)
 

@@ -69,7 +69,8 @@ class ModelSpec(Settings):
         a hub id's cached copy), else the bundled model's. A registry version brings its own (`resolve_spec`)."""
         if not isinstance(values, Mapping) or values.get("family"):
             return values
-        return {**values, "family": checkpoint_family(str(values.get("base") or DEMO_MODEL_DIR)) or DEMO_MODEL_FAMILY}
+        base = values.get("base") or cls.model_fields["base"].default
+        return {**values, "family": checkpoint_family(str(base)) or DEMO_MODEL_FAMILY}
 
     def validate(self) -> ModelSpec:
         """Raise ValueError with an actionable message when the spec cannot work."""

@@ -12,6 +12,7 @@ renormalised distribution: the model's probability that the whole reading is exa
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -101,6 +102,11 @@ def ctc_best_path(log_probs: np.ndarray) -> tuple[list[int], list[float]]:
     return ids, [float(path[start:stop].sum()) for start, stop in zip(bounds, bounds[1:])]
 
 
+def ctc_text(ids: Sequence[int], vocab: str) -> str:
+    """CTC class ids (1-based into `vocab`; 0 is the blank) -> the text they spell."""
+    return "".join(vocab[i - 1] for i in ids)
+
+
 def ctc_constrained_path(
     log_probs: np.ndarray, vocab: str, pattern: ReadingPattern, beam: int = 16
 ) -> tuple[list[int], list[float]]:
@@ -110,14 +116,14 @@ def ctc_constrained_path(
     reading is found whenever the columns can hold one. Split per class as in `ctc_best_path`; the plain best path
     when it fits (then it is the most likely fitting path: no search) or when no complete reading is possible."""
     best = ctc_best_path(log_probs)
-    if pattern.is_complete("".join(vocab[i - 1] for i in best[0])) or pattern.shortest_completion("") > len(log_probs):
+    if pattern.is_complete(ctc_text(best[0], vocab)) or pattern.shortest_completion("") > len(log_probs):
         return best
     beams: dict[tuple[tuple[int, ...], int], tuple[float, tuple[float, ...]]] = {((), 0): (0.0, (0.0,))}
     for t, row in enumerate(log_probs.tolist()):
         left = len(log_probs) - t - 1
         extended: dict[tuple[tuple[int, ...], int], tuple[float, tuple[float, ...]]] = {}
         for (ids, last), (score, parts) in beams.items():
-            reading = "".join(vocab[i - 1] for i in ids)
+            reading = ctc_text(ids, vocab)
             for k, lp in enumerate(row):
                 if k == 0 or k == last:  # a blank, or the same class again: the reading does not change
                     if pattern.shortest_completion(reading) > left:
@@ -131,7 +137,7 @@ def ctc_constrained_path(
                 if key not in extended or extended[key][0] < score + lp:
                     extended[key] = (score + lp, grown)
         beams = dict(sorted(extended.items(), key=lambda item: -item[1][0])[:beam])
-    complete = [item for item in beams.items() if pattern.is_complete("".join(vocab[i - 1] for i in item[0][0]))]
+    complete = [item for item in beams.items() if pattern.is_complete(ctc_text(item[0][0], vocab))]
     if not complete:  # a pattern no reading of these classes completes
         return best
     (ids, _), (_, parts) = max(complete, key=lambda item: item[1][0])

@@ -25,7 +25,7 @@ import torch
 
 from meterread.config import ModelSpec
 from meterread.models.base import Architecture, Prediction, checkpoint_facts, model_device
-from meterread.models.decoding import ctc_best_path, ctc_constrained_path, with_reading_likelihood
+from meterread.models.decoding import ctc_best_path, ctc_constrained_path, ctc_text, with_reading_likelihood
 from meterread.models.ppocr_network import DIGITS, STRIP_HEIGHT, PPOCRConfig, PPOCRForCTC
 from meterread.models.prompts import DEFAULT_PROMPTS
 from meterread.models.tiny import TinySize
@@ -118,7 +118,7 @@ class PPOCRReader:
             for columns in log_probs
         ]
         elapsed = (time.perf_counter() - started) / len(images)
-        return [Prediction("".join(vocab[i - 1] for i in ids), tuple(parts), elapsed) for ids, parts in decoded]
+        return [Prediction(ctc_text(ids, vocab), tuple(parts), elapsed) for ids, parts in decoded]
 
     def classify(self, images: Sequence[np.ndarray], prompt: str, labels: Sequence[str]) -> list[tuple[str, float]]:
         raise ValueError("the ppocr family reads digits only and cannot rank meter types; drop meter_types")
