@@ -73,7 +73,7 @@ def read(
         help="Read with this model registry's current version (folder or s3:// prefix); same as "
         "--model registry://URL. Resolved once at the start of the run; recorded in the manifest.",
     ),
-    family: str = setting(ModelSpec, "family"),
+    family: str | None = setting(ModelSpec, "family"),
     adapter: str | None = setting(ModelSpec, "adapter"),
     pattern: str | None = setting(ModelSpec, "pattern"),
     constrained: bool = setting(ModelSpec, "constrained", "--constrained/--no-constrained"),
@@ -201,7 +201,7 @@ def evaluate(
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from error
-    keys = ("count", "exact_match", "character_error_rate", "parse_rate", "accuracy_at_coverage")
+    keys = ("count", "exact_match", "digits_exact_match", "character_error_rate", "parse_rate", "accuracy_at_coverage")
     shown = {k: metrics[k] for k in keys} | {"by_meter_model": metrics["by_meter_model"]}
     if baseline:
         shown["baseline"] = {"name": baseline, **{k: metrics["baseline"][k] for k in keys}}

@@ -41,8 +41,8 @@ class ModelSpec(Settings):
 
     kind: ClassVar[str] = "model"
 
-    family: str = Field(
-        DEMO_MODEL_FAMILY,
+    family: str | None = Field(  # None only until validation: `_family_from_checkpoint` fills it in
+        None,
         description="Model family: paligemma, florence2 or ppocr (default: what the base's config.json says, else "
         "the bundled model's).",
     )
@@ -202,6 +202,26 @@ class LoraSettings(Settings):
     targets: tuple[str, ...] | None = Field(None, description="Module names (default: the family's LORA_TARGETS).")
 
 
+class AugmentSettings(Settings):
+    """Photometric augmentation per training image (`training.augment`); all off by default."""
+
+    kind: ClassVar[str] = "augment"
+    error: ClassVar[type[ConfigError]] = TrainConfigError
+
+    invert: float = Field(0.0, description="Chance an image is inverted (white digits on dark wheels).")
+    grayscale: float = Field(0.0, description="Chance an image loses its colour.")
+    contrast: float = Field(0.0, description="Contrast scaled by a factor within 1 +- this.")
+    brightness: float = Field(0.0, description="Brightness scaled by a factor within 1 +- this.")
+
+    @property
+    def enabled(self) -> bool:
+        return any((self.invert, self.grayscale, self.contrast, self.brightness))
+
+    def problems(self) -> list[str]:
+        names = ("invert", "grayscale", "contrast", "brightness")
+        return [f"augment.{name} must be within [0, 1]" for name in names if not 0.0 <= getattr(self, name) <= 1.0]
+
+
 class TrainConfig(Settings):
     """One training recipe. Every key of a YAML recipe must be a field here (unknown keys are rejected)."""
 
@@ -215,6 +235,7 @@ class TrainConfig(Settings):
     output: str = ""
     strategy: str = "lora"
     lora: LoraSettings = Field(default_factory=LoraSettings)
+    augment: AugmentSettings = Field(default_factory=AugmentSettings)
     epochs: int = 2
     max_steps: int | None = None
     batch_size: int = 8
@@ -272,6 +293,7 @@ class TrainConfig(Settings):
             problems.append(f"warm_start_head must be one of {', '.join(WARM_START_HEADS)}")
         if self.warm_start_head == "columns" and self.display_rows > 1:
             problems.append("warm_start_head 'columns' reads the image left to right: it needs display_rows 1")
+        problems += self.augment.problems()
         if self.strategy == "lora" and self.lora.rank < 1:
             problems.append("lora.rank must be at least 1")
         if problems:

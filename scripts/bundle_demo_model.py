@@ -42,7 +42,15 @@ KEEP = (
     "metrics.json",
     "dataset_manifest.json",
 )
-HELDOUT_KEYS = ("count", "exact_match", "character_error_rate", "parse_rate", "accuracy_at_coverage", "by_meter_type")
+HELDOUT_KEYS = (
+    "count",
+    "exact_match",
+    "digits_exact_match",
+    "character_error_rate",
+    "parse_rate",
+    "accuracy_at_coverage",
+    "by_meter_type",
+)
 EVAL_KEYS = HELDOUT_KEYS + ("by_meter_model", "thresholds")
 
 

@@ -47,6 +47,9 @@ def test_cli_flow_and_model_defaults_are_the_same_objects():
     evaluate = cli_defaults("eval")
     assert all(evaluate[name] is field_default(ModelSpec, name) for name in ("adapter", "pattern", "device"))
     assert evaluate["family"] is None  # not given: the checkpoint names its own (next test)
+    assert cli_defaults("read")["family"] is None
+    form = nightly_read.parameters.definitions["ModelSpec"]["properties"]["family"]
+    assert form.get("default") is None  # the form sends no family either, so a flow on a local dir infers it too
 
 
 def test_a_spec_without_a_family_takes_the_one_its_checkpoint_names(tiny_paligemma, tiny_florence2, tiny_ppocr):

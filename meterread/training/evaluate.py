@@ -30,6 +30,20 @@ def is_exact(example: Scored) -> bool:
     return predicted.value is not None and predicted.value == expected.value
 
 
+def digits_of(text: str | None) -> str | None:
+    """The digits of a reading without its point and leading zeros (`0045.25` -> `4525`); None if unparsable."""
+    if parse_reading(text).value is None:
+        return None
+    return "".join(char for char in normalise_text(text) if char.isdigit()).lstrip("0")
+
+
+def is_digits_exact(example: Scored) -> bool:
+    """Every digit right, the decimal point perhaps not: where a point error is all that is wrong, a meter's
+    known register pattern (`--pattern`, the meters table) puts it right."""
+    predicted = digits_of(example.text)
+    return predicted is not None and predicted == digits_of(example.label)
+
+
 def levenshtein(a: str, b: str) -> int:
     previous = list(range(len(b) + 1))
     for i, char_a in enumerate(a, 1):
@@ -128,7 +142,11 @@ def exact_by(examples: Sequence[Scored], key) -> dict[str, dict]:
     for example in examples:
         groups[key(example) or "unknown"].append(example)
     return {
-        name: {"count": len(group), "exact_match": sum(map(is_exact, group)) / len(group)}
+        name: {
+            "count": len(group),
+            "exact_match": sum(map(is_exact, group)) / len(group),
+            "digits_exact_match": sum(map(is_digits_exact, group)) / len(group),
+        }
         for name, group in sorted(groups.items())
     }
 
@@ -142,6 +160,7 @@ def summarise(examples: Sequence[Scored], worst: int = 12) -> dict:
     return {
         "count": count,
         "exact_match": exact / count if count else None,
+        "digits_exact_match": sum(map(is_digits_exact, examples)) / count if count else None,
         "character_error_rate": character_error_rate(examples),
         "parse_rate": parsed / count if count else None,
         "accuracy_at_coverage": {f"{c:.2f}": accuracy_at_coverage(examples, c) for c in COVERAGES},

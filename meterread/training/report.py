@@ -109,10 +109,11 @@ def render_html(title: str, metrics: dict, curve: Sequence[tuple[float, float]],
     names = [
         ("examples", "count"),
         ("exact match", "exact_match"),
+        ("digits exact (point aside)", "digits_exact_match"),
         ("character error rate", "character_error_rate"),
         ("parse rate", "parse_rate"),
     ]
-    rows = [[label, metrics[key]] + ([peer.get(key)] if peer else []) for label, key in names]
+    rows = [[label, metrics.get(key)] + ([peer.get(key)] if peer else []) for label, key in names]
     rows += [
         [f"accuracy at {float(c):.0%} coverage", v] + ([peer["accuracy_at_coverage"].get(c)] if peer else [])
         for c, v in metrics["accuracy_at_coverage"].items()

@@ -19,6 +19,7 @@ import torch
 from meterread.config import LoraSettings, ModelSpec, TrainConfig, TrainConfigError
 from meterread.models.base import TrainableReader
 from meterread.models.registry import family_module, load_reader
+from meterread.training.augment import augment_batch, step_rng
 from meterread.training.dataset import load_dataset, manifest_digest
 from meterread.training.evaluate import summarise
 from meterread.training.evaluation import evaluate_reader, prepare_images
@@ -276,17 +277,18 @@ def epoch_groups(run: TrainingRun) -> list[list[np.ndarray]]:
 
 
 def train_step(run: TrainingRun, group: list[np.ndarray]) -> tuple[float, float]:
-    """One optimizer step over `group` (gradient accumulation, bf16 autocast on CUDA, clipped gradients);
-    returns (loss, images per second)."""
+    """One optimizer step over `group` (augmented per `config.augment`, gradient accumulation, bf16 autocast on
+    CUDA, clipped gradients); returns (loss, images per second)."""
     started = time.perf_counter()
     reader, config = run.reader, run.config
     for param_group in run.optimizer.param_groups:
         param_group["lr"] = lr_at(run.state["step"], run.total_steps, config.warmup_steps, config.lr)
     on_cuda = reader.model.device.type == "cuda"
     loss_value = 0.0
+    rng = step_rng(config.seed, run.state["step"])
     for indices in group:
         batch = reader.training_batch(
-            [run.train_images[i] for i in indices],
+            augment_batch([run.train_images[i] for i in indices], rng, config.augment),
             [run.train_samples[i].prefix or reader.default_prompt for i in indices],
             [run.train_samples[i].suffix for i in indices],
         )

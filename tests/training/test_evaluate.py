@@ -5,6 +5,7 @@ from meterread.training.evaluate import (
     accuracy_at_coverage,
     calibration_bins,
     character_error_rate,
+    is_digits_exact,
     is_exact,
     levenshtein,
     recommend_threshold,
@@ -29,6 +30,23 @@ from meterread.training.evaluate import (
 )
 def test_exact_match_compares_parsed_values(label, text, exact):
     assert is_exact(Scored(label, text)) is exact
+
+
+@pytest.mark.parametrize(
+    ("label", "text", "digits_exact"),
+    [
+        ("455025", "4550.25", True),  # only the point is wrong
+        ("0045.25", "45.25", True),
+        ("4552.9", "4552.7", False),
+        ("455025", "45502", False),
+        ("455025", None, False),
+        ("455025", "4550x25", False),
+    ],
+)
+def test_digits_exact_match_sets_the_decimal_point_aside(label, text, digits_exact):
+    assert is_digits_exact(Scored(label, text)) is digits_exact
+    summary = summarise([Scored(label, text)])
+    assert summary["digits_exact_match"] == float(digits_exact) and summary["exact_match"] <= float(digits_exact)
 
 
 @pytest.mark.parametrize(
@@ -58,8 +76,8 @@ def test_summary_handles_empty_and_unparsable_predictions():
     summary = summarise([Scored("1.5", "zz", 0.99, "gas"), Scored("2", "2", 0.5, "gas"), Scored("3", "3", 0.4)])
     assert summary["exact_match"] == pytest.approx(2 / 3) and summary["parse_rate"] == pytest.approx(2 / 3)
     assert summary["by_meter_type"] == {
-        "gas": {"count": 2, "exact_match": 0.5},
-        "unknown": {"count": 1, "exact_match": 1.0},
+        "gas": {"count": 2, "exact_match": 0.5, "digits_exact_match": 0.5},
+        "unknown": {"count": 1, "exact_match": 1.0, "digits_exact_match": 1.0},
     }
     assert summary["worst"][0]["text"] == "zz"
 
@@ -95,8 +113,8 @@ def test_calibration_bins_pair_confidence_with_accuracy():
 def test_summary_breaks_down_by_meter_model():
     summary = summarise([Scored("1", "1", 0.9, "gas", meter_model="gasmeter/gmt"), Scored("2", "3", 0.9, "gas")])
     assert summary["by_meter_model"] == {
-        "gasmeter/gmt": {"count": 1, "exact_match": 1.0},
-        "unknown": {"count": 1, "exact_match": 0.0},
+        "gasmeter/gmt": {"count": 1, "exact_match": 1.0, "digits_exact_match": 1.0},
+        "unknown": {"count": 1, "exact_match": 0.0, "digits_exact_match": 0.0},
     }
 
 
