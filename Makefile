@@ -42,16 +42,21 @@ test-all: test test-slow
 bench: $(STAMP)
 	$(BIN)/meterread bench --n 128 --scale 10 --out bench.json
 
-# The bundled demo model, from scratch (~80 min of training plus ~25 min of data and evaluation on 2 CPU cores;
+# The bundled demo model, from scratch (~135 min of training plus ~25 min of data and evaluation on 2 CPU cores;
 # docs/training.md "The ppocr family"): PP-OCRv4's recogniser imported from rapidocr's wheel (digits only), stage 1
 # trains it on real-crop strips, stage 2 on photos through the display crop (real-crop photos and our own renderings)
-# beside fresh real-crop strips; then every evaluation beside PP-OCRv4 and the bundle (meterread/assets/demo-model/
-# with provenance.json). Needs the digit crops ($(DIGITS)); the product and `make demo` do not.
+# beside fresh real-crop strips, stage 3 goes on with photometric augmentation (inverted polarity above all) over
+# stage 1's strips and stage 2's photos; stages 2 and 3 averaged (`meterread average`) are the bundled weights; then
+# every evaluation beside PP-OCRv4 and the bundle (meterread/assets/demo-model/ with provenance.json). Needs the digit
+# crops ($(DIGITS)); the product and `make demo` do not.
 DATA ?= data
 RUNS ?= runs
 SIZES := 640x480,1024x768
 DIGITS ?= ../shared/data/meter-digits
 IMPORT_COMMAND = import-ppocr $(RUNS)/ppocr-base --image-size 128 --strip-width 320
+# The bundled weights: stage 2's and stage 3's best, averaged (a model soup; docs/training.md "Stage 3")
+SOUP := $(RUNS)/ppocr-soup/best
+AVERAGE_COMMAND = average $(SOUP) $(RUNS)/ppocr-photos/best $(RUNS)/ppocr-augment/best
 STAGE1_STRIPS = $(DIGITS) $(DATA)/ppocr-strips --train 24000 --valid 0 --test 0 --seed 16
 STRIPS_VALID = $(DIGITS) $(DATA)/strips-valid --train 0 --valid 300 --test 0 --seed 18
 STAGE2_STRIPS = $(DIGITS) $(DATA)/ppocr-strips2 --train 12000 --valid 0 --test 0 --seed 17
@@ -90,15 +95,23 @@ demo-model: stage-data eval-sets
 		output=$(RUNS)/ppocr-real
 	$(BIN)/meterread train configs/ppocr-photos.yaml base=$(RUNS)/ppocr-real/best dataset=$(DATA)/ppocr-photos \
 		output=$(RUNS)/ppocr-photos
-	$(foreach set,$(EVAL_SETS),$(call evaluate_set,$(subst :, ,$(set)),$(RUNS)/ppocr-photos/best,$(RUNS)/ppocr-photos))
-	$(BIN)/python scripts/bundle_demo_model.py $(RUNS)/ppocr-photos $(BUNDLE_EVALS) \
+	$(BIN)/meterread train configs/ppocr-augment.yaml base=$(RUNS)/ppocr-photos/best dataset=$(DATA)/ppocr-stage3 \
+		output=$(RUNS)/ppocr-augment
+	$(BIN)/meterread $(AVERAGE_COMMAND)
+	$(BIN)/meterread eval $(DATA)/ppocr-stage3 --split valid --model $(SOUP) --out $(RUNS)/ppocr-soup/eval-valid
+	$(foreach set,$(EVAL_SETS),$(call evaluate_set,$(subst :, ,$(set)),$(SOUP),$(RUNS)/ppocr-soup))
+	$(BIN)/python scripts/bundle_demo_model.py $(RUNS)/ppocr-soup $(BUNDLE_EVALS) \
 		--pretrained $(RUNS)/ppocr-base "meterread $(IMPORT_COMMAND)" \
 		--stage configs/ppocr-real-strips.yaml $(RUNS)/ppocr-real auto \
 			"meterread strips $(STAGE1_STRIPS); meterread strips $(STRIPS_VALID); meterread mix $(DATA)/ppocr-stage1 $(DATA)/ppocr-strips $(DATA)/strips-valid" \
 		--stage configs/ppocr-photos.yaml $(RUNS)/ppocr-photos auto \
-			"meterread strips $(STAGE2_STRIPS); meterread synth $(REALPHOTOS_DATA); meterread synth $(PHOTOS_SYNTH_DATA); meterread mix $(DATA)/ppocr-photos $(DATA)/ppocr-strips2 $(DATA)/strips-valid $(DATA)/realphotos $(DATA)/photos-synth"
+			"meterread strips $(STAGE2_STRIPS); meterread synth $(REALPHOTOS_DATA); meterread synth $(PHOTOS_SYNTH_DATA); meterread mix $(DATA)/ppocr-photos $(DATA)/ppocr-strips2 $(DATA)/strips-valid $(DATA)/realphotos $(DATA)/photos-synth" \
+		--stage configs/ppocr-augment.yaml $(RUNS)/ppocr-augment auto \
+			"meterread mix $(DATA)/ppocr-stage3 $(DATA)/ppocr-strips $(DATA)/strips-valid $(DATA)/realphotos $(DATA)/photos-synth" \
+		--averaged $(SOUP) $(RUNS)/ppocr-soup/eval-valid/metrics.json "meterread $(AVERAGE_COMMAND)"
 
-# The two stages' training data (train/ and valid/ of $(DATA)/ppocr-stage1 and $(DATA)/ppocr-photos).
+# The three stages' training data (train/ and valid/ of $(DATA)/ppocr-stage1, $(DATA)/ppocr-photos and
+# $(DATA)/ppocr-stage3: stage 1's strips and stage 2's photos again, read through stage 3's augmentation).
 stage-data: $(STAMP)
 	$(BIN)/meterread strips $(STAGE1_STRIPS)
 	$(BIN)/meterread strips $(STRIPS_VALID)
@@ -108,6 +121,8 @@ stage-data: $(STAMP)
 	$(BIN)/meterread synth $(PHOTOS_SYNTH_DATA)
 	$(BIN)/meterread mix $(DATA)/ppocr-photos $(DATA)/ppocr-strips2 $(DATA)/strips-valid $(DATA)/realphotos \
 		$(DATA)/photos-synth
+	$(BIN)/meterread mix $(DATA)/ppocr-stage3 $(DATA)/ppocr-strips $(DATA)/strips-valid $(DATA)/realphotos \
+		$(DATA)/photos-synth
 
 eval-sets: $(STAMP)
 	$(BIN)/meterread synth $(HELDOUT_DATA)
@@ -116,16 +131,17 @@ eval-sets: $(STAMP)
 	$(BIN)/meterread synth $(REALPHOTOS_EVAL_DATA)
 
 # Re-measure the bundled model on every set beside PP-OCRv4 and record it (weights unchanged); the recommended
-# min_confidence comes from stage 2's validation set again (its 900 images only, not the 28,000 of training).
+# min_confidence comes from the validation set of stages 2 and 3 again (its 900 images only, not the 40,000 of
+# training).
 evaluate-bundled: eval-sets
 	$(BIN)/meterread strips $(STRIPS_VALID)
 	$(BIN)/meterread synth $(REALPHOTOS_VALID_DATA)
 	$(BIN)/meterread synth $(PHOTOS_SYNTH_VALID_DATA)
-	$(BIN)/meterread mix $(DATA)/stage2-valid $(DATA)/strips-valid $(DATA)/realphotos-valid $(DATA)/photos-synth-valid
-	$(BIN)/meterread eval $(DATA)/stage2-valid --split valid --out $(RUNS)/bundled/eval-stage2-valid
+	$(BIN)/meterread mix $(DATA)/stages-valid $(DATA)/strips-valid $(DATA)/realphotos-valid $(DATA)/photos-synth-valid
+	$(BIN)/meterread eval $(DATA)/stages-valid --split valid --out $(RUNS)/bundled/eval-stages-valid
 	$(foreach set,$(EVAL_SETS),$(call evaluate_set,$(subst :, ,$(set)),meterread/assets/demo-model,$(RUNS)/bundled))
 	$(BIN)/python scripts/bundle_demo_model.py $(RUNS)/bundled $(BUNDLE_EVALS) \
-		--annotate-only $(RUNS)/bundled/eval-stage2-valid/metrics.json "stage 2's validation set (configs/ppocr-photos.yaml)"
+		--annotate-only $(RUNS)/bundled/eval-stages-valid/metrics.json "the validation set of stages 2 and 3 (configs/ppocr-photos.yaml, configs/ppocr-augment.yaml)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check meterread flows tests

@@ -11,6 +11,7 @@ import typer
 from meterread.config import ConfigError, ModelSpec, ReadConfig
 from meterread.review.cli import review_app
 from meterread.settings import set_dotted
+from meterread.training.commands import register as register_checkpoint_commands
 
 # Heavy modules (numpy, OpenCV, pyarrow, torch) are imported inside the commands, so `meterread --help` is instant.
 ROLL_SHARE = 0.4  # meterread.data.synth.ROLL_SHARE (a test holds them equal)
@@ -331,33 +332,6 @@ def mix(
 
 
 @app.command()
-def tiny(
-    family: str = typer.Argument(..., help="paligemma, florence2 or ppocr"),
-    out: Path = typer.Argument(..., help="Directory to save the model and processor into."),
-    seed: int = typer.Option(0),
-) -> None:
-    """Build a tiny random-weight model from config (tests, plumbing checks)."""
-    from meterread.models.tiny import build_tiny
-
-    typer.echo(f"saved tiny {family} to {build_tiny(family, out, seed=seed)}")
-
-
-@app.command(name="import-ppocr")
-def import_ppocr(
-    out: Path = typer.Argument(..., help="Directory to save the ppocr checkpoint into."),
-    image_size: int = typer.Option(96, help="Square input side, folded as two rows (a 48 x 192 strip at 96)."),
-    strip_width: int = typer.Option(192, help="Width the strip is read at, 48 px high (width / 8 CTC columns)."),
-) -> None:
-    """Save PP-OCRv4's recogniser (rapidocr's wheel, Apache-2.0), digits only, as a ppocr checkpoint to train from."""
-    from meterread.models.ppocr_import import import_ppocr as save_published
-
-    try:
-        typer.echo(f"saved a ppocr checkpoint in {save_published(out, image_size=image_size, strip_width=strip_width)}")
-    except (ModuleNotFoundError, ValueError) as error:
-        raise typer.BadParameter(str(error)) from error
-
-
-@app.command()
 def demo(
     workdir: Path = typer.Option(Path("demo"), help="Where the sample bucket and output go."),
     n: int = typer.Option(36, help="Number of sample photos."),
@@ -411,6 +385,7 @@ def tables(
 
 
 app.add_typer(review_app, name="review")
+register_checkpoint_commands(app)  # tiny, import-ppocr, average
 
 
 main = app  # the console script (`meterread`)

@@ -1,7 +1,8 @@
 """Copy a trained checkpoint into meterread/assets/demo-model/ with its provenance (`make demo-model` calls this).
 
     python scripts/bundle_demo_model.py EVAL_DIR --eval NAME DATA_COMMAND [--eval ...] \\
-        [--pretrained BASE_DIR IMPORT_COMMAND] --stage RECIPE RUN_DIR MINUTES DATA_COMMAND [--stage ...]
+        [--pretrained BASE_DIR IMPORT_COMMAND] --stage RECIPE RUN_DIR MINUTES DATA_COMMAND [--stage ...] \
+        [--averaged SOUP_DIR VALID_METRICS COMMAND]
     python scripts/bundle_demo_model.py EVAL_DIR --eval NAME DATA_COMMAND [--eval ...] \\
         --annotate-only VALID_METRICS CHOSEN_ON       # re-measure the bundled model, keep its weights
 
@@ -13,7 +14,9 @@ at most 1% of accepted readings are wrong), so reads use it when none is given.
 MINUTES: `auto` reads the run's own clock (`wall_minutes` in RUN_DIR/latest/metrics.json); a number is for runs
 made before training recorded it.
 
-Stages come oldest first; the last stage's `RUN_DIR/best/` is bundled. Each stage records its recipe, the
+Stages come oldest first; the last stage's `RUN_DIR/best/` is bundled, or with `--averaged` the checkpoint
+`meterread average` made of stages' best weights (SOUP_DIR, with its soup.json; VALID_METRICS: its `meterread eval`
+on the last stage's validation set, which then also gives the min_confidence). Each stage records its recipe, the
 `meterread train` command rebuilt from its saved train_config.json, the `meterread synth` command of its data, the
 dataset manifest digest, its best validation metrics and its wall-clock minutes. `--pretrained` records where the
 first stage's weights came from: the command that made BASE_DIR and what BASE_DIR/provenance.json says of its source
@@ -110,6 +113,12 @@ def record_evaluations(target: Path, run_dir: Path, evals: list, valid: dict, ch
     (target / "provenance.json").write_text(json.dumps(provenance, indent=2))
 
 
+def averaged_record(soup_dir: str, valid_metrics: str, command: str) -> dict:
+    """The averaged checkpoint that is bundled: the command, its ingredients and weights, its validation metrics."""
+    soup = json.loads((Path(soup_dir) / "soup.json").read_text())
+    return {"command": command, **soup, "valid": json.loads(Path(valid_metrics).read_text())}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("run_dir", type=Path, help="where the eval-NAME/ folders of `meterread eval` are")
@@ -118,6 +127,7 @@ def main() -> None:
         "--stage", nargs=4, action="append", default=[], metavar=("RECIPE", "RUN_DIR", "MINUTES", "DATA_COMMAND")
     )
     parser.add_argument("--pretrained", nargs=2, metavar=("BASE_DIR", "IMPORT_COMMAND"))
+    parser.add_argument("--averaged", nargs=3, metavar=("SOUP_DIR", "VALID_METRICS", "COMMAND"))
     parser.add_argument(
         "--annotate-only",
         nargs=2,
@@ -134,13 +144,16 @@ def main() -> None:
     if not args.stage:
         parser.error("--stage is required unless --annotate-only")
     stages = [stage_record(recipe, Path(run), minutes, data) for recipe, run, minutes, data in args.stage]
-    best = Path(args.stage[-1][1]) / "best"
+    averaged = averaged_record(*args.averaged) if args.averaged else None
+    best = Path(args.averaged[0]) if args.averaged else Path(args.stage[-1][1]) / "best"
     shutil.rmtree(TARGET, ignore_errors=True)
     TARGET.mkdir(parents=True)
     for name in KEEP:
         if (best / name).is_file():
             shutil.copy2(best / name, TARGET / name)
     last = stages[-1]
+    if averaged:  # the bundle's metrics.json: what the bundled weights read on the last stage's validation set
+        (TARGET / "metrics.json").write_text(json.dumps({"valid": averaged["valid"], "averaged": True}, indent=2))
     provenance = {
         "recipe": last["recipe"],
         "command": "make demo-model  # runs every stage below, then `meterread eval --baseline ppocr` on every set",
@@ -149,12 +162,16 @@ def main() -> None:
         "dataset_manifest": last["dataset_manifest"],
         "stages": stages,  # the last stage's validation metrics are also the bundle's metrics.json
         **({"pretrained": pretrained_record(*args.pretrained)} if args.pretrained else {}),
+        **({"averaged": averaged} if averaged else {}),  # the bundled weights: these stages' best, averaged
         "training_minutes_on_2_cpu_cores": sum(stage["training_minutes_on_2_cpu_cores"] for stage in stages),
     }
     (TARGET / "provenance.json").write_text(json.dumps(provenance, indent=2))
     if args.pretrained:  # weights derived from a published model: its attribution and licence travel with them
         (TARGET / "NOTICE").write_text(NOTICE.format(source=provenance["pretrained"]["source"]))
-    record_evaluations(TARGET, args.run_dir, args.eval, last["valid"], "the last stage's validation set")
+    valid, chosen_on = last["valid"], "the last stage's validation set"
+    if averaged:
+        valid, chosen_on = averaged["valid"], "the averaged checkpoint on the last stage's validation set"
+    record_evaluations(TARGET, args.run_dir, args.eval, valid, chosen_on)
     print(f"bundled {best} into {TARGET}")
 
 

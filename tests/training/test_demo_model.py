@@ -42,9 +42,10 @@ def test_bundled_model_reads_bundled_real_strips():
     spec = ModelSpec(base=str(DEMO_MODEL_DIR), device="cpu")
     metrics = evaluate_split(spec, str(REAL_SAMPLES / "strips"), "heldout", progress=False)
     assert metrics["count"] == 36 and set(metrics["by_meter_model"]) == set(HELDOUT_MODELS)
-    # Measured here: 29 of 36 (67.4% of the 900-strip held-out set); the PaliGemma it replaced read 0 of them. A few
-    # strips of slack for another CPU's rounding; a broken, swapped or untrained model reads none.
-    assert round(metrics["exact_match"] * 36) >= 26, metrics["worst"]
+    # Measured here: 32 of 36 (70.2% of the 900-strip held-out set; 29 before stage 3 and the average); the
+    # PaliGemma it replaced read 0 of them. A few strips of slack for another CPU's rounding; a broken, swapped or
+    # untrained model reads none.
+    assert round(metrics["exact_match"] * 36) >= 29, metrics["worst"]
 
 
 def test_bundled_model_carries_its_provenance():
@@ -55,8 +56,13 @@ def test_bundled_model_carries_its_provenance():
     assert [stage["recipe"] for stage in provenance["stages"]] == [
         "configs/ppocr-real-strips.yaml",
         "configs/ppocr-photos.yaml",
+        "configs/ppocr-augment.yaml",
     ]
     assert provenance["stages"][0]["training_data"].startswith("meterread strips ")  # real-crop strips first
+    averaged = provenance["averaged"]  # the bundled weights: stages 2 and 3 averaged, measured on validation
+    assert averaged["command"].startswith("meterread average ") and len(averaged["ingredients"]) == 2
+    assert sum(averaged["weights"]) == pytest.approx(1.0) and averaged["valid"]["count"] >= 900
+    assert "validation" in provenance["min_confidence"]["chosen_on"]
     pretrained = provenance["pretrained"]  # where the first stage's weights came from, and under which licence
     assert pretrained["command"].startswith("meterread import-ppocr ")
     assert "PP-OCRv4" in pretrained["source"] and "Apache-2.0" in pretrained["source"]

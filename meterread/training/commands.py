@@ -1,0 +1,56 @@
+"""`meterread` commands that make model checkpoints rather than read or train: `tiny`, `import-ppocr`, `average`
+(registered on the main app by `meterread.cli`; heavy imports inside each command)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def tiny(
+    family: str = typer.Argument(..., help="paligemma, florence2 or ppocr"),
+    out: Path = typer.Argument(..., help="Directory to save the model and processor into."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Build a tiny random-weight model from config (tests, plumbing checks)."""
+    from meterread.models.tiny import build_tiny
+
+    typer.echo(f"saved tiny {family} to {build_tiny(family, out, seed=seed)}")
+
+
+def import_ppocr(
+    out: Path = typer.Argument(..., help="Directory to save the ppocr checkpoint into."),
+    image_size: int = typer.Option(96, help="Square input side, folded as two rows (a 48 x 192 strip at 96)."),
+    strip_width: int = typer.Option(192, help="Width the strip is read at, 48 px high (width / 8 CTC columns)."),
+) -> None:
+    """Save PP-OCRv4's recogniser (rapidocr's wheel, Apache-2.0), digits only, as a ppocr checkpoint to train from."""
+    from meterread.models.ppocr_import import import_ppocr as save_published
+
+    try:
+        typer.echo(f"saved a ppocr checkpoint in {save_published(out, image_size=image_size, strip_width=strip_width)}")
+    except (ModuleNotFoundError, ValueError) as error:
+        raise typer.BadParameter(str(error)) from error
+
+
+def average(
+    out: Path = typer.Argument(..., help="Directory for the averaged checkpoint."),
+    checkpoints: list[Path] = typer.Argument(..., help="Two or more full checkpoints of one architecture."),
+    weights: str | None = typer.Option(None, help="Comma-separated weight per checkpoint (default: equal)."),
+) -> None:
+    """Average fine-tuned checkpoints of one lineage into one (a model soup); the last one's settings are kept."""
+    from meterread.training.soup import average_checkpoints
+
+    try:
+        shares = [float(value) for value in weights.split(",")] if weights else None
+        typer.echo(
+            f"saved the average of {len(checkpoints)} checkpoints in {average_checkpoints(out, checkpoints, shares)}"
+        )
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(tiny)
+    app.command(name="import-ppocr")(import_ppocr)
+    app.command()(average)

@@ -1,0 +1,88 @@
+"""Weight averaging of fine-tuned checkpoints of one lineage (a "model soup", Wortsman et al. 2022; WiSE-FT):
+`meterread average OUT CHECKPOINT...`. Two runs that start from the same weights and learn different things (e.g.
+with and without augmentation) often read better averaged than either alone.
+
+`average_state_dicts` is pure; `average_checkpoints` reads and writes full checkpoints (model.safetensors), never
+LoRA adapters (average those merged, or not at all).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+WEIGHTS_FILE = "model.safetensors"
+COPIED = ("config.json", "meterread.json", "train_config.json", "dataset_manifest.json", "processor_config.json")
+SOUP_FILE = "soup.json"
+
+
+def average_state_dicts(
+    states: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float] | None = None
+) -> dict[str, torch.Tensor]:
+    """The weighted mean of each floating-point tensor (in float32, back in its dtype); integer tensors (e.g.
+    BatchNorm's batch counter) come from the last state. `weights` default to equal and are normalised to sum 1.
+    Raises ValueError on fewer than two states, differing keys or shapes, or bad weights."""
+    if len(states) < 2:
+        raise ValueError(f"averaging needs at least two checkpoints, got {len(states)}")
+    weights = [1.0] * len(states) if weights is None else list(weights)
+    if len(weights) != len(states) or any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError(f"need one non-negative weight per checkpoint, not all zero (got {weights})")
+    keys = set(states[0])
+    for index, state in enumerate(states[1:], 1):
+        if set(state) != keys:
+            raise ValueError(f"checkpoint {index} has other tensors than checkpoint 0: not one architecture")
+    total = sum(weights)
+    averaged = {}
+    for key in states[0]:
+        tensors = [state[key] for state in states]
+        if any(tensor.shape != tensors[0].shape for tensor in tensors):
+            raise ValueError(f"tensor {key!r} has different shapes across checkpoints")
+        if not tensors[0].is_floating_point():
+            averaged[key] = tensors[-1].clone()
+            continue
+        mean = sum(w / total * t.float() for w, t in zip(weights, tensors))
+        averaged[key] = mean.to(tensors[0].dtype).contiguous()
+    return averaged
+
+
+def average_checkpoints(
+    out_dir: str | Path, checkpoints: Sequence[str | Path], weights: Sequence[float] | None = None
+) -> Path:
+    """Average full checkpoints into `out_dir`: the mean weights, the last checkpoint's config and preprocessing
+    settings, and `soup.json` (ingredients and weights). Raises ValueError when a checkpoint has no full weights
+    or the checkpoints disagree on architecture or preprocessing."""
+    from safetensors.torch import load_file, save_file
+
+    paths = [Path(checkpoint) for checkpoint in checkpoints]
+    for path in paths:
+        if not (path / WEIGHTS_FILE).is_file():
+            raise ValueError(f"{path} has no {WEIGHTS_FILE}: only full checkpoints can be averaged")
+    configs = [_json(path / "config.json") for path in paths]
+    if any(config.get("model_type") != configs[0].get("model_type") for config in configs):
+        raise ValueError(f"checkpoints of different model types: {[c.get('model_type') for c in configs]}")
+    layouts = [_json(path / "meterread.json") for path in paths]
+    if any(_layout(layout) != _layout(layouts[-1]) for layout in layouts):
+        raise ValueError("checkpoints read differently shaped inputs (meterread.json): average like with like")
+    averaged = average_state_dicts([load_file(path / WEIGHTS_FILE) for path in paths], weights)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(averaged, out / WEIGHTS_FILE, metadata={"format": "pt"})
+    for name in COPIED:
+        if (paths[-1] / name).is_file():
+            shutil.copy2(paths[-1] / name, out / name)
+    shares = [1.0] * len(paths) if weights is None else list(weights)
+    record = {"ingredients": [str(path) for path in paths], "weights": [w / sum(shares) for w in shares]}
+    (out / SOUP_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return out
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _layout(settings: dict) -> tuple:
+    return settings.get("crop_display"), settings.get("display_rows")
