@@ -42,7 +42,7 @@ test-all: test test-slow
 bench: $(STAMP)
 	$(BIN)/meterread bench --n 128 --scale 10 --out bench.json
 
-# The bundled demo model, from scratch (~135 min of training plus ~25 min of data and evaluation on 2 CPU cores;
+# The bundled demo model, from scratch (~150 min of training plus ~25 min of data and evaluation on 2 CPU cores;
 # docs/training.md "The ppocr family"): PP-OCRv4's recogniser imported from rapidocr's wheel (digits only), stage 1
 # trains it on real-crop strips, stage 2 on photos through the display crop (real-crop photos and our own renderings)
 # beside fresh real-crop strips, stage 3 goes on with photometric augmentation (inverted polarity above all) over

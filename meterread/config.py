@@ -32,6 +32,14 @@ STRATEGIES = ("lora", "freeze-vision", "full")
 WARM_START_HEADS = ("positions", "columns")  # meterread.training.warmstart
 
 
+def _is_missing_local_dir(base: str) -> bool:
+    """A base that can only be a local path (absolute, relative with ./ or ../, or more than one `/`) but is none."""
+    if "://" in base:
+        return False
+    looks_local = base.startswith(("/", "./", "../", "~")) or base.count("/") > 1
+    return looks_local and not Path(base).expanduser().is_dir()
+
+
 class ModelSpec(Settings):
     """Which model reads: `family`, `base` (hub id or local dir), optional LoRA `adapter` (local dir or s3:// URL).
 
@@ -79,6 +87,8 @@ class ModelSpec(Settings):
         if not self.base:
             raise ValueError("model base is empty: give a hub id (google/paligemma2-3b-pt-224) or a local directory")
         check_reference(self.base, self.adapter, self.reference)
+        if _is_missing_local_dir(self.base):
+            raise ValueError(f"model base {self.base!r} is no local directory (and a hub id is namespace/name)")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
         if self.device not in ("auto", "cpu") and not self.device.startswith(("cuda", "mps")):

@@ -1,7 +1,7 @@
 """Copy a trained checkpoint into meterread/assets/demo-model/ with its provenance (`make demo-model` calls this).
 
     python scripts/bundle_demo_model.py EVAL_DIR --eval NAME DATA_COMMAND [--eval ...] \\
-        [--pretrained BASE_DIR IMPORT_COMMAND] --stage RECIPE RUN_DIR MINUTES DATA_COMMAND [--stage ...] \
+        [--pretrained BASE_DIR IMPORT_COMMAND] --stage RECIPE RUN_DIR MINUTES DATA_COMMAND [--stage ...] \\
         [--averaged SOUP_DIR VALID_METRICS COMMAND]
     python scripts/bundle_demo_model.py EVAL_DIR --eval NAME DATA_COMMAND [--eval ...] \\
         --annotate-only VALID_METRICS CHOSEN_ON       # re-measure the bundled model, keep its weights
@@ -116,7 +116,8 @@ def record_evaluations(target: Path, run_dir: Path, evals: list, valid: dict, ch
 def averaged_record(soup_dir: str, valid_metrics: str, command: str) -> dict:
     """The averaged checkpoint that is bundled: the command, its ingredients and weights, its validation metrics."""
     soup = json.loads((Path(soup_dir) / "soup.json").read_text())
-    return {"command": command, **soup, "valid": json.loads(Path(valid_metrics).read_text())}
+    valid = json.loads(Path(valid_metrics).read_text())
+    return {"command": command, **soup, "valid": {key: valid[key] for key in EVAL_KEYS}}
 
 
 def main() -> None:
@@ -148,19 +149,22 @@ def main() -> None:
     best = Path(args.averaged[0]) if args.averaged else Path(args.stage[-1][1]) / "best"
     shutil.rmtree(TARGET, ignore_errors=True)
     TARGET.mkdir(parents=True)
-    for name in KEEP:
-        if (best / name).is_file():
-            shutil.copy2(best / name, TARGET / name)
+    last_best = Path(args.stage[-1][1]) / "best"
+    for name in KEEP:  # an average has no recipe or data of its own: the last stage's (soup.json lists them all)
+        source = best / name if (best / name).is_file() else last_best / name
+        if source.is_file():
+            shutil.copy2(source, TARGET / name)
     last = stages[-1]
     if averaged:  # the bundle's metrics.json: what the bundled weights read on the last stage's validation set
-        (TARGET / "metrics.json").write_text(json.dumps({"valid": averaged["valid"], "averaged": True}, indent=2))
+        metrics = {"step": last["best_at_step"], "valid": averaged["valid"], "averaged": averaged["ingredients"]}
+        (TARGET / "metrics.json").write_text(json.dumps(metrics, indent=2))
     provenance = {
         "recipe": last["recipe"],
-        "command": "make demo-model  # runs every stage below, then `meterread eval --baseline ppocr` on every set",
+        "command": "make demo-model  # every stage below (and the average), then `meterread eval --baseline ppocr`",
         "seed": last["seed"],
         "training_data": last["training_data"],
         "dataset_manifest": last["dataset_manifest"],
-        "stages": stages,  # the last stage's validation metrics are also the bundle's metrics.json
+        "stages": stages,  # without an average, the last stage's validation metrics are the bundle's metrics.json
         **({"pretrained": pretrained_record(*args.pretrained)} if args.pretrained else {}),
         **({"averaged": averaged} if averaged else {}),  # the bundled weights: these stages' best, averaged
         "training_minutes_on_2_cpu_cores": sum(stage["training_minutes_on_2_cpu_cores"] for stage in stages),

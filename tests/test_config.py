@@ -6,6 +6,7 @@ import inspect
 import pytest
 import typer.main
 from pydantic_core import to_jsonable_python
+from typer.testing import CliRunner
 
 from meterread import cli
 from meterread.config import (
@@ -47,9 +48,8 @@ def test_cli_flow_and_model_defaults_are_the_same_objects():
     evaluate = cli_defaults("eval")
     assert all(evaluate[name] is field_default(ModelSpec, name) for name in ("adapter", "pattern", "device"))
     assert evaluate["family"] is None  # not given: the checkpoint names its own (next test)
-    assert cli_defaults("read")["family"] is None
     form = nightly_read.parameters.definitions["ModelSpec"]["properties"]["family"]
-    assert form.get("default") is None  # the form sends no family either, so a flow on a local dir infers it too
+    assert "default" in form and form["default"] is None  # the form sends no family: a flow infers it too
 
 
 def test_a_spec_without_a_family_takes_the_one_its_checkpoint_names(tiny_paligemma, tiny_florence2, tiny_ppocr):
@@ -105,3 +105,16 @@ def test_file_then_values_then_overrides(tmp_path):
 def test_training_recipes_read_yaml_numbers_without_a_dot():
     config = TrainConfig.from_mapping({"lr": "1e-4", "epochs": "3", "lora": {"targets": ["q_proj"]}})
     assert (config.lr, config.epochs, config.lora.targets) == (1e-4, 3, ("q_proj",))
+
+
+@pytest.mark.parametrize("base", ["/no/such/model", "runs/ppocr-soup/best", "./no-such-model"])
+def test_a_base_that_can_only_be_a_missing_local_dir_fails_up_front(base):
+    with pytest.raises(ValueError, match="is no local directory"):
+        ModelSpec(family="ppocr", base=base).validate()
+    result = CliRunner().invoke(cli.app, ["eval", "data", "--model", base])
+    assert result.exit_code == 2 and "is no local directory" in result.output
+
+
+def test_a_hub_id_or_registry_reference_is_not_taken_for_a_missing_dir():
+    ModelSpec(family="paligemma", base="google/paligemma2-3b-pt-224").validate()
+    ModelSpec(family="ppocr", base="registry:///tmp/registry").validate()

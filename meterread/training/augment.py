@@ -14,7 +14,10 @@ import numpy as np
 
 from meterread.config import AugmentSettings
 
-GRAY_WEIGHTS = np.float32([0.114, 0.587, 0.299])  # BGR or RGB alike: only relative brightness matters here
+# Grey = these weights over the image's channels in order (RGB after preprocessing): blue-heavy, not luminance
+# (0.299, 0.587, 0.114); stage 3 of the bundled model trained with them, so they stay for `make demo-model` to
+# reproduce it. Any fixed mix removes colour, which is what the augmentation is for.
+GRAY_WEIGHTS = np.float32([0.114, 0.587, 0.299])
 
 
 def augment_image(image: np.ndarray, rng: np.random.Generator, settings: AugmentSettings) -> np.ndarray:

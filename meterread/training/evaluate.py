@@ -38,10 +38,11 @@ def digits_of(text: str | None) -> str | None:
 
 
 def is_digits_exact(example: Scored) -> bool:
-    """Every digit right, the decimal point perhaps not: where a point error is all that is wrong, a meter's
-    known register pattern (`--pattern`, the meters table) puts it right."""
+    """Exact, or every digit right and only the decimal point wrong (looser than `is_exact`, never stricter):
+    where a point error is all that is wrong, a meter's known register pattern (`--pattern`, the meters table)
+    puts it right."""
     predicted = digits_of(example.text)
-    return predicted is not None and predicted == digits_of(example.label)
+    return is_exact(example) or (predicted is not None and predicted == digits_of(example.label))
 
 
 def levenshtein(a: str, b: str) -> int:

@@ -123,9 +123,10 @@ def render_html(title: str, metrics: dict, curve: Sequence[tuple[float, float]],
         groups = metrics.get(key, {})
         theirs = peer.get(key, {})
         return _table(
-            ["group", "count", "exact match"] + (["baseline exact match"] if peer else []),
+            ["group", "count", "exact match", "digits (point aside)"] + (["baseline exact match"] if peer else []),
             [
-                [name, g["count"], g["exact_match"]] + ([theirs.get(name, {}).get("exact_match")] if peer else [])
+                [name, g["count"], g["exact_match"], g.get("digits_exact_match")]
+                + ([theirs.get(name, {}).get("exact_match")] if peer else [])
                 for name, g in groups.items()
             ],
         )

@@ -16,16 +16,30 @@ from pathlib import Path
 import torch
 
 WEIGHTS_FILE = "model.safetensors"
-COPIED = ("config.json", "meterread.json", "train_config.json", "dataset_manifest.json", "processor_config.json")
+# Files of the last checkpoint that do not describe the averaged weights (the rest, config, tokenizer, processor,
+# meterread.json, come along so the average loads like its ingredients).
+NOT_COPIED = {
+    WEIGHTS_FILE,
+    "model.safetensors.index.json",
+    "trainer_state.pt",
+    "metrics.json",
+    "train_config.json",
+    "dataset_manifest.json",
+    "adapter_model.safetensors",
+    "adapter_config.json",
+}
+VOLATILE_CONFIG = ("_name_or_path", "transformers_version", "torch_dtype", "dtype")
+COUNTERS = ("num_batches_tracked",)  # integer tensors that may differ: the last checkpoint's is kept
 SOUP_FILE = "soup.json"
 
 
 def average_state_dicts(
     states: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float] | None = None
 ) -> dict[str, torch.Tensor]:
-    """The weighted mean of each floating-point tensor (in float32, back in its dtype); integer tensors (e.g.
-    BatchNorm's batch counter) come from the last state. `weights` default to equal and are normalised to sum 1.
-    Raises ValueError on fewer than two states, differing keys or shapes, or bad weights."""
+    """The weighted mean of each floating-point tensor (in float32, back in the first state's dtype); other tensors
+    must be equal, except counters (BatchNorm's `num_batches_tracked`), taken from the last state. `weights` default
+    to equal and are normalised to sum 1. Raises ValueError on fewer than two states, differing keys, shapes or
+    non-float tensors, or bad weights."""
     if len(states) < 2:
         raise ValueError(f"averaging needs at least two checkpoints, got {len(states)}")
     weights = [1.0] * len(states) if weights is None else list(weights)
@@ -42,6 +56,8 @@ def average_state_dicts(
         if any(tensor.shape != tensors[0].shape for tensor in tensors):
             raise ValueError(f"tensor {key!r} has different shapes across checkpoints")
         if not tensors[0].is_floating_point():
+            if not key.endswith(COUNTERS) and any(not torch.equal(t, tensors[0]) for t in tensors):
+                raise ValueError(f"non-float tensor {key!r} differs across checkpoints: it cannot be averaged")
             averaged[key] = tensors[-1].clone()
             continue
         mean = sum(w / total * t.float() for w, t in zip(weights, tensors))
@@ -52,18 +68,21 @@ def average_state_dicts(
 def average_checkpoints(
     out_dir: str | Path, checkpoints: Sequence[str | Path], weights: Sequence[float] | None = None
 ) -> Path:
-    """Average full checkpoints into `out_dir`: the mean weights, the last checkpoint's config and preprocessing
-    settings, and `soup.json` (ingredients and weights). Raises ValueError when a checkpoint has no full weights
-    or the checkpoints disagree on architecture or preprocessing."""
+    """Average full checkpoints into `out_dir`: the mean weights, the last checkpoint's config, tokenizer or
+    processor and preprocessing settings, and `soup.json` (ingredients, weights, each one's training recipe).
+    Raises ValueError when a checkpoint has no full weights or the checkpoints disagree on architecture or
+    preprocessing."""
     from safetensors.torch import load_file, save_file
 
     paths = [Path(checkpoint) for checkpoint in checkpoints]
     for path in paths:
         if not (path / WEIGHTS_FILE).is_file():
-            raise ValueError(f"{path} has no {WEIGHTS_FILE}: only full checkpoints can be averaged")
+            raise ValueError(f"{path} has no {WEIGHTS_FILE}: only full, unsharded checkpoints can be averaged")
     configs = [_json(path / "config.json") for path in paths]
     if any(config.get("model_type") != configs[0].get("model_type") for config in configs):
         raise ValueError(f"checkpoints of different model types: {[c.get('model_type') for c in configs]}")
+    if any(_architecture(config) != _architecture(configs[0]) for config in configs):
+        raise ValueError("checkpoints with different config.json (architecture): average one lineage only")
     layouts = [_json(path / "meterread.json") for path in paths]
     if any(_layout(layout) != _layout(layouts[-1]) for layout in layouts):
         raise ValueError("checkpoints read differently shaped inputs (meterread.json): average like with like")
@@ -71,17 +90,25 @@ def average_checkpoints(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_file(averaged, out / WEIGHTS_FILE, metadata={"format": "pt"})
-    for name in COPIED:
-        if (paths[-1] / name).is_file():
-            shutil.copy2(paths[-1] / name, out / name)
+    for source in paths[-1].iterdir():
+        if source.is_file() and source.name not in NOT_COPIED:
+            shutil.copy2(source, out / source.name)
     shares = [1.0] * len(paths) if weights is None else list(weights)
-    record = {"ingredients": [str(path) for path in paths], "weights": [w / sum(shares) for w in shares]}
+    record = {
+        "ingredients": [str(path) for path in paths],
+        "weights": [w / sum(shares) for w in shares],
+        "recipes": [_json(path / "train_config.json") or None for path in paths],  # how each ingredient was trained
+    }
     (out / SOUP_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return out
 
 
 def _json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _architecture(config: dict) -> dict:
+    return {key: value for key, value in config.items() if key not in VOLATILE_CONFIG}
 
 
 def _layout(settings: dict) -> tuple:

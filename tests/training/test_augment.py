@@ -42,7 +42,6 @@ def test_contrast_and_brightness_stay_within_their_range():
         out = augment_image(image, np.random.default_rng(seed), settings).astype(float)
         spread = out[:4].mean() - out[4:].mean()
         assert 50 * 0.5 * 0.8 - 1 <= spread <= 50 * 1.5 * 1.2 + 1
-        assert 0 <= out.min() and out.max() <= 255
 
 
 def test_the_same_step_draws_the_same_changes_and_another_step_others():

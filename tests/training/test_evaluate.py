@@ -37,6 +37,8 @@ def test_exact_match_compares_parsed_values(label, text, exact):
     [
         ("455025", "4550.25", True),  # only the point is wrong
         ("0045.25", "45.25", True),
+        ("12.0", "12", True),  # exact (same value) is digits-exact too
+        ("45.20", "45.2", True),
         ("4552.9", "4552.7", False),
         ("455025", "45502", False),
         ("455025", None, False),
@@ -127,6 +129,7 @@ def test_report_answers_which_threshold_and_shows_calibration_and_the_baseline()
     page = render_html("eval", metrics, curve, [])
     assert "Which threshold?" in page and "wrong among accepted" in page and page.count("<svg") == 2
     assert "baseline: ppocr" in page and "lcd/lcd2" in page and "Reliability" in page
+    assert "digits exact (point aside)" in page and page.count("digits (point aside)") == 2  # per type, per model
     assert accuracy_floor([(0.5, 0.97), (1.0, 0.93)]) == 0.9  # the risk-coverage axis zooms to where it moves
     assert accuracy_floor([]) == 0.0
     assert accuracy_floor([(0.5, 1.0), (1.0, 1.0)]) == 0.95  # all right: still an axis, not a flat line
