@@ -19,7 +19,7 @@ from pydantic import Field, model_validator
 from meterread.keys import DEFAULT_KEY_PATTERN, check_safe_name, compile_key_pattern
 from meterread.models.patterns import ReadingPattern
 from meterread.models.references import check_reference
-from meterread.models.registry import checkpoint_family, known_families
+from meterread.models.registry import checkpoint_family, is_hub_id, known_families
 from meterread.parse import READING_DECIMALS, READING_INTEGER_DIGITS, READING_TYPE_NAME
 from meterread.settings import ConfigError, Settings, TrainConfigError
 
@@ -33,11 +33,8 @@ WARM_START_HEADS = ("positions", "columns")  # meterread.training.warmstart
 
 
 def _is_missing_local_dir(base: str) -> bool:
-    """A base that can only be a local path (absolute, relative with ./ or ../, or more than one `/`) but is none."""
-    if "://" in base:
-        return False
-    looks_local = base.startswith(("/", "./", "../", "~")) or base.count("/") > 1
-    return looks_local and not Path(base).expanduser().is_dir()
+    """A base that is no URL, no local directory and cannot be a hub id either: a local path that does not exist."""
+    return "://" not in base and not Path(base).expanduser().is_dir() and not is_hub_id(base)
 
 
 class ModelSpec(Settings):
@@ -225,11 +222,14 @@ class AugmentSettings(Settings):
 
     @property
     def enabled(self) -> bool:
-        return any((self.invert, self.grayscale, self.contrast, self.brightness))
+        return any(getattr(self, name) for name in type(self).model_fields)
 
     def problems(self) -> list[str]:
-        names = ("invert", "grayscale", "contrast", "brightness")
-        return [f"augment.{name} must be within [0, 1]" for name in names if not 0.0 <= getattr(self, name) <= 1.0]
+        return [
+            f"augment.{name} must be within [0, 1]"
+            for name in type(self).model_fields
+            if not 0.0 <= getattr(self, name) <= 1.0
+        ]
 
 
 class TrainConfig(Settings):

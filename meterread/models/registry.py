@@ -56,6 +56,17 @@ def checkpoint_model_type(base: str) -> str | None:
         return None
 
 
+def is_hub_id(base: str) -> bool:
+    """Whether `base` can name a hub repository at all (huggingface_hub's own rule: `name` or `namespace/name`)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(base)
+    except HFValidationError:
+        return False
+    return True
+
+
 def _cached_hub_config(base: str) -> Path | None:
     from huggingface_hub import try_to_load_from_cache
     from huggingface_hub.errors import HFValidationError

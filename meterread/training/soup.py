@@ -42,14 +42,11 @@ def average_state_dicts(
     non-float tensors, or bad weights."""
     if len(states) < 2:
         raise ValueError(f"averaging needs at least two checkpoints, got {len(states)}")
-    weights = [1.0] * len(states) if weights is None else list(weights)
-    if len(weights) != len(states) or any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise ValueError(f"need one non-negative weight per checkpoint, not all zero (got {weights})")
+    shares = normalised_weights(len(states), weights)
     keys = set(states[0])
     for index, state in enumerate(states[1:], 1):
         if set(state) != keys:
             raise ValueError(f"checkpoint {index} has other tensors than checkpoint 0: not one architecture")
-    total = sum(weights)
     averaged = {}
     for key in states[0]:
         tensors = [state[key] for state in states]
@@ -60,9 +57,18 @@ def average_state_dicts(
                 raise ValueError(f"non-float tensor {key!r} differs across checkpoints: it cannot be averaged")
             averaged[key] = tensors[-1].clone()
             continue
-        mean = sum(w / total * t.float() for w, t in zip(weights, tensors))
+        mean = sum(share * t.float() for share, t in zip(shares, tensors))
         averaged[key] = mean.to(tensors[0].dtype).contiguous()
     return averaged
+
+
+def normalised_weights(count: int, weights: Sequence[float] | None) -> list[float]:
+    """One share per checkpoint, summing to 1 (equal by default). Raises ValueError on a wrong count, a negative
+    weight or all zero."""
+    weights = [1.0] * count if weights is None else list(weights)
+    if len(weights) != count or any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError(f"need one non-negative weight per checkpoint, not all zero (got {weights})")
+    return [w / sum(weights) for w in weights]
 
 
 def average_checkpoints(
@@ -75,6 +81,7 @@ def average_checkpoints(
     from safetensors.torch import load_file, save_file
 
     paths = [Path(checkpoint) for checkpoint in checkpoints]
+    shares = normalised_weights(len(paths), weights)  # bad weights fail before any file is read
     for path in paths:
         if not (path / WEIGHTS_FILE).is_file():
             raise ValueError(f"{path} has no {WEIGHTS_FILE}: only full, unsharded checkpoints can be averaged")
@@ -86,17 +93,16 @@ def average_checkpoints(
     layouts = [_json(path / "meterread.json") for path in paths]
     if any(_layout(layout) != _layout(layouts[-1]) for layout in layouts):
         raise ValueError("checkpoints read differently shaped inputs (meterread.json): average like with like")
-    averaged = average_state_dicts([load_file(path / WEIGHTS_FILE) for path in paths], weights)
+    averaged = average_state_dicts([load_file(path / WEIGHTS_FILE) for path in paths], shares)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_file(averaged, out / WEIGHTS_FILE, metadata={"format": "pt"})
     for source in paths[-1].iterdir():
         if source.is_file() and source.name not in NOT_COPIED:
             shutil.copy2(source, out / source.name)
-    shares = [1.0] * len(paths) if weights is None else list(weights)
     record = {
         "ingredients": [str(path) for path in paths],
-        "weights": [w / sum(shares) for w in shares],
+        "weights": shares,
         "recipes": [_json(path / "train_config.json") or None for path in paths],  # how each ingredient was trained
     }
     (out / SOUP_FILE).write_text(json.dumps(record, indent=2) + "\n")
