@@ -230,6 +230,9 @@ def synth(
     digits_part: str = typer.Option(
         "auto", help="Crop part for --digits: auto (each split its own), train, valid, test or heldout."
     ),
+    recolour: float = typer.Option(
+        0.0, min=0.0, max=1.0, help="With --digits: share of training registers in a random ink/paper palette."
+    ),
 ) -> None:
     """Render synthetic meter photos (LCD and counter wheels) in the nightly key layout, with labels."""
     import os
@@ -251,7 +254,9 @@ def synth(
         if not digits.is_dir():
             raise typer.BadParameter(f"{digits} is not a folder", param_hint="--digits")
         part = digits_part if digits_part != "auto" or valid or test else "train"
-        source = DigitSource(str(digits.resolve()), part)
+        source = DigitSource(str(digits.resolve()), part, recolour=recolour)
+    elif recolour:
+        raise typer.BadParameter("it paints real crops: give --digits DIR", param_hint="--recolour")
     if valid or test:
         result = write_dataset(
             out,
@@ -292,6 +297,9 @@ def strips(
     fonts_dir: list[Path] = typer.Option(
         None, help="Take font makes' TrueType fonts only from this folder, repeatable (default: the machine's fonts)."
     ),
+    recolour: float = typer.Option(
+        0.0, help="Share of training strips repainted in a random ink/paper palette, 0 to 1 (train only)."
+    ),
     seed: int = typer.Option(0),
 ) -> None:
     """Compose reading strips from real digit crops (dataset format, leave-models-out split, manifest.json)."""
@@ -310,6 +318,7 @@ def strips(
             font_crops,
             font_share,
             tuple(str(folder) for folder in fonts_dir) if fonts_dir else None,
+            recolour,
         )
     except (ValueError, FileNotFoundError) as error:
         raise typer.BadParameter(str(error)) from error

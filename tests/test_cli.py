@@ -170,3 +170,20 @@ def test_strips_with_font_makes_from_the_command_line(tmp_path):
     assert refused.exit_code != 0 and "font makes only join training strips" in refused.output
     no_fonts = runner.invoke(app, [*args, "--fonts-dir", str(tmp_path / "missing")])
     assert no_fonts.exit_code != 0 and "font folder" in no_fonts.output
+
+
+def test_strips_with_recoloured_registers_from_the_command_line(tmp_path):
+    from tests.data.conftest import DIGITS
+
+    args = ["strips", str(DIGITS), str(tmp_path / "strips"), "--train", "6", "--valid", "0", "--test", "0"]
+    result = runner.invoke(app, [*args, "--recolour", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "strips" / "manifest.json").read_text())["recolour"] == 0.5
+    refused = runner.invoke(app, [*args, "--recolour", "2"])
+    assert refused.exit_code != 0 and "recolour is a share of training strips" in refused.output
+
+
+def test_synth_refuses_recolouring_without_real_digits(tmp_path):
+    refused = runner.invoke(app, ["synth", str(tmp_path / "photos"), "--n", "2", "--recolour", "0.5"])
+    assert refused.exit_code != 0 and "give --digits" in refused.output
+    assert not (tmp_path / "photos").exists()

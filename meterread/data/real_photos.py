@@ -59,12 +59,19 @@ def models_for(meter_type: str, usable: dict[str, list[DigitCrop]]) -> list[str]
 
 @dataclass(frozen=True)
 class DigitSource:
-    """Where a photo's digits come from: a crop folder, its part (train/valid/test/heldout) and held-out models."""
+    """Where a photo's digits come from: a crop folder, its part (train/valid/test/heldout) and held-out models;
+    `recolour`: the share of registers painted in a random palette (`registers.recolour_cells`), in the train part
+    only (every evaluation photo keeps its crops' own colours)."""
 
     root: str
     part: str = "train"
     holdout: tuple[str, ...] = HELDOUT_MODELS
     max_tilt: float = 25.0
+    recolour: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.recolour <= 1:
+            raise ValueError(f"recolour is a share of registers, 0 to 1 (got {self.recolour})")
 
     def render(
         self, label: str, meter_type: str, rolled: bool, rng: np.random.Generator, size
@@ -79,7 +86,8 @@ class DigitSource:
         decimals = len(label.split(".")[1]) if "." in label else 0
         digits = [int(c) for c in label if c.isdigit()]
         picks = pick_crops(usable[model], digits, rng, rolled_last=1.0 if rolled else 0.0)
-        window = render_register(picks, decimals, rng, cell_h=int(rng.integers(48, 97)))
+        recolour = self.recolour if self.part == "train" else 0.0
+        window = render_register(picks, decimals, rng, cell_h=int(rng.integers(48, 97)), recolour=recolour)
         photo, corners = compose_real_photo(window, meter_type, rng, size, self.max_tilt)
         return photo, label, model, corners
 

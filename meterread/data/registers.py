@@ -4,6 +4,8 @@ out; crops are read by the caller's `load`).
 Counters: one wheel per crop at a common height, dark or light gaps between wheels, round-wheel shading, a slight
 vertical misalignment, decimal wheels tinted red (white on red or red on white) and sometimes a separator mark.
 LCDs: the crops abut on one panel colour and a decimal point is drawn in the ink colour.
+Recolouring (training only): a register's crops repainted in one random ink/paper palette, either polarity, contrast
+down to faint, so a make's colour scheme is not what the reader learns to expect.
 """
 
 from __future__ import annotations
@@ -69,6 +71,32 @@ def _tint_red(cell: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (red * (1 - level) + white * level).astype(np.uint8)  # dark ink turns red, light ink white
 
 
+MIN_PALETTE_CONTRAST = 50.0  # grey levels between a recoloured register's ink and paper (about pp's wheels)
+_LUMA_BGR = np.float32([0.114, 0.587, 0.299])
+
+
+def random_palette(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Two BGR colours, `shadow` (for a crop's darkest grey) and `highlight` (its lightest), at least
+    `MIN_PALETTE_CONTRAST` grey levels apart; either may be the darker, so both polarities come out."""
+    while True:
+        shadow, highlight = rng.uniform(0, 255, (2, 3)).astype(np.float32)
+        if abs(float((shadow - highlight) @ _LUMA_BGR)) >= MIN_PALETTE_CONTRAST:
+            return shadow, highlight
+
+
+def recolour_cells(images: Sequence[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    """Every crop of a register repainted in one random palette: its grey levels stretched (3rd-97th percentile)
+    and mapped from the palette's shadow (darkest) to its highlight (lightest)."""
+    shadow, highlight = random_palette(rng)
+    painted = []
+    for image in images:
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32)
+        lo, hi = np.percentile(gray, 3), np.percentile(gray, 97)
+        level = np.clip((gray - lo) / max(hi - lo, 1.0), 0, 1)[..., None]
+        painted.append((shadow * (1 - level) + highlight * level).astype(np.uint8))
+    return painted
+
+
 def _wheel_shading(cell: np.ndarray, depth: float) -> np.ndarray:
     height = cell.shape[0]
     rows = np.linspace(-1.0, 1.0, height, dtype=np.float32)
@@ -121,9 +149,15 @@ def render_lcd(images: Sequence[np.ndarray], decimals: int, rng: np.random.Gener
     return window.astype(np.uint8)
 
 
-def render_register(picks: Sequence[DigitCrop], decimals: int, rng: np.random.Generator, cell_h: int) -> np.ndarray:
-    """The register window (BGR) for `picks`: an LCD panel for LCD crops, else counter wheels."""
+def render_register(
+    picks: Sequence[DigitCrop], decimals: int, rng: np.random.Generator, cell_h: int, recolour: float = 0.0
+) -> np.ndarray:
+    """The register window (BGR) for `picks`: an LCD panel for LCD crops, else counter wheels; with probability
+    `recolour` in a random palette (`recolour_cells`; at 0 no random number is drawn for it, so the streams of
+    sets made without it stay as they were)."""
     images = [load_crop(crop) for crop in picks]
+    if recolour and rng.random() < recolour:
+        images = recolour_cells(images, rng)
     render = render_lcd if is_lcd(picks[0].model) else render_counter
     return render(images, decimals, rng, cell_h)
 

@@ -39,6 +39,23 @@ def test_dataset_splits_take_digits_from_their_own_part(digits_root, tmp_path):
         assert records and not {r["meter_model"] for r in records} & set(HELDOUT_MODELS)
 
 
+def test_recolouring_paints_training_photos_only(digits_root, tmp_path):
+    plain = DigitSource(str(digits_root), "auto")
+    painted = DigitSource(str(digits_root), "auto", recolour=1.0)
+    write_dataset(tmp_path / "plain", {"train": 4, "valid": 3}, seed=4, digits=plain)
+    write_dataset(tmp_path / "painted", {"train": 4, "valid": 3}, seed=4, digits=painted)
+
+    def changed(split):
+        painted_photos = (tmp_path / "painted" / split).rglob("*.jpg")
+        return [(tmp_path / "plain" / p.relative_to(tmp_path / "painted")).read_bytes() != p.read_bytes()
+                for p in painted_photos]  # fmt: skip
+
+    assert changed("train") and all(changed("train"))  # every training register in a palette
+    assert changed("valid") and not any(changed("valid"))  # validation photos as their crops are
+    with pytest.raises(ValueError, match="recolour is a share"):
+        DigitSource(str(digits_root), "train", recolour=1.5)
+
+
 @pytest.mark.parametrize("meter_type", METER_TYPES)
 def test_display_crop_holds_the_real_register(digits_root, meter_type):
     """The whole-photo path sees the digits: the display crop holds >= 95% of the register window (measured on

@@ -158,3 +158,21 @@ def test_font_makes_take_fonts_only_from_the_folders_named(digits_root, tmp_path
     assert (tmp_path / "out" / "train" / "annotations.jsonl").exists()  # refused before the old strips were cleared
     with pytest.raises(ValueError, match="only read for font makes"):
         write_strip_dataset(digits_root, tmp_path / "out", sizes, seed=6, font_dirs=(str(tmp_path / "fonts"),))
+
+
+def test_recolouring_paints_training_strips_only_and_leaves_the_evaluation_strips_unchanged(digits_root, tmp_path):
+    sizes = {"train": 12, "valid": 4, "test": 4, "heldout": 4}
+    write_strip_dataset(digits_root, tmp_path / "plain", sizes, seed=6)
+    write_strip_dataset(digits_root, tmp_path / "painted", sizes, seed=6, recolour=1.0)
+    for split in ("valid", "test", "heldout"):
+        for path in (tmp_path / "plain" / split).iterdir():
+            assert (tmp_path / "painted" / split / path.name).read_bytes() == path.read_bytes(), path
+    plain, painted = ((tmp_path / run / "train" / "annotations.jsonl").read_text() for run in ("plain", "painted"))
+    assert plain != painted  # the painted strips drew their palettes: other strips, labels still their crops'
+    assert json.loads((tmp_path / "painted" / "manifest.json").read_text())["recolour"] == 1.0
+    assert "recolour" not in json.loads((tmp_path / "plain" / "manifest.json").read_text())
+    for bad in ({"train": 4, "recolour": -0.1}, {"train": 4, "recolour": 1.5}, {"test": 4, "recolour": 0.5}):
+        recolour = bad.pop("recolour")
+        with pytest.raises(ValueError, match="recolour is a share of training strips"):
+            write_strip_dataset(digits_root, tmp_path / "bad", bad, seed=6, recolour=recolour)
+    assert not (tmp_path / "bad").exists()

@@ -1,0 +1,29 @@
+"""Register rendering from real crops: the recolouring palette."""
+
+import cv2
+import numpy as np
+
+from meterread.data.registers import MIN_PALETTE_CONTRAST, random_palette, recolour_cells
+
+LUMA = np.float32([0.114, 0.587, 0.299])  # BGR
+
+
+def test_palettes_keep_their_contrast_and_come_in_both_polarities():
+    rng = np.random.default_rng(3)
+    palettes = [random_palette(rng) for _ in range(200)]
+    gaps = [float((shadow - highlight) @ LUMA) for shadow, highlight in palettes]
+    assert all(abs(gap) >= MIN_PALETTE_CONTRAST for gap in gaps)
+    assert any(gap > 0 for gap in gaps) and any(gap < 0 for gap in gaps)  # light-on-dark and dark-on-light
+
+
+def test_recoloured_crops_keep_their_shape_and_their_strokes():
+    crop = np.full((40, 24, 3), 230, np.uint8)
+    crop[6:34, 8:16] = 20  # a two-level crop: a "1" in ink on paper
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        (painted,) = recolour_cells([crop], rng)
+        assert painted.shape == crop.shape and painted.dtype == np.uint8
+        ink, paper = crop[..., 0] < 128, crop[..., 0] >= 128
+        gray = cv2.cvtColor(painted, cv2.COLOR_BGR2GRAY).astype(float)
+        assert abs(gray[ink].mean() - gray[paper].mean()) >= MIN_PALETTE_CONTRAST - 5  # the digit still shows
+        assert gray[ink].std() < 15 and gray[paper].std() < 15  # one colour each: a palette, not noise
