@@ -254,9 +254,14 @@ def synth(
         if not digits.is_dir():
             raise typer.BadParameter(f"{digits} is not a folder", param_hint="--digits")
         part = digits_part if digits_part != "auto" or valid or test else "train"
-        source = DigitSource(str(digits.resolve()), part, recolour=recolour)
-    elif recolour:
-        raise typer.BadParameter("it paints real crops: give --digits DIR", param_hint="--recolour")
+        try:
+            source = DigitSource(str(digits.resolve()), part, recolour=recolour)
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint="--recolour") from error
+    if recolour and not (source and n):
+        raise typer.BadParameter(
+            "paints training photos of real crops: needs --digits DIR, --n > 0", param_hint="--recolour"
+        )
     if valid or test:
         result = write_dataset(
             out,

@@ -2,7 +2,7 @@
 
     python scripts/bundle_demo_model.py EVAL_DIR --eval NAME DATA_COMMAND [--eval ...] \\
         [--pretrained BASE_DIR IMPORT_COMMAND] --stage RECIPE RUN_DIR MINUTES DATA_COMMAND [--stage ...] \\
-        [--averaged SOUP_DIR VALID_METRICS COMMAND]
+        [--averaged SOUP_DIR VALID_METRICS COMMAND] [--earlier-average SOUP_DIR VALID_METRICS COMMAND]...
     python scripts/bundle_demo_model.py EVAL_DIR --eval NAME DATA_COMMAND [--eval ...] \\
         --annotate-only VALID_METRICS CHOSEN_ON       # re-measure the bundled model, keep its weights
 
@@ -16,7 +16,9 @@ made before training recorded it.
 
 Stages come oldest first; the last stage's `RUN_DIR/best/` is bundled, or with `--averaged` the checkpoint
 `meterread average` made of stages' best weights (SOUP_DIR, with its soup.json; VALID_METRICS: its `meterread eval`
-on the last stage's validation set, which then also gives the min_confidence). Each stage records its recipe, the
+on the last stage's validation set, which then also gives the min_confidence). `--earlier-average` (repeatable)
+records an average a later stage started from (its base; VALID_METRICS: its eval on that stage's validation set) in
+`earlier_averages`; it is not bundled. Each stage records its recipe, the
 `meterread train` command rebuilt from its saved train_config.json, the `meterread synth` command of its data, the
 dataset manifest digest, its best validation metrics and its wall-clock minutes. `--pretrained` records where the
 first stage's weights came from: the command that made BASE_DIR and what BASE_DIR/provenance.json says of its source
@@ -130,6 +132,9 @@ def main() -> None:
     parser.add_argument("--pretrained", nargs=2, metavar=("BASE_DIR", "IMPORT_COMMAND"))
     parser.add_argument("--averaged", nargs=3, metavar=("SOUP_DIR", "VALID_METRICS", "COMMAND"))
     parser.add_argument(
+        "--earlier-average", nargs=3, action="append", default=[], metavar=("SOUP_DIR", "VALID_METRICS", "COMMAND")
+    )
+    parser.add_argument(
         "--annotate-only",
         nargs=2,
         metavar=("VALID_METRICS", "CHOSEN_ON"),
@@ -146,6 +151,7 @@ def main() -> None:
         parser.error("--stage is required unless --annotate-only")
     stages = [stage_record(recipe, Path(run), minutes, data) for recipe, run, minutes, data in args.stage]
     averaged = averaged_record(*args.averaged) if args.averaged else None
+    earlier = [averaged_record(*soup) for soup in args.earlier_average]
     best = Path(args.averaged[0]) if args.averaged else Path(args.stage[-1][1]) / "best"
     shutil.rmtree(TARGET, ignore_errors=True)
     TARGET.mkdir(parents=True)
@@ -167,6 +173,7 @@ def main() -> None:
         "stages": stages,  # without an average, the last stage's validation metrics are the bundle's metrics.json
         **({"pretrained": pretrained_record(*args.pretrained)} if args.pretrained else {}),
         **({"averaged": averaged} if averaged else {}),  # the bundled weights: these stages' best, averaged
+        **({"earlier_averages": earlier} if earlier else {}),  # averages a later stage started from
         "training_minutes_on_2_cpu_cores": sum(stage["training_minutes_on_2_cpu_cores"] for stage in stages),
     }
     (TARGET / "provenance.json").write_text(json.dumps(provenance, indent=2))

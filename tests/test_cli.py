@@ -181,9 +181,19 @@ def test_strips_with_recoloured_registers_from_the_command_line(tmp_path):
     assert json.loads((tmp_path / "strips" / "manifest.json").read_text())["recolour"] == 0.5
     refused = runner.invoke(app, [*args, "--recolour", "2"])
     assert refused.exit_code != 0 and "recolour is a share of training strips" in refused.output
+    no_training = runner.invoke(app, [*args[:3], "--train", "0", "--test", "2", "--recolour", "0.5"])
+    assert no_training.exit_code != 0 and "recolouring paints training" in no_training.output
 
 
-def test_synth_refuses_recolouring_without_real_digits(tmp_path):
-    refused = runner.invoke(app, ["synth", str(tmp_path / "photos"), "--n", "2", "--recolour", "0.5"])
-    assert refused.exit_code != 0 and "give --digits" in refused.output
-    assert not (tmp_path / "photos").exists()
+def test_synth_refuses_recolouring_anything_but_training_photos_of_real_digits(tmp_path):
+    from tests.data.conftest import DIGITS
+
+    out = str(tmp_path / "photos")
+    for args in (
+        ["--n", "2"],  # no real crops to paint
+        ["--n", "2", "--digits", str(DIGITS), "--digits-part", "heldout"],  # evaluation photos
+        ["--n", "0", "--valid", "2", "--digits", str(DIGITS)],  # no training photos at all
+    ):
+        refused = runner.invoke(app, ["synth", out, *args, "--recolour", "0.5"])
+        assert refused.exit_code == 2 and "recolour" in refused.output.lower(), args
+        assert not (tmp_path / "photos").exists()

@@ -7,7 +7,7 @@ light, noise and blur. The display crop and resize then see real digit pixels, a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import cv2
@@ -60,8 +60,8 @@ def models_for(meter_type: str, usable: dict[str, list[DigitCrop]]) -> list[str]
 @dataclass(frozen=True)
 class DigitSource:
     """Where a photo's digits come from: a crop folder, its part (train/valid/test/heldout) and held-out models;
-    `recolour`: the share of registers painted in a random palette (`registers.recolour_cells`), in the train part
-    only (every evaluation photo keeps its crops' own colours)."""
+    `recolour`: the share of registers painted in a random palette (`registers.recolour_cells`); training photos
+    only: refused for another part, and `write_dataset` sets it to 0 for every split but train."""
 
     root: str
     part: str = "train"
@@ -72,6 +72,13 @@ class DigitSource:
     def __post_init__(self) -> None:
         if not 0 <= self.recolour <= 1:
             raise ValueError(f"recolour is a share of registers, 0 to 1 (got {self.recolour})")
+        if self.recolour and self.part not in ("auto", "train"):
+            raise ValueError(f"recolouring is for training photos only, not the {self.part} part")
+
+    def for_split(self, split: str) -> DigitSource:
+        """The source of one dataset split: an "auto" part becomes the split's own; only train keeps `recolour`."""
+        part = split if self.part == "auto" else self.part
+        return replace(self, part=part, recolour=self.recolour if split == "train" else 0.0)
 
     def render(
         self, label: str, meter_type: str, rolled: bool, rng: np.random.Generator, size
@@ -86,8 +93,7 @@ class DigitSource:
         decimals = len(label.split(".")[1]) if "." in label else 0
         digits = [int(c) for c in label if c.isdigit()]
         picks = pick_crops(usable[model], digits, rng, rolled_last=1.0 if rolled else 0.0)
-        recolour = self.recolour if self.part == "train" else 0.0
-        window = render_register(picks, decimals, rng, cell_h=int(rng.integers(48, 97)), recolour=recolour)
+        window = render_register(picks, decimals, rng, cell_h=int(rng.integers(48, 97)), recolour=self.recolour)
         photo, corners = compose_real_photo(window, meter_type, rng, size, self.max_tilt)
         return photo, label, model, corners
 

@@ -84,10 +84,9 @@ def random_palette(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
             return shadow, highlight
 
 
-def recolour_cells(images: Sequence[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
-    """Every crop of a register repainted in one random palette: its grey levels stretched (3rd-97th percentile)
-    and mapped from the palette's shadow (darkest) to its highlight (lightest)."""
-    shadow, highlight = random_palette(rng)
+def recolour_cells(images: Sequence[np.ndarray], shadow: np.ndarray, highlight: np.ndarray) -> list[np.ndarray]:
+    """Every crop repainted in one palette: its grey levels stretched (3rd-97th percentile) and mapped from
+    `shadow` (its darkest) to `highlight` (its lightest)."""
     painted = []
     for image in images:
         gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32)
@@ -130,8 +129,11 @@ def render_counter(images: Sequence[np.ndarray], decimals: int, rng: np.random.G
     return window.astype(np.uint8)
 
 
-def render_lcd(images: Sequence[np.ndarray], decimals: int, rng: np.random.Generator, cell_h: int) -> np.ndarray:
-    """An LCD panel (BGR) of abutting digit crops, a decimal point drawn in the ink colour."""
+def render_lcd(
+    images: Sequence[np.ndarray], decimals: int, rng: np.random.Generator, cell_h: int, ink: np.ndarray | None = None
+) -> np.ndarray:
+    """An LCD panel (BGR) of abutting digit crops, a decimal point drawn in the ink colour (default: the crops'
+    darkest, as every LCD make's crops show dark segments on a light panel)."""
     panel = np.mean([_border_colour(image) for image in images], axis=0).astype(np.float32)
     cells = [cv2.resize(image, (max(2, int(image.shape[1] * cell_h / image.shape[0])), cell_h)) for image in images]
     pad = max(1, int(cell_h * rng.uniform(0.05, 0.2)))
@@ -139,7 +141,7 @@ def render_lcd(images: Sequence[np.ndarray], decimals: int, rng: np.random.Gener
     window = np.empty((cell_h + 2 * pad, width, 3), np.float32)
     window[:] = panel
     x = pad
-    ink = np.min([c.reshape(-1, 3).min(axis=0) for c in cells], axis=0)
+    ink = np.min([c.reshape(-1, 3).min(axis=0) for c in cells], axis=0) if ink is None else ink
     for index, cell in enumerate(cells):
         window[pad : pad + cell_h, x : x + cell.shape[1]] = cell
         x += cell.shape[1]
@@ -155,11 +157,13 @@ def render_register(
     """The register window (BGR) for `picks`: an LCD panel for LCD crops, else counter wheels; with probability
     `recolour` in a random palette (`recolour_cells`; at 0 no random number is drawn for it, so the streams of
     sets made without it stay as they were)."""
-    images = [load_crop(crop) for crop in picks]
+    images, ink = [load_crop(crop) for crop in picks], None
     if recolour and rng.random() < recolour:
-        images = recolour_cells(images, rng)
-    render = render_lcd if is_lcd(picks[0].model) else render_counter
-    return render(images, decimals, rng, cell_h)
+        shadow, highlight = random_palette(rng)
+        images, ink = recolour_cells(images, shadow, highlight), shadow  # an LCD's dark segments took the shadow
+    if is_lcd(picks[0].model):
+        return render_lcd(images, decimals, rng, cell_h, ink)
+    return render_counter(images, decimals, rng, cell_h)
 
 
 def frame_register(window: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -164,8 +164,10 @@ def write_strip_dataset(
         raise ValueError(f"font folders {list(font_dirs)} are only read for font makes (give --font-makes N)")
     if font_makes and not sizes.get("train"):
         raise ValueError("font makes only join training strips: ask for some (train > 0)")
-    if not 0 <= recolour <= 1 or (recolour and not sizes.get("train")):
-        raise ValueError(f"recolour is a share of training strips, 0 to 1, and needs train > 0 (got {recolour})")
+    if not 0 <= recolour <= 1:
+        raise ValueError(f"recolour is a share of training strips, 0 to 1 (got {recolour})")
+    if recolour and not sizes.get("train"):
+        raise ValueError("recolouring paints training strips only: ask for some (train > 0)")
     grouped = index_crops(root)
     select_part(grouped, "train", holdout)  # an unknown held-out model fails here, not after the rendering
     manifest: dict = {"holdout": list(holdout), "splits": {}}

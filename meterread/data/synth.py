@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -391,7 +391,8 @@ def write_dataset(
     digits: DigitSource | None = None,
 ) -> dict:
     """Write `{out}/{split}/` buckets with a distinct seed per split; returns counts and images/s. With `digits` of
-    part "auto", each split takes its digits from the crop part of the same name (train, valid, test)."""
+    part "auto", each split takes its digits from the crop part of the same name (train, valid, test); only train
+    is recoloured (`DigitSource.for_split`)."""
     started, counts = time.perf_counter(), {}
     for offset, (split, n) in enumerate(sizes.items()):
         if n:
@@ -405,7 +406,7 @@ def write_dataset(
                     progress,
                     workers,
                     roll_share,
-                    replace(digits, part=split) if digits is not None and digits.part == "auto" else digits,
+                    digits.for_split(split) if digits is not None else None,
                 )
             )
     elapsed = time.perf_counter() - started

@@ -52,8 +52,14 @@ def test_recolouring_paints_training_photos_only(digits_root, tmp_path):
 
     assert changed("train") and all(changed("train"))  # every training register in a palette
     assert changed("valid") and not any(changed("valid"))  # validation photos as their crops are
+    write_dataset(tmp_path / "named", {"valid": 2}, seed=4, digits=DigitSource(str(digits_root), "train", recolour=1.0))
+    write_dataset(tmp_path / "plain-named", {"valid": 2}, seed=4, digits=DigitSource(str(digits_root), "train"))
+    for photo in (tmp_path / "named").rglob("*.jpg"):  # a named train part: valid/ still unpainted
+        assert (tmp_path / "plain-named" / photo.relative_to(tmp_path / "named")).read_bytes() == photo.read_bytes()
     with pytest.raises(ValueError, match="recolour is a share"):
         DigitSource(str(digits_root), "train", recolour=1.5)
+    with pytest.raises(ValueError, match="training photos only"):
+        DigitSource(str(digits_root), "heldout", recolour=0.5)
 
 
 @pytest.mark.parametrize("meter_type", METER_TYPES)

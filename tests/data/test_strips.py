@@ -168,11 +168,11 @@ def test_recolouring_paints_training_strips_only_and_leaves_the_evaluation_strip
         for path in (tmp_path / "plain" / split).iterdir():
             assert (tmp_path / "painted" / split / path.name).read_bytes() == path.read_bytes(), path
     plain, painted = ((tmp_path / run / "train" / "annotations.jsonl").read_text() for run in ("plain", "painted"))
-    assert plain != painted  # the painted strips drew their palettes: other strips, labels still their crops'
+    assert plain != painted  # the painted strips drew their palettes (test_labels_match_their_crops: any strips)
     assert json.loads((tmp_path / "painted" / "manifest.json").read_text())["recolour"] == 1.0
     assert "recolour" not in json.loads((tmp_path / "plain" / "manifest.json").read_text())
-    for bad in ({"train": 4, "recolour": -0.1}, {"train": 4, "recolour": 1.5}, {"test": 4, "recolour": 0.5}):
-        recolour = bad.pop("recolour")
-        with pytest.raises(ValueError, match="recolour is a share of training strips"):
+    refusals = (({"train": 4}, -0.1, "a share"), ({"train": 4}, 1.5, "a share"), ({"test": 4}, 0.5, "train > 0"))
+    for bad, recolour, message in refusals:
+        with pytest.raises(ValueError, match=message):
             write_strip_dataset(digits_root, tmp_path / "bad", bad, seed=6, recolour=recolour)
     assert not (tmp_path / "bad").exists()
