@@ -333,7 +333,9 @@ def strips(
 @app.command()
 def mix(
     out: Path = typer.Argument(..., help="Dataset folder to create."),
-    sources: list[Path] = typer.Argument(..., help="Datasets to combine (each with train/ valid/ test/)."),
+    sources: list[Path] = typer.Argument(
+        ..., help="Datasets to combine (each with train/ valid/ test/; a flat one is all training)."
+    ),
 ) -> None:
     """Combine datasets (synthetic photos, real-crop strips, real-crop photos) into one, linking, not copying."""
     from meterread.data.mix import mix_datasets

@@ -1,6 +1,7 @@
 """One training dataset from several (`meterread mix OUT SRC...`): each source's split folder is linked under
 `OUT/{split}/{source name}/` and its annotation lines are concatenated with the image paths prefixed, so nothing
-is copied and every line still names its own photo."""
+is copied and every line still names its own photo. A flat source (`annotations.jsonl` at its root, as `meterread
+synth` writes without --valid/--test) is all training photos."""
 
 from __future__ import annotations
 
@@ -29,29 +30,42 @@ def prefixed_lines(text: str, prefix: str) -> list[str]:
     return lines
 
 
+def source_splits(source: Path, splits: tuple[str, ...] = SPLITS) -> dict[str, Path]:
+    """The folders one source contributes, by split: each split folder holding annotations, or the source itself as
+    `train` when it has none and holds annotations at its root. Raises ValueError when it has neither."""
+    found = {split: source / split for split in splits if (source / split / ANNOTATIONS).is_file()}
+    if not found and (source / ANNOTATIONS).is_file():
+        found = {"train": source}
+    if not found:
+        raise ValueError(f"{source} has no {ANNOTATIONS}, neither at its root nor in any of {list(splits)}")
+    return found
+
+
 def mix_datasets(out_dir: str | Path, sources: list[str | Path], splits: tuple[str, ...] = SPLITS) -> dict[str, int]:
-    """Link every source's splits under `out_dir`; returns the line count per split. Raises ValueError when two
-    sources share a folder name or none has a training split."""
+    """Link every source's splits under `out_dir`; returns the line count per split. Raises ValueError, before
+    writing anything, when two sources share a folder name, a source holds no annotations or none has training
+    photos."""
     sources = [Path(source).resolve() for source in sources]
     names = [source.name for source in sources]
     if len(set(names)) != len(names):
         raise ValueError(f"sources must have distinct folder names, got {names}")
+    folders = {source: source_splits(source, splits) for source in sources}
+    if not any("train" in found for found in folders.values()):
+        raise ValueError(f"none of {[str(s) for s in sources]} has a train/{ANNOTATIONS}")
     counts = {}
     for split in splits:
         lines = []
         for source in sources:
-            annotations = source / split / ANNOTATIONS
-            if not annotations.is_file():
+            folder = folders[source].get(split)
+            if folder is None:
                 continue
             target = Path(out_dir) / split / source.name
             target.parent.mkdir(parents=True, exist_ok=True)
             if target.is_symlink() or target.exists():
                 target.unlink()
-            os.symlink(source / split, target, target_is_directory=True)
-            lines += prefixed_lines(annotations.read_text(), source.name)
+            os.symlink(folder, target, target_is_directory=True)
+            lines += prefixed_lines((folder / ANNOTATIONS).read_text(), source.name)
         if lines:
             (Path(out_dir) / split / ANNOTATIONS).write_text("\n".join(lines) + "\n")
             counts[split] = len(lines)
-    if not counts.get("train"):
-        raise ValueError(f"none of {[str(s) for s in sources]} has a train/{ANNOTATIONS}")
     return counts

@@ -42,3 +42,22 @@ def test_mix_refuses_clashing_names_and_no_training_split(tmp_path):
         mix_datasets(tmp_path / "mix", [tmp_path / "a" / "x", tmp_path / "b" / "x"])
     with pytest.raises(ValueError, match="has a train"):
         mix_datasets(tmp_path / "mix", [tmp_path / "a" / "x"])
+
+
+def test_flat_source_is_training_photos(tmp_path):
+    """`meterread synth` without --valid/--test writes annotations at its root: every photo is for training."""
+    write_split(tmp_path, "flat", ["f1.jpg", "f2.jpg"])
+    write_split(tmp_path / "strips", "valid", ["v.jpg"])
+    counts = mix_datasets(tmp_path / "mix", [tmp_path / "flat", tmp_path / "strips"])
+    assert counts == {"train": 2, "valid": 1}
+    train = load_split(str(tmp_path / "mix"), "train")
+    assert train.problems == () and {s.image.rsplit("/", 1)[1] for s in train.samples} == {"f1.jpg", "f2.jpg"}
+    assert all(open(s.image, "rb").read() == b"jpeg" for s in train.samples)
+
+
+def test_mix_refuses_a_source_without_annotations_before_writing(tmp_path):
+    write_split(tmp_path / "strips", "train", ["s.jpg"])
+    (tmp_path / "typo").mkdir()
+    with pytest.raises(ValueError, match="typo has no annotations.jsonl"):
+        mix_datasets(tmp_path / "mix", [tmp_path / "strips", tmp_path / "typo"])
+    assert not (tmp_path / "mix").exists()
