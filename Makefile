@@ -42,24 +42,30 @@ test-all: test test-slow
 bench: $(STAMP)
 	$(BIN)/meterread bench --n 128 --scale 10 --out bench.json
 
-# The bundled demo model, from scratch (~150 min of training plus ~25 min of data and evaluation on 2 CPU cores;
+# The bundled demo model, from scratch (~185 min of training plus ~30 min of data and evaluation on 2 CPU cores;
 # docs/training.md "The ppocr family"): PP-OCRv4's recogniser imported from rapidocr's wheel (digits only), stage 1
 # trains it on real-crop strips, stage 2 on photos through the display crop (real-crop photos and our own renderings)
 # beside fresh real-crop strips, stage 3 goes on with photometric augmentation (inverted polarity above all) over
-# stage 1's strips and stage 2's photos; stages 2 and 3 averaged (`meterread average`) are the bundled weights; then
-# every evaluation beside PP-OCRv4 and the bundle (meterread/assets/demo-model/ with provenance.json). Needs the digit
-# crops ($(DIGITS)); the product and `make demo` do not.
+# stage 1's strips and stage 2's photos; stages 2 and 3 averaged (`meterread average`); stage 4 goes on from that
+# average over fresh strips, half of them recoloured (random ink/paper palettes), beside stage 2's photos; the
+# average of stages 2 and 3 averaged with stage 4 is the bundled weights; then every evaluation beside PP-OCRv4 and
+# the bundle (meterread/assets/demo-model/ with provenance.json). Needs the digit crops ($(DIGITS)); the product and
+# `make demo` do not.
 DATA ?= data
 RUNS ?= runs
 SIZES := 640x480,1024x768
 DIGITS ?= ../shared/data/meter-digits
 IMPORT_COMMAND = import-ppocr $(RUNS)/ppocr-base --image-size 128 --strip-width 320
-# The bundled weights: stage 2's and stage 3's best, averaged (a model soup; docs/training.md "Stage 3")
+# Stage 2's and stage 3's best, averaged (a model soup; docs/training.md "Stage 3"): stage 4's base
 SOUP := $(RUNS)/ppocr-soup/best
 AVERAGE_COMMAND = average $(SOUP) $(RUNS)/ppocr-photos/best $(RUNS)/ppocr-augment/best
+# The bundled weights: that average and stage 4's best, averaged (docs/training.md "Stage 4")
+BUNDLED := $(RUNS)/ppocr-soup4/best
+AVERAGE4_COMMAND = average $(BUNDLED) $(SOUP) $(RUNS)/ppocr-recolour/best
 STAGE1_STRIPS = $(DIGITS) $(DATA)/ppocr-strips --train 24000 --valid 0 --test 0 --seed 16
 STRIPS_VALID = $(DIGITS) $(DATA)/strips-valid --train 0 --valid 300 --test 0 --seed 18
 STAGE2_STRIPS = $(DIGITS) $(DATA)/ppocr-strips2 --train 12000 --valid 0 --test 0 --seed 17
+STAGE4_STRIPS = $(DIGITS) $(DATA)/strips-recolour --train 24000 --valid 0 --test 0 --seed 20 --recolour 0.5
 REALPHOTOS_DATA = $(DATA)/realphotos --n 8000 --valid 300 --test 300 --seed 1515 --sizes $(SIZES) --digits $(DIGITS)
 PHOTOS_SYNTH_DATA = $(DATA)/photos-synth --n 8000 --valid 300 --seed 707 --sizes $(SIZES) --roll-share 0.6
 # Stage 2's validation photos alone (every split has its own seed: byte for byte the valid/ of the two commands above)
@@ -99,8 +105,12 @@ demo-model: stage-data eval-sets
 		output=$(RUNS)/ppocr-augment
 	$(BIN)/meterread $(AVERAGE_COMMAND)
 	$(BIN)/meterread eval $(DATA)/ppocr-stage3 --split valid --model $(SOUP) --out $(RUNS)/ppocr-soup/eval-valid
-	$(foreach set,$(EVAL_SETS),$(call evaluate_set,$(subst :, ,$(set)),$(SOUP),$(RUNS)/ppocr-soup))
-	$(BIN)/python scripts/bundle_demo_model.py $(RUNS)/ppocr-soup $(BUNDLE_EVALS) \
+	$(BIN)/meterread train configs/ppocr-recolour.yaml base=$(SOUP) dataset=$(DATA)/ppocr-stage4 \
+		output=$(RUNS)/ppocr-recolour
+	$(BIN)/meterread $(AVERAGE4_COMMAND)
+	$(BIN)/meterread eval $(DATA)/ppocr-stage4 --split valid --model $(BUNDLED) --out $(RUNS)/ppocr-soup4/eval-valid
+	$(foreach set,$(EVAL_SETS),$(call evaluate_set,$(subst :, ,$(set)),$(BUNDLED),$(RUNS)/ppocr-soup4))
+	$(BIN)/python scripts/bundle_demo_model.py $(RUNS)/ppocr-soup4 $(BUNDLE_EVALS) \
 		--pretrained $(RUNS)/ppocr-base "meterread $(IMPORT_COMMAND)" \
 		--stage configs/ppocr-real-strips.yaml $(RUNS)/ppocr-real auto \
 			"meterread strips $(STAGE1_STRIPS); meterread strips $(STRIPS_VALID); meterread mix $(DATA)/ppocr-stage1 $(DATA)/ppocr-strips $(DATA)/strips-valid" \
@@ -108,10 +118,14 @@ demo-model: stage-data eval-sets
 			"meterread strips $(STAGE2_STRIPS); meterread synth $(REALPHOTOS_DATA); meterread synth $(PHOTOS_SYNTH_DATA); meterread mix $(DATA)/ppocr-photos $(DATA)/ppocr-strips2 $(DATA)/strips-valid $(DATA)/realphotos $(DATA)/photos-synth" \
 		--stage configs/ppocr-augment.yaml $(RUNS)/ppocr-augment auto \
 			"meterread mix $(DATA)/ppocr-stage3 $(DATA)/ppocr-strips $(DATA)/strips-valid $(DATA)/realphotos $(DATA)/photos-synth" \
-		--averaged $(SOUP) $(RUNS)/ppocr-soup/eval-valid/metrics.json "meterread $(AVERAGE_COMMAND)"
+		--stage configs/ppocr-recolour.yaml $(RUNS)/ppocr-recolour auto \
+			"meterread strips $(STAGE4_STRIPS); meterread mix $(DATA)/ppocr-stage4 $(DATA)/strips-recolour $(DATA)/strips-valid $(DATA)/realphotos $(DATA)/photos-synth" \
+		--earlier-average $(SOUP) $(RUNS)/ppocr-soup/eval-valid/metrics.json "meterread $(AVERAGE_COMMAND)" \
+		--averaged $(BUNDLED) $(RUNS)/ppocr-soup4/eval-valid/metrics.json "meterread $(AVERAGE4_COMMAND)"
 
-# The three stages' training data (train/ and valid/ of $(DATA)/ppocr-stage1, $(DATA)/ppocr-photos and
-# $(DATA)/ppocr-stage3: stage 1's strips and stage 2's photos again, read through stage 3's augmentation).
+# The four stages' training data (train/ and valid/ of $(DATA)/ppocr-stage1, $(DATA)/ppocr-photos,
+# $(DATA)/ppocr-stage3: stage 1's strips and stage 2's photos again, read through stage 3's augmentation, and
+# $(DATA)/ppocr-stage4: fresh strips, half recoloured, beside stage 2's photos).
 stage-data: $(STAMP)
 	$(BIN)/meterread strips $(STAGE1_STRIPS)
 	$(BIN)/meterread strips $(STRIPS_VALID)
@@ -123,6 +137,9 @@ stage-data: $(STAMP)
 		$(DATA)/photos-synth
 	$(BIN)/meterread mix $(DATA)/ppocr-stage3 $(DATA)/ppocr-strips $(DATA)/strips-valid $(DATA)/realphotos \
 		$(DATA)/photos-synth
+	$(BIN)/meterread strips $(STAGE4_STRIPS)
+	$(BIN)/meterread mix $(DATA)/ppocr-stage4 $(DATA)/strips-recolour $(DATA)/strips-valid $(DATA)/realphotos \
+		$(DATA)/photos-synth
 
 eval-sets: $(STAMP)
 	$(BIN)/meterread synth $(HELDOUT_DATA)
@@ -131,7 +148,7 @@ eval-sets: $(STAMP)
 	$(BIN)/meterread synth $(REALPHOTOS_EVAL_DATA)
 
 # Re-measure the bundled model on every set beside PP-OCRv4 and record it (weights unchanged); the recommended
-# min_confidence comes from the validation set of stages 2 and 3 again (its 900 images only, not the 40,000 of
+# min_confidence comes from the validation set of stages 2-4 again (its 900 images only, not the 40,000 of
 # training).
 evaluate-bundled: eval-sets
 	$(BIN)/meterread strips $(STRIPS_VALID)
@@ -141,7 +158,7 @@ evaluate-bundled: eval-sets
 	$(BIN)/meterread eval $(DATA)/stages-valid --split valid --out $(RUNS)/bundled/eval-stages-valid
 	$(foreach set,$(EVAL_SETS),$(call evaluate_set,$(subst :, ,$(set)),meterread/assets/demo-model,$(RUNS)/bundled))
 	$(BIN)/python scripts/bundle_demo_model.py $(RUNS)/bundled $(BUNDLE_EVALS) \
-		--annotate-only $(RUNS)/bundled/eval-stages-valid/metrics.json "the validation set of stages 2 and 3 (configs/ppocr-photos.yaml, configs/ppocr-augment.yaml)"
+		--annotate-only $(RUNS)/bundled/eval-stages-valid/metrics.json "the validation set of stages 2-4 (configs/ppocr-photos.yaml, configs/ppocr-augment.yaml, configs/ppocr-recolour.yaml)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check meterread flows tests

@@ -2,7 +2,8 @@
 
     python scripts/bundle_demo_model.py EVAL_DIR --eval NAME DATA_COMMAND [--eval ...] \\
         [--pretrained BASE_DIR IMPORT_COMMAND] --stage RECIPE RUN_DIR MINUTES DATA_COMMAND [--stage ...] \\
-        [--averaged SOUP_DIR VALID_METRICS COMMAND] [--earlier-average SOUP_DIR VALID_METRICS COMMAND]...
+        [--averaged SOUP_DIR VALID_METRICS COMMAND] [--earlier-average SOUP_DIR VALID_METRICS COMMAND]... \\
+        [--earlier-stages PROVENANCE_JSON]
     python scripts/bundle_demo_model.py EVAL_DIR --eval NAME DATA_COMMAND [--eval ...] \\
         --annotate-only VALID_METRICS CHOSEN_ON       # re-measure the bundled model, keep its weights
 
@@ -18,7 +19,9 @@ Stages come oldest first; the last stage's `RUN_DIR/best/` is bundled, or with `
 `meterread average` made of stages' best weights (SOUP_DIR, with its soup.json; VALID_METRICS: its `meterread eval`
 on the last stage's validation set, which then also gives the min_confidence). `--earlier-average` (repeatable)
 records an average a later stage started from (its base; VALID_METRICS: its eval on that stage's validation set) in
-`earlier_averages`; it is not bundled. Each stage records its recipe, the
+`earlier_averages`; it is not bundled. `--earlier-stages` takes the stages before the first `--stage` from an earlier
+bundle's provenance.json (its stages, pretrained source and average, which goes to `earlier_averages`) when the first
+`--stage` started from that bundle's weights and their run folders are gone. Each stage records its recipe, the
 `meterread train` command rebuilt from its saved train_config.json, the `meterread synth` command of its data, the
 dataset manifest digest, its best validation metrics and its wall-clock minutes. `--pretrained` records where the
 first stage's weights came from: the command that made BASE_DIR and what BASE_DIR/provenance.json says of its source
@@ -134,6 +137,7 @@ def main() -> None:
     parser.add_argument(
         "--earlier-average", nargs=3, action="append", default=[], metavar=("SOUP_DIR", "VALID_METRICS", "COMMAND")
     )
+    parser.add_argument("--earlier-stages", type=Path, metavar="PROVENANCE_JSON")
     parser.add_argument(
         "--annotate-only",
         nargs=2,
@@ -149,9 +153,12 @@ def main() -> None:
         return
     if not args.stage:
         parser.error("--stage is required unless --annotate-only")
-    stages = [stage_record(recipe, Path(run), minutes, data) for recipe, run, minutes, data in args.stage]
+    prior = json.loads(args.earlier_stages.read_text()) if args.earlier_stages else {}
+    stages = prior.get("stages", []) + [stage_record(recipe, Path(run), m, data) for recipe, run, m, data in args.stage]
     averaged = averaged_record(*args.averaged) if args.averaged else None
-    earlier = [averaged_record(*soup) for soup in args.earlier_average]
+    earlier = [prior["averaged"]] if "averaged" in prior else []
+    earlier += [averaged_record(*soup) for soup in args.earlier_average]
+    pretrained = pretrained_record(*args.pretrained) if args.pretrained else prior.get("pretrained")
     best = Path(args.averaged[0]) if args.averaged else Path(args.stage[-1][1]) / "best"
     shutil.rmtree(TARGET, ignore_errors=True)
     TARGET.mkdir(parents=True)
@@ -171,13 +178,13 @@ def main() -> None:
         "training_data": last["training_data"],
         "dataset_manifest": last["dataset_manifest"],
         "stages": stages,  # without an average, the last stage's validation metrics are the bundle's metrics.json
-        **({"pretrained": pretrained_record(*args.pretrained)} if args.pretrained else {}),
+        **({"pretrained": pretrained} if pretrained else {}),
         **({"averaged": averaged} if averaged else {}),  # the bundled weights: these stages' best, averaged
         **({"earlier_averages": earlier} if earlier else {}),  # averages a later stage started from
         "training_minutes_on_2_cpu_cores": sum(stage["training_minutes_on_2_cpu_cores"] for stage in stages),
     }
     (TARGET / "provenance.json").write_text(json.dumps(provenance, indent=2))
-    if args.pretrained:  # weights derived from a published model: its attribution and licence travel with them
+    if pretrained:  # weights derived from a published model: its attribution and licence travel with them
         (TARGET / "NOTICE").write_text(NOTICE.format(source=provenance["pretrained"]["source"]))
     valid, chosen_on = last["valid"], "the last stage's validation set"
     if averaged:
