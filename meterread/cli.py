@@ -336,12 +336,13 @@ def mix(
     sources: list[Path] = typer.Argument(
         ..., help="Datasets to combine (each with train/ valid/ test/; a flat one is all training)."
     ),
+    validation_only: bool = typer.Option(False, help="No training split needed (an evaluation set of valid/ splits)."),
 ) -> None:
     """Combine datasets (synthetic photos, real-crop strips, real-crop photos) into one, linking, not copying."""
     from meterread.data.mix import mix_datasets
 
     try:
-        counts = mix_datasets(out, sources)
+        counts = mix_datasets(out, sources, require_train=not validation_only)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
     typer.echo(f"wrote {counts} annotation lines to {out}")

@@ -21,7 +21,9 @@ on the last stage's validation set, which then also gives the min_confidence). `
 records an average a later stage started from (its base; VALID_METRICS: its eval on that stage's validation set) in
 `earlier_averages`; it is not bundled. `--earlier-stages` takes the stages before the first `--stage` from an earlier
 bundle's provenance.json (its stages, pretrained source and average, which goes to `earlier_averages`) when the first
-`--stage` started from that bundle's weights and their run folders are gone. Each stage records its recipe, the
+`--stage` started from that bundle's weights and their run folders are gone (give it in place of `--earlier-average`
+for that average, not beside it); the bundle folder named as a base or an ingredient is recorded as EARLIER_BUNDLE.
+Each stage records its recipe, the
 `meterread train` command rebuilt from its saved train_config.json, the `meterread synth` command of its data, the
 dataset manifest digest, its best validation metrics and its wall-clock minutes. `--pretrained` records where the
 first stage's weights came from: the command that made BASE_DIR and what BASE_DIR/provenance.json says of its source
@@ -104,9 +106,8 @@ def pretrained_record(base_dir: str, command: str) -> dict:
     return {"command": command, "source": imported["source"]}
 
 
-def record_evaluations(target: Path, run_dir: Path, evals: list, valid: dict, chosen_on: str) -> None:
+def record_evaluations(target: Path, evaluations: dict, valid: dict, chosen_on: str) -> None:
     """Write the evaluations (model and baseline per set) and the recommended min_confidence into a bundle."""
-    evaluations = {name: evaluation_record(run_dir, name, data) for name, data in evals}
     settings = json.loads((target / "meterread.json").read_text())
     settings["min_confidence"] = threshold_from_table(valid.get("thresholds", []))
     (target / "meterread.json").write_text(json.dumps(settings, indent=2))
@@ -116,6 +117,21 @@ def record_evaluations(target: Path, run_dir: Path, evals: list, valid: dict, ch
     provenance["evaluations"] = evaluations
     provenance["min_confidence"] = {"value": settings["min_confidence"], "chosen_on": chosen_on}
     (target / "provenance.json").write_text(json.dumps(provenance, indent=2))
+
+
+EARLIER_BUNDLE = "meterread/assets/demo-model@earlier"  # the bundle before this one: earlier_averages[-1], git history
+
+
+def relabel_target(record, target: Path = TARGET):
+    """`record` with every string naming the bundle folder itself (a stage or an average that started from the
+    earlier bundle) replaced by EARLIER_BUNDLE: the folder now holds the new weights. Pure."""
+    if isinstance(record, dict):
+        return {key: relabel_target(value, target) for key, value in record.items()}
+    if isinstance(record, list):
+        return [relabel_target(value, target) for value in record]
+    if isinstance(record, str) and str(target) in record:
+        return record.replace(str(target), EARLIER_BUNDLE)
+    return record
 
 
 def averaged_record(soup_dir: str, valid_metrics: str, command: str) -> dict:
@@ -148,7 +164,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.annotate_only:
         valid_metrics, chosen_on = args.annotate_only
-        record_evaluations(TARGET, args.run_dir, args.eval, json.loads(Path(valid_metrics).read_text()), chosen_on)
+        evaluations = {name: evaluation_record(args.run_dir, name, data) for name, data in args.eval}
+        record_evaluations(TARGET, evaluations, json.loads(Path(valid_metrics).read_text()), chosen_on)
         print(f"recorded {len(args.eval)} evaluations in {TARGET}")
         return
     if not args.stage:
@@ -156,16 +173,20 @@ def main() -> None:
     prior = json.loads(args.earlier_stages.read_text()) if args.earlier_stages else {}
     stages = prior.get("stages", []) + [stage_record(recipe, Path(run), m, data) for recipe, run, m, data in args.stage]
     averaged = averaged_record(*args.averaged) if args.averaged else None
-    earlier = [prior["averaged"]] if "averaged" in prior else []
+    earlier = prior.get("earlier_averages", []) + ([prior["averaged"]] if "averaged" in prior else [])
     earlier += [averaged_record(*soup) for soup in args.earlier_average]
     pretrained = pretrained_record(*args.pretrained) if args.pretrained else prior.get("pretrained")
+    evaluations = {name: evaluation_record(args.run_dir, name, data) for name, data in args.eval}  # before rmtree
+    stages, averaged, earlier = relabel_target(stages), relabel_target(averaged), relabel_target(earlier)
     best = Path(args.averaged[0]) if args.averaged else Path(args.stage[-1][1]) / "best"
     shutil.rmtree(TARGET, ignore_errors=True)
     TARGET.mkdir(parents=True)
     last_best = Path(args.stage[-1][1]) / "best"
     for name in KEEP:  # an average has no recipe or data of its own: the last stage's (soup.json lists them all)
         source = best / name if (best / name).is_file() else last_best / name
-        if source.is_file():
+        if source.is_file() and name.endswith(".json") and str(TARGET) in source.read_text():
+            (TARGET / name).write_text(json.dumps(relabel_target(json.loads(source.read_text())), indent=2))
+        elif source.is_file():
             shutil.copy2(source, TARGET / name)
     last = stages[-1]
     if averaged:  # the bundle's metrics.json: what the bundled weights read on the last stage's validation set
@@ -181,7 +202,7 @@ def main() -> None:
         **({"pretrained": pretrained} if pretrained else {}),
         **({"averaged": averaged} if averaged else {}),  # the bundled weights: these stages' best, averaged
         **({"earlier_averages": earlier} if earlier else {}),  # averages a later stage started from
-        "training_minutes_on_2_cpu_cores": sum(stage["training_minutes_on_2_cpu_cores"] for stage in stages),
+        "training_minutes_on_2_cpu_cores": round(sum(stage["training_minutes_on_2_cpu_cores"] for stage in stages), 1),
     }
     (TARGET / "provenance.json").write_text(json.dumps(provenance, indent=2))
     if pretrained:  # weights derived from a published model: its attribution and licence travel with them
@@ -189,7 +210,7 @@ def main() -> None:
     valid, chosen_on = last["valid"], "the last stage's validation set"
     if averaged:
         valid, chosen_on = averaged["valid"], "the averaged checkpoint on the last stage's validation set"
-    record_evaluations(TARGET, args.run_dir, args.eval, valid, chosen_on)
+    record_evaluations(TARGET, evaluations, valid, chosen_on)
     print(f"bundled {best} into {TARGET}")
 
 

@@ -197,3 +197,22 @@ def test_synth_refuses_recolouring_anything_but_training_photos_of_real_digits(t
         refused = runner.invoke(app, ["synth", out, *args, "--recolour", "0.5"])
         assert refused.exit_code == 2 and "recolour" in refused.output.lower(), args
         assert not (tmp_path / "photos").exists()
+
+
+def test_mix_of_validation_splits_needs_the_flag_and_a_typo_fails(tmp_path):
+    """`make evaluate-bundled` mixes three validation-only sets; without the flag that is a mistake, said as one."""
+    for name in ("a", "b"):
+        (tmp_path / name / "valid").mkdir(parents=True)
+        (tmp_path / name / "valid" / "annotations.jsonl").write_text('{"image": "v.jpg", "suffix": "1"}\n')
+    sources = [str(tmp_path / "a"), str(tmp_path / "b")]
+    refused = runner.invoke(app, ["mix", str(tmp_path / "mix"), *sources])
+    assert refused.exit_code == 2 and "has a training line" in unboxed(refused.output)
+    mixed = runner.invoke(app, ["mix", "--validation-only", str(tmp_path / "mix"), *sources])
+    assert mixed.exit_code == 0 and "'valid': 2" in mixed.output, mixed.output
+    typo = runner.invoke(app, ["mix", "--validation-only", str(tmp_path / "mix2"), str(tmp_path / "c")])
+    assert typo.exit_code == 2 and "has no annotations.jsonl" in unboxed(typo.output)
+
+
+def unboxed(output: str) -> str:
+    """A CLI error without its panel's frame and line breaks (long paths wrap it)."""
+    return " ".join("".join(" " if char in "│╭╮╰╯─" else char for char in output).split())

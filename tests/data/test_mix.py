@@ -40,8 +40,25 @@ def test_mix_refuses_clashing_names_and_no_training_split(tmp_path):
     write_split(tmp_path / "b" / "x", "valid", ["v.jpg"])
     with pytest.raises(ValueError, match="distinct folder names"):
         mix_datasets(tmp_path / "mix", [tmp_path / "a" / "x", tmp_path / "b" / "x"])
-    with pytest.raises(ValueError, match="has a train"):
+    with pytest.raises(ValueError, match="has a training line"):
         mix_datasets(tmp_path / "mix", [tmp_path / "a" / "x"])
+    assert mix_datasets(tmp_path / "valid-only", [tmp_path / "a" / "x"], require_train=False) == {"valid": 1}
+
+
+def test_mix_refuses_an_empty_training_file(tmp_path):
+    """`meterread synth OUT --n 0` or a review export that skipped every photo writes an empty annotations file."""
+    write_split(tmp_path / "empty", "train", [])
+    write_split(tmp_path / "strips", "valid", ["v.jpg"])
+    with pytest.raises(ValueError, match="has a training line"):
+        mix_datasets(tmp_path / "mix", [tmp_path / "empty", tmp_path / "strips"])
+    assert not (tmp_path / "mix").exists()
+
+
+def test_mix_refuses_a_source_both_flat_and_split(tmp_path):
+    write_split(tmp_path, "both", ["f.jpg"])
+    write_split(tmp_path / "both", "train", ["t.jpg"])
+    with pytest.raises(ValueError, match="both at its root and in"):
+        mix_datasets(tmp_path / "mix", [tmp_path / "both"])
 
 
 def test_flat_source_is_training_photos(tmp_path):
