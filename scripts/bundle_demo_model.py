@@ -129,7 +129,7 @@ def relabel_target(record, target: Path = TARGET):
         return {key: relabel_target(value, target) for key, value in record.items()}
     if isinstance(record, list):
         return [relabel_target(value, target) for value in record]
-    if isinstance(record, str) and str(target) in record:
+    if isinstance(record, str):
         return record.replace(str(target), EARLIER_BUNDLE)
     return record
 
@@ -162,9 +162,9 @@ def main() -> None:
         "VALID_METRICS (a `meterread eval` metrics.json on the last stage's validation set) recommends",
     )
     args = parser.parse_args()
+    evaluations = {name: evaluation_record(args.run_dir, name, data) for name, data in args.eval}  # before rmtree
     if args.annotate_only:
         valid_metrics, chosen_on = args.annotate_only
-        evaluations = {name: evaluation_record(args.run_dir, name, data) for name, data in args.eval}
         record_evaluations(TARGET, evaluations, json.loads(Path(valid_metrics).read_text()), chosen_on)
         print(f"recorded {len(args.eval)} evaluations in {TARGET}")
         return
@@ -176,7 +176,6 @@ def main() -> None:
     earlier = prior.get("earlier_averages", []) + ([prior["averaged"]] if "averaged" in prior else [])
     earlier += [averaged_record(*soup) for soup in args.earlier_average]
     pretrained = pretrained_record(*args.pretrained) if args.pretrained else prior.get("pretrained")
-    evaluations = {name: evaluation_record(args.run_dir, name, data) for name, data in args.eval}  # before rmtree
     stages, averaged, earlier = relabel_target(stages), relabel_target(averaged), relabel_target(earlier)
     best = Path(args.averaged[0]) if args.averaged else Path(args.stage[-1][1]) / "best"
     shutil.rmtree(TARGET, ignore_errors=True)
@@ -184,9 +183,12 @@ def main() -> None:
     last_best = Path(args.stage[-1][1]) / "best"
     for name in KEEP:  # an average has no recipe or data of its own: the last stage's (soup.json lists them all)
         source = best / name if (best / name).is_file() else last_best / name
-        if source.is_file() and name.endswith(".json") and str(TARGET) in source.read_text():
-            (TARGET / name).write_text(json.dumps(relabel_target(json.loads(source.read_text())), indent=2))
-        elif source.is_file():
+        if not source.is_file():
+            continue
+        text = source.read_text() if name.endswith(".json") else ""
+        if str(TARGET) in text:  # a config naming the earlier bundle as its base
+            (TARGET / name).write_text(json.dumps(relabel_target(json.loads(text)), indent=2))
+        else:
             shutil.copy2(source, TARGET / name)
     last = stages[-1]
     if averaged:  # the bundle's metrics.json: what the bundled weights read on the last stage's validation set

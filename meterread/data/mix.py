@@ -61,7 +61,7 @@ def mix_datasets(
         for source, found in folders.items()
         for split, folder in found.items()
     }
-    if require_train and not any(found for (_, split), found in lines.items() if split == "train"):
+    if require_train and not any(lines.get((source, "train")) for source in sources):
         raise ValueError(f"none of {[str(s) for s in sources]} has a training line (train/{ANNOTATIONS})")
     counts = {}
     for split in splits:
