@@ -187,18 +187,28 @@ def evaluate(
     device: str = setting(ModelSpec, "device"),
     out: Path = typer.Option(Path("eval"), help="Folder for metrics.json and report.html."),
     baseline: str | None = typer.Option(None, help="Also read the split with a peer OCR: ppocr (PP-OCRv4)."),
+    known_register: bool = typer.Option(
+        False,
+        "--known-register",
+        help="Read each photo constrained to its label's register (digits and decimals), as a night reads a meter "
+        "whose register the meters table holds.",
+    ),
 ) -> None:
     """Exact match, CER, parse rate, risk-coverage, per meter model and an HTML report for a model on a whole split
     (and, with --baseline, the same for a peer OCR on the same photos)."""
     from meterread.training.evaluation import evaluate_split
 
+    if known_register and pattern:
+        raise typer.BadParameter("--known-register reads each photo with its own register; drop --pattern")
     chosen = {"family": family, "base": model, "adapter": adapter, "pattern": pattern, "device": device}
     try:
         spec = ModelSpec.from_mapping({key: value for key, value in chosen.items() if value is not None}).validate()
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
     try:
-        metrics = evaluate_split(spec, dataset, split, batch_size, str(out), baseline=baseline)
+        metrics = evaluate_split(
+            spec, dataset, split, batch_size, str(out), baseline=baseline, known_register=known_register
+        )
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from error

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import cv2
@@ -29,17 +31,23 @@ BAD_FILES = {
 }
 
 
+@dataclass
 class ScriptedReader:
-    """A Reader that answers the given texts in order, with full confidence (no model: pipeline tests)."""
+    """A Reader that answers the given texts in order, with full confidence (no model: pipeline tests). Copies
+    made by `with_pattern` share its texts and `patterns_read`, the reading pattern each image was read with."""
 
+    texts: Iterable[str]
+    spec: ModelSpec = field(default_factory=lambda: ModelSpec(family="paligemma", base="fake"))
+    patterns_read: list = field(default_factory=list)
     family, image_size, model_id, adapter_id, fingerprint = "fake", 64, "fake", None, "fake-1"
     default_prompt, layout, min_confidence = "read", InputLayout(), None
-    spec, device = ModelSpec(family="paligemma", base="fake"), SimpleNamespace(type="cpu")
+    device = SimpleNamespace(type="cpu")
 
-    def __init__(self, texts):
-        self.texts = iter(texts)
+    def __post_init__(self):
+        self.texts = iter(self.texts)
 
     def read(self, images, prompts):
+        self.patterns_read.extend([self.spec.pattern] * len(images))
         return [Prediction(next(self.texts), (0.0,)) for _ in images]
 
     def classify(self, images, prompt, labels):

@@ -216,3 +216,8 @@ def test_mix_of_validation_splits_needs_the_flag_and_a_typo_fails(tmp_path):
 def unboxed(output: str) -> str:
     """A CLI error without its panel's frame and line breaks (long paths wrap it)."""
     return " ".join("".join(" " if char in "│╭╮╰╯─" else char for char in output).split())
+
+
+def test_eval_refuses_a_known_register_beside_a_fixed_pattern(tmp_path):
+    result = CliRunner().invoke(app, ["eval", str(tmp_path), "--known-register", "--pattern", "5.1"])
+    assert result.exit_code == 2 and "reads each photo with its own register; drop --pattern" in unboxed(result.output)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -277,6 +277,35 @@ def read_padded(reader: Reader, images: Sequence[np.ndarray], prompts: Sequence[
         return read_with_backoff(reader, images, prompts)
     padded = read_with_backoff(reader, [*images, *[images[-1]] * missing], [*prompts, *[prompts[-1]] * missing])
     return padded[: len(images)]
+
+
+def with_pattern(reader: Reader, pattern: str | None) -> Reader:
+    """The same reader (same weights, a shallow copy) constrained to `pattern` instead of its spec's; `reader`
+    itself when `pattern` is None or already its own. Readers are dataclasses holding their `spec`."""
+    if pattern is None or pattern == reader.spec.pattern:
+        return reader
+    return replace(reader, spec=reader.spec.replace(pattern=pattern))
+
+
+def read_by_pattern(
+    reader: Reader,
+    images: Sequence[np.ndarray],
+    prompts: Sequence[str],
+    patterns: Sequence[str | None],
+    read: Callable[[Reader, list, list], list[Prediction]] = lambda r, i, p: r.read(i, p),
+) -> list[Prediction]:
+    """Read each image constrained to its own reading pattern (None: the reader's own), with one `read` call per
+    distinct pattern; predictions in the input order. A meter's known register (digits and decimals) is such a
+    pattern: the point goes where the register has it, whatever the pixels suggest."""
+    groups: dict[str | None, list[int]] = {}
+    for index, pattern in enumerate(patterns):
+        groups.setdefault(pattern, []).append(index)
+    result: list[Prediction | None] = [None] * len(images)
+    for pattern, indices in groups.items():
+        chunk = read(with_pattern(reader, pattern), [images[i] for i in indices], [prompts[i] for i in indices])
+        for index, prediction in zip(indices, chunk):
+            result[index] = prediction
+    return result  # type: ignore[return-value]
 
 
 def read_in_length_order(reader: Reader, images: Sequence[np.ndarray], prompts: Sequence[str]) -> list[Prediction]:

@@ -10,10 +10,10 @@ from collections import Counter
 from collections.abc import Callable
 from contextlib import closing, contextmanager
 from datetime import datetime, timezone
-from functools import lru_cache
+from functools import lru_cache, partial
 
 from meterread.config import ModelSpec, ReadConfig, effective_min_confidence
-from meterread.models.base import Prediction, Reader, read_padded, read_with_backoff
+from meterread.models.base import Prediction, Reader, read_by_pattern, read_padded, read_with_backoff
 from meterread.models.registry import load_reader
 from meterread.read import lease, sink, state
 from meterread.read.fetching import batched, fetch_and_preprocess, skip_unchanged
@@ -119,7 +119,8 @@ def process_shard(
             batch = [item for item in fetched_batch if not skip_unchanged(item)]
             ready = [item for item in batch if item.image is not None]
             images = [item.image.image for item in ready]
-            predictions = iter(read_batch(reader, images, [prompt] * len(ready), config.batch_size) if ready else [])
+            patterns = [register_pattern(profiles, item.photo.meter_id) for item in ready]
+            predictions = iter(read_batch(reader, images, [prompt] * len(ready), config.batch_size, patterns))
             extras = iter(image_extras(config, reader, ready) if ready else [])
             for item in batch:
                 row = base_row(item, run_id, reader, prompt, processed_at)
@@ -137,11 +138,22 @@ def process_shard(
     return [with_reason_codes(row) for row in rows]
 
 
-def read_batch(reader: Reader, images: list, prompts: list[str], batch_size: int) -> list[Prediction]:
-    """Read one batch; a compiled model gets every batch padded to the same shape."""
-    if reader.spec.compile:
-        return read_padded(reader, images, prompts, batch_size)
-    return read_with_backoff(reader, images, prompts)
+def register_pattern(profiles: dict[str, MeterProfile], meter_id: str | None) -> str | None:
+    """The reading pattern of a meter whose register the meters table knows whole (digits and decimals), else
+    None (the run's own `model.pattern`)."""
+    profile = profiles.get(meter_id) if meter_id else None
+    return profile.reading_pattern() if profile else None
+
+
+def read_batch(
+    reader: Reader, images: list, prompts: list[str], batch_size: int, patterns: list[str | None] | None = None
+) -> list[Prediction]:
+    """Read one batch, each image constrained to its meter's register where `patterns` knows it (one model call
+    per distinct pattern); a compiled model gets every call padded to the same shape."""
+    if not images:
+        return []
+    read = partial(read_padded, batch_size=batch_size) if reader.spec.compile else read_with_backoff
+    return read_by_pattern(reader, images, prompts, patterns or [None] * len(images), read)
 
 
 def write_rows(config: ReadConfig, rows: list[dict], run_id: str, shard_id: str) -> list[str]:

@@ -27,6 +27,13 @@ class MeterProfile:
     max_rate_per_day: Decimal | None = None
     meter_type: str | None = None
 
+    def reading_pattern(self) -> str | None:
+        """The register's shape as a reading pattern (`6.1`, or `6` without decimals) when both counts are known,
+        else None: the reader is then constrained to it, so the point lands where this register has it."""
+        if self.digits is None or self.decimals is None:
+            return None
+        return f"{self.digits}.{self.decimals}" if self.decimals else str(self.digits)
+
 
 @dataclass(frozen=True)
 class PriorReading:

@@ -45,6 +45,16 @@ def is_digits_exact(example: Scored) -> bool:
     return is_exact(example) or (predicted is not None and predicted == digits_of(example.label))
 
 
+def register_pattern_of(label: str) -> str | None:
+    """The register a label shows, as a reading pattern (`012345.6` -> `6.1`, `4433` -> `4`; leading zeros count,
+    a register shows them); None for an unparsable label. Reading with it is reading a meter whose register the
+    meters table knows."""
+    parsed = parse_reading(label)
+    if parsed.value is None:
+        return None
+    return f"{parsed.integer_digits}.{parsed.decimal_digits}" if parsed.decimal_digits else str(parsed.integer_digits)
+
+
 def levenshtein(a: str, b: str) -> int:
     previous = list(range(len(b) + 1))
     for i, char_a in enumerate(a, 1):

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from meterread.config import ModelSpec
-from meterread.models.base import read_in_length_order
+from meterread.models.base import read_by_pattern, read_in_length_order
 from meterread.models.decoding import confidence_from_logprobs
 from meterread.models.registry import load_reader
 from meterread.preprocess import DecodeError, InputLayout, preprocess_photo
@@ -20,7 +20,7 @@ from meterread.training.dataset import (
     manifest_digest,
     read_image_bytes,
 )
-from meterread.training.evaluate import Scored, summarise
+from meterread.training.evaluate import Scored, register_pattern_of, summarise
 
 
 def prepare_images(
@@ -52,9 +52,16 @@ def prepare_images(
 
 
 def evaluate_reader(
-    reader, images: Sequence[np.ndarray], samples: Sequence, batch_size: int, progress: bool = False
+    reader,
+    images: Sequence[np.ndarray],
+    samples: Sequence,
+    batch_size: int,
+    progress: bool = False,
+    known_register: bool = False,
 ) -> list[Scored]:
-    """Read every image (constrained, greedy) and pair predictions with labels."""
+    """Read every image (constrained, greedy) and pair predictions with labels. `known_register`: each image is
+    read constrained to its label's register (`register_pattern_of`), as the read path reads a meter whose
+    digits and decimals the meters table holds."""
     from tqdm.auto import tqdm
 
     scored = []
@@ -62,7 +69,10 @@ def evaluate_reader(
     for start in tqdm(starts, desc="reading", unit="batch", disable=not progress, leave=False):
         chunk = samples[start : start + batch_size]
         prompts = [sample.prefix or reader.default_prompt for sample in chunk]
-        predictions = read_in_length_order(reader, images[start : start + batch_size], prompts)
+        patterns = [register_pattern_of(sample.suffix) if known_register else None for sample in chunk]
+        predictions = read_by_pattern(
+            reader, images[start : start + batch_size], prompts, patterns, read_in_length_order
+        )
         for sample, prediction in zip(chunk, predictions):
             scored.append(
                 Scored(
@@ -85,9 +95,12 @@ def evaluate_split(
     out_dir: str | None = None,
     progress: bool = True,
     baseline: str | None = None,
+    known_register: bool = False,
 ) -> dict:
     """`meterread eval`: read a whole split, compute metrics (and a peer `baseline`'s on the same photos),
-    optionally write metrics.json + report.html. Raises FileNotFoundError when the split has no labelled samples."""
+    optionally write metrics.json + report.html. `known_register`: see `evaluate_reader` (the baseline gets each
+    label's decimal places either way, `baseline.baseline_text`). Raises FileNotFoundError when the split has no
+    labelled samples."""
     from meterread.training.evaluate import risk_coverage_curve
     from meterread.training.report import thumbnail_data_uri, write_report
 
@@ -97,9 +110,10 @@ def evaluate_split(
     reader = load_reader(spec)
     images, kept, problems = prepare_images(data, reader.image_size, reader.layout, progress)
     samples = [data.samples[i] for i in kept]
-    scored = evaluate_reader(reader, images, samples, batch_size, progress)
+    scored = evaluate_reader(reader, images, samples, batch_size, progress, known_register)
     metrics = {
         **summarise(scored),
+        "known_register": known_register,
         "split": split,
         "dataset": dataset,
         "model": spec.base,

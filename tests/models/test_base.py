@@ -1,7 +1,8 @@
 import numpy as np
 
 from meterread.config import ModelSpec
-from meterread.models.base import Prediction, read_in_length_order, read_padded
+from meterread.models.base import Prediction, read_by_pattern, read_in_length_order, read_padded, with_pattern
+from meterread.models.patterns import ReadingPattern
 from meterread.models.registry import load_reader
 
 
@@ -81,3 +82,28 @@ def test_a_model_carries_its_recommended_threshold(tiny_paligemma, tmp_path):
     assert effective_min_confidence(None, reader.min_confidence) == 0.8  # a run that gives none uses the model's
     assert effective_min_confidence(0.3, reader.min_confidence) == 0.3  # one given wins
     assert effective_min_confidence(None, None) == 0.5
+
+
+def test_read_by_pattern_reads_each_image_within_its_own_pattern_and_keeps_the_input_order(tiny_ppocr):
+    """A real (untrained, so unconstrained it reads anything) ppocr reader: each image's reading fits its own
+    pattern, one model call per distinct pattern, predictions in the input order."""
+    reader = load_reader(ModelSpec(family="ppocr", base=tiny_ppocr, device="cpu"))
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (reader.image_size, reader.image_size, 3), np.uint8) for _ in range(5)]
+    patterns = ["3.1", None, "5", "3.1", "2.2"]
+    calls = []
+
+    def read(r, chunk, prompts):
+        calls.append((r.spec.pattern, len(chunk)))
+        return r.read(chunk, prompts)
+
+    predictions = read_by_pattern(reader, images, [""] * 5, patterns, read)
+    assert calls == [("3.1", 2), (None, 1), ("5", 1), ("2.2", 1)]
+    for prediction, pattern in zip(predictions, patterns):
+        if pattern:
+            assert ReadingPattern.parse(pattern).is_complete(prediction.text), (pattern, prediction.text)
+    alone = [reader.read([image], [""])[0].text for image in images]
+    unconstrained = [p.text for p, pattern in zip(predictions, patterns) if pattern is None]
+    assert unconstrained == [alone[1]]  # the image without a pattern, read as the reader reads it
+    assert reader.spec.pattern is None  # the reader itself is untouched
+    assert with_pattern(reader, None) is reader and with_pattern(reader, "4").model is reader.model  # same weights

@@ -1,6 +1,7 @@
 """The read run without Prefect, on a local folder bucket: one row per photo, reruns add nothing."""
 
 import os
+import re
 from datetime import date, datetime, timezone
 from decimal import Decimal
 
@@ -16,7 +17,7 @@ from meterread.read.history import MeterHistory
 from meterread.read.meters import MetersTableError
 from meterread.read.planning import shard_bounds
 from meterread.read.runner import run_read
-from meterread.read.validate import Rules
+from meterread.read.validate import MeterProfile, Rules
 from meterread.storage import ObjectInfo, resolve
 from tests.factories import BAD_FILES, ScriptedReader, meter_jpeg
 
@@ -460,3 +461,38 @@ def test_planning_reads_the_state_through_one_retry_layer(tmp_path, monkeypatch)
     with pytest.raises(TimeoutError):
         planning.plan_run(config, "fingerprint", listed=listed)
     assert len(calls) == storage.STORAGE_ATTEMPTS
+
+
+def test_a_meter_whose_register_the_meters_table_knows_is_read_within_it(tmp_path, tiny_ppocr):
+    """A real (untrained) reader, whose free readings have any shape: the first meter's readings take the 4.2
+    register the table gives it, whatever the pixels; the second (digits only, decimals unknown) is read freely."""
+    samples = write_bucket(tmp_path / "bucket", 12, seed=3)
+    known_meter, other_meter = sorted({s.meter_id for s in samples})[:2]
+    (tmp_path / "meters.csv").write_text(f"meter_id,digits,decimals\n{known_meter},4,2\n{other_meter},5,\n")
+    config = ReadConfig(
+        source=str(tmp_path / "bucket"),
+        output=str(tmp_path / "out"),
+        model=ModelSpec(family="ppocr", base=tiny_ppocr, device="cpu"),
+        meters_table=str(tmp_path / "meters.csv"),
+        batch_size=8,
+    ).validate()
+    run_read(config, progress=False)
+    rows = output_rows(config).to_pylist()
+    known = [row["reading_text"] for row in rows if row["meter_id"] == known_meter]
+    free = [row["reading_text"] for row in rows if row["meter_id"] != known_meter]
+    assert len(rows) == 12 and known and free
+    assert all(re.fullmatch(r"\d{4}\.\d{2}", text) for text in known), known
+    assert not all(re.fullmatch(r"\d{4}\.\d{2}", text or "") for text in free), free
+
+
+def test_read_batch_hands_the_reader_each_meters_register_pattern(tmp_path):
+    bucket = tmp_path / "bucket"
+    for meter in ("M1", "M2"):
+        put(bucket / meter / "20260301T120000.jpg", meter_jpeg(seed=len(meter)), 1_000)
+    config = config_for(tmp_path, "x")
+    shard = planning.Shard("s1", tuple(planning.list_source(config)))
+    reader = ScriptedReader(["1234.5", "77"])
+    profiles = {"M1": MeterProfile(digits=4, decimals=1), "M2": MeterProfile(decimals=2)}
+    rows = runner.process_shard(config, reader, shard, "run-1", MeterHistory(), profiles)
+    assert reader.patterns_read == ["4.1", None]  # M2's register is not known whole: the run's own pattern
+    assert [row["reading_text"] for row in rows] == ["1234.5", "77"]

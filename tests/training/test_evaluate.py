@@ -9,6 +9,7 @@ from meterread.training.evaluate import (
     is_exact,
     levenshtein,
     recommend_threshold,
+    register_pattern_of,
     risk_coverage_curve,
     summarise,
     threshold_table,
@@ -133,3 +134,11 @@ def test_report_answers_which_threshold_and_shows_calibration_and_the_baseline()
     assert accuracy_floor([(0.5, 0.97), (1.0, 0.93)]) == 0.9  # the risk-coverage axis zooms to where it moves
     assert accuracy_floor([]) == 0.0
     assert accuracy_floor([(0.5, 1.0), (1.0, 1.0)]) == 0.95  # all right: still an axis, not a flat line
+
+
+@pytest.mark.parametrize(
+    ("label", "pattern"),
+    [("012345.6", "6.1"), ("4433", "4"), ("9.567", "1.3"), ("0.5", "1.1"), ("abc", None), ("", None)],
+)
+def test_register_pattern_of_a_label_is_its_registers_shape_leading_zeros_included(label, pattern):
+    assert register_pattern_of(label) == pattern
