@@ -30,6 +30,7 @@ class DigitCrop:
     model: str  # "<meter type>/<model>"
     digit: int
     tenths: int  # 0 = clean
+    red: bool = False  # a red wheel or red ink (`registers.mark_red_wheels`): a decimal wheel on a real counter
 
     @property
     def name(self) -> str:

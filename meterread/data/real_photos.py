@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from meterread.data.crops import HELDOUT_MODELS, DigitCrop, index_crops, inner_crops, is_lcd, select_part
-from meterread.data.registers import pick_crops, render_register
+from meterread.data.registers import mark_red_wheels, pick_crops, render_register
 
 _KIND_OF_TYPE = {
     "electricity-lcd": "lcd",
@@ -32,7 +32,7 @@ def crop_kind(model: str) -> str:
 @lru_cache(maxsize=8)
 def _usable_models(root: str, part: str, holdout: tuple[str, ...]) -> dict[str, list[DigitCrop]]:
     """Models of the part that have clean crops to build a register from."""
-    grouped = select_part(index_crops(root), part, holdout)
+    grouped = mark_red_wheels(select_part(index_crops(root), part, holdout))
     return {model: crops for model, crops in grouped.items() if inner_crops(crops)}
 
 
@@ -92,7 +92,7 @@ class DigitSource:
         label = fit_label(label, {c.digit for c in inner_crops(usable[model])}, rng)
         decimals = len(label.split(".")[1]) if "." in label else 0
         digits = [int(c) for c in label if c.isdigit()]
-        picks = pick_crops(usable[model], digits, rng, rolled_last=1.0 if rolled else 0.0)
+        picks = pick_crops(usable[model], digits, rng, rolled_last=1.0 if rolled else 0.0, decimals=decimals)
         window = render_register(picks, decimals, rng, cell_h=int(rng.integers(48, 97)), recolour=self.recolour)
         photo, corners = compose_real_photo(window, meter_type, rng, size, self.max_tilt)
         return photo, label, model, corners

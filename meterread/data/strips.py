@@ -20,7 +20,14 @@ import numpy as np
 
 from meterread.data.crops import HELDOUT_MODELS, DigitCrop, index_crops, inner_crops, is_lcd, select_part
 from meterread.data.fonts import font_files, is_font_make, plan_makes, write_font_makes
-from meterread.data.registers import frame_register, photograph, pick_crops, reading_label, render_register
+from meterread.data.registers import (
+    frame_register,
+    mark_red_wheels,
+    photograph,
+    pick_crops,
+    reading_label,
+    render_register,
+)
 from meterread.data.synth import encode_jpeg
 from meterread.models.prompts import DEFAULT_PROMPTS
 
@@ -56,7 +63,7 @@ def make_strip(
     bytes, the crops used (in order) and the label."""
     digits = int(rng.integers(4, 9))
     decimals = strip_decimals(crops[0].model, digits, rng)
-    picks = pick_crops(crops, digits, rng, rolled_last=ROLLED_LAST)
+    picks = pick_crops(crops, digits, rng, rolled_last=ROLLED_LAST, decimals=decimals)
     window = render_register(picks, decimals, rng, cell_h=int(rng.integers(40, 97)), recolour=recolour)
     image = photograph(frame_register(window, rng), rng)
     return encode_jpeg(image, rng, quality=(40, 95)), picks, reading_label(picks, decimals)
@@ -168,7 +175,7 @@ def write_strip_dataset(
         raise ValueError(f"recolour is a share of training strips, 0 to 1 (got {recolour})")
     if recolour and not sizes.get("train"):
         raise ValueError("recolouring paints training strips only: ask for some (train > 0)")
-    grouped = index_crops(root)
+    grouped = mark_red_wheels(index_crops(root))
     select_part(grouped, "train", holdout)  # an unknown held-out model fails here, not after the rendering
     manifest: dict = {"holdout": list(holdout), "splits": {}}
     if recolour:

@@ -1,10 +1,21 @@
-"""Register rendering from real crops: the recolouring palette."""
+"""Register rendering from real crops: the recolouring palette, red wheels only where decimals are."""
+
+from dataclasses import replace
+from pathlib import Path
 
 import cv2
 import numpy as np
 
-from meterread.data.crops import index_crops
-from meterread.data.registers import MIN_PALETTE_CONTRAST, random_palette, recolour_cells, render_register
+from meterread.data.crops import DigitCrop, index_crops
+from meterread.data.registers import (
+    MIN_PALETTE_CONTRAST,
+    is_red_wheel,
+    mark_red_wheels,
+    pick_crops,
+    random_palette,
+    recolour_cells,
+    render_register,
+)
 
 LUMA = np.float32([0.114, 0.587, 0.299])  # BGR
 
@@ -45,3 +56,41 @@ def test_a_recoloured_lcd_draws_its_decimal_point_in_the_segments_colour(digits_
         change = np.abs(with_point.astype(int) - without.astype(int)).sum(axis=2)
         core = with_point[np.unravel_index(change.argmax(), change.shape)]  # the point's most changed pixel
         assert change.max() > 0 and np.abs(core.astype(float) - shadow).max() <= 3, (seed, core, shadow)
+
+
+def digit_cell(ink, paper) -> np.ndarray:
+    cell = np.full((48, 32, 3), paper, np.uint8)
+    cv2.putText(cell, "7", (4, 40), cv2.FONT_HERSHEY_SIMPLEX, 1.4, ink, 3, cv2.LINE_AA)
+    return cell
+
+
+def test_red_wheels_and_red_digits_are_told_from_black_brown_and_grey_ones():
+    white, black, red = (235, 235, 235), (20, 20, 20), (40, 40, 200)  # BGR
+    brown = (97, 104, 110)  # the median paper of `watermeter/pp`'s wheels, "dark red-brown" to the eye
+    assert is_red_wheel(digit_cell(white, red)) and is_red_wheel(digit_cell(red, white))
+    for ink, paper in ((black, white), (white, black), (white, brown), (black, (150, 150, 150))):
+        assert not is_red_wheel(digit_cell(ink, paper)), (ink, paper)
+
+
+def test_the_real_crop_set_has_red_wheels_where_counters_have_decimal_wheels(digits_root):
+    grouped = index_crops(digits_root)
+    picked = {model: grouped[model][::5] for model in ("watermeter/jvi", "powermeter/iskra_t3f", "lcd/lcd_pb")}
+    share = {model: np.mean([c.red for c in crops]) for model, crops in mark_red_wheels(picked).items()}
+    assert share["watermeter/jvi"] > 0.5 and share["powermeter/iskra_t3f"] == share["lcd/lcd_pb"] == 0.0, share
+
+
+def test_integer_positions_take_no_red_wheel_where_the_model_has_another_of_that_digit():
+    black = [DigitCrop(Path(f"b{d}.jpg"), "watermeter/x", d, 0) for d in range(10)]
+    red = [replace(crop, path=Path(f"r{crop.digit}.jpg"), red=True) for crop in black]
+    only_red_seven = [crop for crop in black if crop.digit != 7]
+    rng = np.random.default_rng(0)
+    decimal_reds = 0
+    for _ in range(200):
+        picks = pick_crops(black + red, 6, rng, rolled_last=0.0, decimals=2)
+        assert not any(crop.red for crop in picks[:4])
+        decimal_reds += sum(crop.red for crop in picks[4:])
+        chosen = pick_crops(black + red, [1, 2, 3, 4], rng, rolled_last=0.0, decimals=1)
+        assert [c.digit for c in chosen] == [1, 2, 3, 4] and not any(c.red for c in chosen[:3])
+        sevens = pick_crops(only_red_seven + red, [7, 7, 1], rng, rolled_last=0.0)  # no black 7: a red one
+        assert [c.digit for c in sevens] == [7, 7, 1] and sevens[0].red and not sevens[2].red
+    assert 100 < decimal_reds < 300  # decimal positions draw from every crop: about half of them red
