@@ -85,14 +85,26 @@ REALPHOTOS_HELDOUT_DATA = $(DATA)/realphotos-heldout --n 0 --test 600 --seed 151
 EVAL_SETS := synthetic:$(DATA)/heldout:test real-strips-heldout-models:$(DATA)/strips-eval:heldout \
 	real-strips-seen-models:$(DATA)/strips-eval:test real-photos-heldout-models:$(DATA)/realphotos-heldout:test \
 	real-photos-seen-models:$(DATA)/realphotos-eval:test
+# The real sets again, each photo read within its label's register (`--known-register`: a meter the meters table
+# describes), recorded as NAME-known-register
+KNOWN_REGISTER_SETS := $(filter real-%,$(EVAL_SETS))
 BUNDLE_EVALS = --eval synthetic "meterread synth $(HELDOUT_DATA)" \
 	--eval real-strips-heldout-models "meterread strips $(STRIPS_EVAL_DATA)" \
 	--eval real-strips-seen-models "meterread strips $(STRIPS_EVAL_DATA)" \
 	--eval real-photos-heldout-models "meterread synth $(REALPHOTOS_HELDOUT_DATA)" \
-	--eval real-photos-seen-models "meterread synth $(REALPHOTOS_EVAL_DATA)"
+	--eval real-photos-seen-models "meterread synth $(REALPHOTOS_EVAL_DATA)" \
+	--eval real-strips-heldout-models-known-register "meterread strips $(STRIPS_EVAL_DATA)" \
+	--eval real-strips-seen-models-known-register "meterread strips $(STRIPS_EVAL_DATA)" \
+	--eval real-photos-heldout-models-known-register "meterread synth $(REALPHOTOS_HELDOUT_DATA)" \
+	--eval real-photos-seen-models-known-register "meterread synth $(REALPHOTOS_EVAL_DATA)"
 # One evaluation: $(1) = name dataset split, $(2) = model, $(3) = folder; the model and PP-OCRv4 on the same photos.
 define evaluate_set
 $(BIN)/meterread eval $(word 2,$(1)) --split $(word 3,$(1)) --model $(2) --baseline ppocr --out $(3)/eval-$(word 1,$(1))
+
+endef
+define evaluate_known_register
+$(BIN)/meterread eval $(word 2,$(1)) --split $(word 3,$(1)) --model $(2) --baseline ppocr --known-register \
+		--out $(3)/eval-$(word 1,$(1))-known-register
 
 endef
 demo-model: stage-data eval-sets
@@ -110,6 +122,7 @@ demo-model: stage-data eval-sets
 	$(BIN)/meterread $(AVERAGE4_COMMAND)
 	$(BIN)/meterread eval $(DATA)/ppocr-stage4 --split valid --model $(BUNDLED) --out $(RUNS)/ppocr-soup4/eval-valid
 	$(foreach set,$(EVAL_SETS),$(call evaluate_set,$(subst :, ,$(set)),$(BUNDLED),$(RUNS)/ppocr-soup4))
+	$(foreach set,$(KNOWN_REGISTER_SETS),$(call evaluate_known_register,$(subst :, ,$(set)),$(BUNDLED),$(RUNS)/ppocr-soup4))
 	$(BIN)/python scripts/bundle_demo_model.py $(RUNS)/ppocr-soup4 $(BUNDLE_EVALS) \
 		--pretrained $(RUNS)/ppocr-base "meterread $(IMPORT_COMMAND)" \
 		--stage configs/ppocr-real-strips.yaml $(RUNS)/ppocr-real auto \
@@ -158,6 +171,8 @@ evaluate-bundled: eval-sets
 		$(DATA)/photos-synth-valid
 	$(BIN)/meterread eval $(DATA)/stages-valid --split valid --out $(RUNS)/bundled/eval-stages-valid
 	$(foreach set,$(EVAL_SETS),$(call evaluate_set,$(subst :, ,$(set)),meterread/assets/demo-model,$(RUNS)/bundled))
+	$(foreach set,$(KNOWN_REGISTER_SETS),$(call evaluate_known_register,$(subst :, ,$(set)),meterread/assets/demo-model,\
+		$(RUNS)/bundled))
 	$(BIN)/python scripts/bundle_demo_model.py $(RUNS)/bundled $(BUNDLE_EVALS) \
 		--annotate-only $(RUNS)/bundled/eval-stages-valid/metrics.json \
 			"the averaged checkpoint on the validation set of stages 2-4, re-measured (configs/ppocr-photos.yaml, configs/ppocr-augment.yaml, configs/ppocr-recolour.yaml)"

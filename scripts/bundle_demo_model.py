@@ -8,7 +8,8 @@
         --annotate-only VALID_METRICS CHOSEN_ON       # re-measure the bundled model, keep its weights
 
 Each `--eval NAME` is the `meterread eval --baseline ppocr` output in EVAL_DIR/eval-NAME/ (model and PP-OCRv4
-on the same photos), made on the data DATA_COMMAND wrote; `synthetic` is also recorded as `heldout`. The bundle's
+on the same photos; with `--known-register`, recorded as such), made on the data DATA_COMMAND wrote; `synthetic` is
+also recorded as `heldout`. The bundle's
 `meterread.json` gets the `min_confidence` the last stage's validation set recommends (the lowest candidate at which
 at most 1% of accepted readings are wrong), so reads use it when none is given.
 
@@ -68,6 +69,7 @@ def evaluation_record(run_dir: Path, name: str, data_command: str) -> dict:
     """One evaluation set: its data command, the model's metrics and the baseline's on the same photos."""
     metrics = json.loads((run_dir / f"eval-{name}" / "metrics.json").read_text())
     record = {"data": data_command, "split": metrics["split"], **{key: metrics[key] for key in EVAL_KEYS}}
+    record["known_register"] = metrics.get("known_register", False)  # each photo read within its label's register
     if "baseline" in metrics:
         record["baseline"] = {"name": metrics["baseline"]["name"], **{k: metrics["baseline"][k] for k in EVAL_KEYS}}
     return record
@@ -119,7 +121,9 @@ def record_evaluations(target: Path, evaluations: dict, valid: dict, chosen_on: 
     (target / "provenance.json").write_text(json.dumps(provenance, indent=2))
 
 
-EARLIER_BUNDLE = "meterread/assets/demo-model@earlier"  # the bundle before this one: earlier_averages[-1], git history
+# The bundle before this one (earlier_averages[-1], git history), as `make demo-model` names those weights, so a
+# stage that started from it records a command the recipe can run
+EARLIER_BUNDLE = "runs/ppocr-soup/best"
 
 
 def relabel_target(record, target: Path = TARGET):

@@ -80,17 +80,22 @@ def test_bundled_model_carries_its_provenance():
 def test_bundled_model_records_real_pixel_evaluations_beside_the_baseline():
     provenance = json.loads((DEMO_MODEL_DIR / "provenance.json").read_text())
     evaluations = provenance["evaluations"]
-    assert set(evaluations) == {
-        "synthetic",
+    real = (
         "real-strips-heldout-models",
         "real-strips-seen-models",
         "real-photos-heldout-models",
         "real-photos-seen-models",
-    }
+    )
+    assert set(evaluations) == {"synthetic", *real, *(f"{name}-known-register" for name in real)}
     for name, record in evaluations.items():
         assert record["count"] >= 300 and record["baseline"]["name"] == "ppocr", name
         assert record["baseline"]["count"] == record["count"], name  # the same photos
         assert record["exact_match"] > record["baseline"]["exact_match"], name  # ahead of the peer on every set
+        assert record["known_register"] == name.endswith("-known-register"), name
+    for name in real:  # within a known register the point is never wrong alone, and no set reads worse
+        known, free = evaluations[f"{name}-known-register"], evaluations[name]
+        assert known["count"] == free["count"] and known["data"] == free["data"], name
+        assert known["exact_match"] == known["digits_exact_match"] >= free["exact_match"], name
     heldout_strips = evaluations["real-strips-heldout-models"]
     assert heldout_strips["count"] >= 500
     assert set(heldout_strips["by_meter_model"]) == set(HELDOUT_MODELS)  # only makes never seen in training

@@ -1,0 +1,67 @@
+"""The bundling script (scripts/bundle_demo_model.py): what it records of an evaluation, how it names the earlier
+bundle, and the min_confidence it writes (its whole output is checked on the real bundle in
+tests/training/test_demo_model.py)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    spec = importlib.util.spec_from_file_location("bundle_demo_model", SCRIPTS / "bundle_demo_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def metrics(exact: float, **extra) -> dict:
+    keys = ("count", "digits_exact_match", "character_error_rate", "parse_rate", "accuracy_at_coverage")
+    table = [
+        {"min_confidence": 0.5, "flagged_share": 0.01, "wrong_accepted_share": 0.03},
+        {"min_confidence": 0.7, "flagged_share": 0.05, "wrong_accepted_share": 0.008},
+        {"min_confidence": 0.9, "flagged_share": 0.12, "wrong_accepted_share": 0.002},
+    ]
+    base = {key: 1 for key in keys} | {"exact_match": exact, "by_meter_type": {}, "by_meter_model": {}}
+    return base | {"thresholds": table, "split": "test"} | extra
+
+
+def test_an_evaluation_record_keeps_the_baseline_and_says_whether_the_register_was_known(bundle, tmp_path):
+    for name, extra in (("free", {}), ("known", {"known_register": True})):
+        (tmp_path / f"eval-{name}").mkdir()
+        body = metrics(0.8, baseline={"name": "ppocr", **metrics(0.1)}, **extra)
+        (tmp_path / f"eval-{name}" / "metrics.json").write_text(json.dumps(body))
+    free = bundle.evaluation_record(tmp_path, "free", "meterread strips X")
+    known = bundle.evaluation_record(tmp_path, "known", "meterread strips X")
+    assert (free["known_register"], known["known_register"]) == (False, True)
+    assert free["data"] == "meterread strips X" and free["exact_match"] == 0.8
+    assert free["baseline"]["name"] == "ppocr" and free["baseline"]["exact_match"] == 0.1
+
+
+def test_the_earlier_bundle_is_named_as_the_recipe_names_its_weights(bundle, tmp_path):
+    target = tmp_path / "meterread" / "assets" / "demo-model"
+    record = {"command": f"meterread train r.yaml base={target}", "ingredients": [str(target), "runs/x/best"], "n": 3}
+    relabelled = bundle.relabel_target(record, target)
+    assert relabelled == {
+        "command": "meterread train r.yaml base=runs/ppocr-soup/best",
+        "ingredients": ["runs/ppocr-soup/best", "runs/x/best"],
+        "n": 3,
+    }
+    assert bundle.EARLIER_BUNDLE in (SCRIPTS.parent / "Makefile").read_text().replace("$(RUNS)", "runs")
+
+
+def test_recorded_evaluations_set_the_min_confidence_validation_recommends(bundle, tmp_path):
+    (tmp_path / "meterread.json").write_text(json.dumps({"family": "ppocr", "min_confidence": 0.9}))
+    (tmp_path / "provenance.json").write_text(json.dumps({"recipe": "r.yaml"}))
+    evaluations = {"synthetic": {"data": "meterread synth X", **metrics(0.99)}}
+    bundle.record_evaluations(tmp_path, evaluations, metrics(0.97), "the averaged checkpoint on validation")
+    settings = json.loads((tmp_path / "meterread.json").read_text())
+    provenance = json.loads((tmp_path / "provenance.json").read_text())
+    assert settings["min_confidence"] == 0.7  # the lowest with at most 1% of accepted readings wrong
+    assert provenance["min_confidence"] == {"value": 0.7, "chosen_on": "the averaged checkpoint on validation"}
+    assert provenance["heldout"]["exact_match"] == 0.99 and provenance["evaluations"] == evaluations
+    assert provenance["recipe"] == "r.yaml"  # the rest of the provenance kept
