@@ -198,8 +198,6 @@ def evaluate(
     (and, with --baseline, the same for a peer OCR on the same photos)."""
     from meterread.training.evaluation import evaluate_split
 
-    if known_register and pattern:
-        raise typer.BadParameter("--known-register reads each photo with its own register; drop --pattern")
     chosen = {"family": family, "base": model, "adapter": adapter, "pattern": pattern, "device": device}
     try:
         spec = ModelSpec.from_mapping({key: value for key, value in chosen.items() if value is not None}).validate()

@@ -220,4 +220,4 @@ def unboxed(output: str) -> str:
 
 def test_eval_refuses_a_known_register_beside_a_fixed_pattern(tmp_path):
     result = CliRunner().invoke(app, ["eval", str(tmp_path), "--known-register", "--pattern", "5.1"])
-    assert result.exit_code == 2 and "reads each photo with its own register; drop --pattern" in unboxed(result.output)
+    assert result.exit_code == 2 and "reads each photo within its own register; drop --pattern" in result.output

@@ -35,8 +35,8 @@ def is_red_wheel(image: np.ndarray) -> bool:
     crop set: `watermeter/jvi` 74% of crops, `analysiscenter` 29%, `watermeter/unknown` 10%, black-on-white and
     LCD models 0-3%)."""
     hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV).astype(np.int16)
-    hue, saturation, value = hsv[..., 0], hsv[..., 1], hsv[..., 2]
-    red = ((hue < 10) | (hue > 165)) & (saturation > 80) & (value > 50)
+    hue, saturation, value = hsv[..., 0], hsv[..., 1], hsv[..., 2]  # OpenCV: hue 0-179, red wraps around 0
+    red = ((hue < 10) | (hue > 165)) & (saturation > 80) & (value > 50)  # saturated, not dark: orange is hue 10-25
     gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.int16)
     ink = np.abs(gray - np.median(gray)) > 35
     return bool(red.mean() > MIN_RED_SHARE or (red & ink).sum() > MIN_RED_INK_SHARE * max(int(ink.sum()), 1))
@@ -71,6 +71,8 @@ def pick_crops(
     if not inner:
         raise ValueError(f"model {crops[0].model} has no clean digits")
     count = digits if isinstance(digits, int) else len(digits)
+    if not 0 <= decimals <= count:
+        raise ValueError(f"{decimals} decimals for a register of {count} digits")
     integer = [c for c in inner if not c.red] or inner
     pools = [integer] * (count - decimals) + [inner] * decimals  # what each position draws from
     if isinstance(digits, int):

@@ -38,7 +38,8 @@ class Prediction:
 
 @runtime_checkable
 class Reader(Protocol):
-    """What the read path uses of a loaded model (every family's reader)."""
+    """What the read path uses of a loaded model (every family's reader). Readers are dataclasses holding their
+    `spec`: `with_pattern` copies one with another reading pattern."""
 
     family: str
     spec: ModelSpec
@@ -297,13 +298,15 @@ def read_by_pattern(
     """Read each image constrained to its own reading pattern (None: the reader's own), with one `read` call per
     distinct pattern; predictions in the input order. A meter's known register (digits and decimals) is such a
     pattern: the point goes where the register has it, whatever the pixels suggest."""
+    if len(patterns) != len(images):
+        raise ValueError(f"{len(patterns)} reading patterns for {len(images)} images")
     groups: dict[str | None, list[int]] = {}
     for index, pattern in enumerate(patterns):
-        groups.setdefault(pattern, []).append(index)
+        groups.setdefault(reader.spec.pattern if pattern is None else pattern, []).append(index)
     result: list[Prediction | None] = [None] * len(images)
     for pattern, indices in groups.items():
         chunk = read(with_pattern(reader, pattern), [images[i] for i in indices], [prompts[i] for i in indices])
-        for index, prediction in zip(indices, chunk):
+        for index, prediction in zip(indices, chunk, strict=True):
             result[index] = prediction
     return result  # type: ignore[return-value]
 

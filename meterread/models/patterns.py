@@ -9,6 +9,11 @@ from dataclasses import dataclass
 SEPARATORS = (".", ",")
 
 
+def register_pattern_text(integer_digits: int, decimals: int) -> str:
+    """The pattern text of a register: `6.1` (6 integer digits, 1 decimal), or `6` without decimals."""
+    return f"{integer_digits}.{decimals}" if decimals else str(integer_digits)
+
+
 @dataclass(frozen=True)
 class ReadingPattern:
     """Shape of an allowed reading. `None` = any count up to the max."""

@@ -119,7 +119,7 @@ def process_shard(
             batch = [item for item in fetched_batch if not skip_unchanged(item)]
             ready = [item for item in batch if item.image is not None]
             images = [item.image.image for item in ready]
-            patterns = [register_pattern(profiles, item.photo.meter_id) for item in ready]
+            patterns = [register_pattern(reader, profiles, item.photo.meter_id) for item in ready]
             predictions = iter(read_batch(reader, images, [prompt] * len(ready), config.batch_size, patterns))
             extras = iter(image_extras(config, reader, ready) if ready else [])
             for item in batch:
@@ -138,11 +138,15 @@ def process_shard(
     return [with_reason_codes(row) for row in rows]
 
 
-def register_pattern(profiles: dict[str, MeterProfile], meter_id: str | None) -> str | None:
-    """The reading pattern of a meter whose register the meters table knows whole (digits and decimals), else
-    None (the run's own `model.pattern`)."""
+def register_pattern(reader: Reader, profiles: dict[str, MeterProfile], meter_id: str | None) -> str | None:
+    """The reading pattern of a meter whose register the meters table knows whole (digits and decimals; it wins
+    over the run's `model.pattern`), else None (the run's own). None for every meter when decoding is not
+    constrained (no pattern applies) or the model is compiled (one input shape all night: a wrong register is
+    then a format reason, as without the table's help)."""
     profile = profiles.get(meter_id) if meter_id else None
-    return profile.reading_pattern() if profile else None
+    if not profile or not reader.spec.constrained or reader.spec.compile:
+        return None
+    return profile.reading_pattern()
 
 
 def read_batch(

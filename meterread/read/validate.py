@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
+from meterread.models.patterns import register_pattern_text
 from meterread.parse import ParsedReading
 
 ACCEPTED, FLAGGED, ERROR = "accepted", "flagged", "error"
@@ -32,7 +33,7 @@ class MeterProfile:
         else None: the reader is then constrained to it, so the point lands where this register has it."""
         if self.digits is None or self.decimals is None:
             return None
-        return f"{self.digits}.{self.decimals}" if self.decimals else str(self.digits)
+        return register_pattern_text(self.digits, self.decimals)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from meterread.models.patterns import register_pattern_text
 from meterread.parse import normalise_text, parse_reading
 
 COVERAGES = (0.9, 0.95, 0.99)
@@ -47,12 +48,12 @@ def is_digits_exact(example: Scored) -> bool:
 
 def register_pattern_of(label: str) -> str | None:
     """The register a label shows, as a reading pattern (`012345.6` -> `6.1`, `4433` -> `4`; leading zeros count,
-    a register shows them); None for an unparsable label. Reading with it is reading a meter whose register the
-    meters table knows."""
+    a register shows them: a dataset whose labels drop them is read with fewer digits than its registers show);
+    None for an unparsable label. Reading with it is reading a meter whose register the meters table knows."""
     parsed = parse_reading(label)
     if parsed.value is None:
         return None
-    return f"{parsed.integer_digits}.{parsed.decimal_digits}" if parsed.decimal_digits else str(parsed.integer_digits)
+    return register_pattern_text(parsed.integer_digits, parsed.decimal_digits)
 
 
 def levenshtein(a: str, b: str) -> int:

@@ -104,13 +104,15 @@ def evaluate_split(
     from meterread.training.evaluate import risk_coverage_curve
     from meterread.training.report import thumbnail_data_uri, write_report
 
+    if known_register and spec.pattern:
+        raise ValueError("--known-register reads each photo within its own register; drop --pattern")
     data = load_dataset(dataset, (split,))[split]
     if not data.samples:
         raise FileNotFoundError(f"no labelled samples in {dataset.rstrip('/')}/{split}/{ANNOTATIONS}")
     reader = load_reader(spec)
     images, kept, problems = prepare_images(data, reader.image_size, reader.layout, progress)
     samples = [data.samples[i] for i in kept]
-    scored = evaluate_reader(reader, images, samples, batch_size, progress, known_register)
+    scored = evaluate_reader(reader, images, samples, batch_size, progress=progress, known_register=known_register)
     metrics = {
         **summarise(scored),
         "known_register": known_register,
@@ -130,7 +132,11 @@ def evaluate_split(
         index = {sample.image: i for i, sample in enumerate(samples)}
         gallery = [{**item, "thumbnail": thumbnail_data_uri(images[index[item["image"]]])} for item in metrics["worst"]]
         write_report(
-            out_dir, f"meterread eval: {spec.base} on {dataset}/{split}", metrics, risk_coverage_curve(scored), gallery
+            out_dir,
+            f"meterread eval: {spec.base} on {dataset}/{split}" + (", register known" if known_register else ""),
+            metrics,
+            risk_coverage_curve(scored),
+            gallery,
         )
     return metrics
 

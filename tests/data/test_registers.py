@@ -5,6 +5,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from meterread.data.crops import DigitCrop, index_crops
 from meterread.data.registers import (
@@ -94,3 +95,21 @@ def test_integer_positions_take_no_red_wheel_where_the_model_has_another_of_that
         sevens = pick_crops(only_red_seven + red, [7, 7, 1], rng, rolled_last=0.0)  # no black 7: a red one
         assert [c.digit for c in sevens] == [7, 7, 1] and sevens[0].red and not sevens[2].red
     assert 100 < decimal_reds < 300  # decimal positions draw from every crop: about half of them red
+
+
+def test_a_make_without_red_wheels_draws_the_same_crops_and_random_numbers_whatever_its_decimals():
+    """The red-wheel rule leaves every other make's strips byte for byte as they were."""
+    crops = [DigitCrop(Path(f"{i}.jpg"), "powermeter/x", i % 10, 0) for i in range(40)]
+    crops += [DigitCrop(Path(f"r{i}.jpg"), "powermeter/x", i % 10, 3) for i in range(10)]  # rolled wheels
+    for digits in (6, [1, 2, 3, 4, 5, 6]):
+        with_decimals, without = np.random.default_rng(4), np.random.default_rng(4)
+        for _ in range(50):
+            assert pick_crops(crops, digits, with_decimals, 0.5, decimals=2) == pick_crops(crops, digits, without, 0.5)
+        assert with_decimals.random() == without.random()
+
+
+def test_more_decimals_than_digits_are_refused():
+    crops = [DigitCrop(Path(f"{i}.jpg"), "powermeter/x", i, 0) for i in range(10)]
+    for decimals in (-1, 5):
+        with pytest.raises(ValueError, match="decimals for a register of 4 digits"):
+            pick_crops(crops, 4, np.random.default_rng(0), 0.0, decimals=decimals)

@@ -496,3 +496,7 @@ def test_read_batch_hands_the_reader_each_meters_register_pattern(tmp_path):
     rows = runner.process_shard(config, reader, shard, "run-1", MeterHistory(), profiles)
     assert reader.patterns_read == ["4.1", None]  # M2's register is not known whole: the run's own pattern
     assert [row["reading_text"] for row in rows] == ["1234.5", "77"]
+    for setting in ({"constrained": False}, {"compile": True}):  # no pattern applies / one input shape all night
+        free = ScriptedReader(["1234.5", "77", "0", "0"], spec=ModelSpec(family="paligemma", base="fake", **setting))
+        runner.process_shard(config, free, shard, "run-2", MeterHistory(), profiles)  # compiled: padded to 4
+        assert free.patterns_read and set(free.patterns_read) == {None}, setting
