@@ -98,13 +98,10 @@ BUNDLE_EVALS = --eval synthetic "meterread synth $(HELDOUT_DATA)" \
 	--eval real-photos-heldout-models-known-register "meterread synth $(REALPHOTOS_HELDOUT_DATA)" \
 	--eval real-photos-seen-models-known-register "meterread synth $(REALPHOTOS_EVAL_DATA)"
 # One evaluation: $(1) = name dataset split, $(2) = model, $(3) = folder; the model and PP-OCRv4 on the same photos.
+# $(4): `known-register` to read each photo within its label's register (recorded as NAME-known-register).
 define evaluate_set
-$(BIN)/meterread eval $(word 2,$(1)) --split $(word 3,$(1)) --model $(2) --baseline ppocr --out $(3)/eval-$(word 1,$(1))
-
-endef
-define evaluate_known_register
-$(BIN)/meterread eval $(word 2,$(1)) --split $(word 3,$(1)) --model $(2) --baseline ppocr --known-register \
-		--out $(3)/eval-$(word 1,$(1))-known-register
+$(BIN)/meterread eval $(word 2,$(1)) --split $(word 3,$(1)) --model $(2) --baseline ppocr $(if $(4),--$(4)) \
+		--out $(3)/eval-$(word 1,$(1))$(if $(4),-$(4))
 
 endef
 demo-model: stage-data eval-sets
@@ -122,7 +119,8 @@ demo-model: stage-data eval-sets
 	$(BIN)/meterread $(AVERAGE4_COMMAND)
 	$(BIN)/meterread eval $(DATA)/ppocr-stage4 --split valid --model $(BUNDLED) --out $(RUNS)/ppocr-soup4/eval-valid
 	$(foreach set,$(EVAL_SETS),$(call evaluate_set,$(subst :, ,$(set)),$(BUNDLED),$(RUNS)/ppocr-soup4))
-	$(foreach set,$(KNOWN_REGISTER_SETS),$(call evaluate_known_register,$(subst :, ,$(set)),$(BUNDLED),$(RUNS)/ppocr-soup4))
+	$(foreach set,$(KNOWN_REGISTER_SETS),\
+		$(call evaluate_set,$(subst :, ,$(set)),$(BUNDLED),$(RUNS)/ppocr-soup4,known-register))
 	$(BIN)/python scripts/bundle_demo_model.py $(RUNS)/ppocr-soup4 $(BUNDLE_EVALS) \
 		--pretrained $(RUNS)/ppocr-base "meterread $(IMPORT_COMMAND)" \
 		--stage configs/ppocr-real-strips.yaml $(RUNS)/ppocr-real auto \
@@ -171,8 +169,8 @@ evaluate-bundled: eval-sets
 		$(DATA)/photos-synth-valid
 	$(BIN)/meterread eval $(DATA)/stages-valid --split valid --out $(RUNS)/bundled/eval-stages-valid
 	$(foreach set,$(EVAL_SETS),$(call evaluate_set,$(subst :, ,$(set)),meterread/assets/demo-model,$(RUNS)/bundled))
-	$(foreach set,$(KNOWN_REGISTER_SETS),$(call evaluate_known_register,$(subst :, ,$(set)),meterread/assets/demo-model,\
-		$(RUNS)/bundled))
+	$(foreach set,$(KNOWN_REGISTER_SETS),\
+		$(call evaluate_set,$(subst :, ,$(set)),meterread/assets/demo-model,$(RUNS)/bundled,known-register))
 	$(BIN)/python scripts/bundle_demo_model.py $(RUNS)/bundled $(BUNDLE_EVALS) \
 		--annotate-only $(RUNS)/bundled/eval-stages-valid/metrics.json \
 			"the averaged checkpoint on the validation set of stages 2-4, re-measured (configs/ppocr-photos.yaml, configs/ppocr-augment.yaml, configs/ppocr-recolour.yaml)"

@@ -293,10 +293,11 @@ def read_by_pattern(
     images: Sequence[np.ndarray],
     prompts: Sequence[str],
     patterns: Sequence[str | None],
-    read: Callable[[Reader, list, list], list[Prediction]] = lambda r, i, p: r.read(i, p),
+    read: Callable[[Reader, list, list], list[Prediction]],
 ) -> list[Prediction]:
-    """Read each image constrained to its own reading pattern (None: the reader's own), with one `read` call per
-    distinct pattern; predictions in the input order. A meter's known register (digits and decimals) is such a
+    """Read each image constrained to its own reading pattern (None: the reader's own), with one `read(reader,
+    images, prompts)` call per distinct pattern (`read_with_backoff`, `read_in_length_order`, ...); predictions in
+    the input order. A meter's known register (digits and decimals) is such a
     pattern: the point goes where the register has it, whatever the pixels suggest."""
     if len(patterns) != len(images):
         raise ValueError(f"{len(patterns)} reading patterns for {len(images)} images")
