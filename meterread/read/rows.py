@@ -57,11 +57,12 @@ def judge(
     prediction: Prediction,
     photo: Photo,
     history: MeterHistory,
-    profiles: dict[str, MeterProfile],
+    profile: MeterProfile | None,
     rules: Rules,
 ) -> tuple[dict, PriorReading | None]:
-    """Parse + validate one prediction into the row's reading, confidence, status and reasons. Also returns the
-    meter's earlier accepted reading that this accepted one shows to be a misread (then dropped from `history`).
+    """Parse + validate one prediction into the row's reading, confidence, status and reasons (`profile`: the
+    meter's row of the meters table, if any). Also returns the meter's earlier accepted reading that this accepted
+    one shows to be a misread (then dropped from `history`).
 
     A value the output's `reading` column cannot hold exactly is unparsable, never rounded or left to fail the
     write."""
@@ -69,7 +70,6 @@ def judge(
     unfit = sink.reading_problem(parsed.value)
     parsed = ParsedReading(None, error=unfit) if unfit else parsed
     confidence = confidence_from_logprobs(list(prediction.token_logprobs))
-    profile = profiles.get(photo.meter_id) if photo.meter_id else None
     history.supersede(photo.uri)  # a new version of this photo: its own earlier reading is no reference
     previous, earlier = history.recent(photo.meter_id, photo.captured_at)
     following = history.following(photo.meter_id, photo.captured_at)  # known when this photo arrives late
@@ -100,6 +100,11 @@ def judge(
         "reasons": reasons,
         "meter_type": profile.meter_type if profile else None,
     }, contradicted
+
+
+def meter_profile(profiles: dict[str, MeterProfile], photo: Photo) -> MeterProfile | None:
+    """The photo's meter in the meters table; None when the table has no row for it or the key names no meter."""
+    return profiles.get(photo.meter_id) if photo.meter_id else None
 
 
 def flag_contradicted(rows: list[dict], accepted: dict, judged: dict, contradicted: PriorReading | None) -> None:

@@ -35,6 +35,7 @@ from meterread.read.rows import (
     flag_contradicted,
     image_extras,
     judge,
+    meter_profile,
     status_counts,
     with_extras,
     with_reason_codes,
@@ -119,8 +120,10 @@ def process_shard(
             batch = [item for item in fetched_batch if not skip_unchanged(item)]
             ready = [item for item in batch if item.image is not None]
             images = [item.image.image for item in ready]
-            patterns = [register_pattern(reader, profiles, item.photo.meter_id) for item in ready]
-            predictions = iter(read_batch(reader, images, [prompt] * len(ready), config.batch_size, patterns))
+            known = [meter_profile(profiles, item.photo) for item in ready]
+            patterns = [register_pattern(reader, profile) for profile in known]
+            predictions = read_batch(reader, images, [prompt] * len(ready), config.batch_size, patterns)
+            readings = iter(zip(predictions, known, patterns))
             extras = iter(image_extras(config, reader, ready) if ready else [])
             for item in batch:
                 row = base_row(item, run_id, reader, prompt, processed_at)
@@ -128,7 +131,9 @@ def process_shard(
                     reasons = [item.error] + ([item.photo.key_problem] if item.photo.key_problem else [])
                     rows.append({**row, "status": ERROR, "reasons": reasons})
                 else:
-                    judged, contradicted = judge(row, next(predictions), item.photo, history, profiles, rules)
+                    prediction, profile, pattern = next(readings)
+                    judged, contradicted = judge(row, prediction, item.photo, history, profile, rules)
+                    judged["reading_pattern"] = applied_pattern(reader, pattern)
                     flag_contradicted(rows, accepted, judged, contradicted)
                     if judged["status"] == ACCEPTED:
                         accepted[(judged["meter_id"], judged["captured_at"])] = len(rows)
@@ -138,15 +143,20 @@ def process_shard(
     return [with_reason_codes(row) for row in rows]
 
 
-def register_pattern(reader: Reader, profiles: dict[str, MeterProfile], meter_id: str | None) -> str | None:
+def register_pattern(reader: Reader, profile: MeterProfile | None) -> str | None:
     """The reading pattern of a meter whose register the meters table knows whole (digits and decimals; it wins
     over the run's `model.pattern`), else None (the run's own). None for every meter when decoding is not
     constrained (no pattern applies) or the model is compiled (one input shape all night: a wrong register is
     then a format reason, as without the table's help)."""
-    profile = profiles.get(meter_id) if meter_id else None
     if not profile or not reader.spec.constrained or reader.spec.compile:
         return None
     return profile.reading_pattern()
+
+
+def applied_pattern(reader: Reader, pattern: str | None) -> str | None:
+    """What a reading was held to, for its row's `reading_pattern`: its meter's register (`pattern`), else the
+    run's `model.pattern` when decoding is constrained, else None (read freely, any shape)."""
+    return pattern or (reader.spec.pattern if reader.spec.constrained else None)
 
 
 def read_batch(

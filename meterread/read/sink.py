@@ -66,6 +66,7 @@ SCHEMA = pa.schema(
         pa.field("meter_type_confidence", pa.float64()),
         pa.field("task_outputs", pa.string()),
         pa.field("reason_codes", pa.list_(pa.string())),  # machine-readable codes, e.g. storage_error
+        pa.field("reading_pattern", pa.string()),  # the register a reading was held to, e.g. 6.1; null: free
     ]
 )
 PARTITION_COLUMN = "capture_date"
@@ -115,6 +116,7 @@ class ReadingRow:
     meter_type_confidence: float | None = None
     task_outputs: str | None = None
     reason_codes: Sequence[str] | None = None
+    reading_pattern: str | None = None
 
     @classmethod
     def from_mapping(cls, values: Mapping) -> ReadingRow:

@@ -233,7 +233,7 @@ def judged(history: MeterHistory, key: str, text: str) -> dict:
     """Judge one late photo against `history` as a run does (accepted readings join it)."""
     (photo,) = listed(key)
     row = {"processed_at": datetime(2026, 2, 1, tzinfo=timezone.utc), "meter_id": photo.meter_id}
-    return rows.judge(row, Prediction(text, (0.0,)), photo, history, {}, Rules())[0]
+    return rows.judge(row, Prediction(text, (0.0,)), photo, history, None, Rules())[0]
 
 
 def test_a_late_photo_is_judged_against_the_accepted_readings_on_both_sides():
@@ -431,7 +431,7 @@ def test_photos_read_again_tonight_are_no_reference_for_each_other(tmp_path):
         Prediction("100", (0.0,)),
         first,
         history,
-        {},
+        None,
         Rules(),
     )[0]
     assert (judged_first["status"], judged_first["reasons"]) == ("accepted", [])
@@ -483,6 +483,8 @@ def test_a_meter_whose_register_the_meters_table_knows_is_read_within_it(tmp_pat
     assert len(rows) == 12 and known and free
     assert all(re.fullmatch(r"\d{4}\.\d{2}", text) for text in known), known
     assert not all(re.fullmatch(r"\d{4}\.\d{2}", text or "") for text in free), free
+    held = {(row["meter_id"] == known_meter, row["reading_pattern"]) for row in rows}
+    assert held == {(True, "4.2"), (False, None)}  # each row says what its reading was held to
 
 
 def test_read_batch_hands_the_reader_each_meters_register_pattern(tmp_path):
@@ -495,8 +497,10 @@ def test_read_batch_hands_the_reader_each_meters_register_pattern(tmp_path):
     profiles = {"M1": MeterProfile(digits=4, decimals=1), "M2": MeterProfile(decimals=2)}
     rows = runner.process_shard(config, reader, shard, "run-1", MeterHistory(), profiles)
     assert reader.patterns_read == ["4.1", None]  # M2's register is not known whole: the run's own pattern
-    assert [row["reading_text"] for row in rows] == ["1234.5", "77"]
-    for setting in ({"constrained": False}, {"compile": True}):  # no pattern applies / one input shape all night
-        free = ScriptedReader(["1234.5", "77", "0", "0"], spec=ModelSpec(family="paligemma", base="fake", **setting))
-        runner.process_shard(config, free, shard, "run-2", MeterHistory(), profiles)  # compiled: padded to 4
-        assert free.patterns_read and set(free.patterns_read) == {None}, setting
+    assert [(row["reading_text"], row["reading_pattern"]) for row in rows] == [("1234.5", "4.1"), ("77", None)]
+    for setting, recorded in (({"constrained": False}, None), ({"compile": True, "pattern": "5.0"}, "5.0")):
+        spec = ModelSpec(family="paligemma", base="fake", **setting)
+        free = ScriptedReader(["1234.5", "77", "0", "0"], spec=spec)  # no pattern applies / one shape all night
+        read = runner.process_shard(config, free, shard, "run-2", MeterHistory(), profiles)  # compiled: padded to 4
+        assert free.patterns_read and set(free.patterns_read) == {spec.pattern}, setting  # never the table's
+        assert [row["reading_pattern"] for row in read] == [recorded, recorded], setting

@@ -85,7 +85,7 @@ def test_unsafe_names_cannot_escape_the_output(name):
 
 
 def test_reason_codes_is_added_nullable_and_older_files_read_it_as_null(tmp_path):
-    assert sink.SCHEMA.names[-1] == "reason_codes" and sink.SCHEMA.field("reason_codes").nullable
+    assert sink.SCHEMA.field("reason_codes").nullable
     assert sink.SCHEMA.field("reason_codes").type == pa.list_(pa.string())
     fs, root = resolve(str(tmp_path))
     sink.write_shard(fs, root, [row(reason_codes=["storage_error"])], "run-2", "new")
@@ -93,6 +93,16 @@ def test_reason_codes_is_added_nullable_and_older_files_read_it_as_null(tmp_path
     pq.write_table(older, f"{root}/capture_date=2026-01-01/part-run-1-old.parquet")  # written before the column
     codes = dict(zip(*sink.read_output(fs, root, columns=["image_uri", "reason_codes"]).to_pydict().values()))
     assert codes == {"file:///b/M1/20260101T000000.jpg": ["storage_error"], "file:///b/M1/old.jpg": None}
+
+
+def test_reading_pattern_is_the_last_column_added_and_older_files_read_it_as_null(tmp_path):
+    assert sink.SCHEMA.names[-1] == "reading_pattern" and sink.SCHEMA.field("reading_pattern").nullable
+    fs, root = resolve(str(tmp_path))
+    sink.write_shard(fs, root, [row(reading_pattern="6.1")], "run-2", "new")
+    older = sink.rows_to_table([row(uri="file:///b/M1/old.jpg")]).drop_columns(["capture_date", "reading_pattern"])
+    pq.write_table(older, f"{root}/capture_date=2026-01-01/part-run-1-old.parquet")  # written before the column
+    patterns = dict(zip(*sink.read_output(fs, root, columns=["image_uri", "reading_pattern"]).to_pydict().values()))
+    assert patterns == {"file:///b/M1/20260101T000000.jpg": "6.1", "file:///b/M1/old.jpg": None}
 
 
 def test_files_in_the_output_that_are_not_the_dataset_are_skipped_with_a_warning(tmp_path, caplog):
@@ -143,6 +153,7 @@ def test_every_column_of_a_full_row_round_trips_with_its_arrow_type():
             "brightness": 0.5,
             "meter_type_confidence": 0.7,
             "task_outputs": "{}",
+            "reading_pattern": "4.1",
             "reason_codes": ["rollover"],
             "reasons": ["register rollover from 9 to 1"],
         }
