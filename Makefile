@@ -88,15 +88,16 @@ EVAL_SETS := synthetic:$(DATA)/heldout:test real-strips-heldout-models:$(DATA)/s
 # The real sets again, each photo read within its label's register (`--known-register`: a meter the meters table
 # describes), recorded as NAME-known-register
 KNOWN_REGISTER_SETS := $(filter real-%,$(EVAL_SETS))
-BUNDLE_EVALS = --eval synthetic "meterread synth $(HELDOUT_DATA)" \
-	--eval real-strips-heldout-models "meterread strips $(STRIPS_EVAL_DATA)" \
-	--eval real-strips-seen-models "meterread strips $(STRIPS_EVAL_DATA)" \
-	--eval real-photos-heldout-models "meterread synth $(REALPHOTOS_HELDOUT_DATA)" \
-	--eval real-photos-seen-models "meterread synth $(REALPHOTOS_EVAL_DATA)" \
-	--eval real-strips-heldout-models-known-register "meterread strips $(STRIPS_EVAL_DATA)" \
-	--eval real-strips-seen-models-known-register "meterread strips $(STRIPS_EVAL_DATA)" \
-	--eval real-photos-heldout-models-known-register "meterread synth $(REALPHOTOS_HELDOUT_DATA)" \
-	--eval real-photos-seen-models-known-register "meterread synth $(REALPHOTOS_EVAL_DATA)"
+# The command that makes each evaluation set, by name (provenance records it beside the set's figures)
+MAKES_synthetic = meterread synth $(HELDOUT_DATA)
+MAKES_real-strips-heldout-models = meterread strips $(STRIPS_EVAL_DATA)
+MAKES_real-strips-seen-models = meterread strips $(STRIPS_EVAL_DATA)
+MAKES_real-photos-heldout-models = meterread synth $(REALPHOTOS_HELDOUT_DATA)
+MAKES_real-photos-seen-models = meterread synth $(REALPHOTOS_EVAL_DATA)
+set_name = $(word 1,$(subst :, ,$(1)))
+BUNDLE_EVALS = $(foreach set,$(EVAL_SETS),--eval $(call set_name,$(set)) "$(MAKES_$(call set_name,$(set)))") \
+	$(foreach set,$(KNOWN_REGISTER_SETS),--eval $(call set_name,$(set))-known-register \
+		"$(MAKES_$(call set_name,$(set)))")
 # One evaluation: $(1) = name dataset split, $(2) = model, $(3) = folder; the model and PP-OCRv4 on the same photos.
 # $(4): `known-register` to read each photo within its label's register (recorded as NAME-known-register).
 define evaluate_set
