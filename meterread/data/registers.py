@@ -74,8 +74,9 @@ def pick_crops(
     if not 0 <= decimals <= count:
         raise ValueError(f"{decimals} decimals for a register of {count} digits")
     integer = [c for c in inner if not c.red] or inner
-    pools = [integer] * (count - decimals) + [inner] * decimals  # what each position draws from
+    integral = [index < count - decimals for index in range(count)]  # which positions are before the point
     if isinstance(digits, int):
+        pools = [integer if before_point else inner for before_point in integral]
         picks = [pool[int(rng.integers(len(pool)))] for pool in pools]
     else:
         by_digit, integer_by_digit = _by_digit(inner), _by_digit(integer)
@@ -83,8 +84,7 @@ def pick_crops(
         if missing:
             raise ValueError(f"model {crops[0].model} has no clean crop of digit(s) {missing}")
         options = [
-            (integer_by_digit.get(d) or by_digit[d]) if index < count - decimals else by_digit[d]
-            for index, d in enumerate(digits)
+            (before_point and integer_by_digit.get(d)) or by_digit[d] for before_point, d in zip(integral, digits)
         ]
         picks = [choices[int(rng.integers(len(choices)))] for choices in options]
     rolled = [c for c in rolled_crops(crops) if isinstance(digits, int) or c.digit == picks[-1].digit]
