@@ -123,7 +123,7 @@ def process_shard(
             known = [meter_profile(profiles, item.photo) for item in ready]
             patterns = [register_pattern(reader, profile) for profile in known]
             predictions = read_batch(reader, images, [prompt] * len(ready), config.batch_size, patterns)
-            readings = iter(zip(predictions, known, patterns))
+            readings = iter(zip(predictions, known, patterns, strict=True))
             extras = iter(image_extras(config, reader, ready) if ready else [])
             for item in batch:
                 row = base_row(item, run_id, reader, prompt, processed_at)
