@@ -95,9 +95,9 @@ MAKES_real-strips-seen-models = meterread strips $(STRIPS_EVAL_DATA)
 MAKES_real-photos-heldout-models = meterread synth $(REALPHOTOS_HELDOUT_DATA)
 MAKES_real-photos-seen-models = meterread synth $(REALPHOTOS_EVAL_DATA)
 set_name = $(word 1,$(subst :, ,$(1)))
-BUNDLE_EVALS = $(foreach set,$(EVAL_SETS),--eval $(call set_name,$(set)) "$(MAKES_$(call set_name,$(set)))") \
-	$(foreach set,$(KNOWN_REGISTER_SETS),--eval $(call set_name,$(set))-known-register \
-		"$(MAKES_$(call set_name,$(set)))")
+set_command = $(or $(MAKES_$(call set_name,$(1))),$(error no MAKES_$(call set_name,$(1)) for evaluation set $(1)))
+BUNDLE_EVALS = $(foreach set,$(EVAL_SETS),--eval $(call set_name,$(set)) "$(call set_command,$(set))") \
+	$(foreach set,$(KNOWN_REGISTER_SETS),--eval $(call set_name,$(set))-known-register "$(call set_command,$(set))")
 # One evaluation: $(1) = name dataset split, $(2) = model, $(3) = folder; the model and PP-OCRv4 on the same photos.
 # $(4): `known-register` to read each photo within its label's register (recorded as NAME-known-register).
 define evaluate_set

@@ -14,6 +14,14 @@ def register_pattern_text(integer_digits: int, decimals: int) -> str:
     return f"{integer_digits}.{decimals}" if decimals else str(integer_digits)
 
 
+def canonical_pattern_text(text: str | None) -> str | None:
+    """A reading pattern as `register_pattern_text` writes it (`5.0`, ` 05` -> `5`); None for none."""
+    if not text:
+        return None
+    shape = ReadingPattern.parse(text)
+    return register_pattern_text(shape.integer_digits, shape.decimals)
+
+
 @dataclass(frozen=True)
 class ReadingPattern:
     """Shape of an allowed reading. `None` = any count up to the max."""

@@ -14,6 +14,7 @@ from functools import lru_cache, partial
 
 from meterread.config import ModelSpec, ReadConfig, effective_min_confidence
 from meterread.models.base import Prediction, Reader, read_by_pattern, read_padded, read_with_backoff
+from meterread.models.patterns import canonical_pattern_text
 from meterread.models.registry import load_reader
 from meterread.read import lease, sink, state
 from meterread.read.fetching import batched, fetch_and_preprocess, skip_unchanged
@@ -132,8 +133,8 @@ def process_shard(
                     rows.append({**row, "status": ERROR, "reasons": reasons})
                 else:
                     prediction, profile, pattern = next(readings)
+                    row = {**row, "reading_pattern": applied_pattern(reader, pattern)}
                     judged, contradicted = judge(row, prediction, item.photo, history, profile, rules)
-                    judged["reading_pattern"] = applied_pattern(reader, pattern)
                     flag_contradicted(rows, accepted, judged, contradicted)
                     if judged["status"] == ACCEPTED:
                         accepted[(judged["meter_id"], judged["captured_at"])] = len(rows)
@@ -155,8 +156,9 @@ def register_pattern(reader: Reader, profile: MeterProfile | None) -> str | None
 
 def applied_pattern(reader: Reader, pattern: str | None) -> str | None:
     """What a reading was held to, for its row's `reading_pattern`: its meter's register (`pattern`), else the
-    run's `model.pattern` when decoding is constrained, else None (read freely, any shape)."""
-    return pattern or (reader.spec.pattern if reader.spec.constrained else None)
+    run's `model.pattern` when decoding is constrained (written as the table's are: `5.0` -> `5`), else None (no
+    register: any shape)."""
+    return pattern or (canonical_pattern_text(reader.spec.pattern) if reader.spec.constrained else None)
 
 
 def read_batch(

@@ -70,7 +70,25 @@ def read_bucket(fs: AbstractFileSystem, root: str, name: str, bucket: str) -> pa
     path = bucket_path(root, name, bucket)
     if not exists(fs, path):
         return SCHEMAS[name].empty_table()
-    return pq.read_table(pa.BufferReader(read_bytes(fs, path))).cast(SCHEMAS[name])
+    return read_part(fs, path, name)
+
+
+def read_part(fs: AbstractFileSystem, path: str, name: str) -> pa.Table:
+    """One bucket file of table `name` in the table's schema; a file written before a (nullable) column was added
+    reads it as null, as the dataset does."""
+    return conformed(pq.read_table(pa.BufferReader(read_bytes(fs, path))), SCHEMAS[name])
+
+
+def conformed(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` cast to `schema`, nulls for the nullable columns it lacks. Raises ValueError naming a missing
+    column that is not nullable."""
+    missing = [field for field in schema if field.name not in table.column_names]
+    required = [field.name for field in missing if not field.nullable]
+    if required:
+        raise ValueError(f"table lacks required column(s) {required}")
+    for field in missing:
+        table = table.append_column(field.name, pa.nulls(table.num_rows, field.type))
+    return table.select(schema.names).cast(schema)
 
 
 def read_table(output: str, name: str) -> pa.Table:
@@ -80,7 +98,7 @@ def read_table(output: str, name: str) -> pa.Table:
     fs.invalidate_cache(folder)
     listed = with_retries(lambda: fs.find(folder)) if exists(fs, folder) else []
     found = sorted(path for path in listed if path.endswith(".parquet"))
-    parts = [pq.read_table(pa.BufferReader(read_bytes(fs, path))).cast(SCHEMAS[name]) for path in found]
+    parts = [read_part(fs, path, name) for path in found]
     return in_table_order(name, pa.concat_tables(parts or [SCHEMAS[name].empty_table()]))
 
 

@@ -2,7 +2,7 @@ import numpy as np
 
 from meterread.config import ModelSpec
 from meterread.models.base import Prediction, read_by_pattern, read_in_length_order, read_padded, with_pattern
-from meterread.models.patterns import ReadingPattern
+from meterread.models.patterns import ReadingPattern, canonical_pattern_text
 from meterread.models.registry import load_reader
 
 
@@ -107,3 +107,8 @@ def test_read_by_pattern_reads_each_image_within_its_own_pattern_and_keeps_the_i
     assert unconstrained == [alone[1]]  # the image without a pattern, read as the reader reads it
     assert reader.spec.pattern is None  # the reader itself is untouched
     assert with_pattern(reader, None) is reader and with_pattern(reader, "4").model is reader.model  # same weights
+
+
+def test_a_reading_pattern_is_written_one_way():
+    texts = ("5.0", " 05", "6.1", "06.10", None, "")
+    assert [canonical_pattern_text(text) for text in texts] == ["5", "5", "6.1", "6.10", None, None]

@@ -498,7 +498,10 @@ def test_read_batch_hands_the_reader_each_meters_register_pattern(tmp_path):
     rows = runner.process_shard(config, reader, shard, "run-1", MeterHistory(), profiles)
     assert reader.patterns_read == ["4.1", None]  # M2's register is not known whole: the run's own pattern
     assert [(row["reading_text"], row["reading_pattern"]) for row in rows] == [("1234.5", "4.1"), ("77", None)]
-    for setting, recorded in (({"constrained": False}, None), ({"compile": True, "pattern": "5.0"}, "5.0")):
+    for setting, recorded in (
+        ({"constrained": False, "pattern": "5.0"}, None),
+        ({"compile": True, "pattern": "5.0"}, "5"),
+    ):
         spec = ModelSpec(family="paligemma", base="fake", **setting)
         free = ScriptedReader(["1234.5", "77", "0", "0"], spec=spec)  # no pattern applies / one shape all night
         read = runner.process_shard(config, free, shard, "run-2", MeterHistory(), profiles)  # compiled: padded to 4

@@ -97,6 +97,27 @@ def test_a_night_updates_only_the_buckets_it_touched_and_equals_a_rebuild(tmp_pa
     assert store.update_tables(output) == dict.fromkeys(SCHEMAS, 0) and written_buckets == []  # nothing new
 
 
+def test_tables_written_before_a_column_was_added_are_read_and_updated(tmp_path):
+    """Buckets written before `reading_pattern` existed: read with it null, and a night folds its rows in."""
+    import pyarrow.parquet as pq
+
+    output = str(tmp_path / "out")
+    fs, root = resolve(output)
+    sink.write_shard(fs, root, [row for row in ROWS if row["run_id"] == "r1"], "r1", "s1")
+    refresh_tables(output, None)
+    for path in fs.find(f"{root}/_tables/readings_current"):
+        pq.write_table(pq.read_table(path).drop_columns(["reading_pattern"]), path)  # an older release's bucket
+    assert read_table(output, "readings_current").column("reading_pattern").null_count == len(
+        {row["image_uri"] for row in ROWS if row["run_id"] == "r1"}
+    )
+    sink.write_shard(fs, root, [row for row in ROWS if row["run_id"] == "r2"], "r2", "s1")
+    from meterread.tables import store
+
+    store.update_tables(output)
+    for name, table in build_tables(readings(), {}).items():
+        assert read_table(output, name).equals(table), name
+
+
 def test_tables_are_rebuilt_when_a_dataset_file_they_hold_is_deleted(tmp_path):
     from meterread.tables import store
 
