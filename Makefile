@@ -105,6 +105,11 @@ $(BIN)/meterread eval $(word 2,$(1)) --split $(word 3,$(1)) --model $(2) --basel
 		--out $(3)/eval-$(word 1,$(1))$(if $(4),-$(4))
 
 endef
+# Every evaluation the bundle records (EVAL_SETS, then KNOWN_REGISTER_SETS read within their registers):
+# $(1) = model, $(2) = folder
+evaluate_all = $(foreach set,$(EVAL_SETS),$(call evaluate_set,$(subst :, ,$(set)),$(1),$(2))) \
+	$(foreach set,$(KNOWN_REGISTER_SETS),$(call evaluate_set,$(subst :, ,$(set)),$(1),$(2),known-register))
+
 demo-model: stage-data eval-sets
 	$(BIN)/meterread $(IMPORT_COMMAND)
 	$(BIN)/meterread train configs/ppocr-real-strips.yaml base=$(RUNS)/ppocr-base dataset=$(DATA)/ppocr-stage1 \
@@ -119,9 +124,7 @@ demo-model: stage-data eval-sets
 		output=$(RUNS)/ppocr-recolour
 	$(BIN)/meterread $(AVERAGE4_COMMAND)
 	$(BIN)/meterread eval $(DATA)/ppocr-stage4 --split valid --model $(BUNDLED) --out $(RUNS)/ppocr-soup4/eval-valid
-	$(foreach set,$(EVAL_SETS),$(call evaluate_set,$(subst :, ,$(set)),$(BUNDLED),$(RUNS)/ppocr-soup4))
-	$(foreach set,$(KNOWN_REGISTER_SETS),\
-		$(call evaluate_set,$(subst :, ,$(set)),$(BUNDLED),$(RUNS)/ppocr-soup4,known-register))
+	$(call evaluate_all,$(BUNDLED),$(RUNS)/ppocr-soup4)
 	$(BIN)/python scripts/bundle_demo_model.py $(RUNS)/ppocr-soup4 $(BUNDLE_EVALS) \
 		--pretrained $(RUNS)/ppocr-base "meterread $(IMPORT_COMMAND)" \
 		--stage configs/ppocr-real-strips.yaml $(RUNS)/ppocr-real auto \
@@ -169,9 +172,7 @@ evaluate-bundled: eval-sets
 	$(BIN)/meterread mix --validation-only $(DATA)/stages-valid $(DATA)/strips-valid $(DATA)/realphotos-valid \
 		$(DATA)/photos-synth-valid
 	$(BIN)/meterread eval $(DATA)/stages-valid --split valid --out $(RUNS)/bundled/eval-stages-valid
-	$(foreach set,$(EVAL_SETS),$(call evaluate_set,$(subst :, ,$(set)),meterread/assets/demo-model,$(RUNS)/bundled))
-	$(foreach set,$(KNOWN_REGISTER_SETS),\
-		$(call evaluate_set,$(subst :, ,$(set)),meterread/assets/demo-model,$(RUNS)/bundled,known-register))
+	$(call evaluate_all,meterread/assets/demo-model,$(RUNS)/bundled)
 	$(BIN)/python scripts/bundle_demo_model.py $(RUNS)/bundled $(BUNDLE_EVALS) \
 		--annotate-only $(RUNS)/bundled/eval-stages-valid/metrics.json \
 			"the averaged checkpoint on the validation set of stages 2-4, re-measured (configs/ppocr-photos.yaml, configs/ppocr-augment.yaml, configs/ppocr-recolour.yaml)"
