@@ -91,6 +91,11 @@ class ModelSpec(Settings):
         if self.device not in ("auto", "cpu") and not self.device.startswith(("cuda", "mps")):
             raise ValueError(f"device {self.device!r} must be auto, cpu, cuda[:N] or mps")
         ReadingPattern.parse(self.pattern)
+        if self.pattern and not self.constrained:
+            raise ValueError(
+                f"pattern {self.pattern!r} holds decoding to a register, which needs constrained decoding: "
+                "drop --no-constrained (constrained: false) or the pattern"
+            )
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be at least 1")
         return self
@@ -259,6 +264,9 @@ class TrainConfig(Settings):
     eval_every_steps: int | None = Field(None, description="Also evaluate every N steps (default: once per epoch).")
     crop_display: bool = Field(False, description="Locate and rectify the display before the model sees it.")
     display_rows: int = Field(1, description="Fold the (cropped) image into this many stacked slices of the input.")
+    local_contrast: bool = Field(
+        False, description="Equalise the input's lightness locally (CLAHE) after folding; reads do so too."
+    )
     warm_start_steps: int = Field(0, description="Pretrain the vision encoder as a character reader first.")
     warm_start_head: str = Field(
         "positions",
@@ -276,7 +284,7 @@ class TrainConfig(Settings):
     def layout(self):
         from meterread.preprocess import InputLayout
 
-        return InputLayout(crop_display=self.crop_display, rows=self.display_rows)
+        return InputLayout(crop_display=self.crop_display, rows=self.display_rows, local_contrast=self.local_contrast)
 
     def validate(self) -> TrainConfig:
         problems = []

@@ -31,17 +31,24 @@ class InputLayout:
     """How a model was trained to see a photo (saved in its `meterread.json`).
 
     `crop_display`: locate and rectify the register display first. `rows`: fold the (wide) image into that many
-    stacked slices of the square input, so an 8-digit display gets `rows` times the horizontal resolution."""
+    stacked slices of the square input, so an 8-digit display gets `rows` times the horizontal resolution.
+    `local_contrast`: then equalise lightness locally (`equalize_lightness`), so a faint register is stretched
+    where it is. A `meterread.json` without a key means the default (older models)."""
 
     crop_display: bool = False
     rows: int = 1
+    local_contrast: bool = False
 
     @classmethod
     def from_dict(cls, values: dict) -> InputLayout:
-        return cls(crop_display=bool(values.get("crop_display", False)), rows=int(values.get("display_rows", 1)))
+        return cls(
+            crop_display=bool(values.get("crop_display", False)),
+            rows=int(values.get("display_rows", 1)),
+            local_contrast=bool(values.get("local_contrast", False)),
+        )
 
     def to_dict(self) -> dict:
-        return {"crop_display": self.crop_display, "display_rows": self.rows}
+        return {"crop_display": self.crop_display, "display_rows": self.rows, "local_contrast": self.local_contrast}
 
 
 class DecodeError(ValueError):
@@ -253,6 +260,20 @@ def fold_into_square(rgb: np.ndarray, size: int, rows: int = 1) -> np.ndarray:
     return np.ascontiguousarray(np.vstack([strip[:, i * size : (i + 1) * size] for i in range(rows)]))
 
 
+CLAHE_CLIP_LIMIT = 2.0  # OpenCV's contrast limit per tile: a faint register stretched, noise not blown up
+CLAHE_COLUMNS = 4  # tiles across each folded row: about two digits of an 8-digit register per tile
+
+
+def equalize_lightness(rgb: np.ndarray, rows: int = 1) -> np.ndarray:
+    """Contrast-limited adaptive histogram equalisation (CLAHE) of the LAB lightness, `CLAHE_COLUMNS` tiles across
+    each of the `rows` folded rows; hue and saturation kept (RGB uint8 in and out). Grey-on-grey wheels come out
+    as a dark-on-light register does; a global stretch cannot, since paper, housing and glare share the image."""
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
+    clahe = cv2.createCLAHE(clipLimit=CLAHE_CLIP_LIMIT, tileGridSize=(CLAHE_COLUMNS, rows))
+    lab[..., 0] = clahe.apply(np.ascontiguousarray(lab[..., 0]))
+    return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+
+
 def upright_size(header: tuple[int, int], decoded_shape: tuple[int, ...]) -> tuple[int, int]:
     """Full-resolution (width, height) after orientation: the header size, swapped if decoding rotated it."""
     width, height = header
@@ -273,7 +294,8 @@ def preprocess_photo(
     Raises DecodeError.
 
     With `layout.crop_display`, the register display is located and rectified first (the whole photo is used when
-    no display is found); models trained on crops say so in their `meterread.json`."""
+    no display is found); models trained on crops say so in their `meterread.json`. With `layout.local_contrast`
+    the folded square's lightness is equalised locally last."""
     rgb = decode_image(data, target=decode_target(size, layout), max_pixels=max_pixels)
     width, height = upright_size(image_size(data) or (rgb.shape[1], rgb.shape[0]), rgb.shape)
     gray, scale = analysis_gray(rgb)
@@ -282,6 +304,8 @@ def preprocess_photo(
         found = find_display(rgb, (gray, scale))
         rgb = crop_display_region(rgb, found) if found else rgb
     image = fold_into_square(rgb, size, layout.rows)
+    if layout.local_contrast:
+        image = equalize_lightness(image, layout.rows)
     return Preprocessed(image, width=width, height=height, blur=blur, brightness=brightness)
 
 

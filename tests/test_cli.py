@@ -141,7 +141,7 @@ def test_read_settings_come_from_the_file_then_options_then_overrides(tmp_path, 
     manifest = {"run_id": "r", "listed": 0, "already_done": 0, "processed": 0, "counts": {}, "manifest_uri": "m"}
     monkeypatch.setattr(read_runner, "run_read", lambda config: seen.append(config) or manifest)
     settings = tmp_path / "read.yaml"
-    settings.write_text("batch_size: 4\nreprocess: true\nshard_size: 9\nmodel:\n  constrained: false\n  device: cpu\n")
+    settings.write_text("batch_size: 4\nreprocess: true\nshard_size: 9\nmodel:\n  dtype: float32\n  device: cpu\n")
     args = ["read", str(tmp_path / "in"), str(tmp_path / "out"), "--config", str(settings)]
     result = runner.invoke(
         app, [*args, "--shard-size", "7", "model.pattern=6.1", "run_id=20261126", "list_after=2026-11-26"]
@@ -149,7 +149,7 @@ def test_read_settings_come_from_the_file_then_options_then_overrides(tmp_path, 
     assert result.exit_code == 0, result.output
     (config,) = seen
     assert (config.batch_size, config.reprocess, config.shard_size) == (4, True, 7)
-    assert (config.model.constrained, config.model.device, config.model.pattern) == (False, "cpu", "6.1")
+    assert (config.model.dtype, config.model.device, config.model.pattern) == ("float32", "cpu", "6.1")
     assert (config.run_id, config.list_after) == ("20261126", "2026-11-26")  # numbers and dates as written
     explicit = runner.invoke(app, [*args, "--batch-size", "16"])  # given, though equal to the default: it wins
     assert explicit.exit_code == 0, explicit.output

@@ -118,3 +118,15 @@ def test_a_base_that_can_only_be_a_missing_local_dir_fails_up_front(base):
 def test_a_hub_id_or_registry_reference_is_not_taken_for_a_missing_dir():
     ModelSpec(family="paligemma", base="google/paligemma2-3b-pt-224").validate()
     ModelSpec(family="ppocr", base="registry:///tmp/registry").validate()
+
+
+def test_a_pattern_without_constrained_decoding_is_refused_up_front(tmp_path):
+    """A register pattern only holds readings when decoding is constrained: given with --no-constrained it would
+    be ignored (rows would record no pattern), so the spec, and the command, refuse the pair."""
+    with pytest.raises(ValueError, match="needs constrained decoding"):
+        ModelSpec(family="ppocr", base="google/x", constrained=False, pattern="6.1").validate()
+    ModelSpec(family="ppocr", base="google/x", constrained=False).validate()
+    ModelSpec(family="ppocr", base="google/x", pattern="6.1").validate()
+    args = ["read", str(tmp_path / "in"), str(tmp_path / "out"), "--pattern", "6.1", "--no-constrained"]
+    result = CliRunner().invoke(cli.app, args, env={"COLUMNS": "300"})  # the error box unwrapped
+    assert result.exit_code == 2 and "needs constrained decoding" in result.output

@@ -11,6 +11,7 @@ from meterread.preprocess import (
     _extend_along_digits,
     decode_image,
     decode_target,
+    equalize_lightness,
     fold_into_square,
     image_size,
     pixel_limit,
@@ -181,6 +182,41 @@ def test_layout_round_trips_through_meterread_json_values():
     layout = InputLayout(crop_display=True, rows=2)
     assert InputLayout.from_dict(layout.to_dict()) == layout
     assert InputLayout.from_dict({"crop_display": True}) == InputLayout(crop_display=True, rows=1)
+    equalised = InputLayout(rows=2, local_contrast=True)
+    assert InputLayout.from_dict(equalised.to_dict()) == equalised
+    assert InputLayout.from_dict({"display_rows": 2}).local_contrast is False  # a model saved before the key
+
+
+def faint_register(rng: np.random.Generator) -> np.ndarray:
+    """Grey digits on grey wheels (as `watermeter/pp`'s): bars of 125 on 140, beside glare and a dark bezel."""
+    image = np.full((64, 256, 3), 140, np.uint8)
+    for left in range(12, 200, 24):
+        image[16:48, left : left + 6] = 125
+    image[:, 210:230], image[:, 230:] = 250, 10  # glare and a dark bezel: a global stretch gains nothing
+    return np.clip(image + rng.normal(0, 1.0, image.shape), 0, 255).astype(np.uint8)
+
+
+def test_equalize_lightness_stretches_a_faint_register_where_it_is_and_keeps_colours():
+    image = faint_register(np.random.default_rng(0))
+    out = equalize_lightness(image, rows=1)
+    assert out.shape == image.shape and out.dtype == np.uint8
+    bars, paper = (slice(16, 48), slice(12, 18)), (slice(16, 48), slice(20, 34))
+    before = float(image[paper].mean() - image[bars].mean())
+    after = float(out[paper].mean() - out[bars].mean())
+    assert after > 1.4 * before  # the register's own contrast grows (clip 2: a modest stretch, noise kept down)
+    red = np.zeros((32, 64, 3), np.uint8)
+    red[..., 0], red[8:24, 20:40, 0] = 200, 120  # a red wheel: red stays red (lightness only)
+    tinted = equalize_lightness(red)
+    assert (tinted[..., 0].astype(int) > tinted[..., 1:].max(axis=2) + 60).all()
+
+
+def test_a_local_contrast_layout_equalises_the_folded_input_last():
+    rgb = faint_register(np.random.default_rng(1))
+    data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes()
+    plain = preprocess_photo(data, 64, layout=InputLayout(rows=2)).image
+    equalised = preprocess_photo(data, 64, layout=InputLayout(rows=2, local_contrast=True)).image
+    assert np.array_equal(equalised, equalize_lightness(plain, rows=2))
+    assert not np.array_equal(equalised, plain)
 
 
 @pytest.mark.parametrize(

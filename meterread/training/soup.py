@@ -118,4 +118,4 @@ def _architecture(config: dict) -> dict:
 
 
 def _layout(settings: dict) -> tuple:
-    return settings.get("crop_display"), settings.get("display_rows")
+    return settings.get("crop_display"), settings.get("display_rows"), bool(settings.get("local_contrast", False))

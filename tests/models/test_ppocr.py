@@ -30,7 +30,7 @@ from meterread.models.ppocr_import import (
 )
 from meterread.models.ppocr_network import DIGITS, PPOCRForCTC
 from meterread.models.registry import load_reader
-from meterread.preprocess import fold_into_square
+from meterread.preprocess import equalize_lightness, fold_into_square
 from meterread.training.evaluation import evaluate_split
 from meterread.training.train import inference_spec, train
 
@@ -190,7 +190,8 @@ def test_meterread_train_trains_saves_and_evaluates_a_ppocr_model(tmp_path, stri
     best = tmp_path / "run" / "best"
     weights = "adapter_model.safetensors" if strategy == "lora" else "model.safetensors"
     assert result["steps"] == 2 and (best / weights).is_file()
-    assert json.loads((best / "meterread.json").read_text()) == {"crop_display": True, "display_rows": 2}
+    layout = {"crop_display": True, "display_rows": 2, "local_contrast": False}
+    assert json.loads((best / "meterread.json").read_text()) == layout
     scores = evaluate_split(inference_spec(config, best, result["base"]), strips_like_dataset, "test", progress=False)
     assert scores["count"] == 8 and scores["parse_rate"] == 1.0  # constrained CTC paths always parse
     trained = load_reader(inference_spec(config, best, result["base"]))
@@ -215,6 +216,23 @@ def test_training_reads_inputs_with_the_recipe_layout_not_the_base_checkpoints(t
     square = run.train_images[0]
     expected = StripProcessor()([square], rows=1)
     assert torch.equal(run.reader.training_batch([square], [""], ["1"])["pixel_values"], expected)
+
+
+def test_a_local_contrast_recipe_trains_on_equalised_inputs_and_its_model_reads_them(tmp_path, strips_like_dataset):
+    """`local_contrast: true`: the training images are the plain ones equalised, the saved `meterread.json` says
+    so, and the loaded model (evaluation, reads) preprocesses the same way."""
+    from meterread.training.train import start_run
+
+    quiet = {"progress": False, "log": lambda *_: None}
+    plain = start_run(ppocr_recipe(tmp_path / "plain", strips_like_dataset), **quiet)
+    equalised = start_run(ppocr_recipe(tmp_path / "equalised", strips_like_dataset, local_contrast=True), **quiet)
+    assert np.array_equal(equalised.train_images[0], equalize_lightness(plain.train_images[0], rows=2))
+    assert not np.array_equal(equalised.train_images[0], plain.train_images[0])
+    config = ppocr_recipe(tmp_path, strips_like_dataset, local_contrast=True)
+    result = train(config, **quiet)
+    best = tmp_path / "run" / "best"
+    assert json.loads((best / "meterread.json").read_text())["local_contrast"] is True
+    assert load_reader(inference_spec(config, best, result["base"])).layout.local_contrast
 
 
 def test_a_vision_warm_start_is_refused_for_a_ppocr_model(tmp_path, strips_like_dataset):

@@ -86,6 +86,14 @@ def test_checkpoints_that_read_differently_shaped_inputs_are_refused(tmp_path, t
     with pytest.raises(ValueError, match="differently shaped inputs"):
         average_checkpoints(tmp_path / "out", [tiny_ppocr, cropped])
     assert not (tmp_path / "out").exists()  # refused before anything is written
+    equalised = tmp_path / "equalised"
+    shutil.copytree(cropped, equalised)
+    layout = {"crop_display": True, "display_rows": 2}
+    (equalised / "meterread.json").write_text(json.dumps({**layout, "local_contrast": True}))
+    with pytest.raises(ValueError, match="differently shaped inputs"):
+        average_checkpoints(tmp_path / "out", [cropped, equalised])
+    (equalised / "meterread.json").write_text(json.dumps({**layout, "local_contrast": False}))
+    assert (average_checkpoints(tmp_path / "out", [cropped, equalised]) / "model.safetensors").is_file()  # older json
 
 
 def test_a_vision_language_checkpoint_averages_with_its_tokenizer_and_loads(tmp_path):
