@@ -137,6 +137,7 @@ def test_train_checkpoint_resume_eval_promote(tmp_path, tiny_dataset):
     assert first["steps"] == 2 and json.loads((best / "meterread.json").read_text()) == {
         "crop_display": True,
         "display_rows": 1,
+        "local_contrast": False,
     }
 
     first_seconds = torch.load(latest / "trainer_state.pt", weights_only=False)["seconds"]
