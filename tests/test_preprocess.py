@@ -8,7 +8,6 @@ import pytest
 from meterread.preprocess import (
     DecodeError,
     InputLayout,
-    _extend_along_digits,
     decode_image,
     decode_target,
     equalize_lightness,
@@ -239,17 +238,3 @@ def test_big_jpeg_is_decoded_reduced_to_the_expected_scale():
     photo = cv2.imencode(".jpg", np.full((1440, 2560, 3), 128, np.uint8))[1].tobytes()
     assert decode_image(photo, target=decode_target(128, InputLayout(crop_display=True))).shape[:2] == (720, 1280)
     assert decode_image(photo, target=decode_target(128, InputLayout())).shape[:2] == (360, 640)
-
-
-def test_display_box_grows_over_neighbouring_digits_and_stops_at_flat_housing():
-    """Edges of a 300 px row of 'digits' (outlined 14 x 20 px, 4 px apart); the found box covers only its left half,
-    and a lone frame line stands 20 px beyond its right end: the box grows to the digits' end, not over the line."""
-    edges = np.zeros((120, 600), np.uint8)
-    for x in range(100, 400, 18):
-        cv2.rectangle(edges, (x, 50), (x + 13, 70), 255, 1)
-    edges[30:90, 420] = 255  # a frame line, one column wide
-    box = np.float32([[100, 40], [250, 40], [250, 80], [100, 80]])
-    grown = _extend_along_digits(edges, box)
-    assert grown[0][0] == pytest.approx(100, abs=20)  # nothing to the left
-    assert 380 <= grown[1][0] <= 415 and grown[2][0] == pytest.approx(grown[1][0])  # right edge, no frame line
-    assert np.allclose(grown[:, 1], box[:, 1])  # height unchanged

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from meterread.config import DEFAULT_MAX_PIXELS
-from meterread.preprocess import InputLayout, crop_display_region, decode_image, find_display
+from meterread.display import crop_display_region, find_display
+from meterread.preprocess import InputLayout, decode_image
 
 BASELINES = ("ppocr",)
 INSTALL_HINT = "pip install rapidocr-onnxruntime==1.4.4 --no-deps onnxruntime pyclipper shapely six (make install does)"

@@ -10,7 +10,7 @@ from meterread.data.crops import HELDOUT_MODELS, parse_crop_name
 from meterread.data.geometry import window_recall
 from meterread.data.real_photos import DigitSource, fit_label
 from meterread.data.synth import METER_TYPES, plan_samples, write_bucket, write_dataset
-from meterread.preprocess import find_display
+from meterread.display import find_display
 
 
 def test_fit_label_swaps_only_digits_the_model_lacks():

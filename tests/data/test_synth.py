@@ -25,8 +25,8 @@ from meterread.data.synth import (
     write_bucket,
     write_dataset,
 )
+from meterread.display import find_display
 from meterread.parse import parse_reading
-from meterread.preprocess import find_display
 
 
 @pytest.mark.parametrize(
