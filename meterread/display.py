@@ -3,7 +3,7 @@
 `find_display` looks for a wide closed rectangle with the most edge detail inside (a counter window, an LCD) on a
 small gray copy of the photo (`analysis_gray`), then grows it sideways over neighbouring digits; `crop_display_region`
 rectifies it into an upright landscape image. `meterread.preprocess` calls both when a model's layout crops the
-display.
+display (and the PP-OCRv4 baseline, `training.baseline`, for the same region).
 """
 
 from __future__ import annotations

@@ -250,13 +250,14 @@ def fold_into_square(rgb: np.ndarray, size: int, rows: int = 1) -> np.ndarray:
 
 
 CLAHE_CLIP_LIMIT = 2.0  # OpenCV's contrast limit per tile: a faint register stretched, noise not blown up
-CLAHE_COLUMNS = 4  # tiles across each folded row: about two digits of an 8-digit register per tile
+CLAHE_COLUMNS = 4  # tiles across each folded row: about one digit per tile of an 8-digit register in two rows
 
 
 def equalize_lightness(rgb: np.ndarray, rows: int = 1) -> np.ndarray:
     """Contrast-limited adaptive histogram equalisation (CLAHE) of the LAB lightness, `CLAHE_COLUMNS` tiles across
-    each of the `rows` folded rows; hue and saturation kept (RGB uint8 in and out). Grey-on-grey wheels come out
-    as a dark-on-light register does; a global stretch cannot, since paper, housing and glare share the image."""
+    each of the `rows` folded rows; hue and saturation kept (RGB uint8 in and out). Faint grey-on-grey wheels
+    come out with the contrast of a plain register; a global stretch cannot do it, since paper, housing and glare
+    share the image."""
     lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
     clahe = cv2.createCLAHE(clipLimit=CLAHE_CLIP_LIMIT, tileGridSize=(CLAHE_COLUMNS, rows))
     lab[..., 0] = clahe.apply(np.ascontiguousarray(lab[..., 0]))

@@ -187,7 +187,7 @@ def test_layout_round_trips_through_meterread_json_values():
 
 
 def faint_register(rng: np.random.Generator) -> np.ndarray:
-    """Grey digits on grey wheels (as `watermeter/pp`'s): bars of 125 on 140, beside glare and a dark bezel."""
+    """Faint grey digits on grey wheels: bars of 125 on 140, beside glare and a dark bezel."""
     image = np.full((64, 256, 3), 140, np.uint8)
     for left in range(12, 200, 24):
         image[16:48, left : left + 6] = 125

@@ -77,9 +77,9 @@ def decide(candidate: float | None, current: float | None, margin: float, floor:
 def version_spec(spec: ModelSpec, facts: Mapping, registry: str) -> ModelSpec:
     """The concrete spec that reads the registry version `facts` describes (its current.json or version.json): a
     LoRA version is its recorded base plus itself as adapter, any other strategy a whole model (its folder is the
-    base). Family from the version; pattern and prompt from `spec` where given, else the version's; dtype, device
-    and decoding from `spec`; `reference` pinned to the version. Pure. Raises ModelLoadError when the version does
-    not record how to load it."""
+    base). Family from the version; pattern and prompt from `spec` where given, else the version's (no pattern
+    when `spec` reads unconstrained: there is none to hold); dtype, device and decoding from `spec`; `reference`
+    pinned to the version. Pure. Raises ModelLoadError when the version does not record how to load it."""
     lora = facts.get("strategy") == "lora"
     missing = [name for name in ("version", "path", "family", "strategy") + ("base",) * lora if not facts.get(name)]
     if missing:
@@ -91,7 +91,7 @@ def version_spec(spec: ModelSpec, facts: Mapping, registry: str) -> ModelSpec:
         family=facts["family"],
         base=facts["base"] if lora else facts["path"],
         adapter=facts["path"] if lora else None,
-        pattern=spec.pattern if spec.pattern is not None else facts.get("pattern"),
+        pattern=spec.pattern if spec.pattern is not None else (facts.get("pattern") if spec.constrained else None),
         prompt=spec.prompt if spec.prompt is not None else facts.get("prompt"),
         reference=model_reference(registry, facts["version"]),
     )
@@ -308,8 +308,7 @@ def _card_metrics(evaluations: Mapping) -> str:
 
 RECIPE_SUMMARY = (
     "epochs", "max_steps", "batch_size", "grad_accum", "lr", "warmup_steps", "weight_decay", "max_grad_norm", "seed",
-    "warm_start_steps", "warm_start_head", "crop_display", "display_rows", "local_contrast",
-    "init_tiny",
+    "warm_start_steps", "warm_start_head", "crop_display", "display_rows", "local_contrast", "init_tiny",
 )  # fmt: skip
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from meterread.preprocess import InputLayout
+
 WEIGHTS_FILE = "model.safetensors"
 # Files of the last checkpoint that do not describe the averaged weights (the rest, config, tokenizer, processor,
 # meterread.json, come along so the average loads like its ingredients).
@@ -90,9 +92,9 @@ def average_checkpoints(
         raise ValueError(f"checkpoints of different model types: {[c.get('model_type') for c in configs]}")
     if any(_architecture(config) != _architecture(configs[0]) for config in configs):
         raise ValueError("checkpoints with different config.json (architecture): average one lineage only")
-    layouts = [_json(path / "meterread.json") for path in paths]
-    if any(_layout(layout) != _layout(layouts[-1]) for layout in layouts):
-        raise ValueError("checkpoints read differently shaped inputs (meterread.json): average like with like")
+    layouts = [InputLayout.from_dict(_json(path / "meterread.json")) for path in paths]
+    if any(layout != layouts[-1] for layout in layouts):
+        raise ValueError("checkpoints read differently prepared inputs (meterread.json): average like with like")
     averaged = average_state_dicts([load_file(path / WEIGHTS_FILE) for path in paths], shares)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -115,7 +117,3 @@ def _json(path: Path) -> dict:
 
 def _architecture(config: dict) -> dict:
     return {key: value for key, value in config.items() if key not in VOLATILE_CONFIG}
-
-
-def _layout(settings: dict) -> tuple:
-    return settings.get("crop_display"), settings.get("display_rows"), bool(settings.get("local_contrast", False))

@@ -499,7 +499,7 @@ def test_read_batch_hands_the_reader_each_meters_register_pattern(tmp_path):
     assert reader.patterns_read == ["4.1", None]  # M2's register is not known whole: the run's own pattern
     assert [(row["reading_text"], row["reading_pattern"]) for row in rows] == [("1234.5", "4.1"), ("77", None)]
     for setting, recorded in (
-        ({"constrained": False, "pattern": "5.0"}, None),
+        ({"constrained": False}, None),
         ({"compile": True, "pattern": "5.0"}, "5"),
     ):
         spec = ModelSpec(family="paligemma", base="fake", **setting)

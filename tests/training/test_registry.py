@@ -110,6 +110,8 @@ def test_a_version_reads_as_base_plus_adapter_or_as_a_whole_model():
     )
     assert spec.reference == f"registry://s3://reg@{VERSION}"
     assert version_spec(ModelSpec(pattern="6.1"), {**lora, "pattern": "5.1"}, "s3://reg").pattern == "6.1"
+    free = version_spec(ModelSpec(constrained=False), {**lora, "pattern": "5.1"}, "s3://reg")
+    assert free.pattern is None and free.validate()  # a version's pattern does not refuse a free read
     whole = version_spec(ModelSpec(), {**lora, "strategy": "full", "base": None}, "s3://reg")
     assert (whole.base, whole.adapter) == (path, None)
     with pytest.raises(ModelLoadError, match="s3://reg: version v1 records no family, strategy"):

@@ -83,14 +83,14 @@ def test_checkpoints_that_read_differently_shaped_inputs_are_refused(tmp_path, t
     cropped = tmp_path / "cropped"
     shutil.copytree(tiny_ppocr, cropped)
     (cropped / "meterread.json").write_text(json.dumps({"crop_display": True, "display_rows": 2}))
-    with pytest.raises(ValueError, match="differently shaped inputs"):
+    with pytest.raises(ValueError, match="differently prepared inputs"):
         average_checkpoints(tmp_path / "out", [tiny_ppocr, cropped])
     assert not (tmp_path / "out").exists()  # refused before anything is written
     equalised = tmp_path / "equalised"
     shutil.copytree(cropped, equalised)
     layout = {"crop_display": True, "display_rows": 2}
     (equalised / "meterread.json").write_text(json.dumps({**layout, "local_contrast": True}))
-    with pytest.raises(ValueError, match="differently shaped inputs"):
+    with pytest.raises(ValueError, match="differently prepared inputs"):
         average_checkpoints(tmp_path / "out", [cropped, equalised])
     (equalised / "meterread.json").write_text(json.dumps({**layout, "local_contrast": False}))
     assert (average_checkpoints(tmp_path / "out", [cropped, equalised]) / "model.safetensors").is_file()  # older json
