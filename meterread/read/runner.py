@@ -156,9 +156,9 @@ def register_pattern(reader: Reader, profile: MeterProfile | None) -> str | None
 
 def applied_pattern(reader: Reader, pattern: str | None) -> str | None:
     """What a reading was held to, for its row's `reading_pattern`: its meter's register (`pattern`), else the
-    run's `model.pattern` when decoding is constrained (written as the table's are: `5.0` -> `5`), else None (no
-    register: any shape)."""
-    return pattern or (canonical_pattern_text(reader.spec.pattern) if reader.spec.constrained else None)
+    run's `model.pattern` (written as the table's are: `5.0` -> `5`; a validated spec has one only when decoding is
+    constrained), else None (no register: any shape)."""
+    return pattern or canonical_pattern_text(reader.spec.pattern)
 
 
 def read_batch(
