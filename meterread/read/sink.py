@@ -255,6 +255,23 @@ def read_output(
     return with_retries(lambda: dataset.to_table(columns=columns, filter=where))
 
 
+def conformed(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` cast to `schema`, nulls for the nullable columns it lacks (a file written before they were added).
+    Raises ValueError naming a missing column that is not nullable."""
+    missing = [field for field in schema if field.name not in table.column_names]
+    required = [field.name for field in missing if not field.nullable]
+    if required:
+        raise ValueError(f"table lacks required column(s) {required}")
+    for field in missing:
+        table = table.append_column(field.name, pa.nulls(table.num_rows, field.type))
+    return table.select(schema.names).cast(schema)
+
+
+def read_conformed(fs: AbstractFileSystem, path: str, schema: pa.Schema) -> pa.Table:
+    """One Parquet file read whole and `conformed` to `schema`."""
+    return conformed(pq.read_table(pa.BufferReader(read_bytes(fs, path))), schema)
+
+
 def read_path_list(fs: AbstractFileSystem, path: str) -> dict[str, str] | None:
     """path -> version of a `write_path_list` file (version "" where none was recorded: a file written before
     versions were); None when there is no such file."""

@@ -34,12 +34,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 from fsspec import AbstractFileSystem
 
 from meterread.read import sink
 from meterread.read.history import HISTORY_COLUMNS, LEDGER_COLUMNS
-from meterread.storage import exists, read_bytes, relative_path, remove, with_retries, write_bytes
+from meterread.storage import exists, relative_path, remove, with_retries, write_bytes
 
 STATE_DIR = "_state"
 BUCKETS = 256
@@ -92,14 +91,10 @@ def generations(fs: AbstractFileSystem, folder: str) -> list[tuple[int, str]]:
     return sorted(found)
 
 
-def read_parquet(fs: AbstractFileSystem, path: str, schema: pa.Schema) -> pa.Table:
-    return pq.read_table(pa.BufferReader(read_bytes(fs, path)), schema=schema)
-
-
 def read_bucket(fs: AbstractFileSystem, root: str, kind: Kind, bucket: int) -> pa.Table:
     """A bucket's newest generation (empty table with the kind's schema when there is none)."""
     found = generations(fs, bucket_dir(root, kind, bucket))
-    return read_parquet(fs, found[-1][1], kind.schema) if found else kind.schema.empty_table()
+    return sink.read_conformed(fs, found[-1][1], kind.schema) if found else kind.schema.empty_table()
 
 
 def read_folded(fs: AbstractFileSystem, root: str) -> dict[str, str]:
@@ -213,7 +208,7 @@ def write_bucket(
     """Write the bucket's next generation, then remove the older ones (a reader in between reads the newest)."""
     folder = bucket_dir(root, kind, bucket)
     found = generations(fs, folder)
-    existing = read_parquet(fs, found[-1][1], kind.schema) if found else kind.schema.empty_table()
+    existing = sink.read_conformed(fs, found[-1][1], kind.schema) if found else kind.schema.empty_table()
     merged = merge_bucket(existing, rows.select(list(kind.schema.names)).cast(kind.schema), removed)
     number = found[-1][0] + 1 if found else 0
     write_bytes(fs, f"{folder}/gen-{number:08d}.parquet", sink.table_to_parquet_bytes(merged))

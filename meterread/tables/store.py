@@ -76,19 +76,7 @@ def read_bucket(fs: AbstractFileSystem, root: str, name: str, bucket: str) -> pa
 def read_part(fs: AbstractFileSystem, path: str, name: str) -> pa.Table:
     """One bucket file of table `name` in the table's schema; a file written before a (nullable) column was added
     reads it as null, as the dataset does."""
-    return conformed(pq.read_table(pa.BufferReader(read_bytes(fs, path))), SCHEMAS[name])
-
-
-def conformed(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """`table` cast to `schema`, nulls for the nullable columns it lacks. Raises ValueError naming a missing
-    column that is not nullable."""
-    missing = [field for field in schema if field.name not in table.column_names]
-    required = [field.name for field in missing if not field.nullable]
-    if required:
-        raise ValueError(f"table lacks required column(s) {required}")
-    for field in missing:
-        table = table.append_column(field.name, pa.nulls(table.num_rows, field.type))
-    return table.select(schema.names).cast(schema)
+    return sink.read_conformed(fs, path, SCHEMAS[name])
 
 
 def read_table(output: str, name: str) -> pa.Table:

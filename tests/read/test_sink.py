@@ -186,3 +186,20 @@ def test_reading_the_output_retries_a_transient_error_opening_a_file(memory_file
     sink.write_shard(fs, root, [row(), row(uri="file:///b/M1/20260102T000000.jpg", day=date(2026, 1, 2))], "r", "a")
     assert sink.read_output(fs, root).num_rows == 2
     assert len(memory_files_that_fail_to_open_once) == 2
+
+
+def test_conformed_fills_a_missing_nullable_column_and_refuses_a_missing_required_one():
+    schema = pa.schema([pa.field("key", pa.string(), nullable=False), pa.field("note", pa.string())])
+    old = pa.table({"extra": [1], "key": ["a"]})  # written before `note` existed; `extra` is not in the schema
+    assert sink.conformed(old, schema).to_pylist() == [{"key": "a", "note": None}]
+    assert sink.conformed(old, schema).schema == schema
+    with pytest.raises(ValueError, match=r"lacks required column\(s\) \['key'\]"):
+        sink.conformed(pa.table({"note": ["x"]}), schema)
+
+
+def test_read_conformed_reads_one_file_in_the_schema(tmp_path):
+    fs, root = resolve(str(tmp_path))
+    schema = pa.schema([pa.field("key", pa.string(), nullable=False), pa.field("count", pa.int64())])
+    pq.write_table(pa.table({"key": ["a", "b"], "count": pa.array([1, 2], pa.int32())}), tmp_path / "part.parquet")
+    table = sink.read_conformed(fs, f"{root}/part.parquet", schema)
+    assert table.schema == schema and table.column("count").to_pylist() == [1, 2]

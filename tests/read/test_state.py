@@ -80,8 +80,8 @@ def test_a_lookup_opens_only_the_buckets_of_its_keys(tmp_path, monkeypatch):
     fs, root = resolve(str(tmp_path))
     state.fold(fs, root)
     opened = []
-    real = state.read_parquet
-    monkeypatch.setattr(state, "read_parquet", lambda fs, path, schema: opened.append(path) or real(fs, path, schema))
+    real = sink.read_conformed
+    monkeypatch.setattr(sink, "read_conformed", lambda fs, path, schema: opened.append(path) or real(fs, path, schema))
     table = state.StateView(fs, root).history(["M007", "M150"])
     buckets = {f"bucket={state.bucket_of(m):03d}" for m in ("M007", "M150")}
     assert sorted(table.column("meter_id").to_pylist()) == ["M007", "M007", "M150", "M150"]
