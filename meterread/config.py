@@ -256,6 +256,9 @@ class TrainConfig(Settings):
     batch_size: int = 8
     grad_accum: int = 1
     lr: float = 2e-5
+    vision_lr_scale: float = Field(
+        1.0, description="The vision encoder's (a ppocr backbone's) learning rate as a share of lr; 1 = lr."
+    )
     weight_decay: float = 0.0
     warmup_steps: int = 0
     max_grad_norm: float = 1.0
@@ -303,6 +306,8 @@ class TrainConfig(Settings):
                 problems.append(f"{name} must be at least 1")
         if self.lr <= 0:
             problems.append("lr must be positive")
+        if not 0 < self.vision_lr_scale <= 1:
+            problems.append("vision_lr_scale must be in (0, 1]: a share of lr (freeze-vision stops it)")
         if self.max_steps is not None and self.max_steps < 1:
             problems.append("max_steps must be at least 1")
         if self.display_rows < 1:

@@ -50,14 +50,15 @@ def unfold_square(image: np.ndarray, rows: int) -> np.ndarray:
 @dataclass(frozen=True)
 class StripProcessor:
     """Square model inputs -> the network's pixel batch: unfolded into strips of `rows` slices (the reader's layout),
-    scaled to 48 x `width` px (wider than the fold's aspect stretches the digits: more CTC columns per digit), BGR,
-    scaled to [-1, 1] (PaddleOCR's input convention)."""
+    scaled to `height` x `width` px (wider than the fold's aspect stretches the digits: more CTC columns per digit),
+    BGR, scaled to [-1, 1] (PaddleOCR's input convention)."""
 
     width: int = 192
+    height: int = STRIP_HEIGHT
 
     def __call__(self, images: Sequence[np.ndarray], rows: int) -> torch.Tensor:
         strips = [unfold_square(image, rows) for image in images]
-        resized = [cv2.resize(s, (self.width, STRIP_HEIGHT), interpolation=cv2.INTER_AREA) for s in strips]
+        resized = [cv2.resize(s, (self.width, self.height), interpolation=cv2.INTER_AREA) for s in strips]
         batch = torch.from_numpy(np.stack(resized)[..., ::-1].copy()).permute(0, 3, 1, 2).float()
         return batch / 127.5 - 1.0
 
@@ -136,7 +137,7 @@ def load(spec: ModelSpec) -> PPOCRReader:
     model, adapter_dir = load_model(MODEL_CLASS, spec)
     return PPOCRReader(
         model=model,
-        processor=StripProcessor(int(model.config.strip_width)),
+        processor=StripProcessor(int(model.config.strip_width), int(model.config.strip_height)),
         image_size=int(model.config.image_size),
         **checkpoint_facts(spec, adapter_dir, DEFAULT_PROMPT),
     )
@@ -189,5 +190,6 @@ def architecture(size: str) -> Architecture:
 
 
 def synthetic_inputs(arch: Architecture, batch_size: int, device, dtype, prompt_tokens: int = 8) -> dict:
-    """Fixed-shape benchmark inputs: random 48 x 192 strips (no prompt)."""
-    return {"pixel_values": torch.randn(batch_size, 3, STRIP_HEIGHT, arch.image_tokens * 8, device=device, dtype=dtype)}
+    """Fixed-shape benchmark inputs: random strips of the architecture's height, `image_tokens` columns (no prompt)."""
+    shape = (batch_size, 3, int(arch.config.strip_height), arch.image_tokens * 8)
+    return {"pixel_values": torch.randn(*shape, device=device, dtype=dtype)}

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from meterread.models.ppocr_network import DIGITS, PPOCRConfig, PPOCRForCTC
+from meterread.models.ppocr_network import DIGITS, HEIGHT_STRIDE, STRIP_HEIGHT, PPOCRConfig, PPOCRForCTC
 
 SOURCE = "rapidocr-onnxruntime: models/ch_PP-OCRv4_rec_infer.onnx (PP-OCRv4 mobile recogniser, Apache-2.0)"
 
@@ -79,14 +79,18 @@ def import_weights(model: PPOCRForCTC, weights: list[tuple[str, np.ndarray]], ro
             tensor.copy_(value)
 
 
-def published_model(source: Path | None = None, image_size: int = 96, strip_width: int = 192) -> PPOCRForCTC:
-    """The published recogniser (digits only) as a `PPOCRForCTC`, checked against onnxruntime (`check_import`)."""
+def published_model(
+    source: Path | None = None, image_size: int = 96, strip_width: int = 192, strip_height: int = STRIP_HEIGHT
+) -> PPOCRForCTC:
+    """The published recogniser (digits only) as a `PPOCRForCTC`, checked against onnxruntime (`check_import`) at
+    the published 48 px, then set to read `strip_height` px (the weights do not depend on the height)."""
     source = source or published_onnx()
     weights, characters = graph_weights(source)
     model = PPOCRForCTC(PPOCRConfig(image_size=image_size, strip_width=strip_width))
     rows = head_rows(characters)
     import_weights(model, weights, rows)
     check_import(model, source, rows)
+    model.config.strip_height = strip_height
     return model
 
 
@@ -110,16 +114,24 @@ def check_import(model: PPOCRForCTC, source: Path, rows: list[int], tolerance: f
     return gap
 
 
-def import_ppocr(out_dir: str | Path, image_size: int = 96, strip_width: int = 192, source: Path | None = None) -> Path:
+def import_ppocr(
+    out_dir: str | Path,
+    image_size: int = 96,
+    strip_width: int = 192,
+    source: Path | None = None,
+    strip_height: int = STRIP_HEIGHT,
+) -> Path:
     """Save the published recogniser, digits only, as a `ppocr` checkpoint in `out_dir` (with `meterread.json`:
-    display crop off, two folded rows, i.e. a strip of (`image_size` / 2) x (`image_size` * 2) read at 48 x
-    `strip_width`) and return it. Raises ValueError for an odd or too small `image_size` or a `strip_width` that is
-    not a positive multiple of 8."""
+    display crop off, two folded rows, i.e. a strip of (`image_size` / 2) x (`image_size` * 2) read at
+    `strip_height` x `strip_width`) and return it. Raises ValueError for an odd or too small `image_size`, a
+    `strip_width` that is not a positive multiple of 8 or a `strip_height` that is not one of 16 (32 at least)."""
     if image_size % 2 or image_size < 48:
         raise ValueError(f"image_size {image_size} must be even and at least 48 (two folded rows, 48 px high)")
     if strip_width < 8 or strip_width % 8:
         raise ValueError(f"strip_width {strip_width} must be a positive multiple of 8 (one CTC column per 8 px)")
-    model = published_model(source, image_size, strip_width)
+    if strip_height < 2 * HEIGHT_STRIDE or strip_height % HEIGHT_STRIDE:
+        raise ValueError(f"strip_height {strip_height} must be a multiple of {HEIGHT_STRIDE}, at least 32")
+    model = published_model(source, image_size, strip_width, strip_height)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)

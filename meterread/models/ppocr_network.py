@@ -18,7 +18,8 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
 DIGITS = "0123456789."
-STRIP_HEIGHT = 48  # the backbone halves it four times and the neck pools the last 3 rows
+STRIP_HEIGHT = 48  # the published input height: the backbone halves it four times, the neck pools the 3 rows left
+HEIGHT_STRIDE = 16  # any multiple of it reads (the pooling takes whatever rows are left); 48 is what was pretrained
 # PP-OCRv4 mobile (PPLCNetV3 at scale 0.95): kernel, channels in, channels out, stride (h, w), squeeze-excite
 PUBLISHED_BLOCKS = (
     (3, 16, 32, (1, 1), False),
@@ -37,8 +38,8 @@ PUBLISHED_BLOCKS = (
 
 class PPOCRConfig(PretrainedConfig):
     """Architecture of the recogniser. `vocab`: the characters after the CTC blank; `image_size`: the square input
-    side meterread's preprocessing produces; `strip_width`: the width the reader scales the unfolded strip to
-    (48 px high; `strip_width / 8` CTC columns; `meterread.models.ppocr`)."""
+    side meterread's preprocessing produces; `strip_width` x `strip_height`: the size the reader scales the unfolded
+    strip to (`strip_width / 8` CTC columns; the published 48 px high unless set; `meterread.models.ppocr`)."""
 
     model_type = "ppocr"
 
@@ -47,6 +48,7 @@ class PPOCRConfig(PretrainedConfig):
         vocab: str = DIGITS,
         image_size: int = 96,
         strip_width: int = 192,
+        strip_height: int = STRIP_HEIGHT,
         stem_channels: int = 16,
         blocks: tuple | list = PUBLISHED_BLOCKS,
         neck_hidden: int = 120,
@@ -58,6 +60,7 @@ class PPOCRConfig(PretrainedConfig):
         self.vocab = vocab
         self.image_size = image_size
         self.strip_width = strip_width
+        self.strip_height = strip_height
         self.stem_channels = stem_channels
         self.blocks = [[k, cin, cout, list(stride), bool(se)] for k, cin, cout, stride, se in blocks]
         self.neck_hidden = neck_hidden
@@ -234,8 +237,10 @@ class PPOCRForCTC(PreTrainedModel):
             nn.init.zeros_(module.bias)
 
     def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, **kwargs) -> CTCOutput:
-        if pixel_values.shape[2] != STRIP_HEIGHT:
-            raise ValueError(f"PP-OCR reads {STRIP_HEIGHT} px high strips, got {tuple(pixel_values.shape)}")
+        if pixel_values.shape[2] != self.config.strip_height:
+            raise ValueError(
+                f"this recogniser reads {self.config.strip_height} px high strips, got {tuple(pixel_values.shape)}"
+            )
         x = self.backbone(pixel_values)
         x = F.avg_pool2d(x, (x.shape[2], 2))  # (B, C, 1, W / 8)
         logits = self.head(self.neck(x))

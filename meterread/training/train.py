@@ -69,6 +69,20 @@ def apply_strategy(model: torch.nn.Module, family: str, strategy: str, lora: Lor
     return model
 
 
+def parameter_groups(model: torch.nn.Module, vision_lr_scale: float) -> list[dict]:
+    """The trainable parameters as optimizer groups: the vision modules' at `vision_lr_scale` of the learning rate
+    (discriminative fine-tuning: pretrained features move less than the new head), the rest at the full rate."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if vision_lr_scale == 1.0:
+        return [{"params": trainable, "lr_scale": 1.0}]
+    vision_ids = {id(p) for module in vision_modules(model) for p in module.parameters()}
+    groups = [
+        {"params": [p for p in trainable if id(p) in vision_ids], "lr_scale": vision_lr_scale},
+        {"params": [p for p in trainable if id(p) not in vision_ids], "lr_scale": 1.0},
+    ]
+    return [group for group in groups if group["params"]]
+
+
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -231,7 +245,9 @@ def start_run(config: TrainConfig, progress: bool, log) -> TrainingRun:
         train_samples=[splits["train"].samples[i] for i in train_kept],
         valid_images=valid_images,
         valid_samples=[splits["valid"].samples[i] for i in valid_kept],
-        optimizer=torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay),
+        optimizer=torch.optim.AdamW(
+            parameter_groups(reader.model, config.vision_lr_scale), lr=config.lr, weight_decay=config.weight_decay
+        ),
         parameters=parameters,
         trainable=trainable,
         total=total,
@@ -281,8 +297,9 @@ def train_step(run: TrainingRun, group: list[np.ndarray]) -> tuple[float, float]
     CUDA, clipped gradients); returns (loss, images per second)."""
     started = time.perf_counter()
     reader, config = run.reader, run.config
+    rate = lr_at(run.state["step"], run.total_steps, config.warmup_steps, config.lr)
     for param_group in run.optimizer.param_groups:
-        param_group["lr"] = lr_at(run.state["step"], run.total_steps, config.warmup_steps, config.lr)
+        param_group["lr"] = rate * param_group.get("lr_scale", 1.0)
     on_cuda = reader.model.device.type == "cuda"
     loss_value = 0.0
     rng = step_rng(config.seed, run.state["step"])

@@ -102,6 +102,7 @@ def test_unfold_is_the_inverse_of_fold_and_the_processor_makes_bgr_strips_48_hig
     red[..., 0] = 255
     pixels = StripProcessor()([red, red], rows=2)
     assert pixels.shape == (2, 3, 48, 192) and StripProcessor(width=320)([red], rows=2).shape == (1, 3, 48, 320)
+    assert StripProcessor(width=424, height=64)([red], rows=2).shape == (1, 3, 64, 424)
     assert torch.all(pixels[:, 2] == 1) and torch.all(pixels[:, :2] == -1)  # red is the last channel in BGR
 
 
@@ -134,11 +135,17 @@ def test_the_import_matches_onnxruntime_and_refuses_a_network_it_does_not_fit(pu
         import_ppocr("unused", image_size=95)
     with pytest.raises(ValueError, match="multiple of 8"):
         import_ppocr("unused", strip_width=300)
+    with pytest.raises(ValueError, match="strip_height 40 must be a multiple of 16"):
+        import_ppocr("unused", strip_height=40)
 
 
-def test_the_published_recogniser_reads_printed_digits_through_the_reader(published):
-    """The whole path (fold, unfold, BGR, scaling, CTC) on the published weights: clean printed digits."""
-    reader = load_reader(ModelSpec(family="ppocr", base=published, device="cpu"))
+@pytest.mark.parametrize("strip_height", [48, 64])
+def test_the_published_recogniser_reads_printed_digits_through_the_reader(published, tmp_path, strip_height):
+    """The whole path (fold, unfold, BGR, scaling, CTC) on the published weights: clean printed digits, at the
+    published height and imported to read taller strips (the weights do not depend on the height)."""
+    base = published if strip_height == 48 else str(import_ppocr(tmp_path / "tall", strip_height=strip_height))
+    reader = load_reader(ModelSpec(family="ppocr", base=base, device="cpu"))
+    assert reader.model.config.strip_height == reader.processor.height == strip_height
     images = []
     for text in ("31415", "27182", "90210"):
         strip = np.full((60, 240, 3), 255, np.uint8)

@@ -11,7 +11,16 @@ from meterread.data.synth import write_dataset
 from meterread.models.registry import load_reader
 from meterread.training.evaluation import evaluate_split
 from meterread.training.registry import decide, publish, read_current
-from meterread.training.train import apply_strategy, count_parameters, inference_spec, lr_at, train, training_mode
+from meterread.training.train import (
+    apply_strategy,
+    count_parameters,
+    inference_spec,
+    lr_at,
+    parameter_groups,
+    train,
+    training_mode,
+    vision_modules,
+)
 
 FAMILIES = ["paligemma", "florence2"]
 
@@ -51,6 +60,25 @@ def test_frozen_batchnorm_keeps_the_checkpoints_statistics_in_training(tiny_ppoc
     # full: every layer learns; freeze-vision: the backbone's stem is frozen, the neck learns; lora: all frozen
     assert any(trained) if strategy != "lora" else not any(trained)
     assert all(trained) if strategy == "full" else not all(trained)
+
+
+def test_vision_lr_scale_puts_the_backbone_in_its_own_slower_group(tiny_ppocr):
+    model = apply_strategy(
+        load_reader(ModelSpec(family="ppocr", base=tiny_ppocr, device="cpu")).model, "ppocr", "full", LoraSettings()
+    )
+    (single,) = parameter_groups(model, 1.0)
+    assert single["lr_scale"] == 1.0 and len(single["params"]) == len(list(model.parameters()))
+    slow, fast = parameter_groups(model, 0.25)
+    backbone = {id(p) for module in vision_modules(model) for p in module.parameters()}
+    assert slow["lr_scale"] == 0.25 and {id(p) for p in slow["params"]} == backbone
+    assert fast["lr_scale"] == 1.0 and fast["params"] and not backbone & {id(p) for p in fast["params"]}
+
+
+@pytest.mark.parametrize("scale", [0.0, -0.5, 1.5])
+def test_vision_lr_scale_outside_zero_to_one_is_refused(scale):
+    config = TrainConfig(family="ppocr", base="b", dataset="d", output="o", vision_lr_scale=scale)
+    with pytest.raises(TrainConfigError, match="vision_lr_scale"):
+        config.validate()
 
 
 def test_warmup_then_cosine_schedule():
@@ -210,6 +238,19 @@ def test_full_fine_tune_resumes_with_the_saved_weights(tmp_path, tiny_dataset):
         recipe(tmp_path, tiny_dataset, strategy="full", epochs=2, resume=True), progress=False, log=logs.append
     )
     assert resumed["steps"] == 4 and any("resumed from" in line for line in logs)
+
+
+def test_a_training_step_moves_the_vision_modules_at_their_share_of_the_rate(tmp_path, tiny_dataset):
+    from meterread.training.train import epoch_groups, start_run, train_step
+
+    config = recipe(tmp_path, tiny_dataset, strategy="full", vision_lr_scale=0.25, warmup_steps=4)
+    run = start_run(config, progress=False, log=lambda *_: None)
+    train_step(run, epoch_groups(run)[0])
+    slow, fast = run.optimizer.param_groups
+    assert fast["lr"] == pytest.approx(lr_at(0, run.total_steps, 4, config.lr)) and fast["lr"] > 0
+    assert slow["lr"] == pytest.approx(0.25 * fast["lr"])
+    vision = {id(p) for module in vision_modules(run.reader.model) for p in module.parameters()}
+    assert {id(p) for p in slow["params"]} == vision
 
 
 def test_column_warm_start_trains_the_frozen_vision_tower_then_freezes_it_again(tmp_path, tiny_dataset):
