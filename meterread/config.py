@@ -257,7 +257,7 @@ class TrainConfig(Settings):
     grad_accum: int = 1
     lr: float = 2e-5
     vision_lr_scale: float = Field(
-        1.0, description="The vision encoder's (a ppocr backbone's) learning rate as a share of lr; 1 = lr."
+        1.0, description="The vision tower and projector's (a ppocr backbone's) learning rate as a share of lr."
     )
     weight_decay: float = 0.0
     warmup_steps: int = 0
@@ -307,7 +307,9 @@ class TrainConfig(Settings):
         if self.lr <= 0:
             problems.append("lr must be positive")
         if not 0 < self.vision_lr_scale <= 1:
-            problems.append("vision_lr_scale must be in (0, 1]: a share of lr (freeze-vision stops it)")
+            problems.append("vision_lr_scale must be in (0, 1]: a share of lr (0 would freeze: strategy freeze-vision)")
+        if self.strategy == "freeze-vision" and self.vision_lr_scale != 1.0:
+            problems.append("vision_lr_scale slows a vision tower that freeze-vision freezes: leave it at 1")
         if self.max_steps is not None and self.max_steps < 1:
             problems.append("max_steps must be at least 1")
         if self.display_rows < 1:

@@ -83,7 +83,10 @@ def published_model(
     source: Path | None = None, image_size: int = 96, strip_width: int = 192, strip_height: int = STRIP_HEIGHT
 ) -> PPOCRForCTC:
     """The published recogniser (digits only) as a `PPOCRForCTC`, checked against onnxruntime (`check_import`) at
-    the published 48 px, then set to read `strip_height` px (the weights do not depend on the height)."""
+    the published 48 px, then set to read `strip_height` px (the weights do not depend on the height). Raises
+    ValueError for a `strip_height` that is not a multiple of 16 or under 32."""
+    if strip_height < 2 * HEIGHT_STRIDE or strip_height % HEIGHT_STRIDE:
+        raise ValueError(f"strip_height {strip_height} must be a multiple of {HEIGHT_STRIDE}, at least 32")
     source = source or published_onnx()
     weights, characters = graph_weights(source)
     model = PPOCRForCTC(PPOCRConfig(image_size=image_size, strip_width=strip_width))
@@ -96,11 +99,12 @@ def published_model(
 
 def check_import(model: PPOCRForCTC, source: Path, rows: list[int], tolerance: float = 1e-3) -> float:
     """Largest difference between `model`'s log-probabilities and onnxruntime's over the same classes
-    (renormalised) on two random strips; raises ValueError above `tolerance` (NaN included)."""
+    (renormalised) on two random strips of the published 48 px (the ONNX graph's fixed height, so `model` must read
+    48 px); raises ValueError above `tolerance` (NaN included)."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(source), providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 48, 192)).astype(np.float32)
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 3, STRIP_HEIGHT, 192)).astype(np.float32)
     probabilities = session.run(None, {session.get_inputs()[0].name: x})[0][..., rows]
     expected = np.log(probabilities) - np.log(probabilities.sum(-1, keepdims=True))
     was_training = model.training
@@ -129,8 +133,6 @@ def import_ppocr(
         raise ValueError(f"image_size {image_size} must be even and at least 48 (two folded rows, 48 px high)")
     if strip_width < 8 or strip_width % 8:
         raise ValueError(f"strip_width {strip_width} must be a positive multiple of 8 (one CTC column per 8 px)")
-    if strip_height < 2 * HEIGHT_STRIDE or strip_height % HEIGHT_STRIDE:
-        raise ValueError(f"strip_height {strip_height} must be a multiple of {HEIGHT_STRIDE}, at least 32")
     model = published_model(source, image_size, strip_width, strip_height)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,11 @@
 """PP-OCRv4's text recogniser as a native transformers model: PPLCNetV3 in its re-parameterised (inference) form,
 the SVTR neck and a CTC head over a digit vocabulary. No remote code: the config and the modules are here.
 
-Input: (B, 3, 48, W) strips scaled to [-1, 1], channels in BGR order as PaddleOCR trained them. Output: W / 8
-columns of logits over blank (class 0) + `vocab`. The published model (`ch_PP-OCRv4_rec`, Apache-2.0) is this
-architecture at `PPOCRConfig()`'s defaults; `meterread.models.ppocr_import` copies its weights from rapidocr's ONNX
-file. Module and parameter order follows the published graph (the import relies on it).
+Input: (B, 3, `strip_height`, W) strips (48 as published) scaled to [-1, 1], channels in BGR order as PaddleOCR
+trained them. Output: W / 8 columns of logits over blank (class 0) + `vocab`. The published model
+(`ch_PP-OCRv4_rec`, Apache-2.0) is this architecture at `PPOCRConfig()`'s defaults; `meterread.models.ppocr_import`
+copies its weights from rapidocr's ONNX file. Module and parameter order follows the published graph (the import
+relies on it).
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ class LCNetBlock(nn.Module):
 
 
 class Backbone(nn.Module):
-    """PPLCNetV3: a stride-2 stem, then the blocks; (B, 3, 48, W) -> (B, C, 3, W / 4)."""
+    """PPLCNetV3: a stride-2 stem, then the blocks; (B, 3, H, W) -> (B, C, H / 16, W / 4)."""
 
     def __init__(self, stem_channels: int, blocks):
         super().__init__()

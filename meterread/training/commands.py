@@ -23,7 +23,10 @@ def import_ppocr(
     out: Path = typer.Argument(..., help="Directory to save the ppocr checkpoint into."),
     image_size: int = typer.Option(96, help="Square input side, folded as two rows (a 48 x 192 strip at 96)."),
     strip_width: int = typer.Option(192, help="Width the strip is read at (width / 8 CTC columns)."),
-    strip_height: int = typer.Option(48, help="Height the strip is read at (pretrained at 48; a multiple of 16)."),
+    # 48 = ppocr_network.STRIP_HEIGHT, written out: importing it would load torch for every `meterread --help`
+    strip_height: int = typer.Option(
+        48, help="Height the strip is read at (pretrained at 48; a multiple of 16, 32 or more)."
+    ),
 ) -> None:
     """Save PP-OCRv4's recogniser (rapidocr's wheel, Apache-2.0), digits only, as a ppocr checkpoint to train from."""
     from meterread.models.ppocr_import import import_ppocr as save_published

@@ -307,8 +307,9 @@ def _card_metrics(evaluations: Mapping) -> str:
 
 
 RECIPE_SUMMARY = (
-    "epochs", "max_steps", "batch_size", "grad_accum", "lr", "warmup_steps", "weight_decay", "max_grad_norm", "seed",
-    "warm_start_steps", "warm_start_head", "crop_display", "display_rows", "local_contrast", "init_tiny",
+    "epochs", "max_steps", "batch_size", "grad_accum", "lr", "vision_lr_scale", "warmup_steps", "weight_decay",
+    "max_grad_norm", "seed", "warm_start_steps", "warm_start_head", "crop_display", "display_rows", "local_contrast",
+    "init_tiny",
 )  # fmt: skip
 
 

@@ -43,13 +43,15 @@ def lora_targets(family: str, settings: LoraSettings) -> list[str]:
 
 
 def vision_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The image encoder and its projector (a VLM), or the convolutional backbone (a ppocr recogniser), for
-    `freeze-vision`."""
-    inner = getattr(model, "model", model)
+    """The image encoder and its projector (a VLM), or the convolutional backbone (a ppocr recogniser), of `model`
+    or of the model under its PEFT wrapper: what `freeze-vision` freezes and `vision_lr_scale` slows. Raises
+    ValueError for a model without them."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = getattr(base, "model", base)
     names = ("vision_tower", "multi_modal_projector", "backbone")
     found = [getattr(inner, name) for name in names if getattr(inner, name, None) is not None]
     if not found:
-        raise ValueError(f"{type(model).__name__} has no vision_tower to freeze")
+        raise ValueError(f"{type(base).__name__} has no vision tower or backbone")
     return found
 
 
@@ -70,17 +72,22 @@ def apply_strategy(model: torch.nn.Module, family: str, strategy: str, lora: Lor
 
 
 def parameter_groups(model: torch.nn.Module, vision_lr_scale: float) -> list[dict]:
-    """The trainable parameters as optimizer groups: the vision modules' at `vision_lr_scale` of the learning rate
-    (discriminative fine-tuning: pretrained features move less than the new head), the rest at the full rate."""
+    """The trainable parameters as optimizer groups, each with its `lr_scale`: one group at the full rate, or, below
+    1, the vision modules' trainable parameters at `vision_lr_scale` of it and the rest at the full rate. Raises
+    TrainConfigError when a scale below 1 would slow nothing (the strategy trains no vision parameter)."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     if vision_lr_scale == 1.0:
         return [{"params": trainable, "lr_scale": 1.0}]
     vision_ids = {id(p) for module in vision_modules(model) for p in module.parameters()}
-    groups = [
-        {"params": [p for p in trainable if id(p) in vision_ids], "lr_scale": vision_lr_scale},
+    slow = [p for p in trainable if id(p) in vision_ids]
+    if not slow:
+        raise TrainConfigError(
+            f"vision_lr_scale {vision_lr_scale} slows nothing: this strategy trains no vision parameter"
+        )
+    return [
+        {"params": slow, "lr_scale": vision_lr_scale},
         {"params": [p for p in trainable if id(p) not in vision_ids], "lr_scale": 1.0},
     ]
-    return [group for group in groups if group["params"]]
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
@@ -260,7 +267,18 @@ def start_run(config: TrainConfig, progress: bool, log) -> TrainingRun:
 def initial_state(run: TrainingRun, log) -> dict:
     config, latest = run.config, run.output / "latest"
     if config.resume and (latest / STATE_FILE).is_file():
-        state = restore(run.reader, run.optimizer, latest)
+        scales = [group["lr_scale"] for group in run.optimizer.param_groups]
+        try:
+            state = restore(run.reader, run.optimizer, latest)
+        except ValueError as error:  # torch: "loaded state dict has a different number of parameter groups"
+            if "parameter groups" not in str(error):
+                raise
+            message = (
+                f"cannot resume {latest} with vision_lr_scale {config.vision_lr_scale} (it was trained with another)"
+            )
+            raise TrainConfigError(message) from error
+        for group, scale in zip(run.optimizer.param_groups, scales):
+            group["lr_scale"] = scale  # the recipe's, not the saved run's
         log(f"resumed from {latest} at step {state['step']}")
         return state
     state = {"step": 0, "epoch": 0, "best_exact_match": -1.0, "history": [], "seconds": 0.0}

@@ -92,7 +92,7 @@ def test_confidence_is_the_readings_probability_over_all_its_alignments():
     assert sum(split) >= sum(path)
 
 
-def test_unfold_is_the_inverse_of_fold_and_the_processor_makes_bgr_strips_48_high():
+def test_unfold_is_the_inverse_of_fold_and_the_processor_makes_bgr_strips_of_its_height():
     strip = np.random.default_rng(0).integers(0, 255, (32, 128, 3), dtype=np.uint8)
     square = fold_into_square(strip, 64, rows=2)
     assert square.shape == (64, 64, 3) and np.array_equal(unfold_square(square, 2), strip)

@@ -74,9 +74,23 @@ def test_vision_lr_scale_puts_the_backbone_in_its_own_slower_group(tiny_ppocr):
     assert fast["lr_scale"] == 1.0 and fast["params"] and not backbone & {id(p) for p in fast["params"]}
 
 
-@pytest.mark.parametrize("scale", [0.0, -0.5, 1.5])
-def test_vision_lr_scale_outside_zero_to_one_is_refused(scale):
-    config = TrainConfig(family="ppocr", base="b", dataset="d", output="o", vision_lr_scale=scale)
+def test_vision_lr_scale_reaches_the_vision_tower_under_a_peft_wrapper_and_refuses_to_slow_nothing(
+    tiny_paligemma, tiny_ppocr
+):
+    def fresh(family, base):
+        return load_reader(ModelSpec(family=family, base=base, device="cpu")).model
+
+    wrapped = apply_strategy(fresh("paligemma", tiny_paligemma), "paligemma", "lora", LoraSettings(rank=4))
+    slow, fast = parameter_groups(wrapped, 0.5)  # SigLIP's attention and MLP carry LoRA weights too
+    assert slow["params"] and all(p.requires_grad for p in slow["params"] + fast["params"])
+    neck_only = apply_strategy(fresh("ppocr", tiny_ppocr), "ppocr", "lora", LoraSettings(rank=4))
+    with pytest.raises(TrainConfigError, match="slows nothing"):
+        parameter_groups(neck_only, 0.5)
+
+
+@pytest.mark.parametrize(("scale", "strategy"), [(0.0, "full"), (-0.5, "full"), (1.5, "full"), (0.5, "freeze-vision")])
+def test_vision_lr_scale_outside_zero_to_one_or_beside_a_frozen_tower_is_refused(scale, strategy):
+    config = TrainConfig(family="ppocr", base="b", dataset="d", output="o", vision_lr_scale=scale, strategy=strategy)
     with pytest.raises(TrainConfigError, match="vision_lr_scale"):
         config.validate()
 
@@ -241,7 +255,7 @@ def test_full_fine_tune_resumes_with_the_saved_weights(tmp_path, tiny_dataset):
 
 
 def test_a_training_step_moves_the_vision_modules_at_their_share_of_the_rate(tmp_path, tiny_dataset):
-    from meterread.training.train import epoch_groups, start_run, train_step
+    from meterread.training.train import epoch_groups, evaluate_and_save, start_run, train_step
 
     config = recipe(tmp_path, tiny_dataset, strategy="full", vision_lr_scale=0.25, warmup_steps=4)
     run = start_run(config, progress=False, log=lambda *_: None)
@@ -251,6 +265,15 @@ def test_a_training_step_moves_the_vision_modules_at_their_share_of_the_rate(tmp
     assert slow["lr"] == pytest.approx(0.25 * fast["lr"])
     vision = {id(p) for module in vision_modules(run.reader.model) for p in module.parameters()}
     assert {id(p) for p in slow["params"]} == vision
+    evaluate_and_save(run, progress=False, log=lambda *_: None)  # latest/ with two optimizer groups
+    with pytest.raises(TrainConfigError, match="cannot resume .* with vision_lr_scale 1.0"):
+        start_run(recipe(tmp_path, tiny_dataset, strategy="full", resume=True), progress=False, log=lambda *_: None)
+    resumed = start_run(
+        recipe(tmp_path, tiny_dataset, strategy="full", vision_lr_scale=0.5, resume=True),
+        progress=False,
+        log=lambda *_: None,
+    )
+    assert [group["lr_scale"] for group in resumed.optimizer.param_groups] == [0.5, 1.0]  # the recipe's, not saved
 
 
 def test_column_warm_start_trains_the_frozen_vision_tower_then_freezes_it_again(tmp_path, tiny_dataset):
