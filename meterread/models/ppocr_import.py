@@ -79,14 +79,25 @@ def import_weights(model: PPOCRForCTC, weights: list[tuple[str, np.ndarray]], ro
             tensor.copy_(value)
 
 
+def check_input_shape(image_size: int, strip_width: int, strip_height: int) -> None:
+    """Raises ValueError for an odd or too small `image_size` (the square holds two folded rows), a `strip_width`
+    that is not a positive multiple of 8 (one CTC column per 8 px) or a `strip_height` that is not a multiple of 16
+    (32 at least)."""
+    if image_size % 2 or image_size < 48:
+        raise ValueError(f"image_size {image_size} must be even and at least 48 (two folded rows, 48 px high)")
+    if strip_width < 8 or strip_width % 8:
+        raise ValueError(f"strip_width {strip_width} must be a positive multiple of 8 (one CTC column per 8 px)")
+    if strip_height < 2 * HEIGHT_STRIDE or strip_height % HEIGHT_STRIDE:
+        raise ValueError(f"strip_height {strip_height} must be a multiple of {HEIGHT_STRIDE}, at least 32")
+
+
 def published_model(
     source: Path | None = None, image_size: int = 96, strip_width: int = 192, strip_height: int = STRIP_HEIGHT
 ) -> PPOCRForCTC:
     """The published recogniser (digits only) as a `PPOCRForCTC`, checked against onnxruntime (`check_import`) at
     the published 48 px, then set to read `strip_height` px (the weights do not depend on the height). Raises
-    ValueError for a `strip_height` that is not a multiple of 16 or under 32."""
-    if strip_height < 2 * HEIGHT_STRIDE or strip_height % HEIGHT_STRIDE:
-        raise ValueError(f"strip_height {strip_height} must be a multiple of {HEIGHT_STRIDE}, at least 32")
+    ValueError for a shape `check_input_shape` refuses."""
+    check_input_shape(image_size, strip_width, strip_height)
     source = source or published_onnx()
     weights, characters = graph_weights(source)
     model = PPOCRForCTC(PPOCRConfig(image_size=image_size, strip_width=strip_width))
@@ -127,12 +138,8 @@ def import_ppocr(
 ) -> Path:
     """Save the published recogniser, digits only, as a `ppocr` checkpoint in `out_dir` (with `meterread.json`:
     display crop off, two folded rows, i.e. a strip of (`image_size` / 2) x (`image_size` * 2) read at
-    `strip_height` x `strip_width`) and return it. Raises ValueError for an odd or too small `image_size`, a
-    `strip_width` that is not a positive multiple of 8 or a `strip_height` that is not one of 16 (32 at least)."""
-    if image_size % 2 or image_size < 48:
-        raise ValueError(f"image_size {image_size} must be even and at least 48 (two folded rows, 48 px high)")
-    if strip_width < 8 or strip_width % 8:
-        raise ValueError(f"strip_width {strip_width} must be a positive multiple of 8 (one CTC column per 8 px)")
+    `strip_height` x `strip_width`) and return it. Raises ValueError for a shape `check_input_shape` refuses, before
+    anything is read or written."""
     model = published_model(source, image_size, strip_width, strip_height)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

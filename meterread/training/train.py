@@ -238,6 +238,7 @@ def start_run(config: TrainConfig, progress: bool, log) -> TrainingRun:
     reader.model = apply_strategy(reader.model, config.family, config.strategy, config.lora)
     trainable, total = count_parameters(reader.model)
     log(f"{config.strategy}: {trainable:,} of {total:,} parameters trainable ({trainable / total:.2%})")
+    groups = parameter_groups(reader.model, config.vision_lr_scale)  # refuses a useless scale before preprocessing
     train_images, train_kept, bad_train = prepare_images(splits["train"], reader.image_size, config.layout, progress)
     valid_images, valid_kept, bad_valid = prepare_images(splits["valid"], reader.image_size, config.layout, progress)
     parameters = [p for p in reader.model.parameters() if p.requires_grad]
@@ -252,9 +253,7 @@ def start_run(config: TrainConfig, progress: bool, log) -> TrainingRun:
         train_samples=[splits["train"].samples[i] for i in train_kept],
         valid_images=valid_images,
         valid_samples=[splits["valid"].samples[i] for i in valid_kept],
-        optimizer=torch.optim.AdamW(
-            parameter_groups(reader.model, config.vision_lr_scale), lr=config.lr, weight_decay=config.weight_decay
-        ),
+        optimizer=torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay),
         parameters=parameters,
         trainable=trainable,
         total=total,
