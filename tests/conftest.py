@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Models and adapters fetched from the moto bucket, and file digests, go to a cache of this run's own (removed at
+# exit), never into the user's ~/.cache/meterread, which every run used to grow by a few MB.
+_CACHE = tempfile.TemporaryDirectory(prefix="meterread-test-cache-")
+os.environ["METERREAD_CACHE"] = _CACHE.name
 if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs 2 workers on 2 cores: one torch thread each
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
