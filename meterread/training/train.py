@@ -241,7 +241,6 @@ def start_run(config: TrainConfig, progress: bool, log) -> TrainingRun:
     groups = parameter_groups(reader.model, config.vision_lr_scale)  # refuses a useless scale before preprocessing
     train_images, train_kept, bad_train = prepare_images(splits["train"], reader.image_size, config.layout, progress)
     valid_images, valid_kept, bad_valid = prepare_images(splits["valid"], reader.image_size, config.layout, progress)
-    parameters = [p for p in reader.model.parameters() if p.requires_grad]
     run = TrainingRun(
         config=config,
         output=output,
@@ -254,7 +253,7 @@ def start_run(config: TrainConfig, progress: bool, log) -> TrainingRun:
         valid_images=valid_images,
         valid_samples=[splits["valid"].samples[i] for i in valid_kept],
         optimizer=torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay),
-        parameters=parameters,
+        parameters=[p for group in groups for p in group["params"]],
         trainable=trainable,
         total=total,
         started=started,
@@ -266,18 +265,7 @@ def start_run(config: TrainConfig, progress: bool, log) -> TrainingRun:
 def initial_state(run: TrainingRun, log) -> dict:
     config, latest = run.config, run.output / "latest"
     if config.resume and (latest / STATE_FILE).is_file():
-        scales = [group["lr_scale"] for group in run.optimizer.param_groups]
-        try:
-            state = restore(run.reader, run.optimizer, latest)
-        except ValueError as error:  # torch: "loaded state dict has a different number of parameter groups"
-            if "parameter groups" not in str(error):
-                raise
-            message = (
-                f"cannot resume {latest} with vision_lr_scale {config.vision_lr_scale} (it was trained with another)"
-            )
-            raise TrainConfigError(message) from error
-        for group, scale in zip(run.optimizer.param_groups, scales):
-            group["lr_scale"] = scale  # the recipe's, not the saved run's
+        state = restore(run.reader, run.optimizer, latest)
         log(f"resumed from {latest} at step {state['step']}")
         return state
     state = {"step": 0, "epoch": 0, "best_exact_match": -1.0, "history": [], "seconds": 0.0}
@@ -389,9 +377,16 @@ def load_trainer_state(path: Path) -> dict:
 
 
 def restore(reader: TrainableReader, optimizer: torch.optim.Optimizer, latest: Path) -> dict:
-    """Load `latest/` weights (adapter or full), optimizer state, counters and RNG."""
+    """Load `latest/` weights (adapter or full), optimizer state, counters and RNG. The optimizer keeps its own
+    groups' `lr_scale` (the recipe's `vision_lr_scale`, not the saved run's); a checkpoint with another number of
+    groups (trained with or without a `vision_lr_scale`) raises TrainConfigError before anything is loaded."""
     from safetensors.torch import load_file
 
+    state = load_trainer_state(latest / STATE_FILE)
+    scales = [group.get("lr_scale", 1.0) for group in optimizer.param_groups]
+    if len(state["optimizer"]["param_groups"]) != len(scales):
+        message = f"cannot resume {latest} with vision_lr_scale {min(scales)} (it was trained with another)"
+        raise TrainConfigError(message)
     if (latest / "adapter_model.safetensors").is_file():
         from peft import set_peft_model_state_dict
 
@@ -399,7 +394,8 @@ def restore(reader: TrainableReader, optimizer: torch.optim.Optimizer, latest: P
     else:  # through from_pretrained: it maps the saved (checkpoint-format) key names back to the model's
         saved = type(reader.model).from_pretrained(latest, dtype=reader.model.dtype, use_safetensors=True)
         reader.model.load_state_dict(saved.state_dict(), strict=True)
-    state = load_trainer_state(latest / STATE_FILE)
     optimizer.load_state_dict(state.pop("optimizer"))
+    for group, scale in zip(optimizer.param_groups, scales):
+        group["lr_scale"] = scale
     torch.set_rng_state(state.pop("rng"))
     return state
