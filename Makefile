@@ -8,7 +8,8 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-slow test-all bench lint clean demo-model stage-data eval-sets evaluate-bundled
+.PHONY: install demo test test-slow test-all bench lint clean demo-model stage-data eval-sets evaluate-bundled \
+	clean-demo-model FORCE
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -114,21 +115,30 @@ endef
 evaluate_all = $(foreach set,$(EVAL_SETS),$(call evaluate_set,$(subst :, ,$(set)),$(1),$(2))) \
 	$(foreach set,$(KNOWN_REGISTER_SETS),$(call evaluate_set,$(subst :, ,$(set)),$(1),$(2),known-register))
 
-demo-model: stage-data eval-sets
-	$(BIN)/meterread $(IMPORT_COMMAND)
-	$(BIN)/meterread train configs/ppocr-real-strips.yaml base=$(RUNS)/ppocr-base dataset=$(DATA)/ppocr-stage1 \
-		output=$(RUNS)/ppocr-real
-	$(BIN)/meterread train configs/ppocr-photos.yaml base=$(RUNS)/ppocr-real/best dataset=$(DATA)/ppocr-photos \
-		output=$(RUNS)/ppocr-photos
-	$(BIN)/meterread train configs/ppocr-augment.yaml base=$(RUNS)/ppocr-photos/best dataset=$(DATA)/ppocr-stage3 \
-		output=$(RUNS)/ppocr-augment
-	$(BIN)/meterread $(AVERAGE_COMMAND)
-	$(BIN)/meterread eval $(DATA)/ppocr-stage3 --split valid --model $(SOUP) --out $(RUNS)/ppocr-soup/eval-valid
-	$(BIN)/meterread train configs/ppocr-recolour.yaml base=$(SOUP) dataset=$(DATA)/ppocr-stage4 \
-		output=$(RUNS)/ppocr-recolour
-	$(BIN)/meterread $(AVERAGE4_COMMAND)
-	$(BIN)/meterread eval $(DATA)/ppocr-stage4 --split valid --model $(BUNDLED) --out $(RUNS)/ppocr-soup4/eval-valid
-	$(call evaluate_all,$(BUNDLED),$(RUNS)/ppocr-soup4)
+# Every step of demo-model, stage-data, eval-sets and evaluate-bundled leaves a stamp once it has succeeded
+# ($(DATA)/.made/, $(RUNS)/.made/), so an interrupted `make demo-model` goes on from the first step without one: a
+# training stage from its own latest/ checkpoint (`--resume`, at most one eval_every_steps lost). A step runs again
+# when a step it reads was made again: a training stage then starts over (its `.started` stamp empties its folder).
+# The import command is a step input too ($(MADE_RUNS)/import-command): another STRIP imports again and trains every
+# stage from it. `make clean-demo-model` forgets every stamp, so the next `make demo-model` makes everything again.
+MADE_DATA = $(DATA)/.made
+MADE_RUNS = $(RUNS)/.made
+stamp = @mkdir -p $(@D) && touch $@
+# A training stage in two steps. `NAME.started` empties its output folder $(1) (its inputs were made again, or it
+# never ran); `NAME` trains ($(1) = recipe, $(2) = base, $(3) = dataset, $(4) = output), continuing from whatever
+# latest/ the folder holds.
+define start_stage
+rm -rf $(1)
+	$(stamp)
+endef
+define train_stage
+$(BIN)/meterread train $(1) base=$(2) dataset=$(3) output=$(4) --resume
+	$(stamp)
+endef
+STAGE_DATA := $(addprefix $(MADE_DATA)/,ppocr-stage1 ppocr-photos ppocr-stage3 ppocr-stage4)
+EVAL_DATA := $(addprefix $(MADE_DATA)/,heldout strips-eval realphotos-heldout realphotos-eval)
+
+demo-model: $(MADE_RUNS)/ppocr-soup4-evals
 	$(BIN)/python scripts/bundle_demo_model.py $(RUNS)/ppocr-soup4 $(BUNDLE_EVALS) \
 		--pretrained $(RUNS)/ppocr-base "meterread $(IMPORT_COMMAND)" \
 		--stage configs/ppocr-real-strips.yaml $(RUNS)/ppocr-real auto \
@@ -142,44 +152,129 @@ demo-model: stage-data eval-sets
 		--earlier-average $(SOUP) $(RUNS)/ppocr-soup/eval-valid/metrics.json "meterread $(AVERAGE_COMMAND)" \
 		--averaged $(BUNDLED) $(RUNS)/ppocr-soup4/eval-valid/metrics.json "meterread $(AVERAGE4_COMMAND)"
 
+# The import command as last asked for: rewritten only when it changes, so its stamp dates the change.
+$(MADE_RUNS)/import-command: FORCE
+	@mkdir -p $(@D)
+	@echo '$(IMPORT_COMMAND)' | cmp -s - $@ || echo '$(IMPORT_COMMAND)' > $@
+
+$(MADE_RUNS)/ppocr-base: $(MADE_RUNS)/import-command | $(STAMP)
+	$(BIN)/meterread $(IMPORT_COMMAND)
+	$(stamp)
+
+$(MADE_RUNS)/ppocr-real.started: $(MADE_RUNS)/ppocr-base $(MADE_DATA)/ppocr-stage1
+	$(call start_stage,$(RUNS)/ppocr-real)
+$(MADE_RUNS)/ppocr-real: $(MADE_RUNS)/ppocr-real.started
+	$(call train_stage,configs/ppocr-real-strips.yaml,$(RUNS)/ppocr-base,$(DATA)/ppocr-stage1,$(RUNS)/ppocr-real)
+
+$(MADE_RUNS)/ppocr-photos.started: $(MADE_RUNS)/ppocr-real $(MADE_DATA)/ppocr-photos
+	$(call start_stage,$(RUNS)/ppocr-photos)
+$(MADE_RUNS)/ppocr-photos: $(MADE_RUNS)/ppocr-photos.started
+	$(call train_stage,configs/ppocr-photos.yaml,$(RUNS)/ppocr-real/best,$(DATA)/ppocr-photos,$(RUNS)/ppocr-photos)
+
+$(MADE_RUNS)/ppocr-augment.started: $(MADE_RUNS)/ppocr-photos $(MADE_DATA)/ppocr-stage3
+	$(call start_stage,$(RUNS)/ppocr-augment)
+$(MADE_RUNS)/ppocr-augment: $(MADE_RUNS)/ppocr-augment.started
+	$(call train_stage,configs/ppocr-augment.yaml,$(RUNS)/ppocr-photos/best,$(DATA)/ppocr-stage3,$(RUNS)/ppocr-augment)
+
+$(MADE_RUNS)/ppocr-soup: $(MADE_RUNS)/ppocr-photos $(MADE_RUNS)/ppocr-augment
+	$(BIN)/meterread $(AVERAGE_COMMAND)
+	$(BIN)/meterread eval $(DATA)/ppocr-stage3 --split valid --model $(SOUP) --out $(RUNS)/ppocr-soup/eval-valid
+	$(stamp)
+
+$(MADE_RUNS)/ppocr-recolour.started: $(MADE_RUNS)/ppocr-soup $(MADE_DATA)/ppocr-stage4
+	$(call start_stage,$(RUNS)/ppocr-recolour)
+$(MADE_RUNS)/ppocr-recolour: $(MADE_RUNS)/ppocr-recolour.started
+	$(call train_stage,configs/ppocr-recolour.yaml,$(SOUP),$(DATA)/ppocr-stage4,$(RUNS)/ppocr-recolour)
+
+$(MADE_RUNS)/ppocr-soup4: $(MADE_RUNS)/ppocr-soup $(MADE_RUNS)/ppocr-recolour
+	$(BIN)/meterread $(AVERAGE4_COMMAND)
+	$(BIN)/meterread eval $(DATA)/ppocr-stage4 --split valid --model $(BUNDLED) --out $(RUNS)/ppocr-soup4/eval-valid
+	$(stamp)
+
+$(MADE_RUNS)/ppocr-soup4-evals: $(MADE_RUNS)/ppocr-soup4 $(EVAL_DATA)
+	$(call evaluate_all,$(BUNDLED),$(RUNS)/ppocr-soup4)
+	$(stamp)
+
 # The four stages' training data (train/ and valid/ of $(DATA)/ppocr-stage1, $(DATA)/ppocr-photos,
 # $(DATA)/ppocr-stage3: stage 1's strips and stage 2's photos again, read through stage 3's augmentation, and
-# $(DATA)/ppocr-stage4: fresh strips, half recoloured, beside stage 2's photos).
-stage-data: $(STAMP)
+# $(DATA)/ppocr-stage4: fresh strips, half recoloured, beside stage 2's photos). Each command rewrites its folder.
+stage-data: $(STAGE_DATA)
+
+$(MADE_DATA)/ppocr-strips: | $(STAMP)
 	$(BIN)/meterread strips $(STAGE1_STRIPS)
+	$(stamp)
+$(MADE_DATA)/strips-valid: | $(STAMP)
 	$(BIN)/meterread strips $(STRIPS_VALID)
+	$(stamp)
+$(MADE_DATA)/ppocr-stage1: $(MADE_DATA)/ppocr-strips $(MADE_DATA)/strips-valid
 	$(BIN)/meterread mix $(DATA)/ppocr-stage1 $(DATA)/ppocr-strips $(DATA)/strips-valid
+	$(stamp)
+$(MADE_DATA)/ppocr-strips2: | $(STAMP)
 	$(BIN)/meterread strips $(STAGE2_STRIPS)
+	$(stamp)
+$(MADE_DATA)/realphotos: | $(STAMP)
 	$(BIN)/meterread synth $(REALPHOTOS_DATA)
+	$(stamp)
+$(MADE_DATA)/photos-synth: | $(STAMP)
 	$(BIN)/meterread synth $(PHOTOS_SYNTH_DATA)
+	$(stamp)
+$(MADE_DATA)/ppocr-photos: $(addprefix $(MADE_DATA)/,ppocr-strips2 strips-valid realphotos photos-synth)
 	$(BIN)/meterread mix $(DATA)/ppocr-photos $(DATA)/ppocr-strips2 $(DATA)/strips-valid $(DATA)/realphotos \
 		$(DATA)/photos-synth
+	$(stamp)
+$(MADE_DATA)/ppocr-stage3: $(addprefix $(MADE_DATA)/,ppocr-strips strips-valid realphotos photos-synth)
 	$(BIN)/meterread mix $(DATA)/ppocr-stage3 $(DATA)/ppocr-strips $(DATA)/strips-valid $(DATA)/realphotos \
 		$(DATA)/photos-synth
+	$(stamp)
+$(MADE_DATA)/strips-recolour: | $(STAMP)
 	$(BIN)/meterread strips $(STAGE4_STRIPS)
+	$(stamp)
+$(MADE_DATA)/ppocr-stage4: $(addprefix $(MADE_DATA)/,strips-recolour strips-valid realphotos photos-synth)
 	$(BIN)/meterread mix $(DATA)/ppocr-stage4 $(DATA)/strips-recolour $(DATA)/strips-valid $(DATA)/realphotos \
 		$(DATA)/photos-synth
+	$(stamp)
 
-eval-sets: $(STAMP)
+eval-sets: $(EVAL_DATA)
+
+$(MADE_DATA)/heldout: | $(STAMP)
 	$(BIN)/meterread synth $(HELDOUT_DATA)
+	$(stamp)
+$(MADE_DATA)/strips-eval: | $(STAMP)
 	$(BIN)/meterread strips $(STRIPS_EVAL_DATA)
+	$(stamp)
+$(MADE_DATA)/realphotos-heldout: | $(STAMP)
 	$(BIN)/meterread synth $(REALPHOTOS_HELDOUT_DATA)
+	$(stamp)
+$(MADE_DATA)/realphotos-eval: | $(STAMP)
 	$(BIN)/meterread synth $(REALPHOTOS_EVAL_DATA)
+	$(stamp)
 
 # Re-measure the bundled model on every set beside PP-OCRv4 and record it (weights unchanged); the recommended
 # min_confidence comes from the validation set of stages 2-4 again (its 900 images only, not the 40,000 of
-# training).
-evaluate-bundled: eval-sets
-	$(BIN)/meterread strips $(STRIPS_VALID)
-	$(BIN)/meterread synth $(REALPHOTOS_VALID_DATA)
-	$(BIN)/meterread synth $(PHOTOS_SYNTH_VALID_DATA)
-	$(BIN)/meterread mix --validation-only $(DATA)/stages-valid $(DATA)/strips-valid $(DATA)/realphotos-valid \
-		$(DATA)/photos-synth-valid
+# training). Always measures again (the bundle may have changed); its sets are made once.
+evaluate-bundled: $(MADE_DATA)/stages-valid $(EVAL_DATA)
 	$(BIN)/meterread eval $(DATA)/stages-valid --split valid --out $(RUNS)/bundled/eval-stages-valid
 	$(call evaluate_all,meterread/assets/demo-model,$(RUNS)/bundled)
 	$(BIN)/python scripts/bundle_demo_model.py $(RUNS)/bundled $(BUNDLE_EVALS) \
 		--annotate-only $(RUNS)/bundled/eval-stages-valid/metrics.json \
 			"the averaged checkpoint on the validation set of stages 2-4, re-measured (configs/ppocr-photos.yaml, configs/ppocr-augment.yaml, configs/ppocr-recolour.yaml)"
+
+$(MADE_DATA)/realphotos-valid: | $(STAMP)
+	$(BIN)/meterread synth $(REALPHOTOS_VALID_DATA)
+	$(stamp)
+$(MADE_DATA)/photos-synth-valid: | $(STAMP)
+	$(BIN)/meterread synth $(PHOTOS_SYNTH_VALID_DATA)
+	$(stamp)
+$(MADE_DATA)/stages-valid: $(addprefix $(MADE_DATA)/,strips-valid realphotos-valid photos-synth-valid)
+	$(BIN)/meterread mix --validation-only $(DATA)/stages-valid $(DATA)/strips-valid $(DATA)/realphotos-valid \
+		$(DATA)/photos-synth-valid
+	$(stamp)
+
+# Forget every step demo-model made (its stamps): the next `make demo-model` makes every set and stage again.
+clean-demo-model:
+	rm -rf $(MADE_DATA) $(MADE_RUNS)
+
+FORCE:
 
 lint: $(STAMP)
 	$(BIN)/ruff check meterread flows tests
