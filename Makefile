@@ -60,32 +60,59 @@ DIGITS ?= ../shared/data/meter-digits
 # of unseen makes at 3.3x the CPU time (docs/training.md "The taller strip at full length"): the next bundle is
 # `make demo-model STRIP="--strip-width 424 --strip-height 64"`, recorded in provenance.json with the import.
 STRIP ?= --strip-width 320
-IMPORT_COMMAND = import-ppocr $(RUNS)/ppocr-base --image-size 128 $(STRIP)
-# Stage 2's and stage 3's best, averaged (a model soup; docs/training.md "Stage 3"): stage 4's base
-SOUP := $(RUNS)/ppocr-soup/best
-AVERAGE_COMMAND = average $(SOUP) $(RUNS)/ppocr-photos/best $(RUNS)/ppocr-augment/best
-# The bundled weights: that average and stage 4's best, averaged (docs/training.md "Stage 4")
-BUNDLED := $(RUNS)/ppocr-soup4/best
-AVERAGE4_COMMAND = average $(BUNDLED) $(SOUP) $(RUNS)/ppocr-recolour/best
-STAGE1_STRIPS = $(DIGITS) $(DATA)/ppocr-strips --train 24000 --valid 0 --test 0 --seed 16
-STRIPS_VALID = $(DIGITS) $(DATA)/strips-valid --train 0 --valid 300 --test 0 --seed 18
-STAGE2_STRIPS = $(DIGITS) $(DATA)/ppocr-strips2 --train 12000 --valid 0 --test 0 --seed 17
-STAGE4_STRIPS = $(DIGITS) $(DATA)/strips-recolour --train 24000 --valid 0 --test 0 --seed 20 --recolour 0.5
-REALPHOTOS_DATA = $(DATA)/realphotos --n 8000 --valid 300 --test 300 --seed 1515 --sizes $(SIZES) --digits $(DIGITS)
-PHOTOS_SYNTH_DATA = $(DATA)/photos-synth --n 8000 --valid 300 --seed 707 --sizes $(SIZES) --roll-share 0.6
-# Stage 2's validation photos alone (every split has its own seed: byte for byte the valid/ of the two commands above)
-REALPHOTOS_VALID_DATA = $(DATA)/realphotos-valid --n 0 --valid 300 --test 0 --seed 1515 --sizes $(SIZES) \
+# The training recipes (a folder of configs/*.yaml files)
+CONFIGS ?= configs
+# The meterread command of each data step, by the folder it writes under $(DATA) (demo-model, eval-sets and
+# evaluate-bundled run them; provenance.json records them).
+DATA_ppocr-strips = strips $(DIGITS) $(DATA)/ppocr-strips --train 24000 --valid 0 --test 0 --seed 16
+DATA_strips-valid = strips $(DIGITS) $(DATA)/strips-valid --train 0 --valid 300 --test 0 --seed 18
+DATA_ppocr-stage1 = mix $(DATA)/ppocr-stage1 $(DATA)/ppocr-strips $(DATA)/strips-valid
+DATA_ppocr-strips2 = strips $(DIGITS) $(DATA)/ppocr-strips2 --train 12000 --valid 0 --test 0 --seed 17
+DATA_realphotos = synth $(DATA)/realphotos --n 8000 --valid 300 --test 300 --seed 1515 --sizes $(SIZES) \
 	--digits $(DIGITS)
-PHOTOS_SYNTH_VALID_DATA = $(DATA)/photos-synth-valid --n 0 --valid 300 --seed 707 --sizes $(SIZES) --roll-share 0.6
+DATA_photos-synth = synth $(DATA)/photos-synth --n 8000 --valid 300 --seed 707 --sizes $(SIZES) --roll-share 0.6
+DATA_ppocr-photos = mix $(DATA)/ppocr-photos $(DATA)/ppocr-strips2 $(DATA)/strips-valid $(DATA)/realphotos \
+	$(DATA)/photos-synth
+DATA_ppocr-stage3 = mix $(DATA)/ppocr-stage3 $(DATA)/ppocr-strips $(DATA)/strips-valid $(DATA)/realphotos \
+	$(DATA)/photos-synth
+DATA_strips-recolour = strips $(DIGITS) $(DATA)/strips-recolour --train 24000 --valid 0 --test 0 --seed 20 \
+	--recolour 0.5
+DATA_ppocr-stage4 = mix $(DATA)/ppocr-stage4 $(DATA)/strips-recolour $(DATA)/strips-valid $(DATA)/realphotos \
+	$(DATA)/photos-synth
+# Stage 2's validation photos alone (every split has its own seed: byte for byte the valid/ of the two commands
+# above), and the validation set of stages 2-4 they make with the validation strips (evaluate-bundled)
+DATA_realphotos-valid = synth $(DATA)/realphotos-valid --n 0 --valid 300 --test 0 --seed 1515 --sizes $(SIZES) \
+	--digits $(DIGITS)
+DATA_photos-synth-valid = synth $(DATA)/photos-synth-valid --n 0 --valid 300 --seed 707 --sizes $(SIZES) \
+	--roll-share 0.6
+DATA_stages-valid = mix --validation-only $(DATA)/stages-valid $(DATA)/strips-valid $(DATA)/realphotos-valid \
+	$(DATA)/photos-synth-valid
 # Evaluation sets: synthetic held-out photos, and real digit crops (strips and photos) of the meter models held out
 # of training (meterread.data.crops.HELDOUT_MODELS never reach train/ or valid/) and of the seen models (crops no
 # training set used). Same seeds as the training sets, so they are exactly those commands' test/heldout splits.
-HELDOUT_DATA = $(DATA)/heldout --n 0 --test 1200 --seed 909
-STRIPS_EVAL_DATA = $(DIGITS) $(DATA)/strips-eval --train 0 --valid 0 --test 600 --heldout 900 --seed 15
-REALPHOTOS_EVAL_DATA = $(DATA)/realphotos-eval --n 0 --valid 0 --test 300 --seed 1515 --sizes $(SIZES) \
+DATA_heldout = synth $(DATA)/heldout --n 0 --test 1200 --seed 909
+DATA_strips-eval = strips $(DIGITS) $(DATA)/strips-eval --train 0 --valid 0 --test 600 --heldout 900 --seed 15
+DATA_realphotos-eval = synth $(DATA)/realphotos-eval --n 0 --valid 0 --test 300 --seed 1515 --sizes $(SIZES) \
 	--digits $(DIGITS)
-REALPHOTOS_HELDOUT_DATA = $(DATA)/realphotos-heldout --n 0 --test 600 --seed 1516 --digits $(DIGITS) \
+DATA_realphotos-heldout = synth $(DATA)/realphotos-heldout --n 0 --test 600 --seed 1516 --digits $(DIGITS) \
 	--digits-part heldout
+# The meterread command of each step under $(RUNS), by the folder it writes: the import, the four training stages
+# (each from the one before, or from an average), and the averages. Stage 2's and stage 3's best, averaged (a model
+# soup; docs/training.md "Stage 3"), is stage 4's base; that average and stage 4's best, averaged (docs/training.md
+# "Stage 4"), are the bundled weights.
+SOUP := $(RUNS)/ppocr-soup/best
+BUNDLED := $(RUNS)/ppocr-soup4/best
+RUN_ppocr-base = import-ppocr $(RUNS)/ppocr-base --image-size 128 $(STRIP)
+RUN_ppocr-real = train $(CONFIGS)/ppocr-real-strips.yaml base=$(RUNS)/ppocr-base dataset=$(DATA)/ppocr-stage1 \
+	output=$(RUNS)/ppocr-real
+RUN_ppocr-photos = train $(CONFIGS)/ppocr-photos.yaml base=$(RUNS)/ppocr-real/best dataset=$(DATA)/ppocr-photos \
+	output=$(RUNS)/ppocr-photos
+RUN_ppocr-augment = train $(CONFIGS)/ppocr-augment.yaml base=$(RUNS)/ppocr-photos/best dataset=$(DATA)/ppocr-stage3 \
+	output=$(RUNS)/ppocr-augment
+RUN_ppocr-soup = average $(SOUP) $(RUNS)/ppocr-photos/best $(RUNS)/ppocr-augment/best
+RUN_ppocr-recolour = train $(CONFIGS)/ppocr-recolour.yaml base=$(SOUP) dataset=$(DATA)/ppocr-stage4 \
+	output=$(RUNS)/ppocr-recolour
+RUN_ppocr-soup4 = average $(BUNDLED) $(SOUP) $(RUNS)/ppocr-recolour/best
 # name:dataset:split of every evaluation the bundle records (model and PP-OCRv4 on the same photos)
 EVAL_SETS := synthetic:$(DATA)/heldout:test real-strips-heldout-models:$(DATA)/strips-eval:heldout \
 	real-strips-seen-models:$(DATA)/strips-eval:test real-photos-heldout-models:$(DATA)/realphotos-heldout:test \
@@ -94,11 +121,11 @@ EVAL_SETS := synthetic:$(DATA)/heldout:test real-strips-heldout-models:$(DATA)/s
 # describes), recorded as NAME-known-register
 KNOWN_REGISTER_SETS := $(filter real-%,$(EVAL_SETS))
 # The command that makes each evaluation set, by name (provenance records it beside the set's figures)
-MAKES_synthetic = meterread synth $(HELDOUT_DATA)
-MAKES_real-strips-heldout-models = meterread strips $(STRIPS_EVAL_DATA)
-MAKES_real-strips-seen-models = meterread strips $(STRIPS_EVAL_DATA)
-MAKES_real-photos-heldout-models = meterread synth $(REALPHOTOS_HELDOUT_DATA)
-MAKES_real-photos-seen-models = meterread synth $(REALPHOTOS_EVAL_DATA)
+MAKES_synthetic = meterread $(DATA_heldout)
+MAKES_real-strips-heldout-models = meterread $(DATA_strips-eval)
+MAKES_real-strips-seen-models = meterread $(DATA_strips-eval)
+MAKES_real-photos-heldout-models = meterread $(DATA_realphotos-heldout)
+MAKES_real-photos-seen-models = meterread $(DATA_realphotos-eval)
 set_name = $(word 1,$(subst :, ,$(1)))
 set_command = $(or $(MAKES_$(call set_name,$(1))),$(error no MAKES_$(call set_name,$(1)) for evaluation set $(1)))
 BUNDLE_EVALS = $(foreach set,$(EVAL_SETS),--eval $(call set_name,$(set)) "$(call set_command,$(set))") \
@@ -115,79 +142,76 @@ endef
 evaluate_all = $(foreach set,$(EVAL_SETS),$(call evaluate_set,$(subst :, ,$(set)),$(1),$(2))) \
 	$(foreach set,$(KNOWN_REGISTER_SETS),$(call evaluate_set,$(subst :, ,$(set)),$(1),$(2),known-register))
 
-# Every step of demo-model, stage-data, eval-sets and evaluate-bundled leaves a stamp once it has succeeded
-# ($(DATA)/.made/, $(RUNS)/.made/), so an interrupted `make demo-model` goes on from the first step without one: a
-# training stage from its own latest/ checkpoint (`--resume`, at most one eval_every_steps lost). A step runs again
-# when a step it reads was made again: a training stage then starts over (its `.started` stamp empties its folder).
-# The import command is a step input too ($(MADE_RUNS)/import-command): another STRIP imports again and trains every
-# stage from it. `make clean-demo-model` forgets every stamp, so the next `make demo-model` makes everything again.
+# Every step of demo-model, stage-data, eval-sets and evaluate-bundled (a DATA_ or RUN_ command above) leaves a
+# stamp once it has succeeded ($(DATA)/.made/NAME, $(RUNS)/.made/NAME), so an interrupted `make demo-model` goes on
+# from the first step without one: a training stage from its own latest/ checkpoint (`--resume`, at most one
+# eval_every_steps lost). A step runs again when its command text (NAME.command: the seeds, DIGITS, STRIP ...), a
+# step it reads or its recipe file changed; a training stage then starts over (NAME.started empties its folder).
+# Code changes are not tracked: after one, `make clean-demo-model` forgets every stamp.
 MADE_DATA = $(DATA)/.made
 MADE_RUNS = $(RUNS)/.made
 stamp = @mkdir -p $(@D) && touch $@
-# A training stage in two steps. `NAME.started` empties its output folder $(1) (its inputs were made again, or it
-# never ran); `NAME` trains ($(1) = recipe, $(2) = base, $(3) = dataset, $(4) = output), continuing from whatever
-# latest/ the folder holds.
-define start_stage
-rm -rf $(1)
-	$(stamp)
-endef
-define train_stage
-$(BIN)/meterread train $(1) base=$(2) dataset=$(3) output=$(4) --resume
-	$(stamp)
-endef
+# $(1) into the file $@ unless it holds it already (so the file's date is the text's last change)
+remember = mkdir -p $(@D) && echo '$(1)' | cmp -s - $@ || echo '$(1)' > $@
+command_of = $(or $($(1)_$(2)),$(error no $(1)_$(2): name the command of step $(2) in the Makefile))
 STAGE_DATA := $(addprefix $(MADE_DATA)/,ppocr-stage1 ppocr-photos ppocr-stage3 ppocr-stage4)
 EVAL_DATA := $(addprefix $(MADE_DATA)/,heldout strips-eval realphotos-heldout realphotos-eval)
+# Every NAME.command stays (a missing one would remake its step), stamps of pattern rules included.
+.SECONDARY:
 
 demo-model: $(MADE_RUNS)/ppocr-soup4-evals
 	$(BIN)/python scripts/bundle_demo_model.py $(RUNS)/ppocr-soup4 $(BUNDLE_EVALS) \
-		--pretrained $(RUNS)/ppocr-base "meterread $(IMPORT_COMMAND)" \
-		--stage configs/ppocr-real-strips.yaml $(RUNS)/ppocr-real auto \
-			"meterread strips $(STAGE1_STRIPS); meterread strips $(STRIPS_VALID); meterread mix $(DATA)/ppocr-stage1 $(DATA)/ppocr-strips $(DATA)/strips-valid" \
-		--stage configs/ppocr-photos.yaml $(RUNS)/ppocr-photos auto \
-			"meterread strips $(STAGE2_STRIPS); meterread synth $(REALPHOTOS_DATA); meterread synth $(PHOTOS_SYNTH_DATA); meterread mix $(DATA)/ppocr-photos $(DATA)/ppocr-strips2 $(DATA)/strips-valid $(DATA)/realphotos $(DATA)/photos-synth" \
-		--stage configs/ppocr-augment.yaml $(RUNS)/ppocr-augment auto \
-			"meterread mix $(DATA)/ppocr-stage3 $(DATA)/ppocr-strips $(DATA)/strips-valid $(DATA)/realphotos $(DATA)/photos-synth" \
-		--stage configs/ppocr-recolour.yaml $(RUNS)/ppocr-recolour auto \
-			"meterread strips $(STAGE4_STRIPS); meterread mix $(DATA)/ppocr-stage4 $(DATA)/strips-recolour $(DATA)/strips-valid $(DATA)/realphotos $(DATA)/photos-synth" \
-		--earlier-average $(SOUP) $(RUNS)/ppocr-soup/eval-valid/metrics.json "meterread $(AVERAGE_COMMAND)" \
-		--averaged $(BUNDLED) $(RUNS)/ppocr-soup4/eval-valid/metrics.json "meterread $(AVERAGE4_COMMAND)"
+		--pretrained $(RUNS)/ppocr-base "meterread $(RUN_ppocr-base)" \
+		--stage $(CONFIGS)/ppocr-real-strips.yaml $(RUNS)/ppocr-real auto \
+			"meterread $(DATA_ppocr-strips); meterread $(DATA_strips-valid); meterread $(DATA_ppocr-stage1)" \
+		--stage $(CONFIGS)/ppocr-photos.yaml $(RUNS)/ppocr-photos auto \
+			"meterread $(DATA_ppocr-strips2); meterread $(DATA_realphotos); meterread $(DATA_photos-synth); meterread $(DATA_ppocr-photos)" \
+		--stage $(CONFIGS)/ppocr-augment.yaml $(RUNS)/ppocr-augment auto "meterread $(DATA_ppocr-stage3)" \
+		--stage $(CONFIGS)/ppocr-recolour.yaml $(RUNS)/ppocr-recolour auto \
+			"meterread $(DATA_strips-recolour); meterread $(DATA_ppocr-stage4)" \
+		--earlier-average $(SOUP) $(RUNS)/ppocr-soup/eval-valid/metrics.json "meterread $(RUN_ppocr-soup)" \
+		--averaged $(BUNDLED) $(RUNS)/ppocr-soup4/eval-valid/metrics.json "meterread $(RUN_ppocr-soup4)"
 
-# The import command as last asked for: rewritten only when it changes, so its stamp dates the change.
-$(MADE_RUNS)/import-command: FORCE
-	@mkdir -p $(@D)
-	@echo '$(IMPORT_COMMAND)' | cmp -s - $@ || echo '$(IMPORT_COMMAND)' > $@
+# The command files: `+` runs them under make -n too, so a dry run shows only what would really run.
+$(MADE_DATA)/%.command: FORCE
+	+@$(call remember,$(call command_of,DATA,$*))
+$(MADE_RUNS)/%.command: FORCE
+	+@$(call remember,$(call command_of,RUN,$*))
 
-$(MADE_RUNS)/ppocr-base: $(MADE_RUNS)/import-command | $(STAMP)
-	$(BIN)/meterread $(IMPORT_COMMAND)
+# A data step: its command, once it or a set it reads changed (the mixes' sources below)
+$(MADE_DATA)/%: $(MADE_DATA)/%.command | $(STAMP)
+	$(BIN)/meterread $(DATA_$*)
+	$(stamp)
+$(MADE_DATA)/ppocr-stage1: $(addprefix $(MADE_DATA)/,ppocr-strips strips-valid)
+$(MADE_DATA)/ppocr-photos: $(addprefix $(MADE_DATA)/,ppocr-strips2 strips-valid realphotos photos-synth)
+$(MADE_DATA)/ppocr-stage3: $(addprefix $(MADE_DATA)/,ppocr-strips strips-valid realphotos photos-synth)
+$(MADE_DATA)/ppocr-stage4: $(addprefix $(MADE_DATA)/,strips-recolour strips-valid realphotos photos-synth)
+$(MADE_DATA)/stages-valid: $(addprefix $(MADE_DATA)/,strips-valid realphotos-valid photos-synth-valid)
+
+# A training stage in two steps: NAME.started empties its folder (its command, recipe, base or data changed, or it
+# never ran); NAME trains, continuing whatever latest/ the folder holds.
+$(MADE_RUNS)/%.started: $(MADE_RUNS)/%.command
+	rm -rf $(RUNS)/$*
+	$(stamp)
+$(MADE_RUNS)/%: $(MADE_RUNS)/%.started
+	$(BIN)/meterread $(RUN_$*) --resume
+	$(stamp)
+$(MADE_RUNS)/ppocr-real.started: $(CONFIGS)/ppocr-real-strips.yaml $(MADE_RUNS)/ppocr-base $(MADE_DATA)/ppocr-stage1
+$(MADE_RUNS)/ppocr-photos.started: $(CONFIGS)/ppocr-photos.yaml $(MADE_RUNS)/ppocr-real $(MADE_DATA)/ppocr-photos
+$(MADE_RUNS)/ppocr-augment.started: $(CONFIGS)/ppocr-augment.yaml $(MADE_RUNS)/ppocr-photos $(MADE_DATA)/ppocr-stage3
+$(MADE_RUNS)/ppocr-recolour.started: $(CONFIGS)/ppocr-recolour.yaml $(MADE_RUNS)/ppocr-soup $(MADE_DATA)/ppocr-stage4
+
+$(MADE_RUNS)/ppocr-base: $(MADE_RUNS)/ppocr-base.command | $(STAMP)
+	$(BIN)/meterread $(RUN_ppocr-base)
 	$(stamp)
 
-$(MADE_RUNS)/ppocr-real.started: $(MADE_RUNS)/ppocr-base $(MADE_DATA)/ppocr-stage1
-	$(call start_stage,$(RUNS)/ppocr-real)
-$(MADE_RUNS)/ppocr-real: $(MADE_RUNS)/ppocr-real.started
-	$(call train_stage,configs/ppocr-real-strips.yaml,$(RUNS)/ppocr-base,$(DATA)/ppocr-stage1,$(RUNS)/ppocr-real)
-
-$(MADE_RUNS)/ppocr-photos.started: $(MADE_RUNS)/ppocr-real $(MADE_DATA)/ppocr-photos
-	$(call start_stage,$(RUNS)/ppocr-photos)
-$(MADE_RUNS)/ppocr-photos: $(MADE_RUNS)/ppocr-photos.started
-	$(call train_stage,configs/ppocr-photos.yaml,$(RUNS)/ppocr-real/best,$(DATA)/ppocr-photos,$(RUNS)/ppocr-photos)
-
-$(MADE_RUNS)/ppocr-augment.started: $(MADE_RUNS)/ppocr-photos $(MADE_DATA)/ppocr-stage3
-	$(call start_stage,$(RUNS)/ppocr-augment)
-$(MADE_RUNS)/ppocr-augment: $(MADE_RUNS)/ppocr-augment.started
-	$(call train_stage,configs/ppocr-augment.yaml,$(RUNS)/ppocr-photos/best,$(DATA)/ppocr-stage3,$(RUNS)/ppocr-augment)
-
-$(MADE_RUNS)/ppocr-soup: $(MADE_RUNS)/ppocr-photos $(MADE_RUNS)/ppocr-augment
-	$(BIN)/meterread $(AVERAGE_COMMAND)
+# The averages, each scored on the validation set of the stage it follows
+$(MADE_RUNS)/ppocr-soup: $(MADE_RUNS)/ppocr-soup.command $(MADE_RUNS)/ppocr-photos $(MADE_RUNS)/ppocr-augment
+	$(BIN)/meterread $(RUN_ppocr-soup)
 	$(BIN)/meterread eval $(DATA)/ppocr-stage3 --split valid --model $(SOUP) --out $(RUNS)/ppocr-soup/eval-valid
 	$(stamp)
-
-$(MADE_RUNS)/ppocr-recolour.started: $(MADE_RUNS)/ppocr-soup $(MADE_DATA)/ppocr-stage4
-	$(call start_stage,$(RUNS)/ppocr-recolour)
-$(MADE_RUNS)/ppocr-recolour: $(MADE_RUNS)/ppocr-recolour.started
-	$(call train_stage,configs/ppocr-recolour.yaml,$(SOUP),$(DATA)/ppocr-stage4,$(RUNS)/ppocr-recolour)
-
-$(MADE_RUNS)/ppocr-soup4: $(MADE_RUNS)/ppocr-soup $(MADE_RUNS)/ppocr-recolour
-	$(BIN)/meterread $(AVERAGE4_COMMAND)
+$(MADE_RUNS)/ppocr-soup4: $(MADE_RUNS)/ppocr-soup4.command $(MADE_RUNS)/ppocr-soup $(MADE_RUNS)/ppocr-recolour
+	$(BIN)/meterread $(RUN_ppocr-soup4)
 	$(BIN)/meterread eval $(DATA)/ppocr-stage4 --split valid --model $(BUNDLED) --out $(RUNS)/ppocr-soup4/eval-valid
 	$(stamp)
 
@@ -200,54 +224,7 @@ $(MADE_RUNS)/ppocr-soup4-evals: $(MADE_RUNS)/ppocr-soup4 $(EVAL_DATA)
 # $(DATA)/ppocr-stage4: fresh strips, half recoloured, beside stage 2's photos). Each command rewrites its folder.
 stage-data: $(STAGE_DATA)
 
-$(MADE_DATA)/ppocr-strips: | $(STAMP)
-	$(BIN)/meterread strips $(STAGE1_STRIPS)
-	$(stamp)
-$(MADE_DATA)/strips-valid: | $(STAMP)
-	$(BIN)/meterread strips $(STRIPS_VALID)
-	$(stamp)
-$(MADE_DATA)/ppocr-stage1: $(MADE_DATA)/ppocr-strips $(MADE_DATA)/strips-valid
-	$(BIN)/meterread mix $(DATA)/ppocr-stage1 $(DATA)/ppocr-strips $(DATA)/strips-valid
-	$(stamp)
-$(MADE_DATA)/ppocr-strips2: | $(STAMP)
-	$(BIN)/meterread strips $(STAGE2_STRIPS)
-	$(stamp)
-$(MADE_DATA)/realphotos: | $(STAMP)
-	$(BIN)/meterread synth $(REALPHOTOS_DATA)
-	$(stamp)
-$(MADE_DATA)/photos-synth: | $(STAMP)
-	$(BIN)/meterread synth $(PHOTOS_SYNTH_DATA)
-	$(stamp)
-$(MADE_DATA)/ppocr-photos: $(addprefix $(MADE_DATA)/,ppocr-strips2 strips-valid realphotos photos-synth)
-	$(BIN)/meterread mix $(DATA)/ppocr-photos $(DATA)/ppocr-strips2 $(DATA)/strips-valid $(DATA)/realphotos \
-		$(DATA)/photos-synth
-	$(stamp)
-$(MADE_DATA)/ppocr-stage3: $(addprefix $(MADE_DATA)/,ppocr-strips strips-valid realphotos photos-synth)
-	$(BIN)/meterread mix $(DATA)/ppocr-stage3 $(DATA)/ppocr-strips $(DATA)/strips-valid $(DATA)/realphotos \
-		$(DATA)/photos-synth
-	$(stamp)
-$(MADE_DATA)/strips-recolour: | $(STAMP)
-	$(BIN)/meterread strips $(STAGE4_STRIPS)
-	$(stamp)
-$(MADE_DATA)/ppocr-stage4: $(addprefix $(MADE_DATA)/,strips-recolour strips-valid realphotos photos-synth)
-	$(BIN)/meterread mix $(DATA)/ppocr-stage4 $(DATA)/strips-recolour $(DATA)/strips-valid $(DATA)/realphotos \
-		$(DATA)/photos-synth
-	$(stamp)
-
 eval-sets: $(EVAL_DATA)
-
-$(MADE_DATA)/heldout: | $(STAMP)
-	$(BIN)/meterread synth $(HELDOUT_DATA)
-	$(stamp)
-$(MADE_DATA)/strips-eval: | $(STAMP)
-	$(BIN)/meterread strips $(STRIPS_EVAL_DATA)
-	$(stamp)
-$(MADE_DATA)/realphotos-heldout: | $(STAMP)
-	$(BIN)/meterread synth $(REALPHOTOS_HELDOUT_DATA)
-	$(stamp)
-$(MADE_DATA)/realphotos-eval: | $(STAMP)
-	$(BIN)/meterread synth $(REALPHOTOS_EVAL_DATA)
-	$(stamp)
 
 # Re-measure the bundled model on every set beside PP-OCRv4 and record it (weights unchanged); the recommended
 # min_confidence comes from the validation set of stages 2-4 again (its 900 images only, not the 40,000 of
@@ -258,17 +235,6 @@ evaluate-bundled: $(MADE_DATA)/stages-valid $(EVAL_DATA)
 	$(BIN)/python scripts/bundle_demo_model.py $(RUNS)/bundled $(BUNDLE_EVALS) \
 		--annotate-only $(RUNS)/bundled/eval-stages-valid/metrics.json \
 			"the averaged checkpoint on the validation set of stages 2-4, re-measured (configs/ppocr-photos.yaml, configs/ppocr-augment.yaml, configs/ppocr-recolour.yaml)"
-
-$(MADE_DATA)/realphotos-valid: | $(STAMP)
-	$(BIN)/meterread synth $(REALPHOTOS_VALID_DATA)
-	$(stamp)
-$(MADE_DATA)/photos-synth-valid: | $(STAMP)
-	$(BIN)/meterread synth $(PHOTOS_SYNTH_VALID_DATA)
-	$(stamp)
-$(MADE_DATA)/stages-valid: $(addprefix $(MADE_DATA)/,strips-valid realphotos-valid photos-synth-valid)
-	$(BIN)/meterread mix --validation-only $(DATA)/stages-valid $(DATA)/strips-valid $(DATA)/realphotos-valid \
-		$(DATA)/photos-synth-valid
-	$(stamp)
 
 # Forget every step demo-model made (its stamps): the next `make demo-model` makes every set and stage again.
 clean-demo-model:

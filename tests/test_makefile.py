@@ -1,6 +1,7 @@
 """`make demo-model` goes on where it stopped: the Makefile's steps run against stand-in commands that only log."""
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -25,23 +26,28 @@ echo "python $*" >> "$LOG"
 
 @pytest.fixture
 def demo_model(tmp_path):
-    """Run `make demo-model` on stand-ins; returns a function of extra make arguments and environment that
-    returns (return code, the commands run)."""
+    """Run `make demo-model` on stand-ins, with the recipes copied to tmp_path/configs; returns a function of extra
+    make arguments and environment that returns (return code, the commands run, what make printed)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name, text in (("meterread", FAKE_METERREAD), ("python", FAKE_PYTHON)):
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     (bin_dir / ".installed").touch()
+    shutil.copytree(ROOT / "configs", tmp_path / "configs")
     log = tmp_path / "log"
+    paths = [f"BIN={bin_dir}", f"STAMP={bin_dir / '.installed'}", f"CONFIGS={tmp_path / 'configs'}"]
+    paths += [f"DATA={tmp_path / 'data'}", f"RUNS={tmp_path / 'runs'}"]
+    # a make running these tests (make test) must not pass its own flags (-k, -j) to the one under test
+    inherited = {key: value for key, value in os.environ.items() if key not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
 
-    def run(*arguments: str, **environment: str) -> tuple[int, list[str]]:
+    def run(*arguments: str, target: str = "demo-model", **environment: str) -> tuple[int, list[str], str]:
         log.write_text("")
-        paths = [f"BIN={bin_dir}", f"STAMP={bin_dir / '.installed'}", f"DATA={tmp_path / 'data'}"]
-        command = ["make", "-s", "-C", str(ROOT), "demo-model", *paths, f"RUNS={tmp_path / 'runs'}", *arguments]
-        env = {**os.environ, "LOG": str(log), **environment}
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
-        return done.returncode, log.read_text().splitlines()
+        command = ["make", "-s", "-C", str(ROOT), target, *paths, *arguments]
+        done = subprocess.run(
+            command, env={**inherited, "LOG": str(log), **environment}, capture_output=True, text=True, timeout=60
+        )
+        return done.returncode, log.read_text().splitlines(), done.stdout
 
     return run
 
@@ -64,12 +70,12 @@ def made(commands: list[str]) -> list[str]:
 
 
 def test_an_interrupted_demo_model_goes_on_from_the_stage_that_stopped(demo_model, tmp_path):
-    code, first = demo_model(FAIL_STAGE="ppocr-augment")
+    code, first, _ = demo_model(FAIL_STAGE="ppocr-augment")
     assert code != 0
     assert trained(first) == ["ppocr-real", "ppocr-photos", "ppocr-augment"]
     assert made(first) == ["ppocr-strips", "strips-valid", "ppocr-strips2", "realphotos", "photos-synth"]
 
-    code, second = demo_model()
+    code, second, _ = demo_model()
     assert code == 0
     assert trained(second) == ["ppocr-augment", "ppocr-recolour"]
     assert all("--resume" in c for c in second if c.startswith("meterread train"))
@@ -78,13 +84,13 @@ def test_an_interrupted_demo_model_goes_on_from_the_stage_that_stopped(demo_mode
     assert made(second) == ["strips-recolour", "heldout", "strips-eval", "realphotos-heldout", "realphotos-eval"]
     assert second[-1].startswith("python scripts/bundle_demo_model.py")
 
-    code, third = demo_model()
+    code, third, _ = demo_model()
     assert code == 0 and len(third) == 1 and third[0].startswith("python scripts/bundle_demo_model.py")
 
 
 def test_another_strip_imports_again_and_trains_every_stage_afresh(demo_model, tmp_path):
     assert demo_model()[0] == 0
-    code, again = demo_model("STRIP=--strip-width 424 --strip-height 64")
+    code, again, _ = demo_model("STRIP=--strip-width 424 --strip-height 64")
     assert code == 0
     assert any(c.startswith("meterread import-ppocr") and "--strip-height 64" in c for c in again)
     assert trained(again) == ["ppocr-real", "ppocr-photos", "ppocr-augment", "ppocr-recolour"]
@@ -92,12 +98,35 @@ def test_another_strip_imports_again_and_trains_every_stage_afresh(demo_model, t
     assert made(again) == []  # the data stays
 
 
-def test_clean_demo_model_makes_everything_again(demo_model, tmp_path):
+def test_an_edited_recipe_trains_its_stage_and_the_ones_after_afresh(demo_model, tmp_path):
     assert demo_model()[0] == 0
-    subprocess.run(
-        ["make", "-s", "-C", str(ROOT), "clean-demo-model", f"DATA={tmp_path / 'data'}", f"RUNS={tmp_path / 'runs'}"],
-        check=True,
-        capture_output=True,
-    )
-    code, again = demo_model()
+    (tmp_path / "configs/ppocr-augment.yaml").write_text((tmp_path / "configs/ppocr-augment.yaml").read_text())
+    code, again, _ = demo_model()
+    assert code == 0
+    assert trained(again) == ["ppocr-augment", "ppocr-recolour"]
+    assert (tmp_path / "runs/ppocr-augment/latest/steps").read_text() == "step\n"
+    assert made(again) == []
+
+
+def test_other_digit_crops_make_the_data_again_and_retrain(demo_model, tmp_path):
+    assert demo_model()[0] == 0
+    code, again, _ = demo_model(f"DIGITS={tmp_path / 'other-digits'}")
+    assert code == 0
+    from_crops = ["ppocr-strips", "strips-valid", "ppocr-strips2", "realphotos", "strips-recolour"]
+    assert made(again) == from_crops + ["strips-eval", "realphotos-heldout", "realphotos-eval"]
+    assert trained(again) == ["ppocr-real", "ppocr-photos", "ppocr-augment", "ppocr-recolour"]
+
+
+def test_a_dry_run_of_a_finished_model_shows_only_the_bundling(demo_model, tmp_path):
+    assert demo_model()[0] == 0
+    code, dry, printed = demo_model("-n")
+    assert code == 0 and dry == []  # -n runs no meterread (the stand-in logs every call)
+    steps = [line for line in printed.splitlines() if line.startswith((str(tmp_path / "bin"), "rm -rf"))]
+    assert len(steps) == 1 and "bundle_demo_model.py" in steps[0]  # no import, no stage emptied or trained
+
+
+def test_clean_demo_model_makes_everything_again(demo_model):
+    assert demo_model()[0] == 0
+    assert demo_model(target="clean-demo-model")[0] == 0
+    code, again, _ = demo_model()
     assert code == 0 and len(trained(again)) == 4 and len(made(again)) == 10

@@ -265,6 +265,7 @@ def start_run(config: TrainConfig, progress: bool, log) -> TrainingRun:
 def initial_state(run: TrainingRun, log) -> dict:
     config, latest = run.config, run.output / "latest"
     if config.resume and (latest / STATE_FILE).is_file():
+        check_same_run(config, run.manifest, latest)
         state = restore(run.reader, run.optimizer, latest)
         log(f"resumed from {latest} at step {state['step']}")
         return state
@@ -374,6 +375,33 @@ def load_trainer_state(path: Path) -> dict:
     """Optimizer state, counters and RNG saved beside a checkpoint: tensors and plain data only
     (`weights_only=True`), so a planted pickle raises instead of running code."""
     return torch.load(path, weights_only=True)
+
+
+# What a resumed run shares with its latest/: the start, the trained parts, the inputs. Anything else (epochs,
+# max_steps, lr, vision_lr_scale, ...) may change on a resume.
+SAME_RUN_KEYS = (
+    "family", "base", "init_tiny", "strategy", "lora", "crop_display", "display_rows", "local_contrast", "pattern",
+    "prompt",
+)  # fmt: skip
+
+
+def check_same_run(config: TrainConfig, manifest: str, latest: Path) -> None:
+    """Raise TrainConfigError when `latest/` was trained from another start, trained other parts, saw other inputs
+    (SAME_RUN_KEYS of its train_config.json) or other data (its dataset manifest digest): resuming would continue
+    another run under this one's name."""
+    saved = json.loads((latest / "train_config.json").read_text())
+    current = config.model_dump(mode="json")
+    changes = [
+        f"{key} {saved.get(key)!r} -> {current[key]!r}" for key in SAME_RUN_KEYS if saved.get(key) != current[key]
+    ]
+    digest = json.loads((latest / "dataset_manifest.json").read_text())["digest"]
+    if digest != manifest:
+        changes.append(f"dataset manifest {digest} -> {manifest}")
+    if changes:
+        raise TrainConfigError(
+            f"cannot resume {latest}: it was trained as another run ({'; '.join(changes)}); "
+            "train into another output, or start from it with base="
+        )
 
 
 def restore(reader: TrainableReader, optimizer: torch.optim.Optimizer, latest: Path) -> dict:

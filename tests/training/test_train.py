@@ -254,6 +254,26 @@ def test_full_fine_tune_resumes_with_the_saved_weights(tmp_path, tiny_dataset):
     assert resumed["steps"] == 4 and any("resumed from" in line for line in logs)
 
 
+def test_resume_refuses_a_checkpoint_of_another_run(tmp_path, tiny_dataset):
+    """Another start, other inputs or other data would continue another run under this one's name; more epochs
+    (and other schedule settings) continue this one."""
+    import shutil
+
+    from meterread.training.train import start_run
+
+    train(recipe(tmp_path, tiny_dataset), progress=False, log=lambda *_: None)
+    other = tmp_path / "other-data"
+    shutil.copytree(tiny_dataset, other)
+    lines = (other / "train" / "annotations.jsonl").read_text().splitlines(keepends=True)
+    (other / "train" / "annotations.jsonl").write_text("".join(lines[:-1]))
+    quiet = {"progress": False, "log": lambda *_: None}
+    with pytest.raises(TrainConfigError, match="cannot resume .*latest: .*dataset manifest"):
+        start_run(recipe(tmp_path, str(other), resume=True), **quiet)
+    with pytest.raises(TrainConfigError, match="crop_display True -> False"):
+        start_run(recipe(tmp_path, tiny_dataset, crop_display=False, resume=True), **quiet)
+    assert start_run(recipe(tmp_path, tiny_dataset, epochs=2, lr=5e-4, resume=True), **quiet).state["step"] == 2
+
+
 def test_a_training_step_moves_the_vision_modules_at_their_share_of_the_rate(tmp_path, tiny_dataset):
     from meterread.training.train import epoch_groups, evaluate_and_save, start_run, train_step
 
