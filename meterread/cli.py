@@ -313,6 +313,9 @@ def strips(
     recolour: float = typer.Option(
         0.0, help="Share of training strips repainted in a random ink/paper palette, 0 to 1 (train only)."
     ),
+    loose: float = typer.Option(
+        0.0, help="Share of training LCD strips whose crops show slices of their neighbours, 0 to 1 (train only)."
+    ),
     seed: int = typer.Option(0),
 ) -> None:
     """Compose reading strips from real digit crops (dataset format, leave-models-out split, manifest.json)."""
@@ -332,6 +335,7 @@ def strips(
             font_share,
             tuple(str(folder) for folder in fonts_dir) if fonts_dir else None,
             recolour,
+            loose,
         )
     except (ValueError, FileNotFoundError) as error:
         raise typer.BadParameter(str(error)) from error

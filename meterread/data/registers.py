@@ -6,6 +6,8 @@ vertical misalignment, decimal wheels tinted red (white on red or red on white) 
 LCDs: the crops abut on one panel colour and a decimal point is drawn in the ink colour.
 Recolouring (training only): a register's crops repainted in one random ink/paper palette, either polarity, contrast
 down to faint, so a make's colour scheme is not what the reader learns to expect.
+Loosening (training only, LCDs): each crop beside slices of its neighbours, as a make cropped loosely shows its
+digits (`lcd/lcd2`: a digit beside part of the next), so a cut-off segment at a cell's edge is not read as a digit.
 """
 
 from __future__ import annotations
@@ -197,17 +199,47 @@ def render_lcd(
     return window.astype(np.uint8)
 
 
+LOOSE_SIDE = 0.6  # chance that a loosened cell shows a slice of its neighbour on each side
+LOOSE_SLICE = (0.08, 0.35)  # the slice's share of the neighbour's width
+
+
+def loosen_cells(images: Sequence[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    """Each crop (BGR) at the first one's height, widened by a slice of its left neighbour's right edge and of its
+    right neighbour's left edge, each with chance LOOSE_SIDE and a LOOSE_SLICE share of its width (the register
+    wraps round: the first crop's left neighbour is the last)."""
+    height = images[0].shape[0]
+    cells = [cv2.resize(image, (max(2, int(image.shape[1] * height / image.shape[0])), height)) for image in images]
+    loose = []
+    for index, cell in enumerate(cells):
+        left, right = cells[index - 1], cells[(index + 1) % len(cells)]
+        parts = [cell]
+        if rng.random() < LOOSE_SIDE:
+            parts.insert(0, left[:, -max(1, int(left.shape[1] * rng.uniform(*LOOSE_SLICE))) :])
+        if rng.random() < LOOSE_SIDE:
+            parts.append(right[:, : max(1, int(right.shape[1] * rng.uniform(*LOOSE_SLICE)))])
+        loose.append(np.hstack(parts))
+    return loose
+
+
 def render_register(
-    picks: Sequence[DigitCrop], decimals: int, rng: np.random.Generator, cell_h: int, recolour: float = 0.0
+    picks: Sequence[DigitCrop],
+    decimals: int,
+    rng: np.random.Generator,
+    cell_h: int,
+    recolour: float = 0.0,
+    loose: float = 0.0,
 ) -> np.ndarray:
     """The register window (BGR) for `picks`: an LCD panel for LCD crops, else counter wheels; with probability
-    `recolour` in a random palette (`recolour_cells`; at 0 no random number is drawn for it, so the streams of
-    sets made without it stay as they were)."""
+    `recolour` in a random palette (`recolour_cells`), an LCD's crops with probability `loose` loosened
+    (`loosen_cells`). At 0 neither draws a random number, so the streams of sets made without them stay as they
+    were."""
     images, ink = [load_crop(crop) for crop in picks], None
     if recolour and rng.random() < recolour:
         shadow, highlight = random_palette(rng)
         images, ink = recolour_cells(images, shadow, highlight), shadow  # an LCD's dark segments took the shadow
     if is_lcd(picks[0].model):
+        if loose and rng.random() < loose:
+            images = loosen_cells(images, rng)
         return render_lcd(images, decimals, rng, cell_h, ink)
     return render_counter(images, decimals, rng, cell_h)
 

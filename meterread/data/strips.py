@@ -57,14 +57,15 @@ def model_weights(grouped: dict[str, list[DigitCrop]], font_share: float | None 
 
 
 def make_strip(
-    crops: list[DigitCrop], rng: np.random.Generator, recolour: float = 0.0
+    crops: list[DigitCrop], rng: np.random.Generator, recolour: float = 0.0, loose: float = 0.0
 ) -> tuple[bytes, list[DigitCrop], str]:
-    """One strip of a model's crops (recoloured with probability `recolour`, `registers.recolour_cells`): JPEG
-    bytes, the crops used (in order) and the label."""
+    """One strip of a model's crops (recoloured with probability `recolour`, an LCD's crops loosened with
+    probability `loose`: `registers.render_register`): JPEG bytes, the crops used (in order) and the label."""
     digits = int(rng.integers(4, 9))
     decimals = strip_decimals(crops[0].model, digits, rng)
     picks = pick_crops(crops, digits, rng, rolled_last=ROLLED_LAST, decimals=decimals)
-    window = render_register(picks, decimals, rng, cell_h=int(rng.integers(40, 97)), recolour=recolour)
+    cell_h = int(rng.integers(40, 97))
+    window = render_register(picks, decimals, rng, cell_h, recolour=recolour, loose=loose)
     image = photograph(frame_register(window, rng), rng)
     return encode_jpeg(image, rng, quality=(40, 95)), picks, reading_label(picks, decimals)
 
@@ -76,10 +77,11 @@ def write_strips(
     seed: int,
     font_share: float | None = None,
     recolour: float = 0.0,
+    loose: float = 0.0,
 ) -> list[dict]:
     """Write `n` strips (jpg + annotations.jsonl) drawn from `grouped` crops (`font_share`: see `model_weights`;
-    `recolour`: see `make_strip`); returns the records. Deterministic. An earlier run's strips are the caller's to
-    clear (`clear_strips`)."""
+    `recolour`, `loose`: see `make_strip`); returns the records. Deterministic. An earlier run's strips are the
+    caller's to clear (`clear_strips`)."""
     models, weights = model_weights(grouped, font_share)
     if not models:
         raise ValueError("no meter model with clean digit crops to build strips from")
@@ -89,7 +91,7 @@ def write_strips(
     records = []
     for index in range(n):
         model = models[int(rng.choice(len(models), p=weights))]
-        data, picks, label = make_strip(grouped[model], rng, recolour)
+        data, picks, label = make_strip(grouped[model], rng, recolour, loose)
         name = f"{model.replace('/', '-')}-{index:06d}.jpg"
         (out / name).write_bytes(data)
         records.append(
@@ -151,15 +153,17 @@ def write_strip_dataset(
     font_share: float | None = None,
     font_dirs: tuple[str, ...] | None = None,
     recolour: float = 0.0,
+    loose: float = 0.0,
 ) -> dict[str, int]:
     """Strips per split (`train`, `valid`, `test`: seen models, disjoint crops; `heldout`: held-out models only),
     plus `manifest.json` (models and crops of every split). With `font_makes`, that many rendered makes of
     `font_crops` crops each join the training models (train only: every evaluation split stays real), drawn for
     `font_share` of the training strips (default: by their crops, like every model), TrueType fonts taken from
     `font_dirs` (default: the machine's font folders). `recolour`: the share of training strips painted in a
-    random palette (`registers.recolour_cells`; train only, like font makes). Returns the counts written.
-    Raises ValueError on an unknown split or held-out model, or bad font-make or recolour settings (before
-    anything is rendered)."""
+    random palette (`registers.recolour_cells`; train only, like font makes); `loose`: the share of training LCD
+    strips whose crops show slices of their neighbours (`registers.loosen_cells`; train only). Returns the counts
+    written. Raises ValueError on an unknown split or held-out model, or bad font-make, recolour or loose settings
+    (before anything is rendered)."""
     unknown = [split for split in sizes if split not in STRIP_SPLITS]
     if unknown:
         raise ValueError(f"unknown split(s) {unknown}; expected some of {STRIP_SPLITS}")
@@ -171,15 +175,15 @@ def write_strip_dataset(
         raise ValueError(f"font folders {list(font_dirs)} are only read for font makes (give --font-makes N)")
     if font_makes and not sizes.get("train"):
         raise ValueError("font makes only join training strips: ask for some (train > 0)")
-    if not 0 <= recolour <= 1:
-        raise ValueError(f"recolour is a share of training strips, 0 to 1 (got {recolour})")
-    if recolour and not sizes.get("train"):
-        raise ValueError("recolouring paints training strips only: ask for some (train > 0)")
+    for name, share in (("recolour", recolour), ("loose", loose)):
+        if not 0 <= share <= 1:
+            raise ValueError(f"{name} is a share of training strips, 0 to 1 (got {share})")
+        if share and not sizes.get("train"):
+            raise ValueError(f"{name} changes training strips only: ask for some (train > 0)")
     grouped = mark_red_wheels(index_crops(root))
     select_part(grouped, "train", holdout)  # an unknown held-out model fails here, not after the rendering
     manifest: dict = {"holdout": list(holdout), "splits": {}}
-    if recolour:
-        manifest["recolour"] = recolour
+    manifest |= {name: share for name, share in (("recolour", recolour), ("loose", loose)) if share}
     extra: dict[str, list[DigitCrop]] = {}
     if font_makes:
         extra, manifest["font_makes"] = add_font_makes(out_dir, font_makes, font_crops, seed, font_dirs)
@@ -192,8 +196,8 @@ def write_strip_dataset(
         if not n:
             continue
         part = select_part(grouped, split, holdout) | (extra if split == "train" else {})
-        share, paint = (font_share, recolour) if split == "train" else (None, 0.0)
-        records = write_strips(part, Path(out_dir) / split, n, seed * 10 + offset, share, paint)
+        share, paint, loosen = (font_share, recolour, loose) if split == "train" else (None, 0.0, 0.0)
+        records = write_strips(part, Path(out_dir) / split, n, seed * 10 + offset, share, paint, loosen)
         counts[split] = len(records)
         manifest["splits"][split] = {
             "models": sorted({r["meter_model"] for r in records}),

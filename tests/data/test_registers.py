@@ -1,4 +1,5 @@
-"""Register rendering from real crops: the recolouring palette, red wheels only where decimals are."""
+"""Register rendering from real crops: the recolouring palette, loosened LCD crops, red wheels only where decimals
+are."""
 
 from dataclasses import replace
 from pathlib import Path
@@ -9,8 +10,10 @@ import pytest
 
 from meterread.data.crops import DigitCrop, index_crops
 from meterread.data.registers import (
+    LOOSE_SLICE,
     MIN_PALETTE_CONTRAST,
     is_red_wheel,
+    loosen_cells,
     mark_red_wheels,
     pick_crops,
     random_palette,
@@ -57,6 +60,32 @@ def test_a_recoloured_lcd_draws_its_decimal_point_in_the_segments_colour(digits_
         change = np.abs(with_point.astype(int) - without.astype(int)).sum(axis=2)
         core = with_point[np.unravel_index(change.argmax(), change.shape)]  # the point's most changed pixel
         assert change.max() > 0 and np.abs(core.astype(float) - shadow).max() <= 3, (seed, core, shadow)
+
+
+def test_loosened_cells_show_their_own_crop_between_slices_of_their_neighbours():
+    crops = [np.full((40, 20, 3), value, np.uint8) for value in (10, 120, 240)]  # one grey level per crop
+    sides = set()
+    for seed in range(20):
+        for index, cell in enumerate(loosen_cells(crops, np.random.default_rng(seed))):
+            assert cell.shape[0] == 40 and cell.dtype == np.uint8
+            own = cell[0, :, 0] == crops[index][0, 0, 0]
+            assert own.sum() == 20 and np.all(np.diff(np.flatnonzero(own)) == 1)  # the whole crop, in one piece
+            left, right = cell[0, : own.argmax(), 0], cell[0, own.argmax() + 20 :, 0]
+            assert np.all(left == crops[index - 1][0, 0, 0]) and np.all(right == crops[(index + 1) % 3][0, 0, 0])
+            assert len(left) <= LOOSE_SLICE[1] * 20 and len(right) <= LOOSE_SLICE[1] * 20
+            sides.add((len(left) > 0, len(right) > 0))
+    assert sides == {(False, False), (True, False), (False, True), (True, True)}
+
+
+def test_loosening_changes_lcd_registers_only(digits_root):
+    grouped = index_crops(digits_root)
+    lcd, counter = grouped["lcd/lcd2"][:5], grouped["powermeter/betar"][:5]
+
+    def render(picks, loose):
+        return render_register(picks, 0, np.random.default_rng(1), cell_h=60, loose=loose)
+
+    assert np.array_equal(render(counter, 1.0), render(counter, 0.0))  # no draw, no change: counters stay as they were
+    assert render(lcd, 1.0).shape[1] > render(lcd, 0.0).shape[1]  # slices widen the panel
 
 
 def digit_cell(ink, paper) -> np.ndarray:

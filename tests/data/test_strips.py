@@ -160,19 +160,20 @@ def test_font_makes_take_fonts_only_from_the_folders_named(digits_root, tmp_path
         write_strip_dataset(digits_root, tmp_path / "out", sizes, seed=6, font_dirs=(str(tmp_path / "fonts"),))
 
 
-def test_recolouring_paints_training_strips_only_and_leaves_the_evaluation_strips_unchanged(digits_root, tmp_path):
+@pytest.mark.parametrize("option", ["recolour", "loose"])
+def test_recolouring_and_loosening_change_training_strips_only(digits_root, tmp_path, option):
     sizes = {"train": 12, "valid": 4, "test": 4, "heldout": 4}
     write_strip_dataset(digits_root, tmp_path / "plain", sizes, seed=6)
-    write_strip_dataset(digits_root, tmp_path / "painted", sizes, seed=6, recolour=1.0)
+    write_strip_dataset(digits_root, tmp_path / "changed", sizes, seed=6, **{option: 1.0})
     for split in ("valid", "test", "heldout"):
         for path in (tmp_path / "plain" / split).iterdir():
-            assert (tmp_path / "painted" / split / path.name).read_bytes() == path.read_bytes(), path
-    plain, painted = ((tmp_path / run / "train" / "annotations.jsonl").read_text() for run in ("plain", "painted"))
-    assert plain != painted  # the painted strips drew their palettes (test_labels_match_their_crops: any strips)
-    assert json.loads((tmp_path / "painted" / "manifest.json").read_text())["recolour"] == 1.0
-    assert "recolour" not in json.loads((tmp_path / "plain" / "manifest.json").read_text())
+            assert (tmp_path / "changed" / split / path.name).read_bytes() == path.read_bytes(), path
+    plain, changed = ((tmp_path / run / "train" / "annotations.jsonl").read_text() for run in ("plain", "changed"))
+    assert plain != changed  # the changed strips drew their palettes or slices (test_labels_match_their_crops)
+    assert json.loads((tmp_path / "changed" / "manifest.json").read_text())[option] == 1.0
+    assert option not in json.loads((tmp_path / "plain" / "manifest.json").read_text())
     refusals = (({"train": 4}, -0.1, "a share"), ({"train": 4}, 1.5, "a share"), ({"test": 4}, 0.5, "train > 0"))
-    for bad, recolour, message in refusals:
-        with pytest.raises(ValueError, match=message):
-            write_strip_dataset(digits_root, tmp_path / "bad", bad, seed=6, recolour=recolour)
+    for bad, share, message in refusals:
+        with pytest.raises(ValueError, match=f"{option} .*{message}"):
+            write_strip_dataset(digits_root, tmp_path / "bad", bad, seed=6, **{option: share})
     assert not (tmp_path / "bad").exists()
