@@ -61,7 +61,7 @@ class _Planted:
 
 
 def test_resume_refuses_a_planted_pickle(tmp_path):
-    from meterread.training.train import load_trainer_state
+    from meterread.training.checkpoints import load_trainer_state
 
     marker = tmp_path / "pwned"
     torch.save({"step": 3, "payload": _Planted(marker)}, tmp_path / "trainer_state.pt")

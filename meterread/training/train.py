@@ -6,7 +6,6 @@ Run: `meterread train configs/<recipe>.yaml [key=value ...]`
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -20,12 +19,10 @@ from meterread.config import LoraSettings, ModelSpec, TrainConfig, TrainConfigEr
 from meterread.models.base import TrainableReader
 from meterread.models.registry import family_module, load_reader
 from meterread.training.augment import augment_batch, step_rng
+from meterread.training.checkpoints import STATE_FILE, check_same_run, restore, save_checkpoint, save_trainer_state
 from meterread.training.dataset import load_dataset, manifest_digest
 from meterread.training.evaluate import summarise
 from meterread.training.evaluation import evaluate_reader, prepare_images
-
-PREPROCESS_FILE = "meterread.json"
-STATE_FILE = "trainer_state.pt"
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
@@ -100,19 +97,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def save_checkpoint(
-    directory: Path, reader: TrainableReader, config: TrainConfig, metrics: dict, manifest: str
-) -> None:
-    """Weights (adapter for LoRA, full model otherwise) + processor + recipe + metrics + dataset manifest hash."""
-    directory.mkdir(parents=True, exist_ok=True)
-    reader.model.save_pretrained(directory, safe_serialization=True)
-    reader.processor.save_pretrained(directory)
-    (directory / PREPROCESS_FILE).write_text(json.dumps(config.layout.to_dict(), indent=2))
-    (directory / "train_config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
-    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (directory / "dataset_manifest.json").write_text(json.dumps({"digest": manifest}, indent=2))
 
 
 def model_spec_for(config: TrainConfig, base: str) -> ModelSpec:
@@ -345,8 +329,7 @@ def evaluate_and_save(run: TrainingRun, progress: bool, log) -> dict:
     }
     state["history"].append({"step": state["step"], "exact_match": metrics["valid"]["exact_match"]})
     save_checkpoint(run.output / "latest", reader, run.config, metrics, run.manifest)
-    trainer_state = {**state, "optimizer": run.optimizer.state_dict(), "rng": torch.get_rng_state()}
-    torch.save(trainer_state, run.output / "latest" / STATE_FILE)
+    save_trainer_state(run.output / "latest", state, run.optimizer)
     exact = metrics["valid"]["exact_match"] or 0.0
     if exact > state["best_exact_match"]:
         state["best_exact_match"] = exact
@@ -369,61 +352,3 @@ def summary(run: TrainingRun, metrics: dict) -> dict:
         "total_parameters": run.total,
         "dataset_manifest": run.manifest,
     }
-
-
-def load_trainer_state(path: Path) -> dict:
-    """Optimizer state, counters and RNG saved beside a checkpoint: tensors and plain data only
-    (`weights_only=True`), so a planted pickle raises instead of running code."""
-    return torch.load(path, weights_only=True)
-
-
-# What a resumed run shares with its latest/: the start, the trained parts, the inputs. Anything else (epochs,
-# max_steps, lr, vision_lr_scale, ...) may change on a resume.
-SAME_RUN_KEYS = (
-    "family", "base", "init_tiny", "strategy", "lora", "crop_display", "display_rows", "local_contrast", "pattern",
-    "prompt",
-)  # fmt: skip
-
-
-def check_same_run(config: TrainConfig, manifest: str, latest: Path) -> None:
-    """Raise TrainConfigError when `latest/` was trained from another start, trained other parts, saw other inputs
-    (SAME_RUN_KEYS of its train_config.json) or other data (its dataset manifest digest): resuming would continue
-    another run under this one's name."""
-    saved = json.loads((latest / "train_config.json").read_text())
-    current = config.model_dump(mode="json")
-    changes = [
-        f"{key} {saved.get(key)!r} -> {current[key]!r}" for key in SAME_RUN_KEYS if saved.get(key) != current[key]
-    ]
-    digest = json.loads((latest / "dataset_manifest.json").read_text())["digest"]
-    if digest != manifest:
-        changes.append(f"dataset manifest {digest} -> {manifest}")
-    if changes:
-        raise TrainConfigError(
-            f"cannot resume {latest}: it was trained as another run ({'; '.join(changes)}); "
-            "train into another output, or start from it with base="
-        )
-
-
-def restore(reader: TrainableReader, optimizer: torch.optim.Optimizer, latest: Path) -> dict:
-    """Load `latest/` weights (adapter or full), optimizer state, counters and RNG. The optimizer keeps its own
-    groups' `lr_scale` (the recipe's `vision_lr_scale`, not the saved run's); a checkpoint with another number of
-    groups (trained with or without a `vision_lr_scale`) raises TrainConfigError before anything is loaded."""
-    from safetensors.torch import load_file
-
-    state = load_trainer_state(latest / STATE_FILE)
-    scales = [group.get("lr_scale", 1.0) for group in optimizer.param_groups]
-    if len(state["optimizer"]["param_groups"]) != len(scales):
-        message = f"cannot resume {latest} with vision_lr_scale {min(scales)} (it was trained with another)"
-        raise TrainConfigError(message)
-    if (latest / "adapter_model.safetensors").is_file():
-        from peft import set_peft_model_state_dict
-
-        set_peft_model_state_dict(reader.model, load_file(str(latest / "adapter_model.safetensors")))
-    else:  # through from_pretrained: it maps the saved (checkpoint-format) key names back to the model's
-        saved = type(reader.model).from_pretrained(latest, dtype=reader.model.dtype, use_safetensors=True)
-        reader.model.load_state_dict(saved.state_dict(), strict=True)
-    optimizer.load_state_dict(state.pop("optimizer"))
-    for group, scale in zip(optimizer.param_groups, scales):
-        group["lr_scale"] = scale
-    torch.set_rng_state(state.pop("rng"))
-    return state

@@ -236,7 +236,8 @@ def test_a_tiny_model_memorises_a_tiny_dataset(tmp_path, tiny_dataset):
 
 def test_full_fine_tune_resumes_with_the_saved_weights(tmp_path, tiny_dataset):
     """Full checkpoints are saved in checkpoint key format; resuming must map them back (it once refused)."""
-    from meterread.training.train import STATE_FILE, model_spec_for, restore
+    from meterread.training.checkpoints import STATE_FILE, restore
+    from meterread.training.train import model_spec_for
 
     config = recipe(tmp_path, tiny_dataset, strategy="full")
     train(config, progress=False, log=lambda *_: None)
