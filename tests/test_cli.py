@@ -96,10 +96,10 @@ def test_help_starts_without_heavy_imports():
     import subprocess
     import sys
 
-    from meterread import cli
+    from meterread.data import commands
     from meterread.data.synth import ROLL_SHARE
 
-    assert cli.ROLL_SHARE == ROLL_SHARE  # the CLI's default, kept as a literal so --help imports no numpy
+    assert commands.ROLL_SHARE == ROLL_SHARE  # the CLI's default, kept as a literal so --help imports no numpy
     code = (
         "import sys; from typer.testing import CliRunner; from meterread.cli import app; "
         "assert CliRunner().invoke(app, ['--help']).exit_code == 0; "
@@ -182,7 +182,7 @@ def test_strips_with_recoloured_registers_from_the_command_line(tmp_path):
     refused = runner.invoke(app, [*args, "--recolour", "2"])
     assert refused.exit_code != 0 and "recolour is a share of training strips" in refused.output
     no_training = runner.invoke(app, [*args[:3], "--train", "0", "--test", "2", "--recolour", "0.5"])
-    assert no_training.exit_code != 0 and "recolouring paints training" in no_training.output
+    assert no_training.exit_code != 0 and "recolour changes training strips only" in no_training.output
 
 
 def test_synth_refuses_recolouring_anything_but_training_photos_of_real_digits(tmp_path):
