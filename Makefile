@@ -156,8 +156,8 @@ remember = mkdir -p $(@D) && echo '$(1)' | cmp -s - $@ || echo '$(1)' > $@
 command_of = $(or $($(1)_$(2)),$(error no $(1)_$(2): name the command of step $(2) in the Makefile))
 STAGE_DATA := $(addprefix $(MADE_DATA)/,ppocr-stage1 ppocr-photos ppocr-stage3 ppocr-stage4)
 EVAL_DATA := $(addprefix $(MADE_DATA)/,heldout strips-eval realphotos-heldout realphotos-eval)
-# Every NAME.command stays (a missing one would remake its step), stamps of pattern rules included.
-.SECONDARY:
+# The command files stay after a run (make would delete them as intermediate files: a missing one remakes its step)
+.PRECIOUS: $(MADE_DATA)/%.command $(MADE_RUNS)/%.command
 
 demo-model: $(MADE_RUNS)/ppocr-soup4-evals
 	$(BIN)/python scripts/bundle_demo_model.py $(RUNS)/ppocr-soup4 $(BUNDLE_EVALS) \
