@@ -1,5 +1,6 @@
 """`meterread` command line (Typer). Each command builds the same typed settings the flows take
-(`meterread.config`): option defaults and help are the settings' own fields, declared once there."""
+(`meterread.config`): option defaults and help are the settings' own fields, declared once there. The dataset
+commands (`meterread.data.commands`) and the checkpoint commands (`meterread.training.commands`) register here."""
 
 from __future__ import annotations
 
@@ -168,9 +169,9 @@ def train(
 
     try:
         config = TrainConfig.from_yaml(recipe, list(overrides or []) + (["resume=true"] if resume else [])).validate()
+        result = run_training(config, log=typer.echo)  # refuses what the recipe cannot train (no data, a resume)
     except TrainConfigError as error:
         raise typer.BadParameter(str(error)) from error
-    result = run_training(config, log=typer.echo)
     summary = {k: result[k] for k in ("best", "latest", "steps", "best_exact_match", "trainable_parameters")}
     typer.echo(json.dumps(summary, indent=2))
 

@@ -177,13 +177,18 @@ def render_counter(images: Sequence[np.ndarray], decimals: int, rng: np.random.G
     return window.astype(np.uint8)
 
 
+def at_height(image: np.ndarray, height: int) -> np.ndarray:
+    """`image` scaled to `height`, its aspect kept (at least 2 px wide)."""
+    return cv2.resize(image, (max(2, int(image.shape[1] * height / image.shape[0])), height))
+
+
 def render_lcd(
     images: Sequence[np.ndarray], decimals: int, rng: np.random.Generator, cell_h: int, ink: np.ndarray | None = None
 ) -> np.ndarray:
     """An LCD panel (BGR) of abutting digit crops, a decimal point drawn in the ink colour (default: the crops'
     darkest, as every LCD make's crops show dark segments on a light panel)."""
     panel = np.mean([_border_colour(image) for image in images], axis=0).astype(np.float32)
-    cells = [cv2.resize(image, (max(2, int(image.shape[1] * cell_h / image.shape[0])), cell_h)) for image in images]
+    cells = [at_height(image, cell_h) for image in images]
     pad = max(1, int(cell_h * rng.uniform(0.05, 0.2)))
     width = sum(c.shape[1] for c in cells) + 2 * pad
     window = np.empty((cell_h + 2 * pad, width, 3), np.float32)
@@ -208,7 +213,7 @@ def loosen_cells(images: Sequence[np.ndarray], rng: np.random.Generator) -> list
     right neighbour's left edge, each with chance LOOSE_SIDE and a LOOSE_SLICE share of its width (the register
     wraps round: the first crop's left neighbour is the last)."""
     height = images[0].shape[0]
-    cells = [cv2.resize(image, (max(2, int(image.shape[1] * height / image.shape[0])), height)) for image in images]
+    cells = [at_height(image, height) for image in images]
     loose = []
     for index, cell in enumerate(cells):
         left, right = cells[index - 1], cells[(index + 1) % len(cells)]

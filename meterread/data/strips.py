@@ -175,7 +175,8 @@ def write_strip_dataset(
         raise ValueError(f"font folders {list(font_dirs)} are only read for font makes (give --font-makes N)")
     if font_makes and not sizes.get("train"):
         raise ValueError("font makes only join training strips: ask for some (train > 0)")
-    for name, share in (("recolour", recolour), ("loose", loose)):
+    shares = {"recolour": recolour, "loose": loose}
+    for name, share in shares.items():
         if not 0 <= share <= 1:
             raise ValueError(f"{name} is a share of training strips, 0 to 1 (got {share})")
         if share and not sizes.get("train"):
@@ -183,7 +184,7 @@ def write_strip_dataset(
     grouped = mark_red_wheels(index_crops(root))
     select_part(grouped, "train", holdout)  # an unknown held-out model fails here, not after the rendering
     manifest: dict = {"holdout": list(holdout), "splits": {}}
-    manifest |= {name: share for name, share in (("recolour", recolour), ("loose", loose)) if share}
+    manifest |= {name: share for name, share in shares.items() if share}
     extra: dict[str, list[DigitCrop]] = {}
     if font_makes:
         extra, manifest["font_makes"] = add_font_makes(out_dir, font_makes, font_crops, seed, font_dirs)

@@ -42,20 +42,18 @@ def load_trainer_state(path: Path) -> dict:
 # What a resumed run shares with its latest/: the start, the trained parts, the inputs. Anything else (epochs,
 # max_steps, lr, vision_lr_scale, ...) may change on a resume.
 SAME_RUN_KEYS = (
-    "family", "base", "init_tiny", "strategy", "lora", "crop_display", "display_rows", "local_contrast", "pattern",
-    "prompt",
+    "family", "base", "init_tiny", "strategy", "crop_display", "display_rows", "local_contrast", "pattern", "prompt",
 )  # fmt: skip
 
 
 def check_same_run(config: TrainConfig, manifest: str, latest: Path) -> None:
     """Raise TrainConfigError when `latest/` was trained from another start, trained other parts, saw other inputs
-    (SAME_RUN_KEYS of its train_config.json) or other data (its dataset manifest digest): resuming would continue
-    another run under this one's name."""
-    saved = json.loads((latest / "train_config.json").read_text())
+    (SAME_RUN_KEYS of its train_config.json, and `lora` for a LoRA run; a key it predates counts as its default) or
+    other data (its dataset manifest digest): resuming would continue another run under this one's name."""
+    saved = {**TrainConfig().model_dump(mode="json"), **json.loads((latest / "train_config.json").read_text())}
     current = config.model_dump(mode="json")
-    changes = [
-        f"{key} {saved.get(key)!r} -> {current[key]!r}" for key in SAME_RUN_KEYS if saved.get(key) != current[key]
-    ]
+    keys = SAME_RUN_KEYS + (("lora",) if config.strategy == "lora" else ())
+    changes = [f"{key} {saved[key]!r} -> {current[key]!r}" for key in keys if saved[key] != current[key]]
     digest = json.loads((latest / "dataset_manifest.json").read_text())["digest"]
     if digest != manifest:
         changes.append(f"dataset manifest {digest} -> {manifest}")

@@ -1,5 +1,5 @@
 """Fine-tuning: LoRA / freeze-vision / full, AdamW with warmup + cosine, clipping, accumulation, whole-split
-evaluation every epoch, self-describing checkpoints (`best/`, `latest/`) and resume.
+evaluation every epoch, self-describing checkpoints (`best/`, `latest/`) and resume (both in `checkpoints.py`).
 
 Run: `meterread train configs/<recipe>.yaml [key=value ...]`
 """
@@ -134,7 +134,7 @@ def resolve_base(config: TrainConfig, output: Path) -> str:
 @dataclass
 class TrainingRun:
     """One training run's model, data and counters. `state` (step, epoch, best_exact_match, history, seconds) is
-    saved beside each checkpoint and restored by `--resume`; plain data only (see `load_trainer_state`)."""
+    saved beside each checkpoint and restored by `--resume`; plain data only (`checkpoints.load_trainer_state`)."""
 
     config: TrainConfig
     output: Path
@@ -216,6 +216,9 @@ def start_run(config: TrainConfig, progress: bool, log) -> TrainingRun:
         log(f"skipped bad annotation: {problem}")
     if not splits["train"].samples:
         raise TrainConfigError(f"no training samples under {config.dataset}/train/{'annotations.jsonl'}")
+    manifest = manifest_digest(splits)
+    if config.resume and (output / "latest" / STATE_FILE).is_file():
+        check_same_run(config, manifest, output / "latest")  # before the model loads and the images are prepared
     base = resolve_base(config, output)
     reader = load_reader(model_spec_for(config, base))
     reader.layout = config.layout  # it trains on inputs shaped by the recipe, whatever its base was saved with
@@ -230,7 +233,7 @@ def start_run(config: TrainConfig, progress: bool, log) -> TrainingRun:
         output=output,
         base=base,
         reader=reader,
-        manifest=manifest_digest(splits),
+        manifest=manifest,
         problems=problems + bad_train + bad_valid,
         train_images=train_images,
         train_samples=[splits["train"].samples[i] for i in train_kept],
@@ -249,7 +252,6 @@ def start_run(config: TrainConfig, progress: bool, log) -> TrainingRun:
 def initial_state(run: TrainingRun, log) -> dict:
     config, latest = run.config, run.output / "latest"
     if config.resume and (latest / STATE_FILE).is_file():
-        check_same_run(config, run.manifest, latest)
         state = restore(run.reader, run.optimizer, latest)
         log(f"resumed from {latest} at step {state['step']}")
         return state

@@ -272,7 +272,24 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path, tiny_dataset):
         start_run(recipe(tmp_path, str(other), resume=True), **quiet)
     with pytest.raises(TrainConfigError, match="crop_display True -> False"):
         start_run(recipe(tmp_path, tiny_dataset, crop_display=False, resume=True), **quiet)
+    with pytest.raises(TrainConfigError, match="lora .*'rank': 8.* -> .*'rank': 4"):
+        start_run(recipe(tmp_path, tiny_dataset, lora={"rank": 4}, resume=True), **quiet)
+    saved = tmp_path / "run" / "latest" / "train_config.json"  # as a run saved before `local_contrast` existed
+    saved.write_text(json.dumps({k: v for k, v in json.loads(saved.read_text()).items() if k != "local_contrast"}))
     assert start_run(recipe(tmp_path, tiny_dataset, epochs=2, lr=5e-4, resume=True), **quiet).state["step"] == 2
+
+
+def test_resume_refuses_another_run_before_preparing_any_image(tmp_path, tiny_dataset, monkeypatch):
+    import meterread.training.train as training
+
+    train(recipe(tmp_path, tiny_dataset), progress=False, log=lambda *_: None)
+    monkeypatch.setattr(training, "prepare_images", lambda *_: pytest.fail("prepared images before refusing"))
+    with pytest.raises(TrainConfigError, match="init_tiny"):
+        training.start_run(
+            recipe(tmp_path, tiny_dataset, init_tiny={"image_size": 64, "patch_size": 8}, resume=True),
+            progress=False,
+            log=lambda *_: None,
+        )
 
 
 def test_a_training_step_moves_the_vision_modules_at_their_share_of_the_rate(tmp_path, tiny_dataset):
