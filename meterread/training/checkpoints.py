@@ -39,6 +39,12 @@ def load_trainer_state(path: Path) -> dict:
     return torch.load(path, weights_only=True)
 
 
+def resume_point(config: TrainConfig) -> Path | None:
+    """`OUTPUT/latest/` when the recipe resumes (`resume`) and that folder holds a trainer state, else None."""
+    latest = Path(config.output) / "latest"
+    return latest if config.resume and (latest / STATE_FILE).is_file() else None
+
+
 # What a resumed run shares with its latest/: the start, the trained parts, the inputs. Anything else (epochs,
 # max_steps, lr, vision_lr_scale, ...) may change on a resume.
 SAME_RUN_KEYS = (

@@ -19,7 +19,7 @@ from meterread.config import LoraSettings, ModelSpec, TrainConfig, TrainConfigEr
 from meterread.models.base import TrainableReader
 from meterread.models.registry import family_module, load_reader
 from meterread.training.augment import augment_batch, step_rng
-from meterread.training.checkpoints import STATE_FILE, check_same_run, restore, save_checkpoint, save_trainer_state
+from meterread.training.checkpoints import check_same_run, restore, resume_point, save_checkpoint, save_trainer_state
 from meterread.training.dataset import load_dataset, manifest_digest
 from meterread.training.evaluate import summarise
 from meterread.training.evaluation import evaluate_reader, prepare_images
@@ -217,8 +217,8 @@ def start_run(config: TrainConfig, progress: bool, log) -> TrainingRun:
     if not splits["train"].samples:
         raise TrainConfigError(f"no training samples under {config.dataset}/train/{'annotations.jsonl'}")
     manifest = manifest_digest(splits)
-    if config.resume and (output / "latest" / STATE_FILE).is_file():
-        check_same_run(config, manifest, output / "latest")  # before the model loads and the images are prepared
+    if latest := resume_point(config):
+        check_same_run(config, manifest, latest)  # before the model loads and the images are prepared
     base = resolve_base(config, output)
     reader = load_reader(model_spec_for(config, base))
     reader.layout = config.layout  # it trains on inputs shaped by the recipe, whatever its base was saved with
@@ -250,8 +250,8 @@ def start_run(config: TrainConfig, progress: bool, log) -> TrainingRun:
 
 
 def initial_state(run: TrainingRun, log) -> dict:
-    config, latest = run.config, run.output / "latest"
-    if config.resume and (latest / STATE_FILE).is_file():
+    config = run.config
+    if latest := resume_point(config):
         state = restore(run.reader, run.optimizer, latest)
         log(f"resumed from {latest} at step {state['step']}")
         return state
