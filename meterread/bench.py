@@ -10,7 +10,8 @@ CPU (default, the bundled demo model on N synthetic 2560x1440 JPEGs):
 Architecture (`--size tiny|full`, e.g. on a GPU; `meterread.bench_architecture`): the real PaliGemma-2-3B-224 or
 Florence-2-base architecture built from config with random weights, generating a fixed number of tokens, against a
 FLOP-based upper bound. History (`--history ROWS`; `meterread.bench_history`): a night's cost against the output's
-size.
+size. Training (`--training`; `meterread.bench_training`): a ppocr training step, channels-last strips against
+contiguous ones.
 
 This module imports neither Prefect nor s3fs (nor typer): it runs on a bare torch + transformers machine.
 """
@@ -366,6 +367,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--history", default=None, metavar="ROWS", help="e.g. 0,1000000: one night into outputs holding ROWS rows"
     )
     parser.add_argument("--night", type=int, default=24, help="photos in the --history night")
+    parser.add_argument(
+        "--training", action="store_true", help="a ppocr training step (--model, --batch-size), both memory layouts"
+    )
     parser.add_argument("--end-to-end", nargs=3, metavar=("SOURCE", "OUTPUT", "MODEL"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -378,7 +382,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.history is not None:
         history_main(args)
         return
-    values = {k: v for k, v in vars(args).items() if k not in ("end_to_end", "history", "night")}
+    if args.training:
+        from meterread.bench_training import training_main
+
+        training_main(args)
+        return
+    values = {k: v for k, v in vars(args).items() if k not in ("end_to_end", "history", "night", "training")}
     try:
         config = BenchConfig(**values).validate()
     except ValueError as error:

@@ -266,3 +266,26 @@ def test_a_tiny_ppocr_model_memorises_a_few_strips(tiny_ppocr):
         optimizer.step()
     reader.model.eval()
     assert [p.text for p in reader.read(images, [""] * 4)] == texts
+
+
+def test_on_cpu_the_backbone_reads_channels_last_strips_and_the_logits_do_not_change(tiny_ppocr):
+    """The layout is a speed choice (`meterread bench --training`), not a numerical one: the processor's batches are
+    channels-last already, a contiguous batch is made so, and the weights keep their layout."""
+    model = PPOCRForCTC.from_pretrained(tiny_ppocr).eval()
+    seen = []
+    model.backbone.register_forward_pre_hook(lambda _, inputs: seen.append(inputs[0]))
+    processor = StripProcessor(model.config.strip_width, model.config.strip_height)
+    squares = [
+        np.random.default_rng(i).integers(0, 256, (model.config.image_size,) * 2 + (3,), np.uint8) for i in (1, 2)
+    ]
+    from_processor = processor(squares, 2)
+    strips = from_processor.contiguous()
+    with torch.no_grad():
+        model(from_processor)
+        fast = model(strips).logits
+        model.channels_last_on_cpu = False
+        plain = model(strips).logits
+    assert all(s.is_contiguous(memory_format=torch.channels_last) and not s.is_contiguous() for s in seen[:2])
+    assert seen[2].is_contiguous()
+    assert torch.allclose(fast, plain, atol=1e-5)
+    assert all(p.is_contiguous() for p in model.parameters())  # so save_pretrained writes them as they were
