@@ -1,9 +1,11 @@
 """Training checkpoints: what `best/` and `latest/` hold (weights, processor, input layout, recipe, metrics, dataset
-manifest digest; `latest/` also the trainer state) and how a run resumes from `latest/`."""
+manifest digest; `latest/` also the trainer state), how they are written whole (a run killed while saving leaves
+the previous checkpoint, never half of two) and how a run resumes from `latest/`."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -15,17 +17,62 @@ PREPROCESS_FILE = "meterread.json"
 STATE_FILE = "trainer_state.pt"
 
 
+PARTIAL, OLD = ".partial", ".old"  # suffixes of a checkpoint folder being written and of the one it replaces
+
+
 def save_checkpoint(
-    directory: Path, reader: TrainableReader, config: TrainConfig, metrics: dict, manifest: str
+    directory: Path,
+    reader: TrainableReader,
+    config: TrainConfig,
+    metrics: dict,
+    manifest: str,
+    trainer_state: dict | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> None:
-    """Weights (adapter for LoRA, full model otherwise) + processor + recipe + metrics + dataset manifest hash."""
-    directory.mkdir(parents=True, exist_ok=True)
-    reader.model.save_pretrained(directory, safe_serialization=True)
-    reader.processor.save_pretrained(directory)
-    (directory / PREPROCESS_FILE).write_text(json.dumps(config.layout.to_dict(), indent=2))
-    (directory / "train_config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
-    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (directory / "dataset_manifest.json").write_text(json.dumps({"digest": manifest}, indent=2))
+    """Weights (adapter for LoRA, full model otherwise) + processor + recipe + metrics + dataset manifest hash, and
+    with `trainer_state` the optimizer and counters (`save_trainer_state`): written into `DIRECTORY.partial/`, then
+    put in place of `directory` (`publish`)."""
+    partial = directory.with_name(directory.name + PARTIAL)
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    reader.model.save_pretrained(partial, safe_serialization=True)
+    reader.processor.save_pretrained(partial)
+    (partial / PREPROCESS_FILE).write_text(json.dumps(config.layout.to_dict(), indent=2))
+    (partial / "train_config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
+    (partial / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (partial / "dataset_manifest.json").write_text(json.dumps({"digest": manifest}, indent=2))
+    if trainer_state is not None:
+        save_trainer_state(partial, trainer_state, optimizer)
+    publish(partial, directory)
+
+
+def publish(partial: Path, directory: Path) -> None:
+    """Put the whole folder `partial` in place of `directory`; the one it replaces is set aside as `DIRECTORY.old/`
+    and removed last, so a kill between the two renames leaves it there for `recover_checkpoints`."""
+    old = directory.with_name(directory.name + OLD)
+    shutil.rmtree(old, ignore_errors=True)
+    if directory.exists():
+        directory.rename(old)
+    partial.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_checkpoints(output: Path) -> list[str]:
+    """Before a run starts in `output`: a checkpoint set aside by a `publish` that was killed (`NAME.old/` without
+    `NAME/`) goes back in place, and folders a killed save left half written (`NAME.partial/`) are removed. Returns
+    what was done, one line each, for the log."""
+    done = []
+    for old in sorted(output.glob(f"*{OLD}")):
+        directory = old.with_name(old.name.removesuffix(OLD))
+        if directory.exists():
+            shutil.rmtree(old)
+        else:
+            old.rename(directory)
+            done.append(f"restored {directory} from {old.name} (a save was killed while replacing it)")
+    for partial in sorted(output.glob(f"*{PARTIAL}")):
+        shutil.rmtree(partial)
+        done.append(f"removed {partial} (a save was killed while writing it)")
+    return done
 
 
 def save_trainer_state(directory: Path, state: dict, optimizer: torch.optim.Optimizer) -> None:

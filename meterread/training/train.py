@@ -19,7 +19,13 @@ from meterread.config import LoraSettings, ModelSpec, TrainConfig, TrainConfigEr
 from meterread.models.base import TrainableReader
 from meterread.models.registry import family_module, load_reader
 from meterread.training.augment import augment_batch, step_rng
-from meterread.training.checkpoints import check_same_run, restore, resume_point, save_checkpoint, save_trainer_state
+from meterread.training.checkpoints import (
+    check_same_run,
+    recover_checkpoints,
+    restore,
+    resume_point,
+    save_checkpoint,
+)
 from meterread.training.dataset import load_dataset, manifest_digest
 from meterread.training.evaluate import summarise
 from meterread.training.evaluation import evaluate_reader, prepare_images
@@ -209,6 +215,8 @@ def start_run(config: TrainConfig, progress: bool, log) -> TrainingRun:
     started = time.perf_counter()
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
+    for line in recover_checkpoints(output):
+        log(line)
     seed_everything(config.seed)
     splits = load_dataset(config.dataset)
     problems = [p for split in splits.values() for p in split.problems]
@@ -313,8 +321,8 @@ def train_step(run: TrainingRun, group: list[np.ndarray]) -> tuple[float, float]
 
 
 def evaluate_and_save(run: TrainingRun, progress: bool, log) -> dict:
-    """Score the whole validation split, save `latest/` (weights, metrics, trainer state) and `best/` when it
-    improved; returns the metrics."""
+    """Score the whole validation split, save `best/` when it improved and `latest/` (weights, metrics, trainer
+    state); returns the metrics."""
     reader, state = run.reader, run.state
     reader.model.eval()
     scored = evaluate_reader(reader, run.valid_images, run.valid_samples, run.config.eval_batch_size, progress)
@@ -330,12 +338,12 @@ def evaluate_and_save(run: TrainingRun, progress: bool, log) -> dict:
         "dataset_problems": run.problems,
     }
     state["history"].append({"step": state["step"], "exact_match": metrics["valid"]["exact_match"]})
-    save_checkpoint(run.output / "latest", reader, run.config, metrics, run.manifest)
-    save_trainer_state(run.output / "latest", state, run.optimizer)
     exact = metrics["valid"]["exact_match"] or 0.0
     if exact > state["best_exact_match"]:
         state["best_exact_match"] = exact
         save_checkpoint(run.output / "best", reader, run.config, metrics, run.manifest)
+    # latest/ after best/, its state holding the best score: a resumed run compares with the best/ it has
+    save_checkpoint(run.output / "latest", reader, run.config, metrics, run.manifest, state, run.optimizer)
     log(f"step {state['step']}: valid exact match {exact:.4f} (best {state['best_exact_match']:.4f})")
     training_mode(reader.model)
     return metrics

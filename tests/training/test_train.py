@@ -255,6 +255,44 @@ def test_full_fine_tune_resumes_with_the_saved_weights(tmp_path, tiny_dataset):
     assert resumed["steps"] == 4 and any("resumed from" in line for line in logs)
 
 
+def test_a_save_killed_while_writing_leaves_the_previous_latest_and_the_rerun_resumes_from_it(
+    tmp_path, tiny_dataset, monkeypatch
+):
+    import meterread.training.checkpoints as checkpoints
+    from meterread.training.checkpoints import STATE_FILE, load_trainer_state
+
+    train(recipe(tmp_path, tiny_dataset), progress=False, log=lambda *_: None)
+    latest = tmp_path / "run" / "latest"
+    weights = (latest / "adapter_model.safetensors").read_bytes()
+
+    def killed(*_):
+        raise KeyboardInterrupt("killed while saving")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoints, "save_trainer_state", killed)
+        with pytest.raises(KeyboardInterrupt):
+            train(recipe(tmp_path, tiny_dataset, epochs=2, resume=True), progress=False, log=lambda *_: None)
+    assert load_trainer_state(latest / STATE_FILE)["step"] == 2  # not the weights of step 4 with the state of 2
+    assert (latest / "adapter_model.safetensors").read_bytes() == weights
+    assert (tmp_path / "run" / "latest.partial").is_dir()
+    logs = []
+    resumed = train(recipe(tmp_path, tiny_dataset, epochs=2, resume=True), progress=False, log=logs.append)
+    assert resumed["steps"] == 4 and not (tmp_path / "run" / "latest.partial").exists()
+    assert any(line.startswith("removed") and "latest.partial" in line for line in logs)
+    assert any("resumed from" in line and "at step 2" in line for line in logs)
+
+
+def test_the_resume_state_holds_the_best_score_best_holds(tmp_path, tiny_dataset):
+    """Saved before best/ was updated, a resumed run once compared with an older score and could replace a better
+    best/ with a worse one."""
+    from meterread.training.checkpoints import STATE_FILE, load_trainer_state
+
+    train(recipe(tmp_path, tiny_dataset), progress=False, log=lambda *_: None)
+    state = load_trainer_state(tmp_path / "run" / "latest" / STATE_FILE)
+    best = json.loads((tmp_path / "run" / "best" / "metrics.json").read_text())
+    assert state["best_exact_match"] == best["valid"]["exact_match"] >= 0
+
+
 def test_resume_refuses_a_checkpoint_of_another_run(tmp_path, tiny_dataset):
     """Another start, other inputs or other data would continue another run under this one's name; more epochs
     (and other schedule settings) continue this one."""
