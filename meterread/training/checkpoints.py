@@ -17,6 +17,7 @@ PREPROCESS_FILE = "meterread.json"
 STATE_FILE = "trainer_state.pt"
 
 
+CHECKPOINTS = ("best", "latest")  # the folders a run writes in its output
 PARTIAL, OLD = ".partial", ".old"  # suffixes of a checkpoint folder being written and of the one it replaces
 
 
@@ -59,19 +60,18 @@ def publish(partial: Path, directory: Path) -> None:
 
 def recover_checkpoints(output: Path) -> list[str]:
     """Before a run starts in `output`: a checkpoint set aside by a `publish` that was killed (`NAME.old/` without
-    `NAME/`) goes back in place, and folders a killed save left half written (`NAME.partial/`) are removed. Returns
-    what was done, one line each, for the log."""
+    `NAME/`, NAME one of CHECKPOINTS) goes back in place, and what a killed save left half written (`NAME.partial/`)
+    is removed. Returns what was done, one line each, for the log."""
     done = []
-    for old in sorted(output.glob(f"*{OLD}")):
-        directory = old.with_name(old.name.removesuffix(OLD))
-        if directory.exists():
-            shutil.rmtree(old)
-        else:
+    for name in CHECKPOINTS:
+        directory, old, partial = (output / (name + suffix) for suffix in ("", OLD, PARTIAL))
+        if old.is_dir() and not directory.exists():
             old.rename(directory)
             done.append(f"restored {directory} from {old.name} (a save was killed while replacing it)")
-    for partial in sorted(output.glob(f"*{PARTIAL}")):
-        shutil.rmtree(partial)
-        done.append(f"removed {partial} (a save was killed while writing it)")
+        shutil.rmtree(old, ignore_errors=True)
+        if partial.is_dir():
+            shutil.rmtree(partial)
+            done.append(f"removed {partial} (a save was killed while writing it)")
     return done
 
 

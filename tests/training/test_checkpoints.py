@@ -23,9 +23,10 @@ def test_recovery_puts_back_a_folder_set_aside_by_a_killed_swap_and_drops_half_w
     folder(tmp_path / "latest.partial", "step 4, maybe half")
     folder(tmp_path / "best", "step 4")
     folder(tmp_path / "best.old", "step 2")  # killed before the last clean-up: best/ is whole
+    folder(tmp_path / "notes.old", "the user's")  # not a checkpoint: left alone
     done = recover_checkpoints(tmp_path)
     assert (tmp_path / "latest" / "weights").read_text() == "step 2"
     assert (tmp_path / "best" / "weights").read_text() == "step 4"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["best", "latest"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best", "latest", "notes.old"]
     assert [line.split()[0] for line in done] == ["restored", "removed"]
     assert recover_checkpoints(tmp_path) == []
