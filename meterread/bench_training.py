@@ -61,14 +61,11 @@ def bench_training(model: str | None = None, batch_size: int = 24, repeats: int 
     pixels, labels = random_batch(recogniser.config, batch_size, seed)
     seconds: dict[str, list[float]] = {name: [] for name in FORMATS}
     gradients = {}
-    try:
-        for round_ in range(repeats + 1):
-            for name in FORMATS:
-                took, gradients[name] = training_step(recogniser, pixels, labels, name == "channels_last")
-                if round_:  # round 0 warms both up
-                    seconds[name].append(took)
-    finally:
-        recogniser.channels_last_on_cpu = True
+    for round_ in range(repeats + 1):
+        for name in FORMATS:
+            took, gradients[name] = training_step(recogniser, pixels, labels, name == "channels_last")
+            if round_:  # round 0 warms both up
+                seconds[name].append(took)
     medians = {name: statistics.median(values) for name, values in seconds.items()}
     reference = gradients["contiguous"]
     return {
