@@ -1,5 +1,5 @@
-"""`meterread` commands that make model checkpoints rather than read or train: `tiny`, `import-ppocr`, `average`
-(registered on the main app by `meterread.cli`; heavy imports inside each command)."""
+"""`meterread` commands that make model checkpoints rather than read or train: `tiny`, `import-ppocr`, `average`,
+`restrip` (registered on the main app by `meterread.cli`; heavy imports inside each command)."""
 
 from __future__ import annotations
 
@@ -55,7 +55,24 @@ def average(
         raise typer.BadParameter(str(error)) from error
 
 
+def restrip(
+    source: Path = typer.Argument(..., help="A full ppocr checkpoint (a training run's best/, an average)."),
+    out: Path = typer.Argument(..., help="Directory for the checkpoint set to the new strip size."),
+    strip_width: int = typer.Option(..., help="Width the strip is read at (width / 8 CTC columns)."),
+    strip_height: int = typer.Option(..., help="Height the strip is read at (a multiple of 16, 32 or more)."),
+) -> None:
+    """Set a ppocr checkpoint to read the strip at another size (same weights), to train on at that size."""
+    from meterread.training.restrip import restrip_checkpoint
+
+    try:
+        saved = restrip_checkpoint(source, out, strip_width, strip_height)
+        typer.echo(f"saved {source} set to read {strip_height} x {strip_width} strips in {saved}")
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+
+
 def register(app: typer.Typer) -> None:
     app.command()(tiny)
     app.command(name="import-ppocr")(import_ppocr)
     app.command()(average)
+    app.command()(restrip)

@@ -1,0 +1,55 @@
+"""A ppocr checkpoint set to read the strip at another size: `meterread restrip SOURCE OUT --strip-width W
+--strip-height H`. The recogniser's weights do not depend on the strip's size (convolutions, a neck over the
+columns without position embeddings, one head per column), so a checkpoint trained at 48 x 320 reads 64 x 424 as
+it is and trains on at that size (docs/training.md "The taller strip from the bundle").
+
+`restripped_config` is pure; `restrip_checkpoint` reads and writes checkpoint folders.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from meterread.models.ppocr_import import check_input_shape
+from meterread.models.ppocr_network import STRIP_HEIGHT
+
+RESTRIP_FILE = "restrip.json"
+# Files of the source that describe its training run, not the weights the new folder holds
+NOT_COPIED = {"trainer_state.pt", "metrics.json", "train_config.json", "dataset_manifest.json"}
+
+
+def restripped_config(config: dict, strip_width: int, strip_height: int) -> dict:
+    """`config` (a ppocr config.json) set to read `strip_height` x `strip_width`. Raises ValueError for another
+    model type or a size `check_input_shape` refuses."""
+    if config.get("model_type") != "ppocr":
+        raise ValueError(f"only ppocr checkpoints read a strip; this one is {config.get('model_type')!r}")
+    check_input_shape(int(config["image_size"]), strip_width, strip_height)
+    return {**config, "strip_width": strip_width, "strip_height": strip_height}
+
+
+def restrip_checkpoint(source: str | Path, out_dir: str | Path, strip_width: int, strip_height: int) -> Path:
+    """Copy the full ppocr checkpoint `source` into `out_dir` set to read `strip_height` x `strip_width`, with
+    `restrip.json` (source, strip before and after); its run files (trainer state, metrics) stay behind. Raises
+    ValueError for a folder without a ppocr config and weights, or a size the recogniser cannot read; nothing is
+    written then."""
+    source, out = Path(source), Path(out_dir)
+    if not (source / "config.json").is_file() or not (source / "model.safetensors").is_file():
+        raise ValueError(f"{source} is not a full checkpoint (config.json and model.safetensors)")
+    if out.resolve() == source.resolve():
+        raise ValueError("restrip writes a new folder: OUT must not be SOURCE")
+    config = json.loads((source / "config.json").read_text())
+    restripped = restripped_config(config, strip_width, strip_height)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in source.iterdir():
+        if path.is_file() and path.name not in NOT_COPIED:
+            shutil.copy2(path, out / path.name)
+    (out / "config.json").write_text(json.dumps(restripped, indent=2) + "\n")
+    record = {
+        "source": str(source),
+        "strip_before": [int(config.get("strip_height", STRIP_HEIGHT)), int(config["strip_width"])],
+        "strip_after": [strip_height, strip_width],
+    }
+    (out / RESTRIP_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return out

@@ -1,0 +1,55 @@
+"""`meterread restrip`: a ppocr checkpoint set to read another strip size, same weights, and its refusals."""
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from meterread.cli import app
+from meterread.config import ModelSpec
+from meterread.models.registry import load_reader
+from meterread.training.restrip import RESTRIP_FILE, restrip_checkpoint, restripped_config
+
+
+def test_the_config_changes_only_the_strip_size():
+    config = {"model_type": "ppocr", "image_size": 128, "strip_width": 320, "neck_hidden": 120}
+    assert restripped_config(config, 424, 64) == {**config, "strip_width": 424, "strip_height": 64}
+    with pytest.raises(ValueError, match="multiple of 16"):
+        restripped_config(config, 424, 56)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        restripped_config(config, 420, 64)
+    with pytest.raises(ValueError, match="only ppocr checkpoints"):
+        restripped_config({**config, "model_type": "paligemma"}, 424, 64)
+
+
+def test_a_restripped_checkpoint_has_the_same_weights_and_reads_the_new_size(tmp_path, tiny_ppocr):
+    result = CliRunner().invoke(
+        app, ["restrip", tiny_ppocr, str(tmp_path / "tall"), "--strip-width", "256", "--strip-height", "64"]
+    )
+    assert result.exit_code == 0, result.output
+    tall = tmp_path / "tall"
+    before, after = load_file(f"{tiny_ppocr}/model.safetensors"), load_file(tall / "model.safetensors")
+    assert before.keys() == after.keys() and all((before[k] == after[k]).all() for k in before)
+    assert json.loads((tall / RESTRIP_FILE).read_text())["strip_after"] == [64, 256]
+    reader = load_reader(ModelSpec(base=str(tall), device="cpu"))
+    image = np.zeros((reader.image_size, reader.image_size, 3), dtype=np.uint8)
+    assert tuple(reader.pixels([image]).shape) == (1, 3, 64, 256)
+    assert len(reader.read([image], [reader.default_prompt])) == 1
+    original = load_reader(ModelSpec(base=tiny_ppocr, device="cpu"))
+    assert tuple(original.pixels([image]).shape[2:]) != (64, 256)  # the source folder is left as it was
+
+
+def test_what_cannot_be_restripped_is_refused_before_anything_is_written(tmp_path, tiny_ppocr, tiny_paligemma):
+    with pytest.raises(ValueError, match="not a full checkpoint"):
+        restrip_checkpoint(tmp_path / "nothing", tmp_path / "out", 256, 64)
+    with pytest.raises(ValueError, match="only ppocr checkpoints"):
+        restrip_checkpoint(tiny_paligemma, tmp_path / "out", 256, 64)
+    with pytest.raises(ValueError, match="must not be SOURCE"):
+        restrip_checkpoint(tiny_ppocr, tiny_ppocr, 256, 64)
+    result = CliRunner().invoke(
+        app, ["restrip", tiny_ppocr, str(tmp_path / "out"), "--strip-width", "256", "--strip-height", "50"]
+    )
+    assert result.exit_code == 2 and "multiple of 16" in result.output
+    assert not (tmp_path / "out").exists()
