@@ -3,7 +3,7 @@
     python scripts/bundle_demo_model.py EVAL_DIR --eval NAME DATA_COMMAND [--eval ...] \\
         [--pretrained BASE_DIR IMPORT_COMMAND] --stage RECIPE RUN_DIR MINUTES DATA_COMMAND [--stage ...] \\
         [--averaged SOUP_DIR VALID_METRICS COMMAND] [--earlier-average SOUP_DIR VALID_METRICS COMMAND]... \\
-        [--earlier-stages PROVENANCE_JSON]
+        [--earlier-stages PROVENANCE_JSON] [--restripped RESTRIP_DIR COMMAND] [--relabel OLD NEW]...
     python scripts/bundle_demo_model.py EVAL_DIR --eval NAME DATA_COMMAND [--eval ...] \\
         --annotate-only VALID_METRICS CHOSEN_ON       # re-measure the bundled model, keep its weights
 
@@ -28,7 +28,10 @@ Each stage records its recipe, the
 `meterread train` command rebuilt from its saved train_config.json, the `meterread synth` command of its data, the
 dataset manifest digest, its best validation metrics and its wall-clock minutes. `--pretrained` records where the
 first stage's weights came from: the command that made BASE_DIR and what BASE_DIR/provenance.json says of its source
-(`meterread import-ppocr`: PP-OCRv4's ONNX file in rapidocr's wheel, Apache-2.0).
+(`meterread import-ppocr`: PP-OCRv4's ONNX file in rapidocr's wheel, Apache-2.0). `--restripped` records the
+checkpoint `meterread restrip` set to another strip size for the stage that starts from it (its restrip.json: source,
+strip before and after). `--relabel OLD NEW` (repeatable) writes NEW for OLD in every recorded path and command: for
+runs made under other DATA and RUNS folders than the Makefile's defaults, so provenance names the recipe's folders.
 """
 
 from __future__ import annotations
@@ -123,19 +126,28 @@ def record_evaluations(target: Path, evaluations: dict, valid: dict, chosen_on: 
 
 # The bundle before this one (earlier_averages[-1], git history), as `make demo-model` names those weights, so a
 # stage that started from it records a command the recipe can run
-EARLIER_BUNDLE = "runs/ppocr-soup/best"
+EARLIER_BUNDLE = "runs/ppocr-soup4/best"
 
 
-def relabel_target(record, target: Path = TARGET):
+def relabel_target(record, target: Path = TARGET, relabels: tuple[tuple[str, str], ...] = ()):
     """`record` with every string naming the bundle folder itself (a stage or an average that started from the
-    earlier bundle) replaced by EARLIER_BUNDLE: the folder now holds the new weights. Pure."""
+    earlier bundle) replaced by EARLIER_BUNDLE (the folder now holds the new weights), then each (old, new) of
+    `relabels` replaced in order. Pure."""
     if isinstance(record, dict):
-        return {key: relabel_target(value, target) for key, value in record.items()}
+        return {key: relabel_target(value, target, relabels) for key, value in record.items()}
     if isinstance(record, list):
-        return [relabel_target(value, target) for value in record]
+        return [relabel_target(value, target, relabels) for value in record]
     if isinstance(record, str):
-        return record.replace(str(target), EARLIER_BUNDLE)
+        record = record.replace(str(target), EARLIER_BUNDLE)
+        for old, new in relabels:
+            record = record.replace(old, new)
+        return record
     return record
+
+
+def restripped_record(restrip_dir: str, command: str) -> dict:
+    """The checkpoint set to another strip size a stage started from: the command and its restrip.json."""
+    return {"command": command, **json.loads((Path(restrip_dir) / "restrip.json").read_text())}
 
 
 def averaged_record(soup_dir: str, valid_metrics: str, command: str) -> dict:
@@ -158,6 +170,8 @@ def main() -> None:
         "--earlier-average", nargs=3, action="append", default=[], metavar=("SOUP_DIR", "VALID_METRICS", "COMMAND")
     )
     parser.add_argument("--earlier-stages", type=Path, metavar="PROVENANCE_JSON")
+    parser.add_argument("--restripped", nargs=2, metavar=("RESTRIP_DIR", "COMMAND"))
+    parser.add_argument("--relabel", nargs=2, action="append", default=[], metavar=("OLD", "NEW"))
     parser.add_argument(
         "--annotate-only",
         nargs=2,
@@ -180,7 +194,11 @@ def main() -> None:
     earlier = prior.get("earlier_averages", []) + ([prior["averaged"]] if "averaged" in prior else [])
     earlier += [averaged_record(*soup) for soup in args.earlier_average]
     pretrained = pretrained_record(*args.pretrained) if args.pretrained else prior.get("pretrained")
-    stages, averaged, earlier = relabel_target(stages), relabel_target(averaged), relabel_target(earlier)
+    restripped = restripped_record(*args.restripped) if args.restripped else None
+    relabels = tuple(map(tuple, args.relabel))
+    stages, averaged, earlier, restripped = (
+        relabel_target(record, TARGET, relabels) for record in (stages, averaged, earlier, restripped)
+    )
     best = Path(args.averaged[0]) if args.averaged else Path(args.stage[-1][1]) / "best"
     shutil.rmtree(TARGET, ignore_errors=True)
     TARGET.mkdir(parents=True)
@@ -190,8 +208,8 @@ def main() -> None:
         if not source.is_file():
             continue
         text = source.read_text() if name.endswith(".json") else ""
-        if str(TARGET) in text:  # a config naming the earlier bundle as its base
-            (TARGET / name).write_text(json.dumps(relabel_target(json.loads(text)), indent=2))
+        if str(TARGET) in text or any(old in text for old, _ in relabels):  # e.g. a config naming its base
+            (TARGET / name).write_text(json.dumps(relabel_target(json.loads(text), TARGET, relabels), indent=2))
         else:
             shutil.copy2(source, TARGET / name)
     last = stages[-1]
@@ -208,6 +226,7 @@ def main() -> None:
         **({"pretrained": pretrained} if pretrained else {}),
         **({"averaged": averaged} if averaged else {}),  # the bundled weights: these stages' best, averaged
         **({"earlier_averages": earlier} if earlier else {}),  # averages a later stage started from
+        **({"restripped": restripped} if restripped else {}),  # a checkpoint set to another strip size
         "training_minutes_on_2_cpu_cores": round(sum(stage["training_minutes_on_2_cpu_cores"] for stage in stages), 1),
     }
     (TARGET / "provenance.json").write_text(json.dumps(provenance, indent=2))

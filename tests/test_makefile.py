@@ -77,12 +77,21 @@ def test_an_interrupted_demo_model_goes_on_from_the_stage_that_stopped(demo_mode
 
     code, second, _ = demo_model()
     assert code == 0
-    assert trained(second) == ["ppocr-augment", "ppocr-recolour"]
+    assert trained(second) == ["ppocr-augment", "ppocr-recolour", "ppocr-taller"]
     assert all("--resume" in c for c in second if c.startswith("meterread train"))
     assert (tmp_path / "runs/ppocr-augment/latest/steps").read_text() == "step\nstep\n"  # its checkpoint continued
     assert not any(c.startswith("meterread import-ppocr") for c in second)
-    assert made(second) == ["strips-recolour", "heldout", "strips-eval", "realphotos-heldout", "realphotos-eval"]
-    assert second[-1].startswith("python scripts/bundle_demo_model.py")
+    assert made(second) == [
+        "strips-recolour",
+        "strips-recolour5",
+        "heldout",
+        "strips-eval",
+        "realphotos-heldout",
+        "realphotos-eval",
+    ]
+    restrip = [c for c in second if c.startswith("meterread restrip")]  # stage 5's base: the stage-4 average, taller
+    assert len(restrip) == 1 and restrip[0].endswith("--strip-width 424 --strip-height 64")
+    assert second[-1].startswith(f"python scripts/bundle_demo_model.py {tmp_path}/runs/ppocr-soup5 ")  # its evals
 
     code, third, _ = demo_model()
     assert code == 0 and len(third) == 1 and third[0].startswith("python scripts/bundle_demo_model.py")
@@ -93,9 +102,17 @@ def test_another_strip_imports_again_and_trains_every_stage_afresh(demo_model, t
     code, again, _ = demo_model("STRIP=--strip-width 424 --strip-height 64")
     assert code == 0
     assert any(c.startswith("meterread import-ppocr") and "--strip-height 64" in c for c in again)
-    assert trained(again) == ["ppocr-real", "ppocr-photos", "ppocr-augment", "ppocr-recolour"]
+    assert trained(again) == ["ppocr-real", "ppocr-photos", "ppocr-augment", "ppocr-recolour", "ppocr-taller"]
     assert (tmp_path / "runs/ppocr-real/latest/steps").read_text() == "step\n"  # started over, not resumed
     assert made(again) == []  # the data stays
+
+
+def test_another_tall_strip_restrips_the_stage_4_average_and_trains_stage_5_alone_afresh(demo_model, tmp_path):
+    assert demo_model()[0] == 0
+    code, again, _ = demo_model("TALL_STRIP=--strip-width 512 --strip-height 64")
+    assert code == 0 and trained(again) == ["ppocr-taller"] and made(again) == []
+    assert [c for c in again if c.startswith("meterread restrip")][0].endswith("--strip-width 512 --strip-height 64")
+    assert (tmp_path / "runs/ppocr-taller/latest/steps").read_text() == "step\n"  # started over, not resumed
 
 
 def test_an_edited_recipe_trains_its_stage_and_the_ones_after_afresh(demo_model, tmp_path):
@@ -103,7 +120,7 @@ def test_an_edited_recipe_trains_its_stage_and_the_ones_after_afresh(demo_model,
     (tmp_path / "configs/ppocr-augment.yaml").write_text((tmp_path / "configs/ppocr-augment.yaml").read_text())
     code, again, _ = demo_model()
     assert code == 0
-    assert trained(again) == ["ppocr-augment", "ppocr-recolour"]
+    assert trained(again) == ["ppocr-augment", "ppocr-recolour", "ppocr-taller"]
     assert (tmp_path / "runs/ppocr-augment/latest/steps").read_text() == "step\n"
     assert made(again) == []
 
@@ -112,9 +129,9 @@ def test_other_digit_crops_make_the_data_again_and_retrain(demo_model, tmp_path)
     assert demo_model()[0] == 0
     code, again, _ = demo_model(f"DIGITS={tmp_path / 'other-digits'}")
     assert code == 0
-    from_crops = ["ppocr-strips", "strips-valid", "ppocr-strips2", "realphotos", "strips-recolour"]
+    from_crops = ["ppocr-strips", "strips-valid", "ppocr-strips2", "realphotos", "strips-recolour", "strips-recolour5"]
     assert made(again) == from_crops + ["strips-eval", "realphotos-heldout", "realphotos-eval"]
-    assert trained(again) == ["ppocr-real", "ppocr-photos", "ppocr-augment", "ppocr-recolour"]
+    assert trained(again) == ["ppocr-real", "ppocr-photos", "ppocr-augment", "ppocr-recolour", "ppocr-taller"]
 
 
 def test_a_dry_run_of_a_finished_model_shows_only_the_bundling(demo_model, tmp_path):
@@ -129,4 +146,4 @@ def test_clean_demo_model_makes_everything_again(demo_model):
     assert demo_model()[0] == 0
     assert demo_model(target="clean-demo-model")[0] == 0
     code, again, _ = demo_model()
-    assert code == 0 and len(trained(again)) == 4 and len(made(again)) == 10
+    assert code == 0 and len(trained(again)) == 5 and len(made(again)) == 11

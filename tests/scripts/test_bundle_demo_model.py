@@ -47,11 +47,23 @@ def test_the_earlier_bundle_is_named_as_the_recipe_names_its_weights(bundle, tmp
     record = {"command": f"meterread train r.yaml base={target}", "ingredients": [str(target), "runs/x/best"], "n": 3}
     relabelled = bundle.relabel_target(record, target)
     assert relabelled == {
-        "command": "meterread train r.yaml base=runs/ppocr-soup/best",
-        "ingredients": ["runs/ppocr-soup/best", "runs/x/best"],
+        "command": "meterread train r.yaml base=runs/ppocr-soup4/best",
+        "ingredients": ["runs/ppocr-soup4/best", "runs/x/best"],
         "n": 3,
     }
     assert bundle.EARLIER_BUNDLE in (SCRIPTS.parent / "Makefile").read_text().replace("$(RUNS)", "runs")
+
+
+def test_runs_made_under_other_folders_are_recorded_under_the_recipes_names(bundle, tmp_path):
+    target = tmp_path / "meterread" / "assets" / "demo-model"
+    record = {"command": "meterread train r.yaml base=/scratch/runs/t dataset=/scratch/data/d", "steps": [1]}
+    relabelled = bundle.relabel_target(record, target, (("/scratch/", ""),))
+    assert relabelled == {"command": "meterread train r.yaml base=runs/t dataset=data/d", "steps": [1]}
+    (tmp_path / "tall").mkdir()
+    restrip = {"source": "/scratch/runs/ppocr-soup4/best", "strip_before": [48, 320], "strip_after": [64, 424]}
+    (tmp_path / "tall" / "restrip.json").write_text(json.dumps(restrip))
+    recorded = bundle.restripped_record(str(tmp_path / "tall"), "meterread restrip A B")
+    assert recorded == {"command": "meterread restrip A B", **restrip}
 
 
 def test_recorded_evaluations_set_the_min_confidence_validation_recommends(bundle, tmp_path):
