@@ -250,9 +250,10 @@ $(MADE_RUNS)/ppocr-soup5-evals: $(MADE_RUNS)/ppocr-soup5 $(EVAL_DATA)
 	$(call evaluate_all,$(BUNDLED),$(RUNS)/ppocr-soup5)
 	$(stamp)
 
-# The four stages' training data (train/ and valid/ of $(DATA)/ppocr-stage1, $(DATA)/ppocr-photos,
-# $(DATA)/ppocr-stage3: stage 1's strips and stage 2's photos again, read through stage 3's augmentation, and
-# $(DATA)/ppocr-stage4: fresh strips, half recoloured, beside stage 2's photos). Each command rewrites its folder.
+# The five stages' training data (train/ and valid/ of $(DATA)/ppocr-stage1, $(DATA)/ppocr-photos,
+# $(DATA)/ppocr-stage3: stage 1's strips and stage 2's photos again, read through stage 3's augmentation,
+# $(DATA)/ppocr-stage4 and $(DATA)/ppocr-taller: fresh strips, half recoloured, beside stage 2's photos). Each
+# command rewrites its folder.
 stage-data: $(STAGE_DATA)
 
 eval-sets: $(EVAL_DATA)

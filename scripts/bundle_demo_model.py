@@ -180,7 +180,9 @@ def main() -> None:
         "VALID_METRICS (a `meterread eval` metrics.json on the last stage's validation set) recommends",
     )
     args = parser.parse_args()
+    relabels = tuple(map(tuple, args.relabel))
     evaluations = {name: evaluation_record(args.run_dir, name, data) for name, data in args.eval}  # before rmtree
+    evaluations = relabel_target(evaluations, TARGET, relabels)
     if args.annotate_only:
         valid_metrics, chosen_on = args.annotate_only
         record_evaluations(TARGET, evaluations, json.loads(Path(valid_metrics).read_text()), chosen_on)
@@ -195,9 +197,8 @@ def main() -> None:
     earlier += [averaged_record(*soup) for soup in args.earlier_average]
     pretrained = pretrained_record(*args.pretrained) if args.pretrained else prior.get("pretrained")
     restripped = restripped_record(*args.restripped) if args.restripped else None
-    relabels = tuple(map(tuple, args.relabel))
-    stages, averaged, earlier, restripped = (
-        relabel_target(record, TARGET, relabels) for record in (stages, averaged, earlier, restripped)
+    stages, averaged, earlier, restripped, pretrained = (
+        relabel_target(record, TARGET, relabels) for record in (stages, averaged, earlier, restripped, pretrained)
     )
     best = Path(args.averaged[0]) if args.averaged else Path(args.stage[-1][1]) / "best"
     shutil.rmtree(TARGET, ignore_errors=True)

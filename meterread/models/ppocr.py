@@ -7,8 +7,9 @@ reads unseen makes several times as often as PP-OCRv4 itself (docs/training.md, 
 `meterread import-ppocr OUT` makes the starting checkpoint.
 
 The reader takes meterread's square model input, unfolds its `layout.rows` slices back into one strip (the inverse
-of `meterread.preprocess.fold_into_square`), scales it to the model's `strip_height` (48) x `strip_width` and reads
-the best CTC path. It reads without a prompt (prompts are accepted and ignored) and cannot rank meter-type labels.
+of `meterread.preprocess.fold_into_square`), scales it to the model's `strip_height` (48 as published, 64 in the
+bundle) x `strip_width` and reads the best CTC path. It reads without a prompt (prompts are accepted and ignored)
+and cannot rank meter-type labels.
 """
 
 from __future__ import annotations

@@ -13,9 +13,10 @@ import shutil
 from pathlib import Path
 
 from meterread.models.ppocr_import import check_input_shape
-from meterread.models.ppocr_network import STRIP_HEIGHT
+from meterread.models.ppocr_network import PPOCRConfig
 
 RESTRIP_FILE = "restrip.json"
+DEFAULTS = PPOCRConfig()  # what a config.json without a key means
 # Files of the source that describe its training run, not the weights the new folder holds
 NOT_COPIED = {"trainer_state.pt", "metrics.json", "train_config.json", "dataset_manifest.json"}
 
@@ -25,20 +26,30 @@ def restripped_config(config: dict, strip_width: int, strip_height: int) -> dict
     model type or a size `check_input_shape` refuses."""
     if config.get("model_type") != "ppocr":
         raise ValueError(f"only ppocr checkpoints read a strip; this one is {config.get('model_type')!r}")
-    check_input_shape(int(config["image_size"]), strip_width, strip_height)
+    check_input_shape(int(config.get("image_size", DEFAULTS.image_size)), strip_width, strip_height)
     return {**config, "strip_width": strip_width, "strip_height": strip_height}
 
 
+def strip_of(config: dict) -> list[int]:
+    """[height, width] of the strip a ppocr config.json reads (PPOCRConfig's defaults where a key is missing)."""
+    return [
+        int(config.get("strip_height", DEFAULTS.strip_height)),
+        int(config.get("strip_width", DEFAULTS.strip_width)),
+    ]
+
+
 def restrip_checkpoint(source: str | Path, out_dir: str | Path, strip_width: int, strip_height: int) -> Path:
-    """Copy the full ppocr checkpoint `source` into `out_dir` set to read `strip_height` x `strip_width`, with
-    `restrip.json` (source, strip before and after); its run files (trainer state, metrics) stay behind. Raises
-    ValueError for a folder without a ppocr config and weights, or a size the recogniser cannot read; nothing is
-    written then."""
+    """Copy the full ppocr checkpoint `source` into the new or empty folder `out_dir` set to read `strip_height` x
+    `strip_width`, with `restrip.json` (source, strip before and after); its run files (trainer state, metrics)
+    stay behind. Raises ValueError for a folder without a ppocr config and full weights (a LoRA adapter: merge it
+    first), an `out_dir` that holds files, or a size the recogniser cannot read; nothing is written then."""
     source, out = Path(source), Path(out_dir)
     if not (source / "config.json").is_file() or not (source / "model.safetensors").is_file():
-        raise ValueError(f"{source} is not a full checkpoint (config.json and model.safetensors)")
+        raise ValueError(f"{source} is not a full checkpoint (config.json and model.safetensors; not an adapter)")
     if out.resolve() == source.resolve():
         raise ValueError("restrip writes a new folder: OUT must not be SOURCE")
+    if out.is_dir() and any(out.iterdir()):
+        raise ValueError(f"{out} is not empty: restrip writes into a new or empty folder (remove it first)")
     config = json.loads((source / "config.json").read_text())
     restripped = restripped_config(config, strip_width, strip_height)
     out.mkdir(parents=True, exist_ok=True)
@@ -48,7 +59,7 @@ def restrip_checkpoint(source: str | Path, out_dir: str | Path, strip_width: int
     (out / "config.json").write_text(json.dumps(restripped, indent=2) + "\n")
     record = {
         "source": str(source),
-        "strip_before": [int(config.get("strip_height", STRIP_HEIGHT)), int(config["strip_width"])],
+        "strip_before": strip_of(config),
         "strip_after": [strip_height, strip_width],
     }
     (out / RESTRIP_FILE).write_text(json.dumps(record, indent=2) + "\n")

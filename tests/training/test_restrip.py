@@ -22,6 +22,7 @@ def test_the_config_changes_only_the_strip_size():
         restripped_config(config, 420, 64)
     with pytest.raises(ValueError, match="only ppocr checkpoints"):
         restripped_config({**config, "model_type": "paligemma"}, 424, 64)
+    assert restripped_config({"model_type": "ppocr"}, 424, 64)["strip_height"] == 64  # PPOCRConfig's image_size
 
 
 def test_a_restripped_checkpoint_has_the_same_weights_and_reads_the_new_size(tmp_path, tiny_ppocr):
@@ -48,6 +49,10 @@ def test_what_cannot_be_restripped_is_refused_before_anything_is_written(tmp_pat
         restrip_checkpoint(tiny_paligemma, tmp_path / "out", 256, 64)
     with pytest.raises(ValueError, match="must not be SOURCE"):
         restrip_checkpoint(tiny_ppocr, tiny_ppocr, 256, 64)
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "trainer_state.pt").write_text("an earlier run's")
+    with pytest.raises(ValueError, match="not empty"):
+        restrip_checkpoint(tiny_ppocr, tmp_path / "used", 256, 64)
     result = CliRunner().invoke(
         app, ["restrip", tiny_ppocr, str(tmp_path / "out"), "--strip-width", "256", "--strip-height", "50"]
     )
