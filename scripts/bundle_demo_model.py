@@ -129,19 +129,22 @@ def record_evaluations(target: Path, evaluations: dict, valid: dict, chosen_on: 
 EARLIER_BUNDLE = "runs/ppocr-soup4/best"
 
 
-def relabel_target(record, target: Path = TARGET, relabels: tuple[tuple[str, str], ...] = ()):
-    """`record` with every string naming the bundle folder itself (a stage or an average that started from the
-    earlier bundle) replaced by EARLIER_BUNDLE (the folder now holds the new weights), then each (old, new) of
-    `relabels` replaced in order. Pure."""
+def recipe_names(extra=(), target: Path = TARGET) -> tuple[tuple[str, str], ...]:
+    """The (old, new) replacements that make recorded paths name the recipe's folders: the bundle folder itself (a
+    stage or an average that started from the earlier bundle; the folder now holds the new weights) as
+    EARLIER_BUNDLE, then each pair of `extra` (`--relabel OLD NEW`), in order."""
+    return ((str(target), EARLIER_BUNDLE), *(tuple(pair) for pair in extra))
+
+
+def relabel(record, relabels: tuple[tuple[str, str], ...]):
+    """`record` with each (old, new) of `relabels` replaced, in order, in every string it holds. Pure."""
     if isinstance(record, dict):
-        return {key: relabel_target(value, target, relabels) for key, value in record.items()}
+        return {key: relabel(value, relabels) for key, value in record.items()}
     if isinstance(record, list):
-        return [relabel_target(value, target, relabels) for value in record]
+        return [relabel(value, relabels) for value in record]
     if isinstance(record, str):
-        record = record.replace(str(target), EARLIER_BUNDLE)
         for old, new in relabels:
             record = record.replace(old, new)
-        return record
     return record
 
 
@@ -180,9 +183,9 @@ def main() -> None:
         "VALID_METRICS (a `meterread eval` metrics.json on the last stage's validation set) recommends",
     )
     args = parser.parse_args()
-    relabels = tuple(map(tuple, args.relabel))
+    relabels = recipe_names(args.relabel)
     evaluations = {name: evaluation_record(args.run_dir, name, data) for name, data in args.eval}  # before rmtree
-    evaluations = relabel_target(evaluations, TARGET, relabels)
+    evaluations = relabel(evaluations, relabels)
     if args.annotate_only:
         valid_metrics, chosen_on = args.annotate_only
         record_evaluations(TARGET, evaluations, json.loads(Path(valid_metrics).read_text()), chosen_on)
@@ -198,7 +201,7 @@ def main() -> None:
     pretrained = pretrained_record(*args.pretrained) if args.pretrained else prior.get("pretrained")
     restripped = restripped_record(*args.restripped) if args.restripped else None
     stages, averaged, earlier, restripped, pretrained = (
-        relabel_target(record, TARGET, relabels) for record in (stages, averaged, earlier, restripped, pretrained)
+        relabel(record, relabels) for record in (stages, averaged, earlier, restripped, pretrained)
     )
     best = Path(args.averaged[0]) if args.averaged else Path(args.stage[-1][1]) / "best"
     shutil.rmtree(TARGET, ignore_errors=True)
@@ -209,8 +212,8 @@ def main() -> None:
         if not source.is_file():
             continue
         text = source.read_text() if name.endswith(".json") else ""
-        if str(TARGET) in text or any(old in text for old, _ in relabels):  # e.g. a config naming its base
-            (TARGET / name).write_text(json.dumps(relabel_target(json.loads(text), TARGET, relabels), indent=2))
+        if any(old in text for old, _ in relabels):  # e.g. a config naming the earlier bundle as its base
+            (TARGET / name).write_text(json.dumps(relabel(json.loads(text), relabels), indent=2))
         else:
             shutil.copy2(source, TARGET / name)
     last = stages[-1]

@@ -45,7 +45,7 @@ def test_an_evaluation_record_keeps_the_baseline_and_says_whether_the_register_w
 def test_the_earlier_bundle_is_named_as_the_recipe_names_its_weights(bundle, tmp_path):
     target = tmp_path / "meterread" / "assets" / "demo-model"
     record = {"command": f"meterread train r.yaml base={target}", "ingredients": [str(target), "runs/x/best"], "n": 3}
-    relabelled = bundle.relabel_target(record, target)
+    relabelled = bundle.relabel(record, bundle.recipe_names((), target))
     assert relabelled == {
         "command": "meterread train r.yaml base=runs/ppocr-soup4/best",
         "ingredients": ["runs/ppocr-soup4/best", "runs/x/best"],
@@ -57,7 +57,7 @@ def test_the_earlier_bundle_is_named_as_the_recipe_names_its_weights(bundle, tmp
 def test_runs_made_under_other_folders_are_recorded_under_the_recipes_names(bundle, tmp_path):
     target = tmp_path / "meterread" / "assets" / "demo-model"
     record = {"command": "meterread train r.yaml base=/scratch/runs/t dataset=/scratch/data/d", "steps": [1]}
-    relabelled = bundle.relabel_target(record, target, (("/scratch/", ""),))
+    relabelled = bundle.relabel(record, bundle.recipe_names([("/scratch/", "")], target))
     assert relabelled == {"command": "meterread train r.yaml base=runs/t dataset=data/d", "steps": [1]}
     (tmp_path / "tall").mkdir()
     restrip = {"source": "/scratch/runs/ppocr-soup4/best", "strip_before": [48, 320], "strip_after": [64, 424]}
