@@ -186,7 +186,7 @@ def evaluate(
     pattern: str | None = setting(ModelSpec, "pattern"),
     batch_size: int = typer.Option(32, help="Images per model call."),
     device: str = setting(ModelSpec, "device"),
-    out: Path = typer.Option(Path("eval"), help="Folder for metrics.json and report.html."),
+    out: Path = typer.Option(Path("eval"), help="Folder for metrics.json, report.html and predictions.parquet."),
     baseline: str | None = typer.Option(None, help="Also read the split with a peer OCR: ppocr (PP-OCRv4)."),
     known_register: bool = typer.Option(
         False,
@@ -216,7 +216,7 @@ def evaluate(
     if baseline:
         shown["baseline"] = {"name": baseline, **{k: metrics["baseline"][k] for k in keys}}
     typer.echo(json.dumps(shown, indent=2))
-    typer.echo(f"report: {out / 'report.html'}")
+    typer.echo(f"report: {out / 'report.html'}; one row per image: {out / 'predictions.parquet'}")
 
 
 @app.command()

@@ -184,3 +184,27 @@ def summarise(examples: Sequence[Scored], worst: int = 12) -> dict:
             {"image": e.image, "label": e.label, "text": e.text, "confidence": e.confidence} for e in wrong[:worst]
         ],
     }
+
+
+def prediction_rows(examples: Sequence[Scored], baseline: Sequence[Scored] | None = None) -> list[dict]:
+    """One record per example, in order: what was read, how sure, right or not (and, given `baseline` read from
+    the same samples in the same order, the peer's reading beside it). Raises ValueError when the two differ in
+    length or labels."""
+    if baseline is not None and [b.label for b in baseline] != [e.label for e in examples]:
+        raise ValueError("the baseline must score the same samples, in the same order")
+    rows = [
+        {
+            "image": example.image,
+            "meter_model": example.meter_model,
+            "meter_type": example.meter_type,
+            "label": example.label,
+            "text": example.text,
+            "confidence": example.confidence,
+            "exact": is_exact(example),
+            "digits_exact": is_digits_exact(example),
+        }
+        for example in examples
+    ]
+    for row, peer in zip(rows, baseline or ()):
+        row |= {"baseline_text": peer.text, "baseline_confidence": peer.confidence, "baseline_exact": is_exact(peer)}
+    return rows

@@ -20,7 +20,7 @@ from meterread.training.dataset import (
     manifest_digest,
     read_image_bytes,
 )
-from meterread.training.evaluate import Scored, register_pattern_of, summarise
+from meterread.training.evaluate import Scored, prediction_rows, register_pattern_of, summarise
 
 
 def prepare_images(
@@ -98,7 +98,8 @@ def evaluate_split(
     known_register: bool = False,
 ) -> dict:
     """`meterread eval`: read a whole split, compute metrics (and a peer `baseline`'s on the same photos),
-    optionally write metrics.json + report.html. `known_register`: see `evaluate_reader` (the baseline gets each
+    optionally write metrics.json, report.html and predictions.parquet (one row per image, the baseline's reading
+    beside the model's). `known_register`: see `evaluate_reader` (the baseline gets each
     label's decimal places either way, `baseline.baseline_text`). Raises FileNotFoundError when the split has no
     labelled samples."""
     from meterread.training.evaluate import risk_coverage_curve
@@ -123,11 +124,9 @@ def evaluate_split(
         "dataset_manifest": manifest_digest({split: data}),
         "problems": list(data.problems) + problems,
     }
-    if baseline:
-        metrics["baseline"] = {
-            "name": baseline,
-            **summarise(score_baseline(baseline, samples, reader.layout, progress)),
-        }
+    peer = score_baseline(baseline, samples, reader.layout, progress) if baseline else None
+    if peer is not None:
+        metrics["baseline"] = {"name": baseline, **summarise(peer)}
     if out_dir:
         index = {sample.image: i for i, sample in enumerate(samples)}
         gallery = [{**item, "thumbnail": thumbnail_data_uri(images[index[item["image"]]])} for item in metrics["worst"]]
@@ -137,6 +136,7 @@ def evaluate_split(
             metrics,
             risk_coverage_curve(scored),
             gallery,
+            prediction_rows(scored, peer),
         )
     return metrics
 

@@ -1,5 +1,6 @@
-"""Evaluation report: `metrics.json` + a self-contained HTML page (risk-coverage plot as inline SVG, error gallery
-with embedded thumbnails). Rendering is pure; `write_report` is the I/O edge."""
+"""Evaluation report: `metrics.json`, a self-contained HTML page (risk-coverage plot as inline SVG, error gallery
+with embedded thumbnails) and `predictions.parquet` (one row per image). Rendering is pure; `write_report` is the
+I/O edge."""
 
 from __future__ import annotations
 
@@ -159,11 +160,40 @@ def render_html(title: str, metrics: dict, curve: Sequence[tuple[float, float]],
     )
 
 
-def write_report(out_dir: str | Path, title: str, metrics: dict, curve, gallery) -> tuple[Path, Path]:
-    """Write metrics.json and report.html; returns their paths."""
+PREDICTION_COLUMNS = {
+    "image": "string",
+    "meter_model": "string",
+    "meter_type": "string",
+    "label": "string",
+    "text": "string",
+    "confidence": "float64",
+    "exact": "bool",
+    "digits_exact": "bool",
+    "baseline_text": "string",
+    "baseline_confidence": "float64",
+    "baseline_exact": "bool",
+}
+
+
+def write_predictions(path: Path, rows: Sequence[dict]) -> Path:
+    """Write `evaluate.prediction_rows` to Parquet with a fixed schema (the baseline's columns only where the rows
+    have them), so an empty or all-null column keeps its type."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = [name for name in PREDICTION_COLUMNS if not name.startswith("baseline_") or (rows and name in rows[0])]
+    schema = pa.schema([(name, pa.type_for_alias(PREDICTION_COLUMNS[name])) for name in names])
+    pq.write_table(pa.Table.from_pylist(list(rows), schema=schema), path)
+    return path
+
+
+def write_report(
+    out_dir: str | Path, title: str, metrics: dict, curve, gallery, predictions: Sequence[dict] = ()
+) -> tuple[Path, Path, Path]:
+    """Write metrics.json, report.html and predictions.parquet; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     metrics_path, report_path = out / "metrics.json", out / "report.html"
     metrics_path.write_text(json.dumps(metrics, indent=2))
     report_path.write_text(render_html(title, metrics, curve, gallery))
-    return metrics_path, report_path
+    return metrics_path, report_path, write_predictions(out / "predictions.parquet", predictions)

@@ -8,6 +8,7 @@ from meterread.training.evaluate import (
     is_digits_exact,
     is_exact,
     levenshtein,
+    prediction_rows,
     recommend_threshold,
     register_pattern_of,
     risk_coverage_curve,
@@ -134,6 +135,38 @@ def test_report_answers_which_threshold_and_shows_calibration_and_the_baseline()
     assert accuracy_floor([(0.5, 0.97), (1.0, 0.93)]) == 0.9  # the risk-coverage axis zooms to where it moves
     assert accuracy_floor([]) == 0.0
     assert accuracy_floor([(0.5, 1.0), (1.0, 1.0)]) == 0.95  # all right: still an axis, not a flat line
+
+
+def test_prediction_rows_are_one_per_example_with_the_baseline_beside():
+    ours = [Scored("12.5", "12.5", 0.9, "gas", "a.jpg", "gasmeter/gmt"), Scored("3.1", "31", 0.4, image="b.jpg")]
+    peer = [Scored("12.5", "17.5", 0.8), Scored("3.1", "3.1", 0.7)]
+
+    rows = prediction_rows(ours, peer)
+
+    assert [row["image"] for row in rows] == ["a.jpg", "b.jpg"]
+    assert [(row["exact"], row["digits_exact"]) for row in rows] == [(True, True), (False, True)]
+    assert [(row["baseline_text"], row["baseline_exact"]) for row in rows] == [("17.5", False), ("3.1", True)]
+    assert rows[0]["meter_model"] == "gasmeter/gmt" and rows[1]["confidence"] == 0.4
+    assert "baseline_text" not in prediction_rows(ours)[0]
+    with pytest.raises(ValueError, match="same samples"):
+        prediction_rows(ours, peer[::-1])
+
+
+def test_predictions_parquet_keeps_its_schema_with_and_without_a_baseline(tmp_path):
+    import pyarrow.parquet as pq
+
+    from meterread.training.report import write_predictions
+
+    ours = [Scored("12.5", None, None, image="a.jpg")]
+    alone = pq.read_table(write_predictions(tmp_path / "alone.parquet", prediction_rows(ours)))
+    beside = pq.read_table(write_predictions(tmp_path / "beside.parquet", prediction_rows(ours, ours)))
+    empty = pq.read_table(write_predictions(tmp_path / "empty.parquet", []))
+
+    assert alone.column_names == empty.column_names and "baseline_text" not in alone.column_names
+    assert beside.column_names[-3:] == ["baseline_text", "baseline_confidence", "baseline_exact"]
+    assert str(alone.schema.field("text").type) == "string" and alone.column("text").to_pylist() == [None]
+    assert str(alone.schema.field("confidence").type) == "double" and empty.num_rows == 0
+    assert beside.column("baseline_exact").to_pylist() == [False]
 
 
 @pytest.mark.parametrize(
