@@ -14,6 +14,9 @@ import cv2
 import numpy as np
 
 ANALYSIS_SIDE = 512  # quality metrics and display search run on a gray copy at most this large
+WINDOW_AREA = (0.005, 0.6)  # a display window's share of the photo's area (a round water face's register: ~1%)
+WINDOW_ASPECT = (1.8, 8.0)  # its long side over its short side
+WINDOW_FILL = 0.85  # share of its rotated box its outline encloses: a row of round pointer dials encloses ~0.8
 
 
 def analysis_gray(rgb: np.ndarray) -> tuple[np.ndarray, float]:
@@ -43,9 +46,14 @@ def _rectangle_candidates(gray: np.ndarray) -> list[np.ndarray]:
     for contour in contours:
         (cx, cy), (w, h), angle = cv2.minAreaRect(contour)
         long_side, short_side = max(w, h), min(w, h)
-        if short_side < 8 or not 0.02 <= (w * h) / image_area <= 0.6 or not 1.8 <= long_side / short_side <= 8:
+        area, aspect = (w * h) / image_area, long_side / max(short_side, 1e-6)
+        if (
+            short_side < 8
+            or not WINDOW_AREA[0] <= area <= WINDOW_AREA[1]
+            or not WINDOW_ASPECT[0] <= aspect <= WINDOW_ASPECT[1]
+        ):
             continue
-        if cv2.contourArea(cv2.convexHull(contour)) < 0.8 * w * h:
+        if cv2.contourArea(contour) < WINDOW_FILL * w * h:  # the outline itself, not its hull: dials chain round
             continue
         box = cv2.boxPoints(((cx, cy), (w, h), angle))
         if _is_landscape(box):  # a register lies across the photo; an upright box is one wheel or digit

@@ -1,0 +1,27 @@
+"""scripts/measure_display.py: the display search's hold rate on real-crop photos."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from meterread.data.synth import METER_TYPES
+from tests.data.conftest import DIGITS
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+
+@pytest.fixture(scope="module")
+def measure_display():
+    spec = importlib.util.spec_from_file_location("measure_display", SCRIPTS / "measure_display.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_it_counts_every_photo_of_every_meter_type_and_most_are_held(measure_display, capsys):
+    counts = measure_display.main([str(DIGITS), "--per-type", "3", "--seed", "5"])
+    assert set(counts) == set(METER_TYPES) and all(total == 3 for _, total in counts.values())
+    assert sum(held for held, _ in counts.values()) >= 10  # of 12
+    assert "all" in capsys.readouterr().out
+    assert measure_display.main([str(DIGITS), "--per-type", "3", "--seed", "5"]) == counts  # deterministic
