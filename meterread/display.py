@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 
 ANALYSIS_SIDE = 512  # quality metrics and display search run on a gray copy at most this large
-WINDOW_AREA = (0.005, 0.6)  # a display window's share of the photo's area (a round water face's register: ~1%)
+WINDOW_AREA = (0.01, 0.6)  # a display window's share of the photo's area (a round water face's register: ~1-2%)
 WINDOW_ASPECT = (1.8, 8.0)  # its long side over its short side
-WINDOW_FILL = 0.85  # share of its rotated box its outline encloses: a row of round pointer dials encloses ~0.8
+WINDOW_FILL = 0.85  # share of its rotated box its convex hull fills (a window ~0.9-1; a row of round dials ~0.82)
 
 
 def analysis_gray(rgb: np.ndarray) -> tuple[np.ndarray, float]:
@@ -53,7 +53,7 @@ def _rectangle_candidates(gray: np.ndarray) -> list[np.ndarray]:
             or not WINDOW_ASPECT[0] <= aspect <= WINDOW_ASPECT[1]
         ):
             continue
-        if cv2.contourArea(contour) < WINDOW_FILL * w * h:  # the outline itself, not its hull: dials chain round
+        if cv2.contourArea(cv2.convexHull(contour)) < WINDOW_FILL * w * h:
             continue
         box = cv2.boxPoints(((cx, cy), (w, h), angle))
         if _is_landscape(box):  # a register lies across the photo; an upright box is one wheel or digit
