@@ -189,8 +189,8 @@ def summarise(examples: Sequence[Scored], worst: int = 12) -> dict:
 def prediction_rows(examples: Sequence[Scored], baseline: Sequence[Scored] | None = None) -> list[dict]:
     """One record per example, in order: what was read, how sure, right or not (and, given `baseline` read from
     the same samples in the same order, the peer's reading beside it). Raises ValueError when the two differ in
-    length or labels."""
-    if baseline is not None and [b.label for b in baseline] != [e.label for e in examples]:
+    length, images or labels."""
+    if baseline is not None and [(b.image, b.label) for b in baseline] != [(e.image, e.label) for e in examples]:
         raise ValueError("the baseline must score the same samples, in the same order")
     rows = [
         {
@@ -206,5 +206,10 @@ def prediction_rows(examples: Sequence[Scored], baseline: Sequence[Scored] | Non
         for example in examples
     ]
     for row, peer in zip(rows, baseline or ()):
-        row |= {"baseline_text": peer.text, "baseline_confidence": peer.confidence, "baseline_exact": is_exact(peer)}
+        row |= {
+            "baseline_text": peer.text,
+            "baseline_confidence": peer.confidence,
+            "baseline_exact": is_exact(peer),
+            "baseline_digits_exact": is_digits_exact(peer),
+        }
     return rows

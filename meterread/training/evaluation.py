@@ -99,9 +99,8 @@ def evaluate_split(
 ) -> dict:
     """`meterread eval`: read a whole split, compute metrics (and a peer `baseline`'s on the same photos),
     optionally write metrics.json, report.html and predictions.parquet (one row per image, the baseline's reading
-    beside the model's). `known_register`: see `evaluate_reader` (the baseline gets each
-    label's decimal places either way, `baseline.baseline_text`). Raises FileNotFoundError when the split has no
-    labelled samples."""
+    beside the model's). `known_register`: see `evaluate_reader` (the baseline gets each label's decimal places
+    either way, `baseline.baseline_text`). Raises FileNotFoundError when the split has no labelled samples."""
     from meterread.training.evaluate import risk_coverage_curve
     from meterread.training.report import thumbnail_data_uri, write_report
 

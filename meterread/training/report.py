@@ -172,16 +172,19 @@ PREDICTION_COLUMNS = {
     "baseline_text": "string",
     "baseline_confidence": "float64",
     "baseline_exact": "bool",
+    "baseline_digits_exact": "bool",
 }
 
 
-def write_predictions(path: Path, rows: Sequence[dict]) -> Path:
-    """Write `evaluate.prediction_rows` to Parquet with a fixed schema (the baseline's columns only where the rows
-    have them), so an empty or all-null column keeps its type."""
+def write_predictions(path: Path, rows: Sequence[dict], with_baseline: bool = False) -> Path:
+    """Write `evaluate.prediction_rows` to Parquet with a fixed schema (the baseline's columns only `with_baseline`),
+    so an empty or all-null column keeps its type. Raises ValueError when a row's keys are not the schema's."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    names = [name for name in PREDICTION_COLUMNS if not name.startswith("baseline_") or (rows and name in rows[0])]
+    names = [name for name in PREDICTION_COLUMNS if with_baseline or not name.startswith("baseline_")]
+    if any(set(row) != set(names) for row in rows):
+        raise ValueError(f"prediction rows must have exactly the columns {names}")
     schema = pa.schema([(name, pa.type_for_alias(PREDICTION_COLUMNS[name])) for name in names])
     pq.write_table(pa.Table.from_pylist(list(rows), schema=schema), path)
     return path
@@ -190,10 +193,11 @@ def write_predictions(path: Path, rows: Sequence[dict]) -> Path:
 def write_report(
     out_dir: str | Path, title: str, metrics: dict, curve, gallery, predictions: Sequence[dict] = ()
 ) -> tuple[Path, Path, Path]:
-    """Write metrics.json, report.html and predictions.parquet; returns their paths."""
+    """Write metrics.json, report.html and predictions.parquet (the baseline's columns where `metrics` has a
+    baseline); returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     metrics_path, report_path = out / "metrics.json", out / "report.html"
     metrics_path.write_text(json.dumps(metrics, indent=2))
     report_path.write_text(render_html(title, metrics, curve, gallery))
-    return metrics_path, report_path, write_predictions(out / "predictions.parquet", predictions)
+    return metrics_path, report_path, write_predictions(out / "predictions.parquet", predictions, "baseline" in metrics)

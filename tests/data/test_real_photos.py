@@ -80,8 +80,8 @@ def test_display_crop_holds_the_real_register(digits_root, meter_type):
 def test_display_crop_holds_a_small_register_above_a_row_of_pointer_dials(digits_root):
     """Water meters on wide photos: the register can be 1-2% of the photo (under the old 2% floor) and the round
     pointer dials below it chain into one wide, detailed outline whose hull fills ~82% of its box (the old rule
-    let 80% in); the crop must still hold the register (scripts/measure_display.py: 150 held-out water photos of
-    mixed sizes, 131 held before, 149 after)."""
+    let 80% in); the crop must still hold the register (here 16 of 20 held before, 20 after;
+    `scripts/measure_display.py DIGITS --per-type 150 --seed 1516`, its water line: 131 of 150 before, 149 after)."""
     source = DigitSource(str(digits_root), "heldout")
     held = 0
     for sample, seed in plan_samples(20, seed=1516, meter_types=("water-mechanical",)):

@@ -20,6 +20,8 @@ def measure_display():
 
 
 def test_it_counts_every_photo_of_every_meter_type_and_most_are_held(measure_display, capsys):
+    if not DIGITS.is_dir():
+        pytest.fail(f"{DIGITS} is missing: the real digit crops must sit beside the checkout (../shared/data)")
     counts = measure_display.main([str(DIGITS), "--per-type", "3", "--seed", "5"])
     assert set(counts) == set(METER_TYPES) and all(total == 3 for _, total in counts.values())
     assert sum(held for held, _ in counts.values()) >= 10  # of 12

@@ -139,7 +139,7 @@ def test_report_answers_which_threshold_and_shows_calibration_and_the_baseline()
 
 def test_prediction_rows_are_one_per_example_with_the_baseline_beside():
     ours = [Scored("12.5", "12.5", 0.9, "gas", "a.jpg", "gasmeter/gmt"), Scored("3.1", "31", 0.4, image="b.jpg")]
-    peer = [Scored("12.5", "17.5", 0.8), Scored("3.1", "3.1", 0.7)]
+    peer = [Scored("12.5", "17.5", 0.8, image="a.jpg"), Scored("3.1", "3.1", 0.7, image="b.jpg")]
 
     rows = prediction_rows(ours, peer)
 
@@ -150,6 +150,8 @@ def test_prediction_rows_are_one_per_example_with_the_baseline_beside():
     assert "baseline_text" not in prediction_rows(ours)[0]
     with pytest.raises(ValueError, match="same samples"):
         prediction_rows(ours, peer[::-1])
+    with pytest.raises(ValueError, match="same samples"):  # same labels, another image
+        prediction_rows(ours, [peer[0], Scored("3.1", "3.1", 0.7, image="c.jpg")])
 
 
 def test_predictions_parquet_keeps_its_schema_with_and_without_a_baseline(tmp_path):
@@ -159,14 +161,17 @@ def test_predictions_parquet_keeps_its_schema_with_and_without_a_baseline(tmp_pa
 
     ours = [Scored("12.5", None, None, image="a.jpg")]
     alone = pq.read_table(write_predictions(tmp_path / "alone.parquet", prediction_rows(ours)))
-    beside = pq.read_table(write_predictions(tmp_path / "beside.parquet", prediction_rows(ours, ours)))
-    empty = pq.read_table(write_predictions(tmp_path / "empty.parquet", []))
+    beside = pq.read_table(write_predictions(tmp_path / "beside.parquet", prediction_rows(ours, ours), True))
+    empty = pq.read_table(write_predictions(tmp_path / "empty.parquet", [], with_baseline=True))
 
-    assert alone.column_names == empty.column_names and "baseline_text" not in alone.column_names
-    assert beside.column_names[-3:] == ["baseline_text", "baseline_confidence", "baseline_exact"]
+    assert "baseline_text" not in alone.column_names and beside.column_names == empty.column_names
+    assert set(beside.column_names) == set(prediction_rows(ours, ours)[0])  # the rows' keys are the schema
+    assert beside.column_names[-2:] == ["baseline_exact", "baseline_digits_exact"]
     assert str(alone.schema.field("text").type) == "string" and alone.column("text").to_pylist() == [None]
     assert str(alone.schema.field("confidence").type) == "double" and empty.num_rows == 0
     assert beside.column("baseline_exact").to_pylist() == [False]
+    with pytest.raises(ValueError, match="exactly the columns"):
+        write_predictions(tmp_path / "x.parquet", prediction_rows(ours, ours))  # baseline rows, no baseline schema
 
 
 @pytest.mark.parametrize(
