@@ -3,10 +3,10 @@
     .venv/bin/python scripts/measure_display.py DIGITS [--part heldout] [--per-type 80] [--seed 4242]
 
 Renders `--per-type` photos of each meter type whose register is built from the digit crops of `--part`
-(`meterread synth --digits`, photo sizes mixed from 640x480 to 2560x1440), runs `meterread.display.find_display` on
-each and counts the photos whose found box holds at least 95% of the true register window
-(`meterread.data.geometry.window_recall`); prints the count per meter type and in all. docs/training.md records what
-it measured.
+(`meterread synth --digits`, photo sizes mixed from 640x480 to 2560x1440), runs the display search on each and counts
+the photos whose found box holds at least 95% of the true register window
+(`meterread.data.geometry.display_holds_register`); prints the count per meter type and in all. docs/training.md
+records what it measured.
 """
 
 from __future__ import annotations
@@ -14,21 +14,11 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 
-import cv2
 import numpy as np
 
-from meterread.data.geometry import window_recall
+from meterread.data.geometry import display_holds_register
 from meterread.data.real_photos import DigitSource
 from meterread.data.synth import METER_TYPES, pick_size, plan_samples
-from meterread.display import find_display
-
-HOLDS = 0.95  # share of the register window inside the found box
-
-
-def holds_register(photo_bgr: np.ndarray, corners: np.ndarray) -> bool:
-    """Whether the display search on this photo finds a box holding the register window `corners` (4x2)."""
-    found = find_display(cv2.cvtColor(photo_bgr, cv2.COLOR_BGR2RGB))
-    return found is not None and window_recall(np.array(found.corners, np.float32), corners) >= HOLDS
 
 
 def measure(source: DigitSource, per_type: int, seed: int) -> dict[str, tuple[int, int]]:
@@ -39,7 +29,7 @@ def measure(source: DigitSource, per_type: int, seed: int) -> dict[str, tuple[in
             rng = np.random.default_rng(sample_seed)
             size = pick_size(None, rng)
             photo, _, _, corners = source.render(sample.label, meter_type, sample.roll > 0, rng, size)
-            held[meter_type] += holds_register(photo, corners)
+            held[meter_type] += display_holds_register(photo, corners)
             total[meter_type] += 1
     return {meter_type: (held[meter_type], total[meter_type]) for meter_type in METER_TYPES}
 

@@ -2,15 +2,13 @@
 
 import json
 
-import cv2
 import numpy as np
 import pytest
 
 from meterread.data.crops import HELDOUT_MODELS, parse_crop_name
-from meterread.data.geometry import window_recall
+from meterread.data.geometry import display_holds_register
 from meterread.data.real_photos import DigitSource, fit_label
 from meterread.data.synth import METER_TYPES, plan_samples, write_bucket, write_dataset
-from meterread.display import find_display
 
 
 def test_fit_label_swaps_only_digits_the_model_lacks():
@@ -71,8 +69,7 @@ def test_display_crop_holds_the_real_register(digits_root, meter_type):
     for sample, seed in plan_samples(10, seed=77, meter_types=(meter_type,)):
         rng = np.random.default_rng(seed)
         photo, label, model, corners = source.render(sample.label, meter_type, sample.roll > 0, rng, (1024, 768))
-        found = find_display(cv2.cvtColor(photo, cv2.COLOR_BGR2RGB))
-        held += found is not None and window_recall(np.array(found.corners, np.float32), corners) >= 0.95
+        held += display_holds_register(photo, corners)
         assert model in HELDOUT_MODELS and parse_crop_name(f"{label[0]}_x.jpg") is not None
     assert held >= 8
 
@@ -88,6 +85,5 @@ def test_display_crop_holds_a_small_register_above_a_row_of_pointer_dials(digits
         rng = np.random.default_rng(seed)
         size = ((1920, 1080), (2560, 1440))[seed % 2]
         photo, _, _, corners = source.render(sample.label, "water-mechanical", sample.roll > 0, rng, size)
-        found = find_display(cv2.cvtColor(photo, cv2.COLOR_BGR2RGB))
-        held += found is not None and window_recall(np.array(found.corners, np.float32), corners) >= 0.95
+        held += display_holds_register(photo, corners)
     assert held >= 19
