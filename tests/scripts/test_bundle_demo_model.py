@@ -2,21 +2,16 @@
 bundle, and the min_confidence it writes (its whole output is checked on the real bundle in
 tests/training/test_demo_model.py)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+from tests.scripts.conftest import SCRIPTS, load_script
 
 
 @pytest.fixture(scope="module")
 def bundle():
-    spec = importlib.util.spec_from_file_location("bundle_demo_model", SCRIPTS / "bundle_demo_model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bundle_demo_model")
 
 
 def metrics(exact: float, **extra) -> dict:

@@ -1,23 +1,18 @@
 """The ceiling measurement script (scripts/ceiling_crnn.py): decoding, loading and shapes it relies on."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "ceiling_crnn.py"
+from tests.scripts.conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def crnn():
-    spec = importlib.util.spec_from_file_location("ceiling_crnn", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("ceiling_crnn")
 
 
 def one_hot_path(crnn, classes: list[int]) -> torch.Tensor:

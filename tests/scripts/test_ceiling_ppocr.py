@@ -1,27 +1,16 @@
 """The pretrained-features measurement script (scripts/ceiling_ppocr.py): its input scaling and its network (the
 product's import of PP-OCRv4, tested in tests/models/test_ppocr.py)."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+from tests.scripts.conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def ppocr():
-    sys.path.insert(0, str(SCRIPTS))  # it reuses ceiling_crnn's loading and report
-    try:
-        spec = importlib.util.spec_from_file_location("ceiling_ppocr", SCRIPTS / "ceiling_ppocr.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(SCRIPTS))
-    return module
+    return load_script("ceiling_ppocr")  # it imports ceiling_crnn's loading and report
 
 
 def test_inputs_are_scaled_as_rapidocr_scales_them_and_augmentation_stays_in_range(ppocr):

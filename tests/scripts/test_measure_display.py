@@ -1,22 +1,15 @@
 """scripts/measure_display.py: the display search's hold rate on real-crop photos."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from meterread.data.synth import METER_TYPES
 from tests.data.conftest import DIGITS
-
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+from tests.scripts.conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def measure_display():
-    spec = importlib.util.spec_from_file_location("measure_display", SCRIPTS / "measure_display.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("measure_display")
 
 
 def test_it_counts_every_photo_of_every_meter_type_and_most_are_held(measure_display, capsys):
