@@ -15,10 +15,19 @@ from meterread.models.base import TrainableReader
 
 PREPROCESS_FILE = "meterread.json"
 STATE_FILE = "trainer_state.pt"
+# Files of a checkpoint that describe its training run, not the model it holds
+RUN_FILES = frozenset({STATE_FILE, "metrics.json", "train_config.json", "dataset_manifest.json"})
 
 
 CHECKPOINTS = ("best", "latest")  # the folders a run writes in its output
 PARTIAL, OLD = ".partial", ".old"  # suffixes of a checkpoint folder being written and of the one it replaces
+
+
+def copy_checkpoint_files(source: Path, out: Path, skip: frozenset[str] = RUN_FILES) -> None:
+    """Copy the files directly inside checkpoint folder `source` into `out`, except those named in `skip`."""
+    for path in source.iterdir():
+        if path.is_file() and path.name not in skip:
+            shutil.copy2(path, out / path.name)
 
 
 def save_checkpoint(

@@ -9,16 +9,14 @@ it is and trains on at that size (docs/training.md "The taller strip from the bu
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from meterread.models.ppocr_import import check_input_shape
 from meterread.models.ppocr_network import PPOCRConfig
+from meterread.training.checkpoints import copy_checkpoint_files
 
 RESTRIP_FILE = "restrip.json"
 DEFAULTS = PPOCRConfig()  # what a config.json without a key means
-# Files of the source that describe its training run, not the weights the new folder holds
-NOT_COPIED = {"trainer_state.pt", "metrics.json", "train_config.json", "dataset_manifest.json"}
 
 
 def restripped_config(config: dict, strip_width: int, strip_height: int) -> dict:
@@ -53,9 +51,7 @@ def restrip_checkpoint(source: str | Path, out_dir: str | Path, strip_width: int
     config = json.loads((source / "config.json").read_text())
     restripped = restripped_config(config, strip_width, strip_height)
     out.mkdir(parents=True, exist_ok=True)
-    for path in source.iterdir():
-        if path.is_file() and path.name not in NOT_COPIED:
-            shutil.copy2(path, out / path.name)
+    copy_checkpoint_files(source, out)  # its run files (trainer state, metrics) stay behind
     (out / "config.json").write_text(json.dumps(restripped, indent=2) + "\n")
     record = {
         "source": str(source),

@@ -9,27 +9,19 @@ LoRA adapters (average those merged, or not at all).
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 
 from meterread.preprocess import InputLayout
+from meterread.training.checkpoints import RUN_FILES, copy_checkpoint_files
 
 WEIGHTS_FILE = "model.safetensors"
-# Files of the last checkpoint that do not describe the averaged weights (the rest, config, tokenizer, processor,
-# meterread.json, come along so the average loads like its ingredients).
-NOT_COPIED = {
-    WEIGHTS_FILE,
-    "model.safetensors.index.json",
-    "trainer_state.pt",
-    "metrics.json",
-    "train_config.json",
-    "dataset_manifest.json",
-    "adapter_model.safetensors",
-    "adapter_config.json",
-}
+# Files of the last checkpoint that do not describe the averaged weights: its weights and its run files (the rest,
+# config, tokenizer, processor, meterread.json, come along so the average loads like its ingredients).
+WEIGHT_FILES = {WEIGHTS_FILE, "model.safetensors.index.json", "adapter_model.safetensors", "adapter_config.json"}
+NOT_COPIED = RUN_FILES | WEIGHT_FILES
 VOLATILE_CONFIG = ("_name_or_path", "transformers_version", "torch_dtype", "dtype")
 COUNTERS = ("num_batches_tracked",)  # integer tensors that may differ: the last checkpoint's is kept
 SOUP_FILE = "soup.json"
@@ -99,9 +91,7 @@ def average_checkpoints(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_file(averaged, out / WEIGHTS_FILE, metadata={"format": "pt"})
-    for source in paths[-1].iterdir():
-        if source.is_file() and source.name not in NOT_COPIED:
-            shutil.copy2(source, out / source.name)
+    copy_checkpoint_files(paths[-1], out, NOT_COPIED)
     record = {
         "ingredients": [str(path) for path in paths],
         "weights": shares,
