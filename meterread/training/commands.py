@@ -60,12 +60,15 @@ def restrip(
     out: Path = typer.Argument(..., help="Directory for the checkpoint set to the new strip size."),
     strip_width: int = typer.Option(..., help="Width the strip is read at (width / 8 CTC columns)."),
     strip_height: int = typer.Option(..., help="Height the strip is read at (a multiple of 16, 32 or more)."),
+    image_size: int | None = typer.Option(
+        None, help="Square the photo is folded into first (two rows: (S/2) x 2S); default: the checkpoint's."
+    ),
 ) -> None:
     """Set a ppocr checkpoint to read the strip at another size (same weights), to train on at that size."""
     from meterread.training.restrip import restrip_checkpoint
 
     try:
-        saved = restrip_checkpoint(source, out, strip_width, strip_height)
+        saved = restrip_checkpoint(source, out, strip_width, strip_height, image_size)
         typer.echo(f"saved {source} set to read {strip_height} x {strip_width} strips in {saved}")
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
