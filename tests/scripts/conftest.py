@@ -5,6 +5,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from tests.data.conftest import digits_root  # noqa: F401  (the real digit crops, or a loud failure without them)
+
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 

@@ -15,6 +15,12 @@ from meterread.preprocess import preprocess_photo
 from meterread.training.restrip import RESTRIP_FILE, restrip_checkpoint, restripped_config
 
 
+def same_weights(a, b) -> bool:
+    """Whether checkpoint folders `a` and `b` hold the same tensors."""
+    first, second = load_file(f"{a}/model.safetensors"), load_file(f"{b}/model.safetensors")
+    return first.keys() == second.keys() and all((first[k] == second[k]).all() for k in first)
+
+
 def test_the_config_changes_only_the_strip_size():
     config = {"model_type": "ppocr", "image_size": 128, "strip_width": 320, "neck_hidden": 120}
     assert restripped_config(config, 424, 64) == {**config, "strip_width": 424, "strip_height": 64}
@@ -51,8 +57,7 @@ def test_a_larger_square_gives_the_strip_its_pixels_across_with_the_same_weights
         return float((strip[:, :, 1:] - strip[:, :, :-1]).abs().mean())
 
     assert column_contrast(wide) > 1.5 > 0.1 > column_contrast(same)
-    before, after = load_file(f"{tiny_ppocr}/model.safetensors"), load_file(tmp_path / "wide" / "model.safetensors")
-    assert before.keys() == after.keys() and all((before[k] == after[k]).all() for k in before)
+    assert same_weights(tiny_ppocr, tmp_path / "wide")
 
 
 def test_a_restripped_checkpoint_has_the_same_weights_and_reads_the_new_size(tmp_path, tiny_ppocr):
@@ -61,8 +66,7 @@ def test_a_restripped_checkpoint_has_the_same_weights_and_reads_the_new_size(tmp
     )
     assert result.exit_code == 0, result.output
     tall = tmp_path / "tall"
-    before, after = load_file(f"{tiny_ppocr}/model.safetensors"), load_file(tall / "model.safetensors")
-    assert before.keys() == after.keys() and all((before[k] == after[k]).all() for k in before)
+    assert same_weights(tiny_ppocr, tall)
     assert json.loads((tall / RESTRIP_FILE).read_text())["strip_after"] == [64, 256]
     reader = load_reader(ModelSpec(base=str(tall), device="cpu"))
     image = np.zeros((reader.image_size, reader.image_size, 3), dtype=np.uint8)
