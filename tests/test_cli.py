@@ -172,7 +172,7 @@ def test_strips_with_font_makes_from_the_command_line(tmp_path):
     assert no_fonts.exit_code != 0 and "font folder" in no_fonts.output
 
 
-def test_strips_with_recoloured_or_loosened_registers_from_the_command_line(tmp_path):
+def test_strips_with_recoloured_loosened_or_rolled_registers_from_the_command_line(tmp_path):
     from tests.data.conftest import DIGITS
 
     args = ["strips", str(DIGITS), str(tmp_path / "strips"), "--train", "6", "--valid", "0", "--test", "0"]
@@ -185,6 +185,9 @@ def test_strips_with_recoloured_or_loosened_registers_from_the_command_line(tmp_
     assert no_training.exit_code != 0 and "recolour changes training strips only" in no_training.output
     loose = runner.invoke(app, [*args, "--loose", "0.5"])
     assert loose.exit_code == 0 and json.loads((tmp_path / "strips" / "manifest.json").read_text())["loose"] == 0.5
+    rolled = runner.invoke(app, [*args, "--rolled-last", "0.7"])
+    assert rolled.exit_code == 0, rolled.output
+    assert json.loads((tmp_path / "strips" / "manifest.json").read_text())["rolled_last"] == 0.7
 
 
 def test_synth_refuses_recolouring_anything_but_training_photos_of_real_digits(tmp_path):

@@ -107,6 +107,9 @@ def strips(
     loose: float = typer.Option(
         0.0, help="Share of training LCD strips whose crops show slices of their neighbours, 0 to 1 (train only)."
     ),
+    rolled_last: float | None = typer.Option(
+        None, help="Share of training counter strips whose last wheel is caught rolling, 0 to 1 (default 0.35)."
+    ),
     seed: int = typer.Option(0),
 ) -> None:
     """Compose reading strips from real digit crops (dataset format, leave-models-out split, manifest.json)."""
@@ -127,6 +130,7 @@ def strips(
             tuple(str(folder) for folder in fonts_dir) if fonts_dir else None,
             recolour,
             loose,
+            rolled_last,
         )
     except (ValueError, FileNotFoundError) as error:
         raise typer.BadParameter(str(error)) from error

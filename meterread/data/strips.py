@@ -57,13 +57,18 @@ def model_weights(grouped: dict[str, list[DigitCrop]], font_share: float | None 
 
 
 def make_strip(
-    crops: list[DigitCrop], rng: np.random.Generator, recolour: float = 0.0, loose: float = 0.0
+    crops: list[DigitCrop],
+    rng: np.random.Generator,
+    recolour: float = 0.0,
+    loose: float = 0.0,
+    rolled_last: float = ROLLED_LAST,
 ) -> tuple[bytes, list[DigitCrop], str]:
     """One strip of a model's crops (recoloured with probability `recolour`, an LCD's crops loosened with
-    probability `loose`: `registers.render_register`): JPEG bytes, the crops used (in order) and the label."""
+    probability `loose`: `registers.render_register`; a counter's last wheel caught rolling with probability
+    `rolled_last`: `registers.pick_crops`): JPEG bytes, the crops used (in order) and the label."""
     digits = int(rng.integers(4, 9))
     decimals = strip_decimals(crops[0].model, digits, rng)
-    picks = pick_crops(crops, digits, rng, rolled_last=ROLLED_LAST, decimals=decimals)
+    picks = pick_crops(crops, digits, rng, rolled_last=rolled_last, decimals=decimals)
     cell_h = int(rng.integers(40, 97))
     window = render_register(picks, decimals, rng, cell_h, recolour=recolour, loose=loose)
     image = photograph(frame_register(window, rng), rng)
@@ -78,10 +83,11 @@ def write_strips(
     font_share: float | None = None,
     recolour: float = 0.0,
     loose: float = 0.0,
+    rolled_last: float = ROLLED_LAST,
 ) -> list[dict]:
     """Write `n` strips (jpg + annotations.jsonl) drawn from `grouped` crops (`font_share`: see `model_weights`;
-    `recolour`, `loose`: see `make_strip`); returns the records. Deterministic. An earlier run's strips are the
-    caller's to clear (`clear_strips`)."""
+    `recolour`, `loose`, `rolled_last`: see `make_strip`); returns the records. Deterministic. An earlier run's
+    strips are the caller's to clear (`clear_strips`)."""
     models, weights = model_weights(grouped, font_share)
     if not models:
         raise ValueError("no meter model with clean digit crops to build strips from")
@@ -91,7 +97,7 @@ def write_strips(
     records = []
     for index in range(n):
         model = models[int(rng.choice(len(models), p=weights))]
-        data, picks, label = make_strip(grouped[model], rng, recolour, loose)
+        data, picks, label = make_strip(grouped[model], rng, recolour, loose, rolled_last)
         name = f"{model.replace('/', '-')}-{index:06d}.jpg"
         (out / name).write_bytes(data)
         records.append(
@@ -154,6 +160,7 @@ def write_strip_dataset(
     font_dirs: tuple[str, ...] | None = None,
     recolour: float = 0.0,
     loose: float = 0.0,
+    rolled_last: float | None = None,
 ) -> dict[str, int]:
     """Strips per split (`train`, `valid`, `test`: seen models, disjoint crops; `heldout`: held-out models only),
     plus `manifest.json` (models and crops of every split). With `font_makes`, that many rendered makes of
@@ -161,9 +168,10 @@ def write_strip_dataset(
     `font_share` of the training strips (default: by their crops, like every model), TrueType fonts taken from
     `font_dirs` (default: the machine's font folders). `recolour`: the share of training strips painted in a
     random palette (`registers.recolour_cells`; train only, like font makes); `loose`: the share of training LCD
-    strips whose crops show slices of their neighbours (`registers.loosen_cells`; train only). Returns the counts
-    written. Raises ValueError on an unknown split or held-out model, or bad font-make, recolour or loose settings
-    (before anything is rendered)."""
+    strips whose crops show slices of their neighbours (`registers.loosen_cells`; train only); `rolled_last`: the
+    share of training counter strips whose last wheel is caught rolling (None: ROLLED_LAST, as every other split).
+    Returns the counts written. Raises ValueError on an unknown split or held-out model, or bad font-make, recolour,
+    loose or rolled-last settings (before anything is rendered)."""
     unknown = [split for split in sizes if split not in STRIP_SPLITS]
     if unknown:
         raise ValueError(f"unknown split(s) {unknown}; expected some of {STRIP_SPLITS}")
@@ -176,15 +184,17 @@ def write_strip_dataset(
     if font_makes and not sizes.get("train"):
         raise ValueError("font makes only join training strips: ask for some (train > 0)")
     shares = {"recolour": recolour, "loose": loose}
+    if rolled_last is not None:
+        shares["rolled_last"] = rolled_last
     for name, share in shares.items():
         if not 0 <= share <= 1:
             raise ValueError(f"{name} is a share of training strips, 0 to 1 (got {share})")
-        if share and not sizes.get("train"):
+        if (share or name == "rolled_last") and not sizes.get("train"):
             raise ValueError(f"{name} changes training strips only: ask for some (train > 0)")
     grouped = mark_red_wheels(index_crops(root))
     select_part(grouped, "train", holdout)  # an unknown held-out model fails here, not after the rendering
     manifest: dict = {"holdout": list(holdout), "splits": {}}
-    manifest |= {name: share for name, share in shares.items() if share}
+    manifest |= {name: share for name, share in shares.items() if share or name == "rolled_last"}
     extra: dict[str, list[DigitCrop]] = {}
     if font_makes:
         extra, manifest["font_makes"] = add_font_makes(out_dir, font_makes, font_crops, seed, font_dirs)
@@ -197,8 +207,10 @@ def write_strip_dataset(
         if not n:
             continue
         part = select_part(grouped, split, holdout) | (extra if split == "train" else {})
-        share, paint, loosen = (font_share, recolour, loose) if split == "train" else (None, 0.0, 0.0)
-        records = write_strips(part, Path(out_dir) / split, n, seed * 10 + offset, share, paint, loosen)
+        train = split == "train"
+        share, paint, loosen = (font_share, recolour, loose) if train else (None, 0.0, 0.0)
+        rolled = rolled_last if train and rolled_last is not None else ROLLED_LAST
+        records = write_strips(part, Path(out_dir) / split, n, seed * 10 + offset, share, paint, loosen, rolled)
         counts[split] = len(records)
         manifest["splits"][split] = {
             "models": sorted({r["meter_model"] for r in records}),

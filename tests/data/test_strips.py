@@ -6,9 +6,9 @@ from pathlib import Path
 import cv2
 import pytest
 
-from meterread.data.crops import HELDOUT_MODELS, DigitCrop, index_crops, parse_crop_name
+from meterread.data.crops import HELDOUT_MODELS, NEAR_CLEAN_TENTHS, DigitCrop, index_crops, parse_crop_name
 from meterread.data.registers import reading_label
-from meterread.data.strips import model_weights, write_strip_dataset
+from meterread.data.strips import ROLLED_LAST, model_weights, write_strip_dataset
 from meterread.training.dataset import load_split
 
 SIZES = {"train": 24, "valid": 6, "test": 6, "heldout": 12}
@@ -160,8 +160,8 @@ def test_font_makes_take_fonts_only_from_the_folders_named(digits_root, tmp_path
         write_strip_dataset(digits_root, tmp_path / "out", sizes, seed=6, font_dirs=(str(tmp_path / "fonts"),))
 
 
-@pytest.mark.parametrize("option", ["recolour", "loose"])
-def test_recolouring_and_loosening_change_training_strips_only(digits_root, tmp_path, option):
+@pytest.mark.parametrize("option", ["recolour", "loose", "rolled_last"])
+def test_recolouring_loosening_and_rolling_change_training_strips_only(digits_root, tmp_path, option):
     sizes = {"train": 12, "valid": 4, "test": 4, "heldout": 4}
     write_strip_dataset(digits_root, tmp_path / "plain", sizes, seed=6)
     write_strip_dataset(digits_root, tmp_path / "changed", sizes, seed=6, **{option: 1.0})
@@ -177,3 +177,15 @@ def test_recolouring_and_loosening_change_training_strips_only(digits_root, tmp_
         with pytest.raises(ValueError, match=f"{option} .*{message}"):
             write_strip_dataset(digits_root, tmp_path / "bad", bad, seed=6, **{option: share})
     assert not (tmp_path / "bad").exists()
+
+
+def test_rolled_last_sets_how_often_a_training_strip_ends_on_a_rolling_wheel(digits_root, tmp_path):
+    def rolled_share(share):
+        out = tmp_path / f"rolled-{share}"
+        write_strip_dataset(digits_root, out, {"train": 60}, seed=6, rolled_last=share)
+        records = [json.loads(line) for line in (out / "train" / "annotations.jsonl").read_text().splitlines()]
+        ends = [parse_crop_name(Path(r["crops"][-1]).name)[1] for r in records if r["meter_type"] != "lcd"]
+        return sum(tenths > NEAR_CLEAN_TENTHS for tenths in ends) / len(ends)  # inner crops may be barely rolled
+
+    never, default, always = rolled_share(0.0), rolled_share(ROLLED_LAST), rolled_share(1.0)
+    assert never == 0 < default < always
