@@ -183,18 +183,18 @@ def write_strip_dataset(
         raise ValueError(f"font folders {list(font_dirs)} are only read for font makes (give --font-makes N)")
     if font_makes and not sizes.get("train"):
         raise ValueError("font makes only join training strips: ask for some (train > 0)")
-    shares = {"recolour": recolour, "loose": loose}
-    if rolled_last is not None:
+    shares = {name: share for name, share in (("recolour", recolour), ("loose", loose)) if share}  # asked for
+    if rolled_last is not None:  # 0 too: no rolling wheel is a choice against the default
         shares["rolled_last"] = rolled_last
     for name, share in shares.items():
         if not 0 <= share <= 1:
             raise ValueError(f"{name} is a share of training strips, 0 to 1 (got {share})")
-        if (share or name == "rolled_last") and not sizes.get("train"):
+        if not sizes.get("train"):
             raise ValueError(f"{name} changes training strips only: ask for some (train > 0)")
     grouped = mark_red_wheels(index_crops(root))
     select_part(grouped, "train", holdout)  # an unknown held-out model fails here, not after the rendering
     manifest: dict = {"holdout": list(holdout), "splits": {}}
-    manifest |= {name: share for name, share in shares.items() if share or name == "rolled_last"}
+    manifest |= shares
     extra: dict[str, list[DigitCrop]] = {}
     if font_makes:
         extra, manifest["font_makes"] = add_font_makes(out_dir, font_makes, font_crops, seed, font_dirs)
@@ -209,7 +209,7 @@ def write_strip_dataset(
         part = select_part(grouped, split, holdout) | (extra if split == "train" else {})
         train = split == "train"
         share, paint, loosen = (font_share, recolour, loose) if train else (None, 0.0, 0.0)
-        rolled = rolled_last if train and rolled_last is not None else ROLLED_LAST
+        rolled = shares.get("rolled_last", ROLLED_LAST) if train else ROLLED_LAST
         records = write_strips(part, Path(out_dir) / split, n, seed * 10 + offset, share, paint, loosen, rolled)
         counts[split] = len(records)
         manifest["splits"][split] = {
