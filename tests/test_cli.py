@@ -172,7 +172,7 @@ def test_strips_with_font_makes_from_the_command_line(tmp_path):
     assert no_fonts.exit_code != 0 and "font folder" in no_fonts.output
 
 
-def test_strips_with_recoloured_loosened_or_rolled_registers_from_the_command_line(tmp_path):
+def test_strips_with_recoloured_loosened_rolled_or_restyled_registers_from_the_command_line(tmp_path):
     from tests.data.conftest import DIGITS
 
     args = ["strips", str(DIGITS), str(tmp_path / "strips"), "--train", "6", "--valid", "0", "--test", "0"]
@@ -188,6 +188,9 @@ def test_strips_with_recoloured_loosened_or_rolled_registers_from_the_command_li
     rolled = runner.invoke(app, [*args, "--rolled-last", "0.7"])
     assert rolled.exit_code == 0, rolled.output
     assert json.loads((tmp_path / "strips" / "manifest.json").read_text())["rolled_last"] == 0.7
+    restyled = runner.invoke(app, [*args, "--restyle", "0.5"])
+    assert restyled.exit_code == 0, restyled.output
+    assert json.loads((tmp_path / "strips" / "manifest.json").read_text())["restyle"] == 0.5
 
 
 def test_synth_refuses_recolouring_anything_but_training_photos_of_real_digits(tmp_path):

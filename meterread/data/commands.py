@@ -110,6 +110,9 @@ def strips(
     rolled_last: float | None = typer.Option(
         None, help="Share of training counter strips whose last wheel is caught rolling, 0 to 1 (default 0.35)."
     ),
+    restyle: float = typer.Option(
+        0.0, help="Share of training strips redrawn in one random stroke weight and slant, 0 to 1 (train only)."
+    ),
     seed: int = typer.Option(0),
 ) -> None:
     """Compose reading strips from real digit crops (dataset format, leave-models-out split, manifest.json)."""
@@ -131,6 +134,7 @@ def strips(
             recolour,
             loose,
             rolled_last,
+            restyle,
         )
     except (ValueError, FileNotFoundError) as error:
         raise typer.BadParameter(str(error)) from error

@@ -8,6 +8,8 @@ Recolouring (training only): a register's crops repainted in one random ink/pape
 down to faint, so a make's colour scheme is not what the reader learns to expect.
 Loosening (training only, LCDs): each crop beside slices of its neighbours, as a make cropped loosely shows its
 digits (`lcd/lcd2`: a digit beside part of the next), so a cut-off segment at a cell's edge is not read as a digit.
+Restyling (training only): a register's crops redrawn in one stroke weight and slant, as another make might print the
+same digits, so fifteen makes' typefaces stand for more than fifteen.
 """
 
 from __future__ import annotations
@@ -226,6 +228,27 @@ def loosen_cells(images: Sequence[np.ndarray], rng: np.random.Generator) -> list
     return loose
 
 
+RESTYLE_STROKE = (0.01, 0.03)  # the stroke change's radius, a share of the crop's height (at least 1 px)
+RESTYLE_SLANT = 0.2  # the most a strip's digits lean: columns shifted by this share of the height, top against bottom
+
+
+def restyle_cells(images: Sequence[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    """Each crop (BGR) of one register in one drawn style: its dark strokes thickened or thinned (a min or a max
+    filter, elliptical, radius a RESTYLE_STROKE share of the crop's height, so light digits change the other way)
+    and slanted by one shear of up to RESTYLE_SLANT about the crop's middle row; every crop keeps its size."""
+    share, darken = rng.uniform(*RESTYLE_STROKE), rng.random() < 0.5
+    slant = rng.uniform(-RESTYLE_SLANT, RESTYLE_SLANT)
+    styled = []
+    for image in images:
+        height, width = image.shape[:2]
+        radius = max(1, round(height * share))
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        image = cv2.erode(image, kernel) if darken else cv2.dilate(image, kernel)
+        shear = np.float32([[1, -slant, slant * height / 2], [0, 1, 0]])  # top row right for slant > 0
+        styled.append(cv2.warpAffine(image, shear, (width, height), borderMode=cv2.BORDER_REPLICATE))
+    return styled
+
+
 def render_register(
     picks: Sequence[DigitCrop],
     decimals: int,
@@ -233,12 +256,15 @@ def render_register(
     cell_h: int,
     recolour: float = 0.0,
     loose: float = 0.0,
+    restyle: float = 0.0,
 ) -> np.ndarray:
     """The register window (BGR) for `picks`: an LCD panel for LCD crops, else counter wheels; with probability
-    `recolour` in a random palette (`recolour_cells`), an LCD's crops with probability `loose` loosened
-    (`loosen_cells`). At 0 neither draws a random number, so the streams of sets made without them stay as they
-    were."""
+    `restyle` in one drawn stroke weight and slant (`restyle_cells`), with probability `recolour` in a random
+    palette (`recolour_cells`), an LCD's crops with probability `loose` loosened (`loosen_cells`). At 0 none of
+    them draws a random number, so the streams of sets made without them stay as they were."""
     images, ink = [load_crop(crop) for crop in picks], None
+    if restyle and rng.random() < restyle:
+        images = restyle_cells(images, rng)
     if recolour and rng.random() < recolour:
         shadow, highlight = random_palette(rng)
         images, ink = recolour_cells(images, shadow, highlight), shadow  # an LCD's dark segments took the shadow

@@ -62,15 +62,17 @@ def make_strip(
     recolour: float = 0.0,
     loose: float = 0.0,
     rolled_last: float = ROLLED_LAST,
+    restyle: float = 0.0,
 ) -> tuple[bytes, list[DigitCrop], str]:
     """One strip of a model's crops (recoloured with probability `recolour`, an LCD's crops loosened with
-    probability `loose`: `registers.render_register`; a counter's last wheel caught rolling with probability
-    `rolled_last`: `registers.pick_crops`): JPEG bytes, the crops used (in order) and the label."""
+    probability `loose`, restyled with probability `restyle`: `registers.render_register`; a counter's last wheel
+    caught rolling with probability `rolled_last`: `registers.pick_crops`): JPEG bytes, the crops used (in order)
+    and the label."""
     digits = int(rng.integers(4, 9))
     decimals = strip_decimals(crops[0].model, digits, rng)
     picks = pick_crops(crops, digits, rng, rolled_last=rolled_last, decimals=decimals)
     cell_h = int(rng.integers(40, 97))
-    window = render_register(picks, decimals, rng, cell_h, recolour=recolour, loose=loose)
+    window = render_register(picks, decimals, rng, cell_h, recolour=recolour, loose=loose, restyle=restyle)
     image = photograph(frame_register(window, rng), rng)
     return encode_jpeg(image, rng, quality=(40, 95)), picks, reading_label(picks, decimals)
 
@@ -84,10 +86,11 @@ def write_strips(
     recolour: float = 0.0,
     loose: float = 0.0,
     rolled_last: float = ROLLED_LAST,
+    restyle: float = 0.0,
 ) -> list[dict]:
     """Write `n` strips (jpg + annotations.jsonl) drawn from `grouped` crops (`font_share`: see `model_weights`;
-    `recolour`, `loose`, `rolled_last`: see `make_strip`); returns the records. Deterministic. An earlier run's
-    strips are the caller's to clear (`clear_strips`)."""
+    `recolour`, `loose`, `rolled_last`, `restyle`: see `make_strip`); returns the records. Deterministic. An earlier
+    run's strips are the caller's to clear (`clear_strips`)."""
     models, weights = model_weights(grouped, font_share)
     if not models:
         raise ValueError("no meter model with clean digit crops to build strips from")
@@ -97,7 +100,7 @@ def write_strips(
     records = []
     for index in range(n):
         model = models[int(rng.choice(len(models), p=weights))]
-        data, picks, label = make_strip(grouped[model], rng, recolour, loose, rolled_last)
+        data, picks, label = make_strip(grouped[model], rng, recolour, loose, rolled_last, restyle)
         name = f"{model.replace('/', '-')}-{index:06d}.jpg"
         (out / name).write_bytes(data)
         records.append(
@@ -161,6 +164,7 @@ def write_strip_dataset(
     recolour: float = 0.0,
     loose: float = 0.0,
     rolled_last: float | None = None,
+    restyle: float = 0.0,
 ) -> dict[str, int]:
     """Strips per split (`train`, `valid`, `test`: seen models, disjoint crops; `heldout`: held-out models only),
     plus `manifest.json` (models and crops of every split). With `font_makes`, that many rendered makes of
@@ -169,9 +173,10 @@ def write_strip_dataset(
     `font_dirs` (default: the machine's font folders). `recolour`: the share of training strips painted in a
     random palette (`registers.recolour_cells`; train only, like font makes); `loose`: the share of training LCD
     strips whose crops show slices of their neighbours (`registers.loosen_cells`; train only); `rolled_last`: the
-    share of training counter strips whose last wheel is caught rolling (None: ROLLED_LAST, as every other split).
-    Returns the counts written. Raises ValueError on an unknown split or held-out model, or bad font-make, recolour,
-    loose or rolled-last settings (before anything is rendered)."""
+    share of training counter strips whose last wheel is caught rolling (None: ROLLED_LAST, as every other split);
+    `restyle`: the share of training strips redrawn in one stroke weight and slant (`registers.restyle_cells`; train
+    only). Returns the counts written. Raises ValueError on an unknown split or held-out model, or bad font-make,
+    recolour, loose, rolled-last or restyle settings (before anything is rendered)."""
     unknown = [split for split in sizes if split not in STRIP_SPLITS]
     if unknown:
         raise ValueError(f"unknown split(s) {unknown}; expected some of {STRIP_SPLITS}")
@@ -183,7 +188,8 @@ def write_strip_dataset(
         raise ValueError(f"font folders {list(font_dirs)} are only read for font makes (give --font-makes N)")
     if font_makes and not sizes.get("train"):
         raise ValueError("font makes only join training strips: ask for some (train > 0)")
-    shares = {name: share for name, share in (("recolour", recolour), ("loose", loose)) if share}  # asked for
+    asked = (("recolour", recolour), ("loose", loose), ("restyle", restyle))
+    shares = {name: share for name, share in asked if share}  # asked for
     if rolled_last is not None:  # 0 too: no rolling wheel is a choice against the default
         shares["rolled_last"] = rolled_last
     for name, share in shares.items():
@@ -208,9 +214,9 @@ def write_strip_dataset(
             continue
         part = select_part(grouped, split, holdout) | (extra if split == "train" else {})
         train = split == "train"
-        share, paint, loosen = (font_share, recolour, loose) if train else (None, 0.0, 0.0)
+        share, paint, loosen, style = (font_share, recolour, loose, restyle) if train else (None, 0.0, 0.0, 0.0)
         rolled = shares.get("rolled_last", ROLLED_LAST) if train else ROLLED_LAST
-        records = write_strips(part, Path(out_dir) / split, n, seed * 10 + offset, share, paint, loosen, rolled)
+        records = write_strips(part, Path(out_dir) / split, n, seed * 10 + offset, share, paint, loosen, rolled, style)
         counts[split] = len(records)
         manifest["splits"][split] = {
             "models": sorted({r["meter_model"] for r in records}),

@@ -1,5 +1,5 @@
-"""Register rendering from real crops: the recolouring palette, loosened LCD crops, red wheels only where decimals
-are."""
+"""Register rendering from real crops: the recolouring palette, loosened LCD crops, restyled strokes and slant, red
+wheels only where decimals are."""
 
 from dataclasses import replace
 from pathlib import Path
@@ -12,6 +12,7 @@ from meterread.data.crops import DigitCrop, index_crops
 from meterread.data.registers import (
     LOOSE_SLICE,
     MIN_PALETTE_CONTRAST,
+    RESTYLE_SLANT,
     is_red_wheel,
     loosen_cells,
     mark_red_wheels,
@@ -19,6 +20,7 @@ from meterread.data.registers import (
     random_palette,
     recolour_cells,
     render_register,
+    restyle_cells,
 )
 
 LUMA = np.float32([0.114, 0.587, 0.299])  # BGR
@@ -86,6 +88,46 @@ def test_loosening_changes_lcd_registers_only(digits_root):
 
     assert np.array_equal(render(counter, 1.0), render(counter, 0.0))  # no draw, no change: counters stay as they were
     assert render(lcd, 1.0).shape[1] > render(lcd, 0.0).shape[1]  # slices widen the panel
+
+
+def bar_crop(height: int) -> np.ndarray:
+    """A dark upright bar (a `1`) on light paper."""
+    crop = np.full((height, height // 2, 3), 230, np.uint8)
+    crop[height // 8 : -height // 8, height // 4 - height // 16 : height // 4 + height // 16] = 20
+    return crop
+
+
+def ink_columns(cell: np.ndarray, row: int) -> np.ndarray:
+    return np.flatnonzero(cell[row, :, 0] < 128)
+
+
+def test_restyled_cells_share_one_stroke_weight_and_one_slant():
+    crops = [bar_crop(64), bar_crop(64)]
+    widths, leans = set(), []
+    for seed in range(30):
+        styled = restyle_cells(crops, np.random.default_rng(seed))
+        assert [cell.shape for cell in styled] == [crop.shape for crop in crops] and styled[0].dtype == np.uint8
+        assert np.array_equal(styled[0], styled[1])  # one style for the whole register
+        top, bottom = ink_columns(styled[0], 12), ink_columns(styled[0], 51)
+        assert len(top) and len(bottom)  # thinning never erases the digit
+        widths.add(len(ink_columns(styled[0], 32)) > len(ink_columns(crops[0], 32)))
+        lean = (top.mean() - bottom.mean()) / 39  # columns per row, top against bottom
+        assert abs(lean) <= RESTYLE_SLANT + 0.05
+        leans.append(lean)
+    assert widths == {True, False}  # thickened and thinned strokes
+    assert min(leans) < -0.05 and max(leans) > 0.05  # leaning either way
+
+
+def test_restyling_at_zero_draws_nothing(digits_root):
+    picks = index_crops(digits_root)["powermeter/betar"][:5]
+
+    def render(restyle):
+        rng = np.random.default_rng(2)
+        return render_register(picks, 1, rng, cell_h=60, restyle=restyle), rng.random()
+
+    (plain, after_plain), (styled, after_styled) = render(0.0), render(1.0)
+    assert not np.array_equal(plain, styled) and after_plain != after_styled
+    assert np.array_equal(render(0.0)[0], plain)
 
 
 def digit_cell(ink, paper) -> np.ndarray:

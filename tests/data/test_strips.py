@@ -160,8 +160,8 @@ def test_font_makes_take_fonts_only_from_the_folders_named(digits_root, tmp_path
         write_strip_dataset(digits_root, tmp_path / "out", sizes, seed=6, font_dirs=(str(tmp_path / "fonts"),))
 
 
-@pytest.mark.parametrize("option", ["recolour", "loose", "rolled_last"])
-def test_recolouring_loosening_and_rolling_change_training_strips_only(digits_root, tmp_path, option):
+@pytest.mark.parametrize("option", ["recolour", "loose", "rolled_last", "restyle"])
+def test_recolouring_loosening_rolling_and_restyling_change_training_strips_only(digits_root, tmp_path, option):
     sizes = {"train": 12, "valid": 4, "test": 4, "heldout": 4}
     write_strip_dataset(digits_root, tmp_path / "plain", sizes, seed=6)
     write_strip_dataset(digits_root, tmp_path / "changed", sizes, seed=6, **{option: 1.0})
