@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,23 +57,30 @@ def model_weights(grouped: dict[str, list[DigitCrop]], font_share: float | None 
     return models, weights / weights.sum()
 
 
+@dataclass(frozen=True)
+class StripStyle:
+    """The chances that a strip departs from its crops as they are; the defaults are every evaluation split's.
+    `recolour` (a random palette), `loose` (an LCD's crops beside slices of their neighbours), `restyle` (one
+    stroke weight and slant): `registers.render_register`; `rolled_last` (a counter's last wheel caught rolling):
+    `registers.pick_crops`."""
+
+    recolour: float = 0.0
+    loose: float = 0.0
+    rolled_last: float = ROLLED_LAST
+    restyle: float = 0.0
+
+
 def make_strip(
-    crops: list[DigitCrop],
-    rng: np.random.Generator,
-    recolour: float = 0.0,
-    loose: float = 0.0,
-    rolled_last: float = ROLLED_LAST,
-    restyle: float = 0.0,
+    crops: list[DigitCrop], rng: np.random.Generator, style: StripStyle = StripStyle()
 ) -> tuple[bytes, list[DigitCrop], str]:
-    """One strip of a model's crops (recoloured with probability `recolour`, an LCD's crops loosened with
-    probability `loose`, restyled with probability `restyle`: `registers.render_register`; a counter's last wheel
-    caught rolling with probability `rolled_last`: `registers.pick_crops`): JPEG bytes, the crops used (in order)
-    and the label."""
+    """One strip of a model's crops, drawn in `style`: JPEG bytes, the crops used (in order) and the label."""
     digits = int(rng.integers(4, 9))
     decimals = strip_decimals(crops[0].model, digits, rng)
-    picks = pick_crops(crops, digits, rng, rolled_last=rolled_last, decimals=decimals)
+    picks = pick_crops(crops, digits, rng, rolled_last=style.rolled_last, decimals=decimals)
     cell_h = int(rng.integers(40, 97))
-    window = render_register(picks, decimals, rng, cell_h, recolour=recolour, loose=loose, restyle=restyle)
+    window = render_register(
+        picks, decimals, rng, cell_h, recolour=style.recolour, loose=style.loose, restyle=style.restyle
+    )
     image = photograph(frame_register(window, rng), rng)
     return encode_jpeg(image, rng, quality=(40, 95)), picks, reading_label(picks, decimals)
 
@@ -83,14 +91,11 @@ def write_strips(
     n: int,
     seed: int,
     font_share: float | None = None,
-    recolour: float = 0.0,
-    loose: float = 0.0,
-    rolled_last: float = ROLLED_LAST,
-    restyle: float = 0.0,
+    style: StripStyle = StripStyle(),
 ) -> list[dict]:
-    """Write `n` strips (jpg + annotations.jsonl) drawn from `grouped` crops (`font_share`: see `model_weights`;
-    `recolour`, `loose`, `rolled_last`, `restyle`: see `make_strip`); returns the records. Deterministic. An earlier
-    run's strips are the caller's to clear (`clear_strips`)."""
+    """Write `n` strips (jpg + annotations.jsonl) drawn from `grouped` crops (`font_share`: see `model_weights`)
+    in `style` (`make_strip`); returns the records. Deterministic. An earlier run's strips are the caller's to clear
+    (`clear_strips`)."""
     models, weights = model_weights(grouped, font_share)
     if not models:
         raise ValueError("no meter model with clean digit crops to build strips from")
@@ -100,7 +105,7 @@ def write_strips(
     records = []
     for index in range(n):
         model = models[int(rng.choice(len(models), p=weights))]
-        data, picks, label = make_strip(grouped[model], rng, recolour, loose, rolled_last, restyle)
+        data, picks, label = make_strip(grouped[model], rng, style)
         name = f"{model.replace('/', '-')}-{index:06d}.jpg"
         (out / name).write_bytes(data)
         records.append(
@@ -192,6 +197,7 @@ def write_strip_dataset(
     shares = {name: share for name, share in asked if share}  # asked for
     if rolled_last is not None:  # 0 too: no rolling wheel is a choice against the default
         shares["rolled_last"] = rolled_last
+    training = StripStyle(**shares)  # every share not asked for keeps the evaluation splits' default
     for name, share in shares.items():
         if not 0 <= share <= 1:
             raise ValueError(f"{name} is a share of training strips, 0 to 1 (got {share})")
@@ -212,11 +218,10 @@ def write_strip_dataset(
     for offset, (split, n) in enumerate(sizes.items()):
         if not n:
             continue
-        part = select_part(grouped, split, holdout) | (extra if split == "train" else {})
         train = split == "train"
-        share, paint, loosen, style = (font_share, recolour, loose, restyle) if train else (None, 0.0, 0.0, 0.0)
-        rolled = shares.get("rolled_last", ROLLED_LAST) if train else ROLLED_LAST
-        records = write_strips(part, Path(out_dir) / split, n, seed * 10 + offset, share, paint, loosen, rolled, style)
+        part = select_part(grouped, split, holdout) | (extra if train else {})
+        share, style = (font_share, training) if train else (None, StripStyle())
+        records = write_strips(part, Path(out_dir) / split, n, seed * 10 + offset, share, style)
         counts[split] = len(records)
         manifest["splits"][split] = {
             "models": sorted({r["meter_model"] for r in records}),
