@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from meterread.config import ModelSpec
-from meterread.models.registry import checkpoint_model_type, known_families
+from meterread.models.registry import checkpoint_model_type, ensemble_members, known_families
 from meterread.preprocess import PREPROCESS_VERSION, InputLayout
 
 log = logging.getLogger(__name__)
@@ -159,11 +159,14 @@ def file_digest(path: Path, chunk: int = 1 << 22) -> str:
 
 
 def _weights_digest(directory: Path) -> str:
-    """Content digest of a model directory: every config file and the whole of every weights file."""
+    """Content digest of a model directory: every config file and the whole of every weights file; an ensemble's
+    (`registry.ensemble_members`) takes in each member's digest too."""
     digest = hashlib.sha256()
     for path in sorted(directory.glob("*.json")) + sorted(directory.glob("*.safetensors")):
         digest.update(path.name.encode())
         digest.update(path.read_bytes() if path.suffix == ".json" else file_digest(path).encode())
+    for member in ensemble_members(directory) or ():
+        digest.update(f"{member.name}:{_weights_digest(member)}".encode())
     return digest.hexdigest()[:16]
 
 

@@ -172,3 +172,29 @@ def with_reading_likelihood(
     if path >= 0.0:  # a certain path: nothing to rescale
         return ids, parts
     return ids, [part * reading / path for part in parts]
+
+
+def ctc_ensemble_path(member_log_probs: Sequence[np.ndarray], decode) -> tuple[list[int], list[float]]:
+    """The reading several CTC readers of one image agree on most: each member's (T_m, classes) log-probabilities
+    decoded on its own (`decode(log_probs) -> (ids, parts)`, e.g. `ctc_constrained_path` with a pattern), and of
+    those candidate readings the one with the highest summed log-likelihood over every member
+    (`ctc_log_likelihood`: all alignments, so members may have different column counts). Ties go to the earlier
+    member's candidate. Its parts add up to the members' mean log-likelihood of it (the geometric mean of their
+    probabilities, a confidence every member has to share), split per class in the proposing member's proportions.
+    Frame-wise averaging is no substitute: members place a class's peak in different columns, and the averaged
+    columns lose digits to the blank. Raises ValueError without members."""
+    if not member_log_probs:
+        raise ValueError("an ensemble needs at least one member")
+    candidates: dict[tuple[int, ...], list[float]] = {}
+    for log_probs in member_log_probs:
+        ids, parts = decode(log_probs)
+        candidates.setdefault(tuple(ids), parts)
+    scores = {
+        ids: sum(ctc_log_likelihood(log_probs, list(ids)) for log_probs in member_log_probs) for ids in candidates
+    }
+    chosen = max(scores, key=scores.__getitem__)  # max keeps the first of equal scores: dicts keep insertion order
+    parts, mean = candidates[chosen], scores[chosen] / len(member_log_probs)
+    path = sum(parts)
+    if path >= 0.0:  # the proposer was certain: the whole mean goes to the reading's first part
+        return list(chosen), [mean, *[0.0] * (len(parts) - 1)]
+    return list(chosen), [part * mean / path for part in parts]

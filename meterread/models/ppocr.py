@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -29,8 +31,12 @@ from meterread.models.base import Architecture, Prediction, checkpoint_facts, mo
 from meterread.models.decoding import ctc_best_path, ctc_constrained_path, ctc_text, with_reading_likelihood
 from meterread.models.ppocr_network import DIGITS, STRIP_HEIGHT, PPOCRConfig, PPOCRForCTC
 from meterread.models.prompts import DEFAULT_PROMPTS
+from meterread.models.registry import ENSEMBLE_FILE
 from meterread.models.tiny import TinySize
 from meterread.preprocess import InputLayout
+
+if TYPE_CHECKING:
+    from meterread.models.ppocr_ensemble import PPOCREnsembleReader
 
 FAMILY = "ppocr"
 DEFAULT_PROMPT = DEFAULT_PROMPTS[FAMILY]
@@ -46,6 +52,14 @@ def unfold_square(image: np.ndarray, rows: int) -> np.ndarray:
         raise ValueError(f"input size {size} is not divisible by {rows} rows")
     height = size // rows
     return np.ascontiguousarray(np.hstack([image[i * height : (i + 1) * height] for i in range(rows)]))
+
+
+def reading_decoder(spec: ModelSpec, vocab: str) -> Callable[[np.ndarray], tuple[list[int], list[float]]]:
+    """One image's (columns, classes) log-probabilities -> (class ids, log-probability per class): the path
+    constrained to `spec`'s reading pattern when `spec.constrained` (`ctc_constrained_path`), else the best path."""
+    if not spec.constrained:
+        return ctc_best_path
+    return partial(ctc_constrained_path, vocab=vocab, pattern=spec.reading_pattern())
 
 
 @dataclass(frozen=True)
@@ -100,9 +114,12 @@ class PPOCRReader:
         return self.processor(images, self.layout.rows).to(self.device, self.model.dtype)
 
     @torch.inference_mode()
+    def log_probs(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """(B, columns, classes) CTC log-probabilities of square model inputs (float32, on the CPU)."""
+        return self.model(self.pixels(images)).logits.float().log_softmax(-1).cpu().numpy()
+
     def read(self, images: Sequence[np.ndarray], prompts: Sequence[str]) -> list[Prediction]:
-        """The best CTC path per image, constrained to the spec's reading pattern when `spec.constrained`
-        (`ctc_constrained_path`), else the plain best path; the confidence is the reading's probability (every CTC
+        """The best CTC path per image (`reading_decoder`); the confidence is the reading's probability (every CTC
         alignment of it: `with_reading_likelihood`), split per character in the path's proportions. Prompts are not
         used. Raises ValueError when the numbers of images and prompts differ."""
         if len(images) != len(prompts):
@@ -110,17 +127,10 @@ class PPOCRReader:
         if not images:
             return []
         started = time.perf_counter()
-        log_probs = self.model(self.pixels(images)).logits.float().log_softmax(-1).cpu().numpy()
-        vocab, pattern = self.model.config.vocab, self.spec.reading_pattern()
-        decoded = [
-            with_reading_likelihood(
-                columns,
-                ctc_constrained_path(columns, vocab, pattern) if self.spec.constrained else ctc_best_path(columns),
-            )
-            for columns in log_probs
-        ]
+        decode = reading_decoder(self.spec, self.model.config.vocab)
+        decoded = [with_reading_likelihood(columns, decode(columns)) for columns in self.log_probs(images)]
         elapsed = (time.perf_counter() - started) / len(images)
-        return [Prediction(ctc_text(ids, vocab), tuple(parts), elapsed) for ids, parts in decoded]
+        return [Prediction(ctc_text(ids, self.model.config.vocab), tuple(parts), elapsed) for ids, parts in decoded]
 
     def classify(self, images: Sequence[np.ndarray], prompt: str, labels: Sequence[str]) -> list[tuple[str, float]]:
         raise ValueError("the ppocr family reads digits only and cannot rank meter types; drop meter_types")
@@ -131,8 +141,18 @@ class PPOCRReader:
         return {"pixel_values": self.pixels(images), "labels": labels.to(self.device)}
 
 
-def load(spec: ModelSpec) -> PPOCRReader:
-    """The reader of a `ppocr` checkpoint (a LoRA adapter merged in when the spec has one)."""
+def load(spec: ModelSpec) -> PPOCRReader | PPOCREnsembleReader:
+    """The reader of `spec.base`: a `ppocr` checkpoint (`load_checkpoint`) or an ensemble directory of them
+    (`meterread.models.ppocr_ensemble.load_ensemble`)."""
+    if (Path(spec.base) / ENSEMBLE_FILE).is_file():
+        from meterread.models.ppocr_ensemble import load_ensemble
+
+        return load_ensemble(spec)
+    return load_checkpoint(spec)
+
+
+def load_checkpoint(spec: ModelSpec) -> PPOCRReader:
+    """The reader of one `ppocr` checkpoint (a LoRA adapter merged in when the spec has one)."""
     from meterread.models.loading import load_model
 
     model, adapter_dir = load_model(MODEL_CLASS, spec)

@@ -1,5 +1,5 @@
 """`meterread` commands that make model checkpoints rather than read or train: `tiny`, `import-ppocr`, `average`,
-`restrip` (registered on the main app by `meterread.cli`; heavy imports inside each command)."""
+`restrip`, `ensemble` (registered on the main app by `meterread.cli`; heavy imports inside each command)."""
 
 from __future__ import annotations
 
@@ -74,8 +74,27 @@ def restrip(
         raise typer.BadParameter(str(error)) from error
 
 
+def ensemble(
+    out: Path = typer.Argument(..., help="New directory for the ensemble."),
+    checkpoints: list[Path] = typer.Argument(..., help="Two or more full ppocr checkpoints (squares may differ)."),
+    min_confidence: float | None = typer.Option(
+        None, help="The ensemble's recommended threshold (measure it on validation data: `meterread eval`)."
+    ),
+) -> None:
+    """Put ppocr checkpoints trained apart into one directory that reads as one model: each reads, and the reading
+    all of them find most likely wins (docs/training.md "Two readers, one reading")."""
+    from meterread.training.ensemble import build_ensemble
+
+    try:
+        saved = build_ensemble(out, checkpoints, min_confidence)
+        typer.echo(f"saved an ensemble of {len(checkpoints)} checkpoints in {saved}")
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+
+
 def register(app: typer.Typer) -> None:
     app.command()(tiny)
     app.command(name="import-ppocr")(import_ppocr)
     app.command()(average)
     app.command()(restrip)
+    app.command()(ensemble)

@@ -10,8 +10,10 @@ import pytest
 from meterread.config import ConfigError, ModelSpec, ReadConfig
 from meterread.data.synth import write_bucket
 from meterread.keys import DEFAULT_KEY_PATTERN
-from meterread.models.base import Prediction
+from meterread.models.base import Prediction, spec_fingerprint
+from meterread.models.ppocr import build_tiny
 from meterread.models.prompts import DEFAULT_PROMPTS
+from meterread.models.tiny import TinySize
 from meterread.read import fetching, lease, planning, rows, runner, sink
 from meterread.read.history import MeterHistory
 from meterread.read.meters import MetersTableError
@@ -19,6 +21,7 @@ from meterread.read.planning import shard_bounds
 from meterread.read.runner import run_read
 from meterread.read.validate import MeterProfile, Rules
 from meterread.storage import ObjectInfo, resolve
+from meterread.training.ensemble import build_ensemble
 from tests.factories import BAD_FILES, ScriptedReader, meter_jpeg
 
 
@@ -507,3 +510,17 @@ def test_read_batch_hands_the_reader_each_meters_register_pattern(tmp_path):
         read = runner.process_shard(config, free, shard, "run-2", MeterHistory(), profiles)  # compiled: padded to 4
         assert free.patterns_read and set(free.patterns_read) == {spec.pattern}, setting  # never the table's
         assert [row["reading_pattern"] for row in read] == [recorded, recorded], setting
+
+
+def test_an_ensemble_of_checkpoints_reads_a_bucket_as_one_model(tmp_path):
+    """Members of different squares: every photo one row, each row naming the ensemble and its fingerprint."""
+    members = [build_tiny(tmp_path / "a", seed=1), build_tiny(tmp_path / "b", TinySize(image_size=96), seed=2)]
+    ensemble = build_ensemble(tmp_path / "ensemble", members)
+    write_bucket(tmp_path / "bucket", 6, seed=3)
+    config = config_for(tmp_path, str(ensemble))
+    assert run_read(config, progress=False)["processed"] == 6
+    rows = output_rows(config).to_pylist()
+    assert len(rows) == 6 and {row["model_id"] for row in rows} == {str(ensemble)}
+    assert {row["model_fingerprint"] for row in rows} == {spec_fingerprint(config.model)}
+    assert all(row["reading_text"] and row["confidence"] is not None for row in rows)  # every photo was read
+    assert run_read(config, progress=False)["processed"] == 0

@@ -1,0 +1,66 @@
+"""`meterread ensemble`: ppocr checkpoints copied into one directory that reads as one model, and its refusals."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from meterread.cli import app
+from meterread.config import TrainConfig
+from meterread.models.ppocr import build_tiny
+from meterread.settings import TrainConfigError
+from meterread.training.ensemble import build_ensemble
+
+
+@pytest.fixture
+def members(tmp_path):
+    return [build_tiny(tmp_path / "a", seed=1), build_tiny(tmp_path / "b", seed=2)]
+
+
+def test_the_command_copies_each_member_and_records_where_it_came_from(tmp_path, members):
+    out = tmp_path / "ensemble"
+    command = ["ensemble", str(out), *map(str, members), "--min-confidence", "0.8"]
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "ensemble.json").read_text())
+    assert manifest == {"model_type": "ppocr", "members": ["member-0", "member-1"], "sources": list(map(str, members))}
+    for name, source in zip(manifest["members"], members):
+        assert (out / name / "model.safetensors").read_bytes() == (source / "model.safetensors").read_bytes()
+    settings = json.loads((out / "meterread.json").read_text())
+    assert settings == {"crop_display": False, "display_rows": 2, "local_contrast": False, "min_confidence": 0.8}
+
+
+def test_no_members_threshold_carries_over(tmp_path, members):
+    settings = members[0] / "meterread.json"
+    settings.write_text(json.dumps({**json.loads(settings.read_text()), "min_confidence": 0.9}))
+    out = build_ensemble(tmp_path / "ensemble", members)
+    assert "min_confidence" not in json.loads((out / "meterread.json").read_text())
+
+
+def test_what_cannot_read_as_one_is_refused_before_anything_is_written(tmp_path, members, tiny_paligemma):
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="two or more checkpoints, got 1"):
+        build_ensemble(out, members[:1])
+    with pytest.raises(ValueError, match="not a full ppocr checkpoint"):
+        build_ensemble(out, [members[0], tiny_paligemma])
+    with pytest.raises(ValueError, match="not a full ppocr checkpoint"):
+        build_ensemble(out, [members[0], tmp_path / "nothing"])
+    nested = build_ensemble(tmp_path / "nested", members)
+    with pytest.raises(ValueError, match="ensemble itself"):
+        build_ensemble(out, [members[0], nested])
+    settings = members[1] / "meterread.json"
+    settings.write_text(json.dumps({**json.loads(settings.read_text()), "crop_display": True}))
+    with pytest.raises(ValueError, match="prepare photos differently"):
+        build_ensemble(out, members)
+    assert not out.exists()
+    with pytest.raises(ValueError, match="not empty"):
+        build_ensemble(nested, members[:1] * 2)
+    result = CliRunner().invoke(app, ["ensemble", str(out), str(members[0])])
+    assert result.exit_code == 2 and "two or more" in result.output and not out.exists()
+
+
+def test_an_ensemble_is_not_a_base_to_train(tmp_path, members):
+    ensemble = build_ensemble(tmp_path / "ensemble", members)
+    config = TrainConfig(family="ppocr", base=str(ensemble), dataset=str(tmp_path), output=str(tmp_path / "run"))
+    with pytest.raises(TrainConfigError, match="train one of its members"):
+        config.validate()
