@@ -19,7 +19,7 @@ from pydantic import Field, model_validator
 from meterread.keys import DEFAULT_KEY_PATTERN, check_safe_name, compile_key_pattern
 from meterread.models.patterns import ReadingPattern
 from meterread.models.references import check_reference
-from meterread.models.registry import ENSEMBLE_FILE, checkpoint_family, is_hub_id, known_families
+from meterread.models.registry import checkpoint_family, is_ensemble, is_hub_id, known_families
 from meterread.parse import READING_DECIMALS, READING_INTEGER_DIGITS, READING_TYPE_NAME
 from meterread.settings import ConfigError, Settings, TrainConfigError
 
@@ -295,7 +295,7 @@ class TrainConfig(Settings):
             problems.append(f"family must be one of {', '.join(known_families())}")
         if not self.base and not self.init_tiny:
             problems.append("give base (hub id or local dir) or init_tiny (build a tiny model from config)")
-        elif self.base and not self.init_tiny and (Path(self.base) / ENSEMBLE_FILE).is_file():
+        elif self.base and not self.init_tiny and is_ensemble(self.base):
             problems.append(f"base {self.base} is an ensemble of checkpoints: train one of its members instead")
         if not self.dataset:
             problems.append("dataset is empty: a folder or s3:// prefix with train/ valid/ test/ splits")

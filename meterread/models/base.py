@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from meterread.config import ModelSpec
-from meterread.models.registry import checkpoint_model_type, ensemble_members, known_families
+from meterread.models.registry import ENSEMBLE_FILE, checkpoint_model_type, ensemble_members, known_families
 from meterread.preprocess import PREPROCESS_VERSION, InputLayout
 
 log = logging.getLogger(__name__)
@@ -160,9 +160,11 @@ def file_digest(path: Path, chunk: int = 1 << 22) -> str:
 
 def _weights_digest(directory: Path) -> str:
     """Content digest of a model directory: every config file and the whole of every weights file; an ensemble's
-    (`registry.ensemble_members`) takes in each member's digest too."""
+    (`registry.ensemble_members`) each member's name and digest instead of its ensemble.json (where the members were
+    copied from is no part of what reads)."""
     digest = hashlib.sha256()
-    for path in sorted(directory.glob("*.json")) + sorted(directory.glob("*.safetensors")):
+    configs = [path for path in sorted(directory.glob("*.json")) if path.name != ENSEMBLE_FILE]
+    for path in configs + sorted(directory.glob("*.safetensors")):
         digest.update(path.name.encode())
         digest.update(path.read_bytes() if path.suffix == ".json" else file_digest(path).encode())
     for member in ensemble_members(directory) or ():

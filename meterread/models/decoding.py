@@ -12,7 +12,7 @@ renormalised distribution: the model's probability that the whole reading is exa
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -174,15 +174,15 @@ def with_reading_likelihood(
     return ids, [part * reading / path for part in parts]
 
 
-def ctc_ensemble_path(member_log_probs: Sequence[np.ndarray], decode) -> tuple[list[int], list[float]]:
-    """The reading several CTC readers of one image agree on most: each member's (T_m, classes) log-probabilities
-    decoded on its own (`decode(log_probs) -> (ids, parts)`, e.g. `ctc_constrained_path` with a pattern), and of
-    those candidate readings the one with the highest summed log-likelihood over every member
-    (`ctc_log_likelihood`: all alignments, so members may have different column counts). Ties go to the earlier
-    member's candidate. Its parts add up to the members' mean log-likelihood of it (the geometric mean of their
-    probabilities, a confidence every member has to share), split per class in the proposing member's proportions.
-    Frame-wise averaging is no substitute: members place a class's peak in different columns, and the averaged
-    columns lose digits to the blank. Raises ValueError without members."""
+def ctc_ensemble_path(
+    member_log_probs: Sequence[np.ndarray], decode: Callable[[np.ndarray], tuple[list[int], list[float]]]
+) -> tuple[list[int], list[float]]:
+    """The reading several CTC readers of one image find likeliest together: each member's (T_m, classes)
+    log-probabilities decoded on their own (`decode`, e.g. `ctc_constrained_path` with a pattern) propose a reading;
+    the proposal with the highest summed `ctc_log_likelihood` over all members wins (members may have different
+    column counts), ties to the earlier member's. Its parts add up to the members' mean log-likelihood of it (their
+    geometric mean probability), split per class in the proposer's proportions. Raises ValueError without members
+    (docs/training.md "Two readers, one reading": why not average the columns)."""
     if not member_log_probs:
         raise ValueError("an ensemble needs at least one member")
     candidates: dict[tuple[int, ...], list[float]] = {}

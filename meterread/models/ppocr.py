@@ -31,7 +31,7 @@ from meterread.models.base import Architecture, Prediction, checkpoint_facts, mo
 from meterread.models.decoding import ctc_best_path, ctc_constrained_path, ctc_text, with_reading_likelihood
 from meterread.models.ppocr_network import DIGITS, STRIP_HEIGHT, PPOCRConfig, PPOCRForCTC
 from meterread.models.prompts import DEFAULT_PROMPTS
-from meterread.models.registry import ENSEMBLE_FILE
+from meterread.models.registry import is_ensemble
 from meterread.models.tiny import TinySize
 from meterread.preprocess import InputLayout
 
@@ -144,7 +144,7 @@ class PPOCRReader:
 def load(spec: ModelSpec) -> PPOCRReader | PPOCREnsembleReader:
     """The reader of `spec.base`: a `ppocr` checkpoint (`load_checkpoint`) or an ensemble directory of them
     (`meterread.models.ppocr_ensemble.load_ensemble`)."""
-    if (Path(spec.base) / ENSEMBLE_FILE).is_file():
+    if is_ensemble(spec.base):
         from meterread.models.ppocr_ensemble import load_ensemble
 
         return load_ensemble(spec)

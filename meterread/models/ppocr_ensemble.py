@@ -2,19 +2,19 @@
 member checkpoint in a folder of its own, `ensemble.json` naming them and `meterread.json` with the input layout
 they share and the ensemble's own recommended `min_confidence`.
 
-Each member reads the image on its own; the reading chosen is the member readings' one that all members together
-find most likely (`decoding.ctc_ensemble_path`). Members trained apart err apart: on three rotations of unseen
-meter makes two members of different squares and data read 3-6 points more strips exactly than the better of them
-(docs/training.md "Two readers, one reading"). Members may fold different squares: the pipeline prepares the
-largest and a member with a smaller one gets it scaled down. An ensemble reads; it is not trained, averaged or
-restripped (do that to a member and build the ensemble again).
+Each member reads the image on its own; of their readings, the one all members together find likeliest is chosen
+(`decoding.ctc_ensemble_path`; why and what it gains: docs/training.md "Two readers, one reading"). Members may fold
+different squares: the pipeline prepares the largest and a member with a smaller one gets it scaled down. An
+ensemble reads; it is not trained, averaged, restripped or published (do that to a member, then build it again).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -23,8 +23,39 @@ from meterread.config import ModelSpec
 from meterread.models.base import ModelLoadError, Prediction, checkpoint_facts
 from meterread.models.decoding import ctc_ensemble_path, ctc_text
 from meterread.models.ppocr import DEFAULT_PROMPT, FAMILY, PPOCRReader, load_checkpoint, reading_decoder
-from meterread.models.registry import ensemble_members
+from meterread.models.ppocr_network import DIGITS
+from meterread.models.registry import ENSEMBLE_FILE, ensemble_members
 from meterread.preprocess import InputLayout
+
+WEIGHTS_FILE = "model.safetensors"
+
+
+def shared_layout(checkpoints: Sequence[Path]) -> InputLayout:
+    """The input layout the checkpoints share. Raises ValueError for fewer than two, one that is not a full ppocr
+    checkpoint (config.json `model_type` ppocr and model.safetensors) or is an ensemble itself, or checkpoints that
+    differ in layout (meterread.json: display crop, rows, local contrast; the square may differ) or vocabulary."""
+    if len(checkpoints) < 2:
+        raise ValueError(f"an ensemble needs two or more checkpoints, got {len(checkpoints)}")
+    layouts, vocabularies = [], set()
+    for path in checkpoints:
+        if ensemble_members(path) is not None:
+            raise ValueError(f"{path} is an ensemble itself: name its members instead")
+        config = _json(path / "config.json")
+        if config.get("model_type") != FAMILY or not (path / WEIGHTS_FILE).is_file():
+            raise ValueError(f"{path} is not a full {FAMILY} checkpoint (config.json and {WEIGHTS_FILE})")
+        layouts.append(InputLayout.from_dict(_json(path / "meterread.json")))
+        vocabularies.add(config.get("vocab", DIGITS))
+    if any(layout != layouts[0] for layout in layouts):
+        raise ValueError(
+            f"the checkpoints prepare photos differently (meterread.json): {[x.to_dict() for x in layouts]}"
+        )
+    if len(vocabularies) > 1:
+        raise ValueError(f"the checkpoints read different vocabularies: {sorted(vocabularies)}")
+    return layouts[0]
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def fit_square(image: np.ndarray, size: int) -> np.ndarray:
@@ -64,11 +95,11 @@ class PPOCREnsembleReader:
         if not images:
             return []
         started = time.perf_counter()
-        columns = [
+        per_member = [
             member.log_probs([fit_square(image, member.image_size) for image in images]) for member in self.members
         ]
         decode = reading_decoder(self.spec, self.vocab)
-        decoded = [ctc_ensemble_path([member[i] for member in columns], decode) for i in range(len(images))]
+        decoded = [ctc_ensemble_path([log_probs[i] for log_probs in per_member], decode) for i in range(len(images))]
         elapsed = (time.perf_counter() - started) / len(images)
         return [Prediction(ctc_text(ids, self.vocab), tuple(parts), elapsed) for ids, parts in decoded]
 
@@ -78,30 +109,29 @@ class PPOCREnsembleReader:
 
 def load_ensemble(spec: ModelSpec) -> PPOCREnsembleReader:
     """The reader of the ensemble directory `spec.base`, each member on `spec`'s device and dtype. Raises
-    ModelLoadError for an adapter (train a member instead), members of other vocabularies or input layouts than the
-    ensemble's, or a broken ensemble.json."""
+    ModelLoadError for an adapter, a broken ensemble.json, members `shared_layout` refuses or whose layout is not
+    the ensemble's."""
     if spec.adapter:
         raise ModelLoadError(
             f"{spec.base} is an ensemble: adapters go on its members (merge one into a member, then build it again)"
         )
     try:
-        directories = ensemble_members(spec.base) or []
+        directories = ensemble_members(spec.base)
+        if directories is None:
+            raise ValueError(f"{spec.base} has no {ENSEMBLE_FILE}: not an ensemble")
+        layout = shared_layout(directories)
+        facts = checkpoint_facts(spec, None, DEFAULT_PROMPT)
     except ValueError as error:
-        raise ModelLoadError(str(error)) from error
-    facts = checkpoint_facts(spec, None, DEFAULT_PROMPT)
+        raise ModelLoadError(f"{spec.base}: {error}") from error
+    if layout != facts["layout"]:
+        raise ModelLoadError(
+            f"{spec.base}: its members' input layout {layout.to_dict()} is not the ensemble's "
+            f"{facts['layout'].to_dict()} (meterread.json)"
+        )
     members = tuple(load_checkpoint(spec.replace(base=str(directory))) for directory in directories)
-    for directory, member in zip(directories, members):
-        if member.layout != facts["layout"]:
-            raise ModelLoadError(
-                f"{directory}: input layout {member.layout.to_dict()} differs from the ensemble's "
-                f"{facts['layout'].to_dict()} ({spec.base}/meterread.json)"
-            )
-    vocabularies = {member.model.config.vocab for member in members}
-    if len(vocabularies) > 1:
-        raise ModelLoadError(f"{spec.base}: members read different vocabularies {sorted(vocabularies)}")
     return PPOCREnsembleReader(
         members=members,
         image_size=max(member.image_size for member in members),
-        vocab=vocabularies.pop(),
+        vocab=members[0].model.config.vocab,
         **facts,
     )

@@ -45,22 +45,41 @@ def known_families() -> tuple[str, ...]:
 ENSEMBLE_FILE = "ensemble.json"
 
 
+def is_ensemble(base: str | Path) -> bool:
+    """Whether `base` is an ensemble directory (it holds an `ensemble.json`)."""
+    return (Path(base) / ENSEMBLE_FILE).is_file()
+
+
+def refuse_ensemble(base: str | Path, action: str) -> None:
+    """Raise ValueError when `base` is an ensemble: `action` (train, average, ...) works on one checkpoint."""
+    if is_ensemble(base):
+        raise ValueError(
+            f"{base} is an ensemble of checkpoints: {action} one of its members, then build it again "
+            "(meterread ensemble)"
+        )
+
+
 def ensemble_members(base: str | Path) -> list[Path] | None:
     """The member checkpoint directories of an ensemble directory (its `ensemble.json`: `members`, relative to
     it; `meterread ensemble` writes one), in their order; None when `base` is no ensemble. Raises ValueError for an
     unreadable ensemble.json, one naming no members, a member outside `base` or a member folder that is missing."""
     manifest = Path(base) / ENSEMBLE_FILE
-    if not manifest.is_file():
+    if not is_ensemble(base):
         return None
     try:
         names = json.loads(manifest.read_text())["members"]
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
         raise ValueError(f"{manifest}: not an ensemble manifest with a `members` list ({error})") from error
-    if not names or any(not isinstance(name, str) or Path(name).name != name or name in (".", "..") for name in names):
+    if not names or any(
+        not isinstance(name, str) or not name or Path(name).name != name or name == ".." for name in names
+    ):
         raise ValueError(f"{manifest}: members {names} must be folder names inside {base}")
     members = [Path(base) / name for name in names]
     if any(not member.is_dir() for member in members):
         raise ValueError(f"{manifest}: members {names} are not all directories under {base}")
+    inside = Path(base).resolve()
+    if any(member.resolve() == inside or not member.resolve().is_relative_to(inside) for member in members):
+        raise ValueError(f"{manifest}: members {names} must be folders inside {base} (a link out or back is not)")
     return members
 
 
@@ -68,7 +87,7 @@ def checkpoint_model_type(base: str) -> str | None:
     """`model_type` from a checkpoint's config.json (an ensemble's: its ensemble.json): a local directory, else a
     hub id's cached copy (offline); None when there is none."""
     config = Path(base) / "config.json"
-    if not config.is_file() and (Path(base) / ENSEMBLE_FILE).is_file():
+    if not config.is_file() and is_ensemble(base):
         config = Path(base) / ENSEMBLE_FILE
     if not config.is_file():
         config = _cached_hub_config(base)

@@ -8,58 +8,40 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from meterread.models.registry import ENSEMBLE_FILE, ensemble_members
-from meterread.preprocess import InputLayout
-from meterread.training.soup import WEIGHTS_FILE
+from meterread.models.ppocr_ensemble import shared_layout
+from meterread.models.registry import ENSEMBLE_FILE
+from meterread.training.checkpoints import STATE_FILE, copy_checkpoint_files
 
-ENSEMBLE_FAMILY = "ppocr"  # the one family whose readings can be scored by every member (CTC likelihoods)
-
-
-def member_name(index: int) -> str:
-    return f"member-{index}"
-
-
-def check_members(checkpoints: Sequence[Path]) -> InputLayout:
-    """The input layout the checkpoints share. Raises ValueError for fewer than two, one that is not a full ppocr
-    checkpoint (config.json `model_type` ppocr and model.safetensors) or is an ensemble itself, or layouts that
-    differ (meterread.json: display crop, rows, local contrast; the square may differ)."""
-    if len(checkpoints) < 2:
-        raise ValueError(f"an ensemble needs two or more checkpoints, got {len(checkpoints)}")
-    layouts = []
-    for path in checkpoints:
-        if ensemble_members(path) is not None:
-            raise ValueError(f"{path} is an ensemble itself: name its members instead")
-        config = _json(path / "config.json")
-        if config.get("model_type") != ENSEMBLE_FAMILY or not (path / WEIGHTS_FILE).is_file():
-            raise ValueError(f"{path} is not a full {ENSEMBLE_FAMILY} checkpoint (config.json and {WEIGHTS_FILE})")
-        layouts.append(InputLayout.from_dict(_json(path / "meterread.json")))
-    if any(layout != layouts[0] for layout in layouts):
-        raise ValueError(
-            f"the checkpoints prepare photos differently (meterread.json): {[layout.to_dict() for layout in layouts]}"
-        )
-    return layouts[0]
+ENSEMBLE_FAMILY = "ppocr"  # the one family whose readings every member can score (CTC likelihoods)
 
 
 def build_ensemble(out_dir: str | Path, checkpoints: Sequence[str | Path], min_confidence: float | None = None) -> Path:
-    """Copy each checkpoint into `out_dir`/member-N/ (in the order given: ties between readings go to the earlier
-    member) and write `ensemble.json` (members, where each came from) and `meterread.json` (their shared layout and
-    `min_confidence`, which is the ensemble's own: measure it with `meterread eval` on validation data; no member's
-    carries over). Raises ValueError as `check_members` does, or when `out_dir` is not empty."""
+    """Copy the files of each checkpoint folder (not a run's trainer state) into `out_dir`/member-N/, in the
+    order given (ties between readings go to the earlier member), and write `ensemble.json` (members, where each
+    came from) and `meterread.json` (their shared layout and `min_confidence`: the ensemble's own, measured with
+    `meterread eval` on validation data; no member's carries over). Written beside `out_dir` and renamed into place,
+    so a failed build leaves nothing that loads. Raises ValueError as `shared_layout` does, for a `min_confidence`
+    outside [0, 1], an `out_dir` that is not empty or lies inside a checkpoint."""
     paths = [Path(checkpoint) for checkpoint in checkpoints]
-    layout = check_members(paths)
+    layout = shared_layout(paths)
+    if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
+        raise ValueError(f"min_confidence {min_confidence} is a probability: give it in [0, 1]")
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} is not empty: build an ensemble into a new directory")
-    out.mkdir(parents=True, exist_ok=True)
-    names = [member_name(index) for index in range(len(paths))]
+    if any(out.resolve().is_relative_to(path.resolve()) for path in paths):
+        raise ValueError(f"{out} lies inside a member checkpoint: build the ensemble elsewhere")
+    partial = out.with_name(f"{out.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    names = [f"member-{index}" for index in range(len(paths))]
     for path, name in zip(paths, names):
-        shutil.copytree(path, out / name)
-    manifest = {"model_type": ENSEMBLE_FAMILY, "members": names, "sources": [str(path) for path in paths]}
-    (out / ENSEMBLE_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        (partial / name).mkdir(parents=True)
+        copy_checkpoint_files(path, partial / name, frozenset({STATE_FILE}))
+    manifest = {"model_type": ENSEMBLE_FAMILY, "members": names, "sources": [str(path.resolve()) for path in paths]}
+    (partial / ENSEMBLE_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     settings = {**layout.to_dict(), **({} if min_confidence is None else {"min_confidence": min_confidence})}
-    (out / "meterread.json").write_text(json.dumps(settings, indent=2) + "\n")
+    (partial / "meterread.json").write_text(json.dumps(settings, indent=2) + "\n")
+    if out.exists():
+        out.rmdir()  # empty, checked above
+    partial.rename(out)
     return out
-
-
-def _json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}

@@ -25,6 +25,7 @@ from pathlib import Path
 from meterread.config import ModelSpec
 from meterread.models.base import ModelLoadError
 from meterread.models.references import model_reference, parse_reference
+from meterread.models.registry import refuse_ensemble
 from meterread.storage import resolve, with_retries, write_bytes
 
 POINTER = "current.json"
@@ -201,6 +202,7 @@ def publish(
     (`read_checkpoint_record`) overlaid with `record` (e.g. the `base` it was trained from), `evaluations` (per
     set: {"dataset", "split", "candidate": headline, "current": headline or None, "missing": why or None}) and the
     gate's `decision`. The pointer moves last, so a reader never follows it to a half-written version."""
+    refuse_ensemble(checkpoint, "publish")  # a version loads from its config.json (`loadable_version_spec`)
     fs, root = resolve(registry)
     version = datetime.now(timezone.utc).strftime("v%Y%m%dT%H%M%S%fZ")
     target = f"{root}/versions/{version}"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from meterread.models.ppocr_import import check_input_shape
 from meterread.models.ppocr_network import PPOCRConfig
+from meterread.models.registry import refuse_ensemble
 from meterread.training.checkpoints import copy_checkpoint_files
 
 RESTRIP_FILE = "restrip.json"
@@ -53,6 +54,7 @@ def restrip_checkpoint(
     stay behind. Raises ValueError for a folder without a ppocr config and full weights (a LoRA adapter: merge it
     first), an `out_dir` that holds files, or a size the recogniser cannot read; nothing is written then."""
     source, out = Path(source), Path(out_dir)
+    refuse_ensemble(source, "restrip")
     if not (source / "config.json").is_file() or not (source / "model.safetensors").is_file():
         raise ValueError(f"{source} is not a full checkpoint (config.json and model.safetensors; not an adapter)")
     if out.resolve() == source.resolve():

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from meterread.models.registry import refuse_ensemble
 from meterread.preprocess import InputLayout
 from meterread.training.checkpoints import RUN_FILES, copy_checkpoint_files
 
@@ -77,6 +78,7 @@ def average_checkpoints(
     paths = [Path(checkpoint) for checkpoint in checkpoints]
     shares = normalised_weights(len(paths), weights)  # bad weights fail before any file is read
     for path in paths:
+        refuse_ensemble(path, "average")
         if not (path / WEIGHTS_FILE).is_file():
             raise ValueError(f"{path} has no {WEIGHTS_FILE}: only full, unsharded checkpoints can be averaged")
     configs = [_json(path / "config.json") for path in paths]

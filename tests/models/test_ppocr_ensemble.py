@@ -19,8 +19,8 @@ from meterread.models.ppocr import build_tiny, reading_decoder
 from meterread.models.ppocr_ensemble import PPOCREnsembleReader, fit_square
 from meterread.models.ppocr_network import DIGITS
 from meterread.models.registry import load_reader
-from meterread.models.tiny import TinySize
 from meterread.training.ensemble import build_ensemble
+from meterread.training.restrip import restrip_checkpoint
 
 
 def columns(*rows: dict[int, float], classes: int = 12) -> np.ndarray:
@@ -75,10 +75,11 @@ def test_a_square_is_fitted_to_a_members_side_and_left_alone_at_its_own():
 
 @pytest.fixture(scope="module")
 def two_squares(tmp_path_factory):
-    """An ensemble of two tiny recognisers of different weights and squares (64 and 96 px), and its members."""
+    """An ensemble of two tiny recognisers of different weights, squares (64 and 96 px) and strips (so CTC column
+    counts), and its members."""
     root = tmp_path_factory.mktemp("ensemble")
     small = build_tiny(root / "small", seed=1)
-    large = build_tiny(root / "large", TinySize(image_size=96), seed=2)
+    large = restrip_checkpoint(build_tiny(root / "seed-2", seed=2), root / "large", 256, 64, image_size=96)
     return build_ensemble(root / "both", [small, large]), small, large
 
 
@@ -94,7 +95,7 @@ def test_an_ensemble_directory_loads_as_a_ppocr_reader_that_reads_at_its_largest
     members = [
         member.log_probs([fit_square(image, member.image_size) for image in images]) for member in reader.members
     ]
-    assert members[0].shape[1:] == members[1].shape[1:]  # tiny members share a strip size; real ones need not
+    assert members[0].shape[1] != members[1].shape[1]  # the members read different numbers of columns
     for i, prediction in enumerate(predictions):
         ids, parts = ctc_ensemble_path([m[i] for m in members], reading_decoder(reader.spec, DIGITS))
         assert prediction.text == ctc_text(ids, DIGITS)
@@ -130,12 +131,25 @@ def test_an_ensemble_that_cannot_read_as_one_is_refused_at_load(tmp_path):
         load_reader(ModelSpec(base=str(ensemble), adapter=str(tmp_path / "a"), device="cpu"))
     settings = ensemble / "member-1" / "meterread.json"
     settings.write_text(json.dumps({**json.loads(settings.read_text()), "display_rows": 1}))
-    with pytest.raises(ModelLoadError, match="member-1: input layout"):
+    with pytest.raises(ModelLoadError, match="prepare photos differently"):
+        load_reader(ModelSpec(base=str(ensemble), device="cpu"))
+    (ensemble / "member-0" / "meterread.json").write_text(settings.read_text())
+    with pytest.raises(ModelLoadError, match="is not the ensemble's"):  # members agree, the ensemble's file not
         load_reader(ModelSpec(base=str(ensemble), device="cpu"))
     (ensemble / "ensemble.json").write_text(json.dumps({"model_type": "ppocr", "members": ["member-0", "gone"]}))
     with pytest.raises(ModelLoadError, match="not all directories"):
         load_reader(ModelSpec(base=str(ensemble), device="cpu"))
-    for members in (["member-0", "../a"], []):
+    for members in (["member-0", "../a"], ["member-0", ""], []):
         (ensemble / "ensemble.json").write_text(json.dumps({"model_type": "ppocr", "members": members}))
         with pytest.raises(ModelLoadError, match="must be folder names inside"):
+            load_reader(ModelSpec(base=str(ensemble), device="cpu"))
+
+
+def test_a_member_that_links_out_of_the_ensemble_or_back_to_it_is_refused(tmp_path):
+    ensemble = build_ensemble(tmp_path / "e", [build_tiny(tmp_path / "a", seed=1), build_tiny(tmp_path / "b", seed=2)])
+    (ensemble / "back").symlink_to(ensemble)
+    (ensemble / "out").symlink_to(tmp_path / "a")
+    for link in ("back", "out"):
+        (ensemble / "ensemble.json").write_text(json.dumps({"model_type": "ppocr", "members": ["member-0", link]}))
+        with pytest.raises(ModelLoadError, match="a link out or back"):
             load_reader(ModelSpec(base=str(ensemble), device="cpu"))

@@ -10,6 +10,9 @@ from meterread.config import TrainConfig
 from meterread.models.ppocr import build_tiny
 from meterread.settings import TrainConfigError
 from meterread.training.ensemble import build_ensemble
+from meterread.training.registry import publish
+from meterread.training.restrip import restrip_checkpoint
+from meterread.training.soup import average_checkpoints
 
 
 @pytest.fixture
@@ -23,7 +26,11 @@ def test_the_command_copies_each_member_and_records_where_it_came_from(tmp_path,
     result = CliRunner().invoke(app, command)
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "ensemble.json").read_text())
-    assert manifest == {"model_type": "ppocr", "members": ["member-0", "member-1"], "sources": list(map(str, members))}
+    assert manifest == {
+        "model_type": "ppocr",
+        "members": ["member-0", "member-1"],
+        "sources": [str(m.resolve()) for m in members],
+    }
     for name, source in zip(manifest["members"], members):
         assert (out / name / "model.safetensors").read_bytes() == (source / "model.safetensors").read_bytes()
     settings = json.loads((out / "meterread.json").read_text())
@@ -45,12 +52,21 @@ def test_what_cannot_read_as_one_is_refused_before_anything_is_written(tmp_path,
         build_ensemble(out, [members[0], tiny_paligemma])
     with pytest.raises(ValueError, match="not a full ppocr checkpoint"):
         build_ensemble(out, [members[0], tmp_path / "nothing"])
+    with pytest.raises(ValueError, match="is a probability"):
+        build_ensemble(out, members, min_confidence=90)
+    with pytest.raises(ValueError, match="inside a member checkpoint"):
+        build_ensemble(members[0] / "ensemble", members)
     nested = build_ensemble(tmp_path / "nested", members)
     with pytest.raises(ValueError, match="ensemble itself"):
         build_ensemble(out, [members[0], nested])
     settings = members[1] / "meterread.json"
     settings.write_text(json.dumps({**json.loads(settings.read_text()), "crop_display": True}))
     with pytest.raises(ValueError, match="prepare photos differently"):
+        build_ensemble(out, members)
+    settings.write_text(json.dumps({**json.loads(settings.read_text()), "crop_display": False}))
+    config = members[1] / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "vocab": "0123456789"}))
+    with pytest.raises(ValueError, match="different vocabularies"):
         build_ensemble(out, members)
     assert not out.exists()
     with pytest.raises(ValueError, match="not empty"):
@@ -59,8 +75,23 @@ def test_what_cannot_read_as_one_is_refused_before_anything_is_written(tmp_path,
     assert result.exit_code == 2 and "two or more" in result.output and not out.exists()
 
 
-def test_an_ensemble_is_not_a_base_to_train(tmp_path, members):
+def test_an_ensemble_is_not_trained_averaged_restripped_or_published(tmp_path, members):
     ensemble = build_ensemble(tmp_path / "ensemble", members)
     config = TrainConfig(family="ppocr", base=str(ensemble), dataset=str(tmp_path), output=str(tmp_path / "run"))
     with pytest.raises(TrainConfigError, match="train one of its members"):
         config.validate()
+    with pytest.raises(ValueError, match="ensemble of checkpoints: average one of its members"):
+        average_checkpoints(tmp_path / "soup", [members[0], ensemble])
+    with pytest.raises(ValueError, match="ensemble of checkpoints: restrip one of its members"):
+        restrip_checkpoint(ensemble, tmp_path / "tall", 256, 64)
+    with pytest.raises(ValueError, match="ensemble of checkpoints: publish one of its members"):
+        publish(str(tmp_path / "registry"), ensemble, 0.9)
+    assert not (tmp_path / "soup").exists() and not (tmp_path / "tall").exists()
+    assert not (tmp_path / "registry").exists()
+
+
+def test_a_run_folders_trainer_state_stays_behind(tmp_path, members):
+    (members[0] / "trainer_state.pt").write_bytes(b"optimizer moments")
+    ensemble = build_ensemble(tmp_path / "ensemble", members)
+    assert not (ensemble / "member-0" / "trainer_state.pt").exists()
+    assert (ensemble / "member-0" / "config.json").is_file() and not (tmp_path / "ensemble.partial").exists()
