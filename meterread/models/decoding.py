@@ -175,26 +175,29 @@ def with_reading_likelihood(
 
 
 def ctc_ensemble_path(
-    member_log_probs: Sequence[np.ndarray], decode: Callable[[np.ndarray], tuple[list[int], list[float]]]
+    member_log_probs: Sequence[np.ndarray],
+    decode: Callable[[np.ndarray], tuple[list[int], list[float]]],
+    fits: Callable[[list[int]], bool] | None = None,
 ) -> tuple[list[int], list[float]]:
     """The reading several CTC readers of one image find likeliest together: each member's (T_m, classes)
     log-probabilities decoded on their own (`decode`, e.g. `ctc_constrained_path` with a pattern) propose a reading;
     the proposal with the highest summed `ctc_log_likelihood` over all members wins (members may have different
-    column counts), ties to the earlier member's. Its parts add up to the members' mean log-likelihood of it (their
-    geometric mean probability), split per class in the proposer's proportions. Raises ValueError without members
-    (docs/training.md "Two readers, one reading": why not average the columns)."""
+    column counts), ties to the earlier member's; with `fits` (e.g. "completes the reading pattern"), only proposals
+    that fit compete when any does, so a member whose decoding fell back to an unfitting reading cannot outvote the
+    others. Its parts add up to the members' mean log-likelihood of it (their geometric mean probability; -inf when
+    a member cannot spell it at all), split per class in the proposer's proportions. Raises ValueError without
+    members (docs/training.md "Two readers, one reading": why not average the columns)."""
     if not member_log_probs:
         raise ValueError("an ensemble needs at least one member")
     candidates: dict[tuple[int, ...], list[float]] = {}
     for log_probs in member_log_probs:
         ids, parts = decode(log_probs)
         candidates.setdefault(tuple(ids), parts)
-    scores = {
-        ids: sum(ctc_log_likelihood(log_probs, list(ids)) for log_probs in member_log_probs) for ids in candidates
-    }
+    pool = [ids for ids in candidates if fits is None or fits(list(ids))] or list(candidates)
+    scores = {ids: sum(ctc_log_likelihood(log_probs, list(ids)) for log_probs in member_log_probs) for ids in pool}
     chosen = max(scores, key=scores.__getitem__)  # max keeps the first of equal scores: dicts keep insertion order
     parts, mean = candidates[chosen], scores[chosen] / len(member_log_probs)
     path = sum(parts)
-    if path >= 0.0:  # the proposer was certain: the whole mean goes to the reading's first part
+    if path >= 0.0 or not np.isfinite(mean):  # a certain proposer, or a member that cannot spell it: all in one part
         return list(chosen), [mean, *[0.0] * (len(parts) - 1)]
     return list(chosen), [part * mean / path for part in parts]

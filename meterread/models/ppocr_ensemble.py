@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,10 +98,19 @@ class PPOCREnsembleReader:
         per_member = [
             member.log_probs([fit_square(image, member.image_size) for image in images]) for member in self.members
         ]
-        decode = reading_decoder(self.spec, self.vocab)
-        decoded = [ctc_ensemble_path([log_probs[i] for log_probs in per_member], decode) for i in range(len(images))]
+        decode, fits = reading_decoder(self.spec, self.vocab), self.fits_pattern()
+        decoded = [
+            ctc_ensemble_path([log_probs[i] for log_probs in per_member], decode, fits) for i in range(len(images))
+        ]
         elapsed = (time.perf_counter() - started) / len(images)
         return [Prediction(ctc_text(ids, self.vocab), tuple(parts), elapsed) for ids, parts in decoded]
+
+    def fits_pattern(self) -> Callable[[list[int]], bool] | None:
+        """Whether class ids spell a complete reading of the spec's pattern (None when decoding is unconstrained)."""
+        if not self.spec.constrained:
+            return None
+        pattern = self.spec.reading_pattern()
+        return lambda ids: pattern.is_complete(ctc_text(ids, self.vocab))
 
     def classify(self, images: Sequence[np.ndarray], prompt: str, labels: Sequence[str]) -> list[tuple[str, float]]:
         raise ValueError("the ppocr family reads digits only and cannot rank meter types; drop meter_types")

@@ -153,3 +153,15 @@ def test_a_member_that_links_out_of_the_ensemble_or_back_to_it_is_refused(tmp_pa
         (ensemble / "ensemble.json").write_text(json.dumps({"model_type": "ppocr", "members": ["member-0", link]}))
         with pytest.raises(ModelLoadError, match="a link out or back"):
             load_reader(ModelSpec(base=str(ensemble), device="cpu"))
+
+
+def test_a_member_too_short_for_the_pattern_cannot_outvote_one_that_fits():
+    """Member 0 has one column: its decoding falls back to "1", and "12" is beyond it (-inf). Without `fits` its
+    unfitting "1" wins; with it, the fitting "12" does, at confidence 0 (flagged: one member cannot spell it)."""
+    one, two = DIGITS.index("1") + 1, DIGITS.index("2") + 1
+    short = columns({one: 0.9})
+    long = columns(BLANK, {one: 0.9}, BLANK, {two: 0.9}, BLANK)
+    members = [short, long]
+    assert ctc_text(ctc_ensemble_path(members, ctc_best_path)[0], DIGITS) == "1"
+    ids, parts = ctc_ensemble_path(members, ctc_best_path, fits=lambda ids: len(ids) == 2)
+    assert ctc_text(ids, DIGITS) == "12" and parts[0] == -np.inf and not np.isnan(parts).any()
