@@ -12,6 +12,8 @@ import torch
 
 from meterread.preprocess import InputLayout
 
+WEIGHTS_FILE = "model.safetensors"  # a full checkpoint's weights, one unsharded file
+
 
 def adapter_cache() -> Path:
     """`$METERREAD_CACHE/adapters` (default `~/.cache/meterread/adapters`)."""

@@ -22,12 +22,11 @@ import numpy as np
 from meterread.config import ModelSpec
 from meterread.models.base import ModelLoadError, Prediction, checkpoint_facts
 from meterread.models.decoding import ctc_ensemble_path, ctc_text
+from meterread.models.loading import WEIGHTS_FILE, input_layout
 from meterread.models.ppocr import DEFAULT_PROMPT, FAMILY, PPOCRReader, load_checkpoint, reading_decoder
 from meterread.models.ppocr_network import DIGITS
-from meterread.models.registry import ENSEMBLE_FILE, ensemble_members
+from meterread.models.registry import ENSEMBLE_FILE, ensemble_members, is_ensemble
 from meterread.preprocess import InputLayout
-
-WEIGHTS_FILE = "model.safetensors"
 
 
 def shared_layout(checkpoints: Sequence[Path]) -> InputLayout:
@@ -38,12 +37,13 @@ def shared_layout(checkpoints: Sequence[Path]) -> InputLayout:
         raise ValueError(f"an ensemble needs two or more checkpoints, got {len(checkpoints)}")
     layouts, vocabularies = [], set()
     for path in checkpoints:
-        if ensemble_members(path) is not None:
+        if is_ensemble(path):
             raise ValueError(f"{path} is an ensemble itself: name its members instead")
-        config = _json(path / "config.json")
+        config_file = path / "config.json"
+        config = json.loads(config_file.read_text()) if config_file.is_file() else {}
         if config.get("model_type") != FAMILY or not (path / WEIGHTS_FILE).is_file():
             raise ValueError(f"{path} is not a full {FAMILY} checkpoint (config.json and {WEIGHTS_FILE})")
-        layouts.append(InputLayout.from_dict(_json(path / "meterread.json")))
+        layouts.append(input_layout(str(path)))
         vocabularies.add(config.get("vocab", DIGITS))
     if any(layout != layouts[0] for layout in layouts):
         raise ValueError(
@@ -52,10 +52,6 @@ def shared_layout(checkpoints: Sequence[Path]) -> InputLayout:
     if len(vocabularies) > 1:
         raise ValueError(f"the checkpoints read different vocabularies: {sorted(vocabularies)}")
     return layouts[0]
-
-
-def _json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def fit_square(image: np.ndarray, size: int) -> np.ndarray:

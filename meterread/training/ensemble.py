@@ -8,11 +8,10 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from meterread.models.ppocr import FAMILY
 from meterread.models.ppocr_ensemble import shared_layout
 from meterread.models.registry import ENSEMBLE_FILE
 from meterread.training.checkpoints import STATE_FILE, copy_checkpoint_files
-
-ENSEMBLE_FAMILY = "ppocr"  # the one family whose readings every member can score (CTC likelihoods)
 
 
 def build_ensemble(out_dir: str | Path, checkpoints: Sequence[str | Path], min_confidence: float | None = None) -> Path:
@@ -37,7 +36,7 @@ def build_ensemble(out_dir: str | Path, checkpoints: Sequence[str | Path], min_c
     for path, name in zip(paths, names):
         (partial / name).mkdir(parents=True)
         copy_checkpoint_files(path, partial / name, frozenset({STATE_FILE}))
-    manifest = {"model_type": ENSEMBLE_FAMILY, "members": names, "sources": [str(path.resolve()) for path in paths]}
+    manifest = {"model_type": FAMILY, "members": names, "sources": [str(path.resolve()) for path in paths]}
     (partial / ENSEMBLE_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     settings = {**layout.to_dict(), **({} if min_confidence is None else {"min_confidence": min_confidence})}
     (partial / "meterread.json").write_text(json.dumps(settings, indent=2) + "\n")

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
+from meterread.models.loading import WEIGHTS_FILE
 from meterread.models.registry import refuse_ensemble
 from meterread.preprocess import InputLayout
 from meterread.training.checkpoints import RUN_FILES, copy_checkpoint_files
 
-WEIGHTS_FILE = "model.safetensors"
 # Files of the last checkpoint that do not describe the averaged weights: its weights and its run files (the rest,
 # config, tokenizer, processor, meterread.json, come along so the average loads like its ingredients).
 WEIGHT_FILES = {WEIGHTS_FILE, "model.safetensors.index.json", "adapter_model.safetensors", "adapter_config.json"}
