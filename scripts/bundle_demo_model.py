@@ -6,6 +6,15 @@
         [--earlier-stages PROVENANCE_JSON] [--restripped RESTRIP_DIR COMMAND] [--relabel OLD NEW]...
     python scripts/bundle_demo_model.py EVAL_DIR --eval NAME DATA_COMMAND [--eval ...] \\
         --annotate-only VALID_METRICS CHOSEN_ON       # re-measure the bundled model, keep its weights
+    python scripts/bundle_demo_model.py EVAL_DIR --eval NAME DATA_COMMAND [--eval ...] \\
+        --ensemble ENSEMBLE_DIR VALID_METRICS COMMAND [--relabel OLD NEW]...   # bundle readers joined as one
+
+`--into DIR` writes the bundle into DIR instead of meterread/assets/demo-model/: a reader bundled with its
+provenance (and, with no `--eval`, no evaluations) that `meterread ensemble` then joins with another. `--ensemble`
+bundles such a join (ENSEMBLE_DIR: `meterread ensemble`'s output, each member a bundle with its own provenance.json;
+VALID_METRICS: its `meterread eval` on the validation set of stages 2-5, which gives the min_confidence; COMMAND:
+the `meterread ensemble` command): provenance.json then records the join and the evaluations, and each
+member-N/provenance.json every stage of that reader.
 
 Each `--eval NAME` is the `meterread eval --baseline ppocr` output in EVAL_DIR/eval-NAME/ (model and PP-OCRv4
 on the same photos; with `--known-register`, recorded as such), made on the data DATA_COMMAND wrote; `synthetic` is
@@ -41,6 +50,7 @@ import json
 import shutil
 from pathlib import Path
 
+from meterread.models.registry import ENSEMBLE_FILE
 from meterread.training.evaluate import threshold_from_table
 
 TARGET = Path(__file__).resolve().parents[1] / "meterread" / "assets" / "demo-model"
@@ -112,14 +122,16 @@ def pretrained_record(base_dir: str, command: str) -> dict:
 
 
 def record_evaluations(target: Path, evaluations: dict, valid: dict, chosen_on: str) -> None:
-    """Write the evaluations (model and baseline per set) and the recommended min_confidence into a bundle."""
+    """Write the evaluations (model and baseline per set; none for a reader bundled to be joined) and the
+    recommended min_confidence into a bundle."""
     settings = json.loads((target / "meterread.json").read_text())
     settings["min_confidence"] = threshold_from_table(valid.get("thresholds", []))
     (target / "meterread.json").write_text(json.dumps(settings, indent=2))
     provenance = json.loads((target / "provenance.json").read_text())
-    synthetic = evaluations["synthetic"]
-    provenance["heldout"] = {"data": synthetic["data"], **{key: synthetic[key] for key in HELDOUT_KEYS}}
-    provenance["evaluations"] = evaluations
+    if evaluations:
+        synthetic = evaluations["synthetic"]
+        provenance["heldout"] = {"data": synthetic["data"], **{key: synthetic[key] for key in HELDOUT_KEYS}}
+        provenance["evaluations"] = evaluations
     provenance["min_confidence"] = {"value": settings["min_confidence"], "chosen_on": chosen_on}
     (target / "provenance.json").write_text(json.dumps(provenance, indent=2))
 
@@ -160,10 +172,52 @@ def averaged_record(soup_dir: str, valid_metrics: str, command: str) -> dict:
     return {"command": command, **soup, "valid": {key: valid[key] for key in EVAL_KEYS}}
 
 
+def member_record(target: Path, name: str) -> dict:
+    """One reader of a bundled ensemble, from its own provenance.json: its last recipe, stage count and minutes."""
+    provenance = json.loads((target / name / "provenance.json").read_text())
+    return {
+        "name": name,
+        "recipe": provenance["recipe"],
+        "stages": len(provenance["stages"]),
+        "training_minutes_on_2_cpu_cores": provenance["training_minutes_on_2_cpu_cores"],
+    }
+
+
+ENSEMBLE_COMMAND = (
+    "make demo-model  # each reader's stages (member-N/provenance.json), `meterread ensemble`, "
+    "then `meterread eval --baseline ppocr`"
+)
+
+
+def bundle_ensemble(ensemble_dir: Path, valid_metrics: str, command: str, relabels, target: Path) -> dict:
+    """Copy a `meterread ensemble` folder into `target` (its ensemble.json's sources relabelled) and write its
+    provenance.json (the join, its members, its validation metrics) and metrics.json; the first member's NOTICE
+    travels to the top. Returns the validation metrics."""
+    valid = {key: value for key, value in json.loads(Path(valid_metrics).read_text()).items() if key in EVAL_KEYS}
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(ensemble_dir, target)
+    manifest = relabel(json.loads((target / ENSEMBLE_FILE).read_text()), relabels)
+    (target / ENSEMBLE_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    members = [member_record(target, name) for name in manifest["members"]]
+    provenance = {
+        "command": ENSEMBLE_COMMAND,
+        "ensemble": relabel({"command": command, "members": members, "valid": valid}, relabels),
+        "training_minutes_on_2_cpu_cores": round(sum(m["training_minutes_on_2_cpu_cores"] for m in members), 1),
+    }
+    (target / "provenance.json").write_text(json.dumps(provenance, indent=2))
+    (target / "metrics.json").write_text(json.dumps({"valid": valid}, indent=2))
+    notice = target / manifest["members"][0] / "NOTICE"
+    if notice.is_file():
+        shutil.copy2(notice, target / "NOTICE")
+    return valid
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("run_dir", type=Path, help="where the eval-NAME/ folders of `meterread eval` are")
-    parser.add_argument("--eval", nargs=2, action="append", required=True, metavar=("NAME", "DATA_COMMAND"))
+    parser.add_argument("--eval", nargs=2, action="append", default=[], metavar=("NAME", "DATA_COMMAND"))
+    parser.add_argument("--into", type=Path, default=TARGET, help="where to bundle (default: the demo model's folder)")
+    parser.add_argument("--ensemble", nargs=3, metavar=("ENSEMBLE_DIR", "VALID_METRICS", "COMMAND"))
     parser.add_argument(
         "--stage", nargs=4, action="append", default=[], metavar=("RECIPE", "RUN_DIR", "MINUTES", "DATA_COMMAND")
     )
@@ -183,16 +237,27 @@ def main() -> None:
         "VALID_METRICS (a `meterread eval` metrics.json on the last stage's validation set) recommends",
     )
     args = parser.parse_args()
+    target = args.into
     relabels = recipe_names(args.relabel)
     evaluations = {name: evaluation_record(args.run_dir, name, data) for name, data in args.eval}  # before rmtree
     evaluations = relabel(evaluations, relabels)
+    if target == TARGET and not evaluations:
+        parser.error("--eval is required for the demo model: it ships with its evaluations beside PP-OCRv4")
     if args.annotate_only:
         valid_metrics, chosen_on = args.annotate_only
-        record_evaluations(TARGET, evaluations, json.loads(Path(valid_metrics).read_text()), chosen_on)
-        print(f"recorded {len(args.eval)} evaluations in {TARGET}")
+        record_evaluations(target, evaluations, json.loads(Path(valid_metrics).read_text()), chosen_on)
+        print(f"recorded {len(args.eval)} evaluations in {target}")
+        return
+    if args.ensemble:
+        if args.stage:
+            parser.error("--ensemble bundles readers bundled before: give their stages when bundling each (--into)")
+        ensemble_dir, valid_metrics, command = args.ensemble
+        valid = bundle_ensemble(Path(ensemble_dir), valid_metrics, command, relabels, target)
+        record_evaluations(target, evaluations, valid, "the ensemble on the validation set of stages 2-5")
+        print(f"bundled {ensemble_dir} into {target}")
         return
     if not args.stage:
-        parser.error("--stage is required unless --annotate-only")
+        parser.error("--stage is required unless --annotate-only or --ensemble")
     prior = json.loads(args.earlier_stages.read_text()) if args.earlier_stages else {}
     stages = prior.get("stages", []) + [stage_record(recipe, Path(run), m, data) for recipe, run, m, data in args.stage]
     averaged = averaged_record(*args.averaged) if args.averaged else None
@@ -204,8 +269,8 @@ def main() -> None:
         relabel(record, relabels) for record in (stages, averaged, earlier, restripped, pretrained)
     )
     best = Path(args.averaged[0]) if args.averaged else Path(args.stage[-1][1]) / "best"
-    shutil.rmtree(TARGET, ignore_errors=True)
-    TARGET.mkdir(parents=True)
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
     last_best = Path(args.stage[-1][1]) / "best"
     for name in KEEP:  # an average has no recipe or data of its own: the last stage's (soup.json lists them all)
         source = best / name if (best / name).is_file() else last_best / name
@@ -213,13 +278,13 @@ def main() -> None:
             continue
         text = source.read_text() if name.endswith(".json") else ""
         if any(old in text for old, _ in relabels):  # e.g. a config naming the earlier bundle as its base
-            (TARGET / name).write_text(json.dumps(relabel(json.loads(text), relabels), indent=2))
+            (target / name).write_text(json.dumps(relabel(json.loads(text), relabels), indent=2))
         else:
-            shutil.copy2(source, TARGET / name)
+            shutil.copy2(source, target / name)
     last = stages[-1]
     if averaged:  # the bundle's metrics.json: what the bundled weights read on the last stage's validation set
         metrics = {"step": last["best_at_step"], "valid": averaged["valid"], "averaged": averaged["ingredients"]}
-        (TARGET / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        (target / "metrics.json").write_text(json.dumps(metrics, indent=2))
     provenance = {
         "recipe": last["recipe"],
         "command": "make demo-model  # every stage below (and the average), then `meterread eval --baseline ppocr`",
@@ -233,14 +298,14 @@ def main() -> None:
         **({"restripped": restripped} if restripped else {}),  # a checkpoint set to another strip size
         "training_minutes_on_2_cpu_cores": round(sum(stage["training_minutes_on_2_cpu_cores"] for stage in stages), 1),
     }
-    (TARGET / "provenance.json").write_text(json.dumps(provenance, indent=2))
+    (target / "provenance.json").write_text(json.dumps(provenance, indent=2))
     if pretrained:  # weights derived from a published model: its attribution and licence travel with them
-        (TARGET / "NOTICE").write_text(NOTICE.format(source=provenance["pretrained"]["source"]))
+        (target / "NOTICE").write_text(NOTICE.format(source=provenance["pretrained"]["source"]))
     valid, chosen_on = last["valid"], "the last stage's validation set"
     if averaged:
         valid, chosen_on = averaged["valid"], "the averaged checkpoint on the last stage's validation set"
-    record_evaluations(TARGET, evaluations, valid, chosen_on)
-    print(f"bundled {best} into {TARGET}")
+    record_evaluations(target, evaluations, valid, chosen_on)
+    print(f"bundled {best} into {target}")
 
 
 if __name__ == "__main__":

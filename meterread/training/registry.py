@@ -25,7 +25,7 @@ from pathlib import Path
 from meterread.config import ModelSpec
 from meterread.models.base import ModelLoadError
 from meterread.models.references import model_reference, parse_reference
-from meterread.models.registry import refuse_ensemble
+from meterread.models.registry import ENSEMBLE_FILE, is_ensemble
 from meterread.storage import resolve, with_retries, write_bytes
 
 POINTER = "current.json"
@@ -33,6 +33,7 @@ VERSION_RECORD = "version.json"
 MODEL_CARD = "README.md"
 MIN_PROMOTION_FLOOR = 0.9  # exact match on the test split below which no model reaches production
 LOAD_FACTS = ("family", "strategy", "base", "pattern", "prompt")  # what a reader needs to load a version
+ENSEMBLE_STRATEGY = "ensemble"  # a version that is whole models read as one (`meterread ensemble`)
 HEADLINE = ("count", "exact_match", "character_error_rate", "parse_rate", "accuracy_at_coverage")
 
 
@@ -120,13 +121,14 @@ def resolve_spec(spec: ModelSpec) -> ModelSpec:
 def loadable_version_spec(spec: ModelSpec, facts: Mapping, registry: str) -> ModelSpec:
     """`version_spec`, with a whole model's folder made local: fetched into the cache (every file) when remote, its
     `file://` prefix dropped otherwise (an adapter is fetched when it loads). Raises ModelLoadError, or
-    FileNotFoundError for a version folder without config.json."""
+    FileNotFoundError for a version folder without config.json (an ensemble's: without ensemble.json)."""
     concrete = version_spec(spec, facts, registry)
     if concrete.adapter:
         return concrete
     from meterread.models.loading import fetch_directory
 
-    return concrete.replace(base=fetch_directory(concrete.base, "config.json", wanted=None))
+    marker = ENSEMBLE_FILE if facts.get("strategy") == ENSEMBLE_STRATEGY else "config.json"
+    return concrete.replace(base=fetch_directory(concrete.base, marker, wanted=None))
 
 
 def run_model_fields(spec: ModelSpec) -> dict:
@@ -169,13 +171,17 @@ def headline(metrics: Mapping) -> dict:
 
 def read_checkpoint_record(checkpoint: Path) -> dict:
     """What a checkpoint says of itself: its recipe (`train_config.json`), preprocessing and recommended
-    `min_confidence` (`meterread.json`), best-checkpoint metrics and dataset manifest digest. Missing files: empty."""
+    `min_confidence` (`meterread.json`), best-checkpoint metrics and dataset manifest digest. Missing files: empty.
+    An ensemble has no recipe of its own (each member has one): its family comes from `ensemble.json`, its
+    strategy is ENSEMBLE_STRATEGY."""
 
     def load(name: str) -> dict:
         path = checkpoint / name
         return json.loads(path.read_text()) if path.is_file() else {}
 
     recipe, settings, metrics = load("train_config.json"), load("meterread.json"), load("metrics.json")
+    if is_ensemble(checkpoint):
+        recipe = {"family": load(ENSEMBLE_FILE).get("model_type"), "strategy": ENSEMBLE_STRATEGY}
     return {
         **{name: recipe.get(name) or None for name in LOAD_FACTS},
         "min_confidence": settings.get("min_confidence"),
@@ -201,8 +207,8 @@ def publish(
     then point `current.json` at it; returns the pointer. The record is what the checkpoint says of itself
     (`read_checkpoint_record`) overlaid with `record` (e.g. the `base` it was trained from), `evaluations` (per
     set: {"dataset", "split", "candidate": headline, "current": headline or None, "missing": why or None}) and the
-    gate's `decision`. The pointer moves last, so a reader never follows it to a half-written version."""
-    refuse_ensemble(checkpoint, "publish")  # a version loads from its config.json (`loadable_version_spec`)
+    gate's `decision`. The pointer moves last, so a reader never follows it to a half-written version. An ensemble
+    (`meterread ensemble`) is published whole, members and all."""
     fs, root = resolve(registry)
     version = datetime.now(timezone.utc).strftime("v%Y%m%dT%H%M%S%fZ")
     target = f"{root}/versions/{version}"

@@ -72,3 +72,45 @@ def test_recorded_evaluations_set_the_min_confidence_validation_recommends(bundl
     assert provenance["min_confidence"] == {"value": 0.7, "chosen_on": "the averaged checkpoint on validation"}
     assert provenance["heldout"]["exact_match"] == 0.99 and provenance["evaluations"] == evaluations
     assert provenance["recipe"] == "r.yaml"  # the rest of the provenance kept
+
+
+def test_a_reader_bundled_to_be_joined_keeps_no_evaluations(bundle, tmp_path):
+    (tmp_path / "meterread.json").write_text(json.dumps({"family": "ppocr"}))
+    (tmp_path / "provenance.json").write_text(json.dumps({"recipe": "r.yaml"}))
+    bundle.record_evaluations(tmp_path, {}, metrics(0.97), "the averaged checkpoint on validation")
+    provenance = json.loads((tmp_path / "provenance.json").read_text())
+    assert "evaluations" not in provenance and "heldout" not in provenance
+    assert json.loads((tmp_path / "meterread.json").read_text())["min_confidence"] == 0.7
+
+
+def test_an_ensemble_is_bundled_with_its_members_provenance_and_the_first_ones_notice(bundle, tmp_path):
+    pair = tmp_path / "runs" / "ppocr-pair" / "ensemble"
+    sources = [str(tmp_path / "runs" / name) for name in ("first-reader", "second-reader")]
+    for index, (recipe, minutes) in enumerate((("a.yaml", 200.0), ("b.yaml", 96.5))):
+        member = pair / f"member-{index}"
+        member.mkdir(parents=True)
+        provenance = {"recipe": recipe, "stages": [{}] * (5 - 3 * index), "training_minutes_on_2_cpu_cores": minutes}
+        (member / "provenance.json").write_text(json.dumps(provenance))
+        (member / "NOTICE").write_text(f"notice {index}")
+    manifest = {"model_type": "ppocr", "members": ["member-0", "member-1"], "sources": sources}
+    (pair / "ensemble.json").write_text(json.dumps(manifest))
+    (pair / "meterread.json").write_text(json.dumps({"crop_display": True}))
+    (tmp_path / "valid.json").write_text(json.dumps(metrics(0.97, worst=[])))
+    target = tmp_path / "bundle"
+    relabels = [(str(tmp_path / "runs"), "runs")]
+    command = f"meterread ensemble {pair} {' '.join(sources)}"
+    valid = bundle.bundle_ensemble(pair, str(tmp_path / "valid.json"), command, relabels, target)
+    assert valid["exact_match"] == 0.97 and "worst" not in valid  # the recorded keys only
+    assert json.loads((target / "ensemble.json").read_text())["sources"] == ["runs/first-reader", "runs/second-reader"]
+    provenance = json.loads((target / "provenance.json").read_text())
+    assert provenance["ensemble"]["command"] == (
+        "meterread ensemble runs/ppocr-pair/ensemble runs/first-reader runs/second-reader"
+    )
+    assert provenance["ensemble"]["members"] == [
+        {"name": "member-0", "recipe": "a.yaml", "stages": 5, "training_minutes_on_2_cpu_cores": 200.0},
+        {"name": "member-1", "recipe": "b.yaml", "stages": 2, "training_minutes_on_2_cpu_cores": 96.5},
+    ]
+    assert provenance["training_minutes_on_2_cpu_cores"] == 296.5
+    assert json.loads((target / "metrics.json").read_text())["valid"] == valid
+    assert (target / "NOTICE").read_text() == "notice 0"
+    assert json.loads((target / "member-1" / "provenance.json").read_text())["recipe"] == "b.yaml"  # each its own

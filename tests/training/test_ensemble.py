@@ -1,16 +1,19 @@
 """`meterread ensemble`: ppocr checkpoints copied into one directory that reads as one model, and its refusals."""
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from meterread.cli import app
-from meterread.config import TrainConfig
+from meterread.config import ModelSpec, TrainConfig
+from meterread.models.base import source_digest
 from meterread.models.ppocr import build_tiny
+from meterread.models.registry import load_reader
 from meterread.settings import TrainConfigError
 from meterread.training.ensemble import build_ensemble
-from meterread.training.registry import publish
+from meterread.training.registry import publish, resolve_spec
 from meterread.training.restrip import restrip_checkpoint
 from meterread.training.soup import average_checkpoints
 
@@ -75,7 +78,7 @@ def test_what_cannot_read_as_one_is_refused_before_anything_is_written(tmp_path,
     assert result.exit_code == 2 and "two or more" in result.output and not out.exists()
 
 
-def test_an_ensemble_is_not_trained_averaged_restripped_or_published(tmp_path, members):
+def test_an_ensemble_is_not_trained_averaged_or_restripped(tmp_path, members):
     ensemble = build_ensemble(tmp_path / "ensemble", members)
     config = TrainConfig(family="ppocr", base=str(ensemble), dataset=str(tmp_path), output=str(tmp_path / "run"))
     with pytest.raises(TrainConfigError, match="train one of its members"):
@@ -84,10 +87,23 @@ def test_an_ensemble_is_not_trained_averaged_restripped_or_published(tmp_path, m
         average_checkpoints(tmp_path / "soup", [members[0], ensemble])
     with pytest.raises(ValueError, match="ensemble of checkpoints: restrip one of its members"):
         restrip_checkpoint(ensemble, tmp_path / "tall", 256, 64)
-    with pytest.raises(ValueError, match="ensemble of checkpoints: publish one of its members"):
-        publish(str(tmp_path / "registry"), ensemble, 0.9)
     assert not (tmp_path / "soup").exists() and not (tmp_path / "tall").exists()
-    assert not (tmp_path / "registry").exists()
+
+
+def test_an_ensemble_is_published_whole_and_read_through_a_local_or_s3_registry(tmp_path, members, s3_bucket):
+    ensemble = build_ensemble(tmp_path / "ensemble", members, min_confidence=0.7)
+    fs, bucket = s3_bucket
+    for registry in (str(tmp_path / "registry"), f"s3://{bucket}/ensembles"):
+        pointer = publish(registry, ensemble, 0.9)
+        assert (pointer["family"], pointer["strategy"]) == ("ppocr", "ensemble")
+        resolved = resolve_spec(ModelSpec(base=f"registry://{registry}", device="cpu"))
+        assert (Path(resolved.base) / "member-1" / "model.safetensors").is_file()  # fetched, members and all
+        reader = load_reader(resolved)
+        assert len(reader.members) == 2 and reader.min_confidence == 0.7
+        for member in ("member-0", "member-1"):  # the same members as the folder published
+            assert source_digest(str(Path(resolved.base) / member)) == source_digest(str(ensemble / member))
+    card = next((tmp_path / "registry" / "versions").iterdir()) / "README.md"
+    assert "| family | ppocr |" in card.read_text() and "| strategy | ensemble (whole model) |" in card.read_text()
 
 
 def test_a_run_folders_trainer_state_stays_behind(tmp_path, members):
