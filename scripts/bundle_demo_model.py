@@ -165,11 +165,17 @@ def restripped_record(restrip_dir: str, command: str) -> dict:
     return {"command": command, **json.loads((Path(restrip_dir) / "restrip.json").read_text())}
 
 
+def valid_record(valid_metrics: str) -> dict:
+    """The recorded keys (EVAL_KEYS) of a `meterread eval` metrics.json on validation data; raises KeyError when
+    one is missing."""
+    valid = json.loads(Path(valid_metrics).read_text())
+    return {key: valid[key] for key in EVAL_KEYS}
+
+
 def averaged_record(soup_dir: str, valid_metrics: str, command: str) -> dict:
     """The averaged checkpoint that is bundled: the command, its ingredients and weights, its validation metrics."""
     soup = json.loads((Path(soup_dir) / "soup.json").read_text())
-    valid = json.loads(Path(valid_metrics).read_text())
-    return {"command": command, **soup, "valid": {key: valid[key] for key in EVAL_KEYS}}
+    return {"command": command, **soup, "valid": valid_record(valid_metrics)}
 
 
 def member_record(target: Path, name: str) -> dict:
@@ -193,7 +199,7 @@ def bundle_ensemble(ensemble_dir: Path, valid_metrics: str, command: str, relabe
     """Copy a `meterread ensemble` folder into `target` (its ensemble.json's sources relabelled) and write its
     provenance.json (the join, its members, its validation metrics) and metrics.json; the first member's NOTICE
     travels to the top. Returns the validation metrics."""
-    valid = {key: value for key, value in json.loads(Path(valid_metrics).read_text()).items() if key in EVAL_KEYS}
+    valid = valid_record(valid_metrics)
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(ensemble_dir, target)
     manifest = relabel(json.loads((target / ENSEMBLE_FILE).read_text()), relabels)
