@@ -138,8 +138,10 @@ def preprocess_paths(reader) -> tuple:
     is our path's last step)."""
     from PIL import Image
 
+    from meterread.models.ppocr_ensemble import member_readers
+
     # an ensemble (`ppocr_ensemble`) is prepared at its largest member's square: time that member's path
-    reader = max(getattr(reader, "members", (reader,)), key=lambda member: member.image_size)
+    reader = max(member_readers(reader), key=lambda member: member.image_size)
     size, layout = reader.image_size, reader.layout
     processor = getattr(reader.processor, "image_processor", None)
     if processor is not None:

@@ -22,10 +22,11 @@ def load_recogniser(model: str | None):
     """The ppocr model of `model` (a local dir or hub id; default: the bundled demo model) on CPU; of an ensemble,
     its first member's (what one training stage trains)."""
     from meterread.config import DEMO_MODEL_DIR, ModelSpec
+    from meterread.models.ppocr_ensemble import member_readers
     from meterread.models.registry import load_reader
 
     reader = load_reader(ModelSpec(family="ppocr", base=model or str(DEMO_MODEL_DIR), device="cpu"))
-    return getattr(reader, "members", (reader,))[0].model
+    return member_readers(reader)[0].model
 
 
 def random_batch(config, batch_size: int, seed: int):

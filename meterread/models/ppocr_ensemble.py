@@ -112,6 +112,11 @@ class PPOCREnsembleReader:
         raise ValueError("the ppocr family reads digits only and cannot rank meter types; drop meter_types")
 
 
+def member_readers(reader) -> tuple:
+    """The readers that read for `reader`: an ensemble's members in order, else `reader` alone."""
+    return tuple(getattr(reader, "members", (reader,)))
+
+
 def load_ensemble(spec: ModelSpec) -> PPOCREnsembleReader:
     """The reader of the ensemble directory `spec.base`, each member on `spec`'s device and dtype. Raises
     ModelLoadError for an adapter, a broken ensemble.json, members `shared_layout` refuses or whose layout is not
